@@ -1,0 +1,135 @@
+//! One parse of a verified body's envelope: `event`, `timestamp`, `webhook_id` and where
+//! `data` lies.
+//!
+//! The layer parses verified bytes once, so the span can name the event; the extractor then
+//! deserializes only the `data` slice instead of scanning the whole body again.
+
+use std::{borrow::Cow, ops::Range};
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::event::EventKind;
+
+/// The envelope fields of a verified delivery.
+#[derive(Debug, Clone)]
+pub(crate) struct Envelope {
+    pub(crate) kind: EventKind,
+    pub(crate) timestamp: DateTime<Utc>,
+    pub(crate) webhook_id: Option<String>,
+    /// Byte range of `data`'s JSON text in the body; `None` when `data` is absent or `null`.
+    pub(crate) data: Option<Range<usize>>,
+}
+
+/// Why a verified body is not a usable envelope.
+///
+/// Messages carry positions, never values: a body may hold phone numbers and transcripts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum EnvelopeError {
+    #[error("the body is not valid JSON (line {line}, column {column})")]
+    Syntax { line: usize, column: usize },
+    #[error(
+        "the body is not a Ringyo event envelope: expected an object with string `event` and \
+         `timestamp` fields (line {line}, column {column})"
+    )]
+    Shape { line: usize, column: usize },
+    #[error("the envelope has no `event` field")]
+    MissingEvent,
+    #[error("the envelope has no `timestamp` field")]
+    MissingTimestamp,
+    #[error("the envelope's `timestamp` is not an RFC 3339 date-time")]
+    InvalidTimestamp,
+}
+
+#[derive(Deserialize)]
+struct Raw<'a> {
+    #[serde(borrow, default)]
+    event: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(default)]
+    webhook_id: Option<String>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+impl Envelope {
+    pub(crate) fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
+        let raw: Raw<'_> = serde_json::from_slice(body).map_err(|err| {
+            let (line, column) = (err.line(), err.column());
+            if err.is_data() {
+                EnvelopeError::Shape { line, column }
+            } else {
+                EnvelopeError::Syntax { line, column }
+            }
+        })?;
+        let kind = EventKind::from(&*raw.event.ok_or(EnvelopeError::MissingEvent)?);
+        let timestamp = raw.timestamp.ok_or(EnvelopeError::MissingTimestamp)?;
+        let timestamp = DateTime::parse_from_rfc3339(&timestamp)
+            .map_err(|_| EnvelopeError::InvalidTimestamp)?
+            .with_timezone(&Utc);
+        // `RawValue` borrows from `body`, so its offset in `body` is a pointer difference.
+        let data = raw.data.map(|data| {
+            let start = data.get().as_ptr() as usize - body.as_ptr() as usize;
+            start..start + data.get().len()
+        });
+        Ok(Self {
+            kind,
+            timestamp,
+            webhook_id: raw.webhook_id,
+            data,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_fields_and_data_range_are_found() {
+        let body = br#"{"event":"call.completed","timestamp":"2024-01-15T10:30:00+02:00","webhook_id":"wh_abc123","data":{"id":"call_1"},"extra":1}"#;
+        let env = Envelope::parse(body).unwrap();
+        assert_eq!(env.kind, EventKind::CallCompleted);
+        assert_eq!(env.timestamp.to_rfc3339(), "2024-01-15T08:30:00+00:00");
+        assert_eq!(env.webhook_id.as_deref(), Some("wh_abc123"));
+        assert_eq!(&body[env.data.unwrap()], br#"{"id":"call_1"}"#);
+    }
+
+    #[test]
+    fn escaped_event_name_and_absent_data_are_fine() {
+        let body =
+            br#"{"data":null,"timestamp":"2024-01-15T10:30:00Z","event":"call\u002ecompleted"}"#;
+        let env = Envelope::parse(body).unwrap();
+        assert_eq!(env.kind, EventKind::CallCompleted);
+        assert_eq!(env.data, None);
+        assert_eq!(env.webhook_id, None);
+    }
+
+    #[test]
+    fn broken_envelopes_say_why_without_values() {
+        let cases: [(&[u8], EnvelopeError); 6] = [
+            (b"{\"event\":", EnvelopeError::Syntax { line: 1, column: 9 }),
+            (b"not json", EnvelopeError::Syntax { line: 1, column: 2 }),
+            (b"[1,2]", EnvelopeError::Shape { line: 1, column: 2 }),
+            (
+                br#"{"timestamp":"2024-01-15T10:30:00Z"}"#,
+                EnvelopeError::MissingEvent,
+            ),
+            (
+                br#"{"event":"credits.low"}"#,
+                EnvelopeError::MissingTimestamp,
+            ),
+            (
+                br#"{"event":"credits.low","timestamp":"+15551234567"}"#,
+                EnvelopeError::InvalidTimestamp,
+            ),
+        ];
+        for (body, expected) in cases {
+            let err = Envelope::parse(body).unwrap_err();
+            assert_eq!(err, expected, "{}", String::from_utf8_lossy(body));
+            assert!(!err.to_string().contains("1555"));
+        }
+    }
+}

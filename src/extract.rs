@@ -1,0 +1,163 @@
+//! [`RingyoEvent`]: a verified delivery, deserialized.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+use crate::{
+    envelope::EnvelopeError,
+    event::{Event, EventKind, FromEventData},
+    payload::VerifiedPayload,
+    rejection::{InvalidEnvelope, InvalidEventData, InvalidJson, RingyoEventRejection},
+};
+
+/// A verified Ringyo event, with its `data` typed as `T`.
+///
+/// As an axum extractor it reads the bytes [`RingyoWebhookLayer`](crate::RingyoWebhookLayer)
+/// verified; it never touches the request body itself, so it can stand anywhere among a
+/// handler's arguments. `T` chooses how `data` is typed:
+///
+/// - [`Event`] (the default): the crate's enum, its variant chosen by the event name;
+/// - `serde_json::Value`: anything, untyped;
+/// - your own `serde` type: deserialized from `data`.
+///
+/// It is a struct with named fields rather than axum's `Json(T)` tuple, because an event is
+/// more than its payload: the name and time matter to every handler.
+///
+/// It rejects (see [`RingyoEventRejection`]):
+///
+/// - with 500 `webhook_layer_missing` if the route has no layer (and logs an error);
+/// - with 400 `invalid_json` if the verified body is not JSON;
+/// - with 422 `invalid_envelope` if it has no string `event` or no RFC 3339 `timestamp`;
+/// - with 422 `invalid_event_data` if `data` does not fit `T`.
+///
+/// To keep a verified delivery that does not fit, take `Result<RingyoEvent<T>,
+/// RingyoEventRejection>` together with [`VerifiedPayload`].
+///
+/// ```
+/// use axum::{http::StatusCode, routing::post, Router};
+/// use ringyo_webhook::{model::Call, Event, RingyoEvent, RingyoWebhookLayer};
+///
+/// async fn typed(event: RingyoEvent) -> StatusCode {
+///     match event.data {
+///         Event::CallCompleted(call) => println!("call {:?} took {:?}s", call.id, call.duration),
+///         Event::CreditsLow(credits) => println!("credits at {:?}", credits.balance),
+///         other => println!("{} arrived", other.kind()),
+///     }
+///     StatusCode::NO_CONTENT
+/// }
+///
+/// async fn untyped(event: RingyoEvent<serde_json::Value>) {
+///     println!("{} from {:?}: {}", event.kind, event.webhook_id, event.data);
+/// }
+///
+/// let app: Router = Router::new()
+///     .route("/webhooks/ringyo", post(typed))
+///     .route("/webhooks/ringyo-raw", post(untyped))
+///     .route_layer(RingyoWebhookLayer::new("whsec_example")?);
+/// # Ok::<(), ringyo_webhook::SecretError>(())
+/// ```
+#[derive(Clone)]
+pub struct RingyoEvent<T = Event> {
+    /// The event's name, the envelope's `event` field.
+    pub kind: EventKind,
+    /// When Ringyo says the event happened, the envelope's `timestamp`, in UTC.
+    pub timestamp: DateTime<Utc>,
+    /// The id of the webhook endpoint (`wh_...`): the same for every event an endpoint
+    /// receives, so not an event id.
+    pub webhook_id: Option<String>,
+    /// The event's `data`, typed.
+    pub data: T,
+}
+
+impl<T: FromEventData> RingyoEvent<T> {
+    /// Deserializes a verified payload, for code that is not an axum handler (a plain hyper
+    /// service reads the [`VerifiedPayload`] from the request's extensions).
+    ///
+    /// # Errors
+    ///
+    /// As for the extractor, without [`MissingLayer`](crate::MissingLayer).
+    pub fn from_payload(payload: &VerifiedPayload) -> Result<Self, RingyoEventRejection> {
+        let envelope = payload.envelope().map_err(|err| match err {
+            EnvelopeError::Syntax { .. } => InvalidJson::new(err.to_string()).into(),
+            _ => RingyoEventRejection::from(InvalidEnvelope::new(err.to_string())),
+        })?;
+        let data = envelope
+            .data
+            .clone()
+            .map_or(&b"null"[..], |range| &payload.bytes()[range]);
+        let data = T::from_event_data(&envelope.kind, data).map_err(|err| {
+            // Positions only: serde's messages can quote values such as phone numbers.
+            InvalidEventData::new(format!(
+                "the event's `data` does not fit `{}` (line {}, column {} of `data`)",
+                std::any::type_name::<T>(),
+                err.line(),
+                err.column(),
+            ))
+        })?;
+        Ok(Self {
+            kind: envelope.kind.clone(),
+            timestamp: envelope.timestamp,
+            webhook_id: envelope.webhook_id.clone(),
+            data,
+        })
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for RingyoEvent<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingyoEvent")
+            .field("kind", &self.kind)
+            .field("timestamp", &self.timestamp)
+            .field("webhook_id", &self.webhook_id)
+            .field("data", &self.data)
+            .finish()
+    }
+}
+
+#[cfg(feature = "axum")]
+mod axum_impls {
+    use axum_core::extract::FromRequestParts;
+    use http::request::Parts;
+
+    use crate::rejection::MissingLayer;
+
+    use super::*;
+
+    fn missing_layer() -> MissingLayer {
+        tracing::error!(
+            "a Ringyo webhook extractor ran on a route without RingyoWebhookLayer; refusing to \
+             parse unverified bytes. Add the layer to the route with `Router::route_layer`"
+        );
+        MissingLayer::new(
+            "the webhook route has no RingyoWebhookLayer, so the delivery cannot be verified",
+        )
+    }
+
+    impl<S: Send + Sync> FromRequestParts<S> for VerifiedPayload {
+        type Rejection = MissingLayer;
+
+        async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, MissingLayer> {
+            parts
+                .extensions
+                .get::<VerifiedPayload>()
+                .cloned()
+                .ok_or_else(missing_layer)
+        }
+    }
+
+    impl<T: FromEventData, S: Send + Sync> FromRequestParts<S> for RingyoEvent<T> {
+        type Rejection = RingyoEventRejection;
+
+        async fn from_request_parts(
+            parts: &mut Parts,
+            _state: &S,
+        ) -> Result<Self, RingyoEventRejection> {
+            let payload = parts
+                .extensions
+                .get::<VerifiedPayload>()
+                .ok_or_else(missing_layer)?;
+            Self::from_payload(payload)
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The verified bytes of a delivery, as the layer leaves them for what comes next.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::envelope::{Envelope, EnvelopeError};
+
+/// The raw body of a delivery whose signature verified, exactly as received.
+///
+/// The layer puts it in the request's extensions, and only the layer can make one, so holding
+/// a `VerifiedPayload` proves the bytes were verified. It shares memory with the request body:
+/// the body is buffered once.
+///
+/// With the `axum` feature it is also an extractor, for handlers that store payloads as
+/// received, or that want the bytes even when their event type does not deserialize:
+///
+/// ```
+/// use axum::http::StatusCode;
+/// use ringyo_webhook::{RingyoEvent, RingyoEventRejection, VerifiedPayload};
+///
+/// async fn handler(
+///     payload: VerifiedPayload,
+///     event: Result<RingyoEvent, RingyoEventRejection>,
+/// ) -> StatusCode {
+///     match event {
+///         Ok(event) => println!("{} ({} bytes)", event.kind, payload.len()),
+///         // Keep the verified bytes to look at later rather than lose the delivery.
+///         Err(_) => store_for_later(payload.bytes().clone()),
+///     }
+///     StatusCode::OK
+/// }
+/// # fn store_for_later(_: bytes::Bytes) {}
+/// # let _: axum::routing::MethodRouter = axum::routing::post(handler);
+/// ```
+///
+/// Used on a route without [`RingyoWebhookLayer`](crate::RingyoWebhookLayer), the extractor
+/// refuses with 500 `webhook_layer_missing` rather than hand over unverified bytes.
+#[derive(Clone)]
+pub struct VerifiedPayload {
+    bytes: Bytes,
+    secret_index: usize,
+    envelope: Result<Envelope, EnvelopeError>,
+}
+
+impl VerifiedPayload {
+    pub(crate) fn new(
+        bytes: Bytes,
+        secret_index: usize,
+        envelope: Result<Envelope, EnvelopeError>,
+    ) -> Self {
+        Self {
+            bytes,
+            secret_index,
+            envelope,
+        }
+    }
+
+    /// The envelope as the layer parsed it, once, after verification.
+    pub(crate) fn envelope(&self) -> Result<&Envelope, &EnvelopeError> {
+        self.envelope.as_ref()
+    }
+
+    /// The verified bytes. Cloning the `Bytes` is cheap and copies nothing.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Takes the verified bytes.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    /// The body length in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether the body is empty.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Which configured secret matched: 0 for the first, in the order they were added.
+    ///
+    /// When rotating secrets, an old secret can be removed once no delivery matches it.
+    pub fn secret_index(&self) -> usize {
+        self.secret_index
+    }
+}
+
+impl AsRef<[u8]> for VerifiedPayload {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl fmt::Debug for VerifiedPayload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the bytes: a payload may hold phone numbers and transcripts.
+        f.debug_struct("VerifiedPayload")
+            .field("len", &self.bytes.len())
+            .field("secret_index", &self.secret_index)
+            .finish()
+    }
+}

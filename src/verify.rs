@@ -1,0 +1,465 @@
+//! Signature verification: plain, synchronous code with no I/O and no framework types.
+//!
+//! Ringyo signs each delivery with `HMAC-SHA256(key = secret, message = raw body)` and sends the
+//! lowercase hex digest in the `x-ringyo-signature` header. The key is the *whole* secret string
+//! as Ringyo shows it, `whsec_` prefix included: it is not base64-decoded as Svix and Standard
+//! Webhooks secrets are, so their verifiers give wrong answers for Ringyo.
+//!
+//! [`Verifier`] computes the HMAC key schedule once per secret, so verifying a request costs one
+//! clone of that state plus the SHA-256 work the body needs anyway, with no allocation.
+
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use http::{HeaderMap, HeaderName};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The header that carries the signature, `x-ringyo-signature`.
+///
+/// Header names are case-insensitive; `http` stores them lowercase, so a lookup with this name
+/// finds `X-Ringyo-Signature` too.
+pub const SIGNATURE_HEADER: HeaderName = HeaderName::from_static("x-ringyo-signature");
+
+/// The prefix Ringyo puts on the secrets it generates.
+const SECRET_PREFIX: &str = "whsec_";
+
+/// An optional prefix some senders and proxies put before the hex digest.
+const ALGORITHM_PREFIX: &[u8] = b"sha256=";
+
+/// The length of an HMAC-SHA256 digest in bytes.
+const DIGEST_LEN: usize = 32;
+
+/// Why a webhook secret was refused when a [`Verifier`] or layer was built.
+///
+/// Secrets are checked once, at start-up, so a configuration slip shows up as an error there
+/// instead of as every delivery failing with `invalid_signature`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretError {
+    /// The secret is the empty string. An empty HMAC key is one anybody can sign with, which
+    /// usually means an unset environment variable read as `""`.
+    #[error("the webhook secret is empty (is the environment variable that holds it unset?)")]
+    Empty,
+    /// The secret starts or ends with whitespace, typically a trailing newline from a file or a
+    /// space from a copy-paste. Ringyo's secrets never do, so using it would fail every delivery.
+    #[error(
+        "the webhook secret has whitespace at its start or end (a trailing newline from a file \
+         or a copy-paste slip?); Ringyo's secrets have none"
+    )]
+    SurroundingWhitespace,
+    /// No secret was given at all.
+    #[error("no webhook secret was given")]
+    NoSecrets,
+}
+
+/// Why a signature did not verify.
+///
+/// None of these say anything about the secret: a caller may show them to the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The request has no `x-ringyo-signature` header.
+    #[error("the x-ringyo-signature header is missing")]
+    MissingSignature,
+    /// The header appears more than once with different values, so it is not clear which one
+    /// the sender meant.
+    #[error("the x-ringyo-signature header appears more than once with different values")]
+    ConflictingSignatures,
+    /// The header is not 64 hex digits (optionally after `sha256=`): empty, truncated,
+    /// over-long or not hex. Such a value can never match.
+    #[error("the x-ringyo-signature header is not 64 hex digits")]
+    MalformedSignature,
+    /// The signature is well formed but matches the body under none of the secrets.
+    #[error("the signature does not match the request body")]
+    Mismatch,
+    /// A secret given to [`verify`] was refused; see [`SecretError`].
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+}
+
+/// A parsed `x-ringyo-signature` value: the 32 bytes of an HMAC-SHA256 digest.
+///
+/// Parsing accepts lowercase or uppercase hex, an optional `sha256=` prefix and surrounding
+/// whitespace. It deliberately has no `PartialEq`: compare signatures through
+/// [`Verifier::verify`], which does so in constant time.
+///
+/// Its [`Display`](fmt::Display) form is the lowercase hex Ringyo sends.
+///
+/// ```
+/// use ringyo_webhook::Signature;
+///
+/// let hex = "5e".repeat(32);
+/// let sig = Signature::parse(format!("sha256={}", hex.to_uppercase())).unwrap();
+/// assert_eq!(sig.to_string(), hex);
+///
+/// assert!(Signature::parse("").is_err());
+/// assert!(Signature::parse("sha256=").is_err());
+/// assert!(Signature::parse(&hex[..63]).is_err());
+/// ```
+#[derive(Clone, Copy)]
+pub struct Signature([u8; DIGEST_LEN]);
+
+impl Signature {
+    /// Parses one header value.
+    ///
+    /// # Errors
+    ///
+    /// [`VerifyError::MalformedSignature`] unless the value is exactly 64 hex digits after
+    /// trimming whitespace and an optional `sha256=` prefix.
+    pub fn parse(value: impl AsRef<[u8]>) -> Result<Self, VerifyError> {
+        let value = value.as_ref().trim_ascii();
+        let hex = match value.get(..ALGORITHM_PREFIX.len()) {
+            Some(prefix) if prefix.eq_ignore_ascii_case(ALGORITHM_PREFIX) => {
+                &value[ALGORITHM_PREFIX.len()..]
+            }
+            _ => value,
+        };
+        let mut digest = [0u8; DIGEST_LEN];
+        // `decode_to_slice` demands exactly 64 digits, so a short or long value is an error
+        // here, never a shorter comparison later (the bug Svix once shipped).
+        hex::decode_to_slice(hex, &mut digest).map_err(|_| VerifyError::MalformedSignature)?;
+        Ok(Self(digest))
+    }
+
+    /// Finds and parses the `x-ringyo-signature` header.
+    ///
+    /// The header may be repeated (a proxy may duplicate it) only with the same value.
+    ///
+    /// # Errors
+    ///
+    /// [`VerifyError::MissingSignature`], [`VerifyError::ConflictingSignatures`] or
+    /// [`VerifyError::MalformedSignature`].
+    pub fn from_headers(headers: &HeaderMap) -> Result<Self, VerifyError> {
+        let mut values = headers.get_all(SIGNATURE_HEADER).iter();
+        let first = values.next().ok_or(VerifyError::MissingSignature)?;
+        if values.any(|other| other != first) {
+            return Err(VerifyError::ConflictingSignatures);
+        }
+        Self::parse(first.as_bytes())
+    }
+
+    /// The raw digest bytes.
+    pub fn as_bytes(&self) -> &[u8; DIGEST_LEN] {
+        &self.0
+    }
+
+    fn matches(&self, digest: &[u8; DIGEST_LEN]) -> bool {
+        self.0.ct_eq(digest).into()
+    }
+}
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut hex = [0u8; DIGEST_LEN * 2];
+        // Encoding into a buffer of exactly twice the input length cannot fail.
+        hex::encode_to_slice(self.0, &mut hex).map_err(|_| fmt::Error)?;
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A signature is public (it travels in a header), so showing it is safe and useful.
+        write!(f, "Signature({self})")
+    }
+}
+
+/// Verifies Ringyo signatures against one or more secrets.
+///
+/// Build it once at start-up and share it; each secret's HMAC key schedule is computed here, not
+/// per request. Several secrets support rotation: a signature verifies if any secret matches,
+/// and [`verify`](Self::verify) says which one did, so an old secret can be retired once it stops
+/// matching. `Debug` shows how many secrets there are, never the secrets.
+///
+/// ```
+/// use ringyo_webhook::{Signature, Verifier};
+///
+/// let verifier = Verifier::new("whsec_new")?.add_secret("whsec_old")?;
+/// let body = br#"{"event":"credits.low","timestamp":"2024-01-15T10:30:00Z","data":{}}"#;
+///
+/// // A delivery signed with the old secret still verifies, and says so.
+/// let signed_with_old = Verifier::new("whsec_old")?.sign(body);
+/// assert_eq!(verifier.verify(body, &signed_with_old), Ok(1));
+///
+/// // Any change to the bytes is a mismatch.
+/// let tampered = br#"{"event":"credits.low","timestamp":"2024-01-15T10:30:01Z","data":{}}"#;
+/// assert!(verifier.verify(tampered, &signed_with_old).is_err());
+/// # Ok::<(), ringyo_webhook::SecretError>(())
+/// ```
+#[derive(Clone)]
+pub struct Verifier {
+    // Hmac's state after absorbing the key: cloning it skips the key schedule.
+    keys: Vec<HmacSha256>,
+}
+
+impl Verifier {
+    /// A verifier for one secret, the whole string as Ringyo shows it (`whsec_...`).
+    ///
+    /// A secret without the `whsec_` prefix is accepted, since users may choose their own when
+    /// they create the webhook, but logs a warning in case it is an API key by mistake.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretError`] if the secret is empty or has whitespace at either end.
+    pub fn new(secret: impl AsRef<str>) -> Result<Self, SecretError> {
+        Self { keys: Vec::new() }.add_secret(secret)
+    }
+
+    /// Adds another secret that deliveries may be signed with, for rotation.
+    ///
+    /// Secrets are tried in the order they were added, so put the current one first.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretError`] as for [`new`](Self::new).
+    pub fn add_secret(mut self, secret: impl AsRef<str>) -> Result<Self, SecretError> {
+        let secret = secret.as_ref();
+        let key = key_for(secret)?;
+        if !secret.starts_with(SECRET_PREFIX) {
+            tracing::warn!(
+                secret_index = self.keys.len(),
+                "webhook secret does not start with `whsec_`; accepted, but Ringyo's generated \
+                 secrets do: check that it is the endpoint's signing secret, not an API key"
+            );
+        }
+        self.keys.push(key);
+        Ok(self)
+    }
+
+    /// How many secrets this verifier holds.
+    pub fn secret_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Checks `signature` against `body`, the raw bytes exactly as received.
+    ///
+    /// Returns the index of the secret that matched (0 for the one given to
+    /// [`new`](Self::new), then in the order of [`add_secret`](Self::add_secret)). Each
+    /// comparison takes constant time.
+    ///
+    /// # Errors
+    ///
+    /// [`VerifyError::Mismatch`] if no secret matches.
+    pub fn verify(&self, body: &[u8], signature: &Signature) -> Result<usize, VerifyError> {
+        self.keys
+            .iter()
+            .position(|key| signature.matches(&digest(key, body)))
+            .ok_or(VerifyError::Mismatch)
+    }
+
+    /// Signs `body` with the first secret, as Ringyo would.
+    ///
+    /// For tests and tools that send deliveries; a receiver only needs
+    /// [`verify`](Self::verify).
+    pub fn sign(&self, body: &[u8]) -> Signature {
+        // `new` always stores one key, and keys are never removed.
+        Signature(digest(&self.keys[0], body))
+    }
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("secrets", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Verifies one delivery without building a [`Verifier`] first.
+///
+/// For code outside tower, such as a serverless handler: pass the secret or secrets, the raw
+/// body exactly as received, and the `x-ringyo-signature` header value. Returns the index of the
+/// secret that matched. It recomputes each secret's key schedule on every call; a long-running
+/// server should keep a [`Verifier`] instead.
+///
+/// ```
+/// let body = br#"{"event":"call.completed","timestamp":"2024-01-15T10:30:00Z","data":{}}"#;
+/// let header = ringyo_webhook::Verifier::new("whsec_test")?.sign(body).to_string();
+///
+/// assert_eq!(ringyo_webhook::verify(["whsec_test"], body, &header), Ok(0));
+/// assert!(ringyo_webhook::verify(["whsec_other"], body, &header).is_err());
+/// assert!(ringyo_webhook::verify([""], body, &header).is_err());
+/// # Ok::<(), ringyo_webhook::SecretError>(())
+/// ```
+///
+/// # Errors
+///
+/// [`VerifyError::Secret`] if a secret is refused (see [`SecretError`]), otherwise as for
+/// [`Signature::parse`] and [`Verifier::verify`].
+pub fn verify<I>(secrets: I, body: &[u8], signature: &str) -> Result<usize, VerifyError>
+where
+    I: IntoIterator,
+    I::Item: AsRef<str>,
+{
+    let keys = secrets
+        .into_iter()
+        .map(|secret| key_for(secret.as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if keys.is_empty() {
+        return Err(SecretError::NoSecrets.into());
+    }
+    Verifier { keys }.verify(body, &Signature::parse(signature)?)
+}
+
+fn key_for(secret: &str) -> Result<HmacSha256, SecretError> {
+    if secret.is_empty() {
+        return Err(SecretError::Empty);
+    }
+    if secret.trim() != secret {
+        return Err(SecretError::SurroundingWhitespace);
+    }
+    // The whole string, prefix included, is the key: that is what Ringyo's Node example does
+    // with `createHmac('sha256', secret)`.
+    Ok(HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any length"))
+}
+
+fn digest(key: &HmacSha256, body: &[u8]) -> [u8; DIGEST_LEN] {
+    let mut mac = key.clone();
+    mac.update(body);
+    mac.finalize().into_bytes().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    const SECRET: &str = "whsec_a1b2c3d4e5f6g7h8i9j0";
+    const BODY: &[u8] = br#"{"event":"call.completed","timestamp":"2024-01-15T10:30:00Z","webhook_id":"wh_abc123","data":{"id":"call_xyz789"}}"#;
+    // Computed by the seed's own Node algorithm:
+    // crypto.createHmac('sha256', SECRET).update(BODY).digest('hex')
+    const NODE_SIGNATURE: &str = "72d34d0e8843ebffab0e86ee065dbe484b179988222ca4f5a402824658241a46";
+
+    fn verifier() -> Verifier {
+        Verifier::new(SECRET).unwrap()
+    }
+
+    #[test]
+    fn signature_from_node_algorithm_verifies() {
+        let sig = Signature::parse(NODE_SIGNATURE).unwrap();
+        assert_eq!(verifier().verify(BODY, &sig), Ok(0));
+        assert_eq!(verifier().sign(BODY).to_string(), NODE_SIGNATURE);
+    }
+
+    #[test]
+    fn uppercase_hex_and_sha256_prefix_verify() {
+        for value in [
+            NODE_SIGNATURE.to_uppercase(),
+            format!("sha256={NODE_SIGNATURE}"),
+            format!("SHA256={}", NODE_SIGNATURE.to_uppercase()),
+            format!("  {NODE_SIGNATURE}\t"),
+        ] {
+            let sig = Signature::parse(&value).unwrap();
+            assert_eq!(verifier().verify(BODY, &sig), Ok(0), "{value}");
+        }
+    }
+
+    #[test]
+    fn malformed_values_are_rejected_not_matched() {
+        let long = format!("{NODE_SIGNATURE}00");
+        let odd = format!("{NODE_SIGNATURE}0");
+        let non_hex = format!("{}zz", &NODE_SIGNATURE[..62]);
+        for value in [
+            "",
+            "sha256=",
+            "   ",
+            &NODE_SIGNATURE[..63],
+            &NODE_SIGNATURE[..32],
+            &long,
+            &odd,
+            &non_hex,
+            "sha256=sha256=00",
+            "é",
+        ] {
+            assert_eq!(
+                Signature::parse(value).err(),
+                Some(VerifyError::MalformedSignature),
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn any_changed_byte_is_a_mismatch() {
+        let sig = Signature::parse(NODE_SIGNATURE).unwrap();
+        let mut body = BODY.to_vec();
+        for i in [0, body.len() / 2, body.len() - 1] {
+            body[i] ^= 1;
+            assert_eq!(verifier().verify(&body, &sig), Err(VerifyError::Mismatch));
+            body[i] ^= 1;
+        }
+        assert_eq!(
+            verifier().verify(&BODY[..BODY.len() - 1], &sig),
+            Err(VerifyError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn secret_prefix_is_part_of_the_key() {
+        let without_prefix = Verifier::new(&SECRET["whsec_".len()..]).unwrap();
+        let sig = Signature::parse(NODE_SIGNATURE).unwrap();
+        assert_eq!(
+            without_prefix.verify(BODY, &sig),
+            Err(VerifyError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn rotation_reports_which_secret_matched() {
+        let rotated = Verifier::new("whsec_new")
+            .unwrap()
+            .add_secret(SECRET)
+            .unwrap();
+        let sig = Signature::parse(NODE_SIGNATURE).unwrap();
+        assert_eq!(rotated.verify(BODY, &sig), Ok(1));
+        assert_eq!(rotated.secret_count(), 2);
+    }
+
+    #[test]
+    fn bad_secrets_are_refused_at_build_time() {
+        assert_eq!(Verifier::new("").err(), Some(SecretError::Empty));
+        for secret in [" whsec_x", "whsec_x\n", "whsec_x\r\n", "\twhsec_x"] {
+            assert_eq!(
+                Verifier::new(secret).err(),
+                Some(SecretError::SurroundingWhitespace)
+            );
+        }
+        assert!(Verifier::new("my-own-secret").is_ok());
+        assert_eq!(
+            verify(Vec::<&str>::new(), BODY, NODE_SIGNATURE),
+            Err(VerifyError::Secret(SecretError::NoSecrets))
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let debug = format!("{:?}", verifier());
+        assert!(!debug.contains("a1b2"), "{debug}");
+        assert_eq!(debug, "Verifier { secrets: 1, .. }");
+        let err = Verifier::new(" whsec_a1b2").unwrap_err();
+        assert!(!err.to_string().contains("a1b2"));
+    }
+
+    #[test]
+    fn repeated_header_must_agree() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            Signature::from_headers(&headers).err(),
+            Some(VerifyError::MissingSignature)
+        );
+        headers.append(
+            "X-Ringyo-Signature",
+            HeaderValue::from_static(NODE_SIGNATURE),
+        );
+        headers.append(SIGNATURE_HEADER, HeaderValue::from_static(NODE_SIGNATURE));
+        assert!(Signature::from_headers(&headers).is_ok());
+        headers.append(SIGNATURE_HEADER, HeaderValue::from_static("00"));
+        assert_eq!(
+            Signature::from_headers(&headers).err(),
+            Some(VerifyError::ConflictingSignatures)
+        );
+    }
+}
