@@ -51,10 +51,10 @@ use crate::{
 ///     println!("{} from {:?}: {}", event.kind, event.webhook_id, event.data);
 /// }
 ///
+/// let layer = RingyoWebhookLayer::new("whsec_example")?;
 /// let app: Router = Router::new()
-///     .route("/webhooks/ringyo", post(typed))
-///     .route("/webhooks/ringyo-raw", post(untyped))
-///     .route_layer(RingyoWebhookLayer::new("whsec_example")?);
+///     .route("/webhooks/ringyo", post(typed).route_layer(layer.clone()))
+///     .route("/webhooks/ringyo-raw", post(untyped).route_layer(layer));
 /// # Ok::<(), ringyo_webhook::SecretError>(())
 /// ```
 #[derive(Clone)]
@@ -127,7 +127,7 @@ mod axum_impls {
     fn missing_layer() -> MissingLayer {
         tracing::error!(
             "a Ringyo webhook extractor ran on a route without RingyoWebhookLayer; refusing to \
-             parse unverified bytes. Add the layer to the route with `Router::route_layer`"
+             parse unverified bytes. Add it with `post(handler).route_layer(layer)`"
         );
         MissingLayer::new(
             "the webhook route has no RingyoWebhookLayer, so the delivery cannot be verified",

@@ -187,6 +187,7 @@ where
                             "handler_error"
                         };
                         this.span.record("outcome", outcome);
+                        tracing::debug!(status = status.as_u16(), "verified delivery {outcome}");
                     }
                     return Poll::Ready(result.map(|response| response.map(ResponseBody::inner)));
                 }

@@ -30,10 +30,12 @@ use crate::{
 ///
 /// # With axum
 ///
-/// Add it with [`route_layer`] (or to the method router), so a wrong
-/// path still gets axum's 404 and a wrong method its 405, rather than a 401:
+/// Add it to the method router with [`MethodRouter::route_layer`], so a wrong path still gets
+/// axum's 404 and a wrong method its 405, rather than a 401. (`Router::layer` would answer 401
+/// for unknown paths too, and `Router::route_layer` answers 401 for a wrong method, because it
+/// wraps the method router's 405 fallback as well.)
 ///
-/// [`route_layer`]: https://docs.rs/axum/0.8/axum/struct.Router.html#method.route_layer
+/// [`MethodRouter::route_layer`]: https://docs.rs/axum/0.8/axum/routing/method_routing/struct.MethodRouter.html#method.route_layer
 ///
 /// ```
 /// use axum::{routing::post, Router};
@@ -47,9 +49,7 @@ use crate::{
 ///     .add_secret("whsec_previous")? // still accepted during rotation
 ///     .body_limit(512 * 1024);
 ///
-/// let app: Router = Router::new()
-///     .route("/webhooks/ringyo", post(handle))
-///     .route_layer(layer);
+/// let app: Router = Router::new().route("/webhooks/ringyo", post(handle).route_layer(layer));
 /// # Ok::<(), ringyo_webhook::SecretError>(())
 /// ```
 #[derive(Clone, Debug)]

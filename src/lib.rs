@@ -26,10 +26,9 @@
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let secret = std::env::var("RINGYO_WEBHOOK_SECRET")?;
-//! let app = Router::new()
-//!     .route("/webhooks/ringyo", post(handle))
-//!     // `route_layer`, not `layer`: a wrong path or method keeps its 404 or 405.
-//!     .route_layer(RingyoWebhookLayer::new(secret)?);
+//! let layer = RingyoWebhookLayer::new(secret)?;
+//! // On the method router: a wrong path keeps axum's 404 and a wrong method its 405.
+//! let app = Router::new().route("/webhooks/ringyo", post(handle).route_layer(layer));
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! axum::serve(listener, app).await?;
@@ -51,7 +50,7 @@
 //! - The two Ringyo pages list different event names; [`EventKind`] knows them all and keeps
 //!   new ones as `Unknown`.
 
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[macro_use]
 mod macros;

@@ -1,0 +1,112 @@
+//! A real server on 127.0.0.1 and a real client, shared by the HTTP tests.
+
+#![allow(dead_code, unreachable_pub)] // each test binary uses its own part of this module
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::Router;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+pub const SECRET: &str = "whsec_a1b2c3d4e5f6g7h8i9j0";
+
+/// Serves `app` on an ephemeral port of 127.0.0.1 until the test ends.
+pub async fn serve(app: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// A JSON envelope as Ringyo sends it.
+pub fn envelope(event: &str, data: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "event": event,
+        "timestamp": "2024-01-15T10:30:00Z",
+        "webhook_id": "wh_abc123",
+        "data": data,
+    }))
+    .unwrap()
+}
+
+pub fn sign(body: &[u8]) -> String {
+    ringyo_webhook::testing::sign(SECRET, body).unwrap()
+}
+
+/// POSTs `body` signed with `signature` (if any) and returns the status and the JSON body.
+pub async fn deliver(
+    addr: SocketAddr,
+    path: &str,
+    body: Vec<u8>,
+    signature: Option<&str>,
+) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+    let mut request = client()
+        .post(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(signature) = signature {
+        request = request.header("x-ringyo-signature", signature);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, json, headers)
+}
+
+/// Writes raw bytes to the server and reads what comes back until it closes or `deadline`.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_response(&mut stream).await
+}
+
+/// Reads one HTTP response head and body (whatever arrives within a few seconds).
+pub async fn read_response(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if response_complete(&out) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn response_complete(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(bytes);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    head.lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .is_some_and(|len| body.len() >= len)
+}
+
+/// The status code of a raw response.
+pub fn status_of(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,276 @@
+//! The extractor through real HTTP: typed events reach handlers, bad payloads get JSON errors.
+
+mod common;
+
+use axum::{http::StatusCode, routing::post, Json, Router};
+use common::{deliver, envelope, serve, sign, SECRET};
+use ringyo_webhook::{
+    model::CallStatus, Event, EventKind, RingyoEvent, RingyoEventRejection, RingyoWebhookLayer,
+    VerifiedPayload,
+};
+use serde_json::{json, Value};
+
+fn layer() -> RingyoWebhookLayer {
+    RingyoWebhookLayer::new(SECRET).unwrap()
+}
+
+/// Describes the typed event it received: variant, and a field of its typed data.
+async fn typed(event: RingyoEvent<Event>) -> Json<Value> {
+    let (variant, detail) = match &event.data {
+        Event::CallStarted(c) => ("CallStarted", c.id.clone()),
+        Event::CallInitiated(c) => ("CallInitiated", c.id.clone()),
+        Event::CallRinging(c) => ("CallRinging", c.id.clone()),
+        Event::CallAnswered(c) => ("CallAnswered", c.id.clone()),
+        Event::CallCompleted(c) => ("CallCompleted", c.id.clone()),
+        Event::CallFailed(c) => ("CallFailed", c.id.clone()),
+        Event::CallTransferred(c) => ("CallTransferred", c.id.clone()),
+        Event::CallRecordingReady(c) => ("CallRecordingReady", c.id.clone()),
+        Event::CallTranscriptReady(c) => ("CallTranscriptReady", c.id.clone()),
+        Event::AppointmentCreated(a) => ("AppointmentCreated", a.id.clone()),
+        Event::AppointmentUpdated(a) => ("AppointmentUpdated", a.id.clone()),
+        Event::AppointmentCancelled(a) => ("AppointmentCancelled", a.id.clone()),
+        Event::AppointmentReminder(a) => ("AppointmentReminder", a.id.clone()),
+        Event::AgentCreated(a) => ("AgentCreated", a.id.clone()),
+        Event::AgentUpdated(a) => ("AgentUpdated", a.id.clone()),
+        Event::AgentDeleted(a) => ("AgentDeleted", a.id.clone()),
+        Event::PhoneNumberAssigned(p) => ("PhoneNumberAssigned", p.id.clone()),
+        Event::PhoneNumberReleased(p) => ("PhoneNumberReleased", p.id.clone()),
+        Event::CreditsLow(c) => ("CreditsLow", c.balance.map(|b| b.to_string())),
+        Event::Unknown { data, .. } => ("Unknown", Some(data.to_string())),
+        _ => ("unmatched", None),
+    };
+    Json(json!({
+        "variant": variant,
+        "detail": detail,
+        "kind": event.kind.as_str(),
+        "timestamp": event.timestamp.to_rfc3339(),
+        "webhook_id": event.webhook_id,
+    }))
+}
+
+#[tokio::test]
+async fn every_event_name_reaches_the_handler_as_its_variant() {
+    let addr = serve(Router::new().route("/", post(typed).route_layer(layer()))).await;
+    let expected = [
+        ("call.started", "CallStarted"),
+        ("call.initiated", "CallInitiated"),
+        ("call.ringing", "CallRinging"),
+        ("call.answered", "CallAnswered"),
+        ("call.completed", "CallCompleted"),
+        ("call.failed", "CallFailed"),
+        ("call.transferred", "CallTransferred"),
+        ("call.recording.ready", "CallRecordingReady"),
+        ("call.transcript.ready", "CallTranscriptReady"),
+        ("appointment.created", "AppointmentCreated"),
+        ("appointment.updated", "AppointmentUpdated"),
+        ("appointment.cancelled", "AppointmentCancelled"),
+        ("appointment.reminder", "AppointmentReminder"),
+        ("agent.created", "AgentCreated"),
+        ("agent.updated", "AgentUpdated"),
+        ("agent.deleted", "AgentDeleted"),
+        ("phone_number.assigned", "PhoneNumberAssigned"),
+        ("phone_number.released", "PhoneNumberReleased"),
+    ];
+    assert_eq!(expected.len() + 1, EventKind::KNOWN.len());
+    for (name, variant) in expected {
+        let body = envelope(
+            name,
+            json!({"id": format!("id_{name}"), "new_field": [1, 2]}),
+        );
+        let (status, json, _) = deliver(addr, "/", body.clone(), Some(&sign(&body))).await;
+        assert_eq!(status, 200, "{name}: {json}");
+        assert_eq!(json["variant"], variant);
+        assert_eq!(json["detail"], format!("id_{name}"));
+        assert_eq!(json["kind"], name);
+        assert_eq!(json["timestamp"], "2024-01-15T10:30:00+00:00");
+        assert_eq!(json["webhook_id"], "wh_abc123");
+    }
+
+    let body = envelope("credits.low", json!({"balance": 4.5, "threshold": 10}));
+    let (_, json, _) = deliver(addr, "/", body.clone(), Some(&sign(&body))).await;
+    assert_eq!(json["variant"], "CreditsLow");
+    assert_eq!(json["detail"], "4.5");
+
+    let body = envelope("call.voicemail", json!({"seconds": 3}));
+    let (status, json, _) = deliver(addr, "/", body.clone(), Some(&sign(&body))).await;
+    assert_eq!(status, 200);
+    assert_eq!(json["variant"], "Unknown");
+    assert_eq!(json["kind"], "call.voicemail");
+    assert_eq!(json["detail"], r#"{"seconds":3}"#);
+}
+
+#[tokio::test]
+async fn call_data_is_typed_leniently() {
+    async fn handler(event: RingyoEvent) -> String {
+        let Event::CallCompleted(call) = event.data else {
+            return "wrong variant".into();
+        };
+        format!(
+            "{:?} {:?} {:?} {}",
+            call.status,
+            call.duration,
+            call.transcript.map(|t| t.len()),
+            call.extra.contains_key("sentiment_v2")
+        )
+    }
+    let addr = serve(Router::new().route("/", post(handler).route_layer(layer()))).await;
+    let body = envelope(
+        "call.completed",
+        json!({
+            "id": "call_xyz789", "status": "voicemail_left", "duration": "about a minute",
+            "transcript": [{"role": "agent", "content": "Hello"}, {"role": "user", "content": "Hi"}],
+            "sentiment_v2": {"score": 0.9}
+        }),
+    );
+    let response = common::client()
+        .post(format!("http://{addr}/"))
+        .header("x-ringyo-signature", sign(&body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let expected = format!(
+        "{:?} None Some(2) true",
+        Some(CallStatus::Unknown("voicemail_left".into()))
+    );
+    assert_eq!(response.text().await.unwrap(), expected);
+}
+
+#[tokio::test]
+async fn users_own_type_and_value_work_as_data() {
+    #[derive(serde::Deserialize)]
+    struct MyCall {
+        id: String,
+    }
+    async fn mine(event: RingyoEvent<MyCall>) -> String {
+        format!("{} {}", event.kind, event.data.id)
+    }
+    async fn value(event: RingyoEvent<Value>) -> String {
+        event.data["id"].to_string()
+    }
+    let app = Router::new()
+        .route("/mine", post(mine).route_layer(layer()))
+        .route("/value", post(value).route_layer(layer()));
+    let addr = serve(app).await;
+    let body = envelope("call.completed", json!({"id": "call_1", "other": true}));
+    let signature = sign(&body);
+    for (path, expected) in [("/mine", "call.completed call_1"), ("/value", "\"call_1\"")] {
+        let response = common::client()
+            .post(format!("http://{addr}{path}"))
+            .header("x-ringyo-signature", &signature)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.text().await.unwrap(), expected);
+    }
+
+    // Data that does not fit the user's type: 422 with a code, and no value quoted.
+    let body = envelope("call.completed", json!({"id": 15551234567_u64}));
+    let (status, json, _) = deliver(addr, "/mine", body.clone(), Some(&sign(&body))).await;
+    assert_eq!(status, 422);
+    assert_eq!(json["error"], "invalid_event_data");
+    assert!(
+        !json["message"].as_str().unwrap().contains("1555"),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn verified_body_that_is_not_json_is_400_invalid_json() {
+    let addr = serve(Router::new().route("/", post(typed).route_layer(layer()))).await;
+    let body = b"{\"event\": \"call.completed\", ".to_vec();
+    let (status, json, headers) = deliver(addr, "/", body.clone(), Some(&sign(&body))).await;
+    assert_eq!(status, 400);
+    assert_eq!(json["error"], "invalid_json");
+    assert_eq!(headers["content-type"], "application/json");
+}
+
+#[tokio::test]
+async fn envelope_without_event_or_timestamp_is_422_invalid_envelope() {
+    let addr = serve(Router::new().route("/", post(typed).route_layer(layer()))).await;
+    for body in [
+        json!({"timestamp": "2024-01-15T10:30:00Z", "data": {}}),
+        json!({"event": "call.completed", "data": {}}),
+        json!({"event": "call.completed", "timestamp": "last tuesday"}),
+        json!({"event": 7, "timestamp": "2024-01-15T10:30:00Z"}),
+        json!([1, 2, 3]),
+    ] {
+        let body = serde_json::to_vec(&body).unwrap();
+        let (status, json, _) = deliver(addr, "/", body.clone(), Some(&sign(&body))).await;
+        assert_eq!(status, 422, "{json}");
+        assert_eq!(json["error"], "invalid_envelope");
+    }
+}
+
+#[tokio::test]
+async fn extractor_without_the_layer_refuses_with_500() {
+    async fn payload_only(payload: VerifiedPayload) -> String {
+        payload.len().to_string()
+    }
+    let app = Router::new()
+        .route("/event", post(typed))
+        .route("/payload", post(payload_only));
+    let addr = serve(app).await;
+    let body = envelope("call.completed", json!({}));
+    for path in ["/event", "/payload"] {
+        // Even correctly signed bytes are not parsed: nothing verified them.
+        let (status, json, _) = deliver(addr, path, body.clone(), Some(&sign(&body))).await;
+        assert_eq!(status, 500, "{path}");
+        assert_eq!(json["error"], "webhook_layer_missing");
+        assert!(json["message"]
+            .as_str()
+            .unwrap()
+            .contains("RingyoWebhookLayer"));
+    }
+}
+
+#[tokio::test]
+async fn handler_keeps_verified_bytes_when_its_type_does_not_fit() {
+    #[derive(Debug, serde::Deserialize)]
+    struct Strict {
+        #[allow(dead_code)]
+        required: u32,
+    }
+    async fn handler(
+        payload: VerifiedPayload,
+        event: Result<RingyoEvent<Strict>, RingyoEventRejection>,
+    ) -> (StatusCode, Vec<u8>) {
+        match event {
+            Ok(_) => (StatusCode::OK, b"parsed".to_vec()),
+            Err(rejection) => {
+                assert_eq!(rejection.code(), "invalid_event_data");
+                (StatusCode::ACCEPTED, payload.into_bytes().to_vec())
+            }
+        }
+    }
+    let addr = serve(Router::new().route("/", post(handler).route_layer(layer()))).await;
+    let body = envelope("call.completed", json!({"unexpected": "shape"}));
+    let response = common::client()
+        .post(format!("http://{addr}/"))
+        .header("x-ringyo-signature", sign(&body))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.bytes().await.unwrap(), body);
+}
+
+#[tokio::test]
+async fn body_extractor_after_the_layer_sees_the_same_bytes() {
+    async fn handler(bytes: axum::body::Bytes) -> Vec<u8> {
+        bytes.to_vec()
+    }
+    let addr = serve(Router::new().route("/", post(handler).route_layer(layer()))).await;
+    let body = envelope("agent.created", json!({"name": "Ada"}));
+    let response = common::client()
+        .post(format!("http://{addr}/"))
+        .header("x-ringyo-signature", sign(&body))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.bytes().await.unwrap(), body);
+}

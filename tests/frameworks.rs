@@ -1,0 +1,89 @@
+//! The layer outside plain axum: in a hyper 1.x server and beside a gRPC service in tonic.
+
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/hyper.rs"]
+mod hyper_example;
+
+#[allow(dead_code)]
+#[path = "../examples/tonic.rs"]
+mod tonic_example;
+
+use std::net::SocketAddr;
+
+use common::{deliver, envelope, sign, SECRET};
+use ringyo_webhook::RingyoWebhookLayer;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+};
+
+async fn listener() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+fn layer() -> RingyoWebhookLayer {
+    RingyoWebhookLayer::new(SECRET).unwrap()
+}
+
+#[tokio::test]
+async fn hyper_service_gets_only_verified_events() {
+    let (listener, addr) = listener().await;
+    tokio::spawn(async move { hyper_example::serve(listener, layer()).await.unwrap() });
+
+    let body = envelope(
+        "phone_number.assigned",
+        json!({"phone_number": "+15551234567"}),
+    );
+    let response = common::client()
+        .post(format!("http://{addr}/anything"))
+        .header("x-ringyo-signature", sign(&body))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.text().await.unwrap(),
+        format!("phone_number.assigned {}", body.len())
+    );
+
+    let (status, json, _) = deliver(addr, "/", body, Some(&"00".repeat(32))).await;
+    assert_eq!(status, 401);
+    assert_eq!(json["error"], "invalid_signature");
+    let (status, json, _) = deliver(addr, "/", Vec::new(), None).await;
+    assert_eq!(status, 401);
+    assert_eq!(json["error"], "missing_signature");
+}
+
+#[tokio::test]
+async fn tonic_server_hosts_webhook_route_beside_grpc() {
+    let (listener, addr) = listener().await;
+    tokio::spawn(async move { tonic_example::serve(listener, layer()).await.unwrap() });
+
+    let body = envelope("appointment.created", json!({"id": "appt_1"}));
+    let (status, _, _) = deliver(addr, "/webhooks/ringyo", body.clone(), Some(&sign(&body))).await;
+    assert_eq!(status, 200);
+    let (status, json, _) = deliver(addr, "/webhooks/ringyo", body, None).await;
+    assert_eq!(status, 401);
+    assert_eq!(json["error"], "missing_signature");
+
+    // The gRPC service beside it is not behind the layer.
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let reply = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.into_inner().status, ServingStatus::Serving as i32);
+}

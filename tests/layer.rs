@@ -1,0 +1,384 @@
+//! The layer through real HTTP: every status it answers, on a real server on 127.0.0.1.
+
+mod common;
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::{extract::State, routing::post, Router};
+use common::{deliver, envelope, raw_exchange, read_response, serve, sign, status_of, SECRET};
+use ringyo_webhook::{Event, RingyoEvent, RingyoWebhookLayer, VerifiedPayload};
+use serde_json::json;
+use tokio::{io::AsyncWriteExt, net::TcpStream};
+
+const PATH: &str = "/webhooks/ringyo";
+
+/// Handled deliveries, and the router that counts them.
+fn app(limit: usize) -> (Router, Arc<AtomicUsize>) {
+    let handled = Arc::new(AtomicUsize::new(0));
+    async fn handle(
+        State(handled): State<Arc<AtomicUsize>>,
+        payload: VerifiedPayload,
+        event: RingyoEvent<Event>,
+    ) -> String {
+        handled.fetch_add(1, Ordering::SeqCst);
+        format!("{} {}", event.kind, payload.secret_index())
+    }
+    let layer = RingyoWebhookLayer::new(SECRET)
+        .unwrap()
+        .add_secret("whsec_previous")
+        .unwrap()
+        .body_limit(limit);
+    let router = Router::new()
+        .route(PATH, post(handle).route_layer(layer))
+        .with_state(Arc::clone(&handled));
+    (router, handled)
+}
+
+async fn server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let (router, handled) = app(RingyoWebhookLayer::DEFAULT_BODY_LIMIT);
+    (serve(router).await, handled)
+}
+
+fn assert_rejected(status: u16, body: &serde_json::Value, expected: u16, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["error"], code, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+#[tokio::test]
+async fn valid_delivery_reaches_the_handler() {
+    let (addr, handled) = server().await;
+    let body = envelope("call.completed", json!({"id": "call_xyz789"}));
+    let signature = sign(&body);
+    let response = common::client()
+        .post(format!("http://{addr}{PATH}"))
+        .header("X-Ringyo-Signature", &signature) // header names are case-insensitive
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "call.completed 0");
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn signature_from_the_seed_node_code_verifies() {
+    let (addr, _) = server().await;
+    // Signed by the seed's Node verifier: createHmac('sha256', SECRET).update(body).digest('hex').
+    let body = br#"{"event":"call.completed","timestamp":"2024-01-15T10:30:00Z","webhook_id":"wh_abc123","data":{"id":"call_xyz789"}}"#;
+    let node = "72d34d0e8843ebffab0e86ee065dbe484b179988222ca4f5a402824658241a46";
+    let (status, _, _) = deliver(addr, PATH, body.to_vec(), Some(node)).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn pretty_printed_unicode_escaped_body_is_hashed_as_received() {
+    let (addr, _) = server().await;
+    let body = "{\n  \"event\": \"call.completed\",\n  \"timestamp\": \"2024-01-15T10:30:00Z\",\n  \"webhook_id\": \"wh_abc123\",\n  \"data\": {\n    \"id\": \"call_xyz789\",\n    \"transcript\": [\n      {\"role\": \"user\", \"content\": \"Caf\\u00e9 at 3 \\u2014 \\ud83d\\udcde\"}\n    ]\n  }\n}\n";
+    // Both from Node: HMAC of the raw bytes, and HMAC of JSON.stringify(JSON.parse(body)),
+    // which is what the seed's handler computes and what must NOT be accepted.
+    let raw = "0dc658bf6bf3a869d8cc533cee01679b7d2342f31e82cdcde797b32161d75f11";
+    let reserialized = "42fa632f97136083d9bb4df74b77787dcad69c9d11fb7d4f38c0bd9face5cfc6";
+    assert_eq!(sign(body.as_bytes()), raw);
+
+    let (status, _, _) = deliver(addr, PATH, body.into(), Some(raw)).await;
+    assert_eq!(status, 200);
+    let (status, json, _) = deliver(addr, PATH, body.into(), Some(reserialized)).await;
+    assert_rejected(status, &json, 401, "invalid_signature");
+}
+
+#[tokio::test]
+async fn uppercase_and_prefixed_signatures_verify() {
+    let (addr, _) = server().await;
+    let body = envelope("credits.low", json!({"balance": 3}));
+    let signature = sign(&body);
+    for header in [signature.to_uppercase(), format!("sha256={signature}")] {
+        let (status, _, _) = deliver(addr, PATH, body.clone(), Some(&header)).await;
+        assert_eq!(status, 200, "{header}");
+    }
+}
+
+#[tokio::test]
+async fn missing_signature_is_401_missing_signature() {
+    let (addr, handled) = server().await;
+    let (status, json, headers) =
+        deliver(addr, PATH, envelope("call.completed", json!({})), None).await;
+    assert_rejected(status, &json, 401, "missing_signature");
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(handled.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn malformed_signatures_are_401_invalid_signature() {
+    let (addr, handled) = server().await;
+    let body = envelope("call.completed", json!({}));
+    let good = sign(&body);
+    let cases = [
+        String::new(),
+        "sha256=".into(),
+        good[..63].into(),
+        good[..32].into(),
+        format!("{good}00"),
+        format!("{}zz", &good[..62]),
+    ];
+    for header in &cases {
+        let (status, json, _) = deliver(addr, PATH, body.clone(), Some(header)).await;
+        assert_rejected(status, &json, 401, "invalid_signature");
+    }
+    assert_eq!(handled.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn wrong_secret_or_tampered_body_is_401_invalid_signature() {
+    let (addr, handled) = server().await;
+    let body = envelope("call.completed", json!({"duration": 10}));
+    let wrong = ringyo_webhook::testing::sign("whsec_other_endpoint", &body).unwrap();
+    let (status, json, _) = deliver(addr, PATH, body.clone(), Some(&wrong)).await;
+    assert_rejected(status, &json, 401, "invalid_signature");
+
+    let tampered = envelope("call.completed", json!({"duration": 11}));
+    let (status, json, _) = deliver(addr, PATH, tampered, Some(&sign(&body))).await;
+    assert_rejected(status, &json, 401, "invalid_signature");
+    assert_eq!(handled.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn repeated_header_with_different_values_is_rejected() {
+    let (addr, handled) = server().await;
+    let body = envelope("call.completed", json!({}));
+    let good = sign(&body);
+    let other = sign(b"something else");
+    for (first, second, expected) in [
+        (&good, &good, 200),
+        (&good, &other, 401),
+        (&other, &good, 401),
+    ] {
+        let response = common::client()
+            .post(format!("http://{addr}{PATH}"))
+            .header("x-ringyo-signature", first)
+            .header("x-ringyo-signature", second)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected);
+        if expected == 401 {
+            let json: serde_json::Value =
+                serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+            assert_eq!(json["error"], "conflicting_signatures");
+        }
+    }
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn old_secret_verifies_and_is_reported() {
+    let (addr, _) = server().await;
+    let body = envelope("agent.updated", json!({}));
+    let signature = ringyo_webhook::testing::sign("whsec_previous", &body).unwrap();
+    let response = common::client()
+        .post(format!("http://{addr}{PATH}"))
+        .header("x-ringyo-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), "agent.updated 1");
+}
+
+#[tokio::test]
+async fn content_length_over_limit_is_413_before_the_body_is_sent() {
+    let (router, handled) = app(1024);
+    let addr = serve(router).await;
+    // Only the head is sent: an answer proves the body was never waited for.
+    let head = format!(
+        "POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-ringyo-signature: {}\r\ncontent-length: 1025\r\n\r\n",
+        "ab".repeat(32)
+    );
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let response = read_response(&mut stream).await;
+    assert_eq!(status_of(&response), 413, "{response}");
+    assert!(
+        response.contains(r#""error":"payload_too_large""#),
+        "{response}"
+    );
+    assert_eq!(handled.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn missing_signature_is_rejected_before_the_body_is_sent() {
+    let (addr, _) = server().await;
+    let head = format!("POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 100\r\n\r\n");
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let response = read_response(&mut stream).await;
+    assert_eq!(status_of(&response), 401, "{response}");
+    assert!(response.contains("missing_signature"));
+}
+
+#[tokio::test]
+async fn chunked_body_over_limit_is_413_while_streaming() {
+    let limit = 64 * 1024;
+    let (router, handled) = app(limit);
+    let addr = serve(router).await;
+    let head = format!(
+        "POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-ringyo-signature: {}\r\ntransfer-encoding: chunked\r\n\r\n",
+        "ab".repeat(32)
+    );
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // A body that would never end: chunks until the server answers, bounded at 64x the limit.
+    let chunk = format!("{:x}\r\n{}\r\n", 4096, "x".repeat(4096));
+    let (mut reader, mut writer) = stream.into_split();
+    let writing = tokio::spawn(async move {
+        for _ in 0..(64 * limit / 4096) {
+            if writer.write_all(chunk.as_bytes()).await.is_err() {
+                return; // the server closed the connection after answering
+            }
+        }
+    });
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&out).contains("payload_too_large") {
+        match tokio::time::timeout_at(
+            deadline,
+            tokio::io::AsyncReadExt::read(&mut reader, &mut buf),
+        )
+        .await
+        {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    writing.abort();
+    let response = String::from_utf8_lossy(&out);
+    assert_eq!(status_of(&response), 413, "{response}");
+    assert!(response.contains("payload_too_large"));
+    assert_eq!(handled.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn chunked_body_under_limit_verifies() {
+    let (addr, handled) = server().await;
+    let body = envelope(
+        "call.transcript.ready",
+        json!({"transcript": [{"role": "agent", "content": "hello"}]}),
+    );
+    let signature = sign(&body);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(7).map(|chunk| Ok(chunk.to_vec())).collect();
+    let response = common::client()
+        .post(format!("http://{addr}{PATH}"))
+        .header("x-ringyo-signature", signature)
+        .body(reqwest::Body::wrap_stream(tokio_stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn body_failing_mid_read_is_400() {
+    let (addr, handled) = server().await;
+    let request = format!(
+        "POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-ringyo-signature: {}\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nnot-a-chunk-size\r\n\r\n",
+        "ab".repeat(32)
+    );
+    let response = raw_exchange(addr, request.as_bytes()).await;
+    assert_eq!(status_of(&response), 400, "{response}");
+    assert!(
+        response.contains(r#""error":"body_read_failed""#),
+        "{response}"
+    );
+    assert_eq!(handled.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn wrong_path_is_404_and_wrong_method_is_405_not_401() {
+    let (addr, _) = server().await;
+    let client = common::client();
+    let wrong_path = client
+        .post(format!("http://{addr}/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_path.status(), 404);
+    let wrong_method = client
+        .get(format!("http://{addr}{PATH}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), 405);
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_deliveries_all_verify() {
+    let (addr, handled) = server().await;
+    let client = common::client();
+    let requests = (0..200).map(|i| {
+        let body = envelope("call.completed", json!({"id": format!("call_{i}")}));
+        let signature = sign(&body);
+        let request = client
+            .post(format!("http://{addr}{PATH}"))
+            .header("x-ringyo-signature", signature)
+            .body(body);
+        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    assert!(statuses
+        .iter()
+        .all(|status| *status.as_ref().unwrap() == 200));
+    assert_eq!(handled.load(Ordering::SeqCst), 200);
+}
+
+#[tokio::test]
+async fn server_keeps_serving_after_bad_input() {
+    let (addr, handled) = server().await;
+    let garbage: [&[u8]; 4] = [
+        b"\x00\x01\x02 not http\r\n\r\n",
+        b"POST /webhooks/ringyo HTTP/1.1\r\ncontent-length: nope\r\n\r\n",
+        b"POST /webhooks/ringyo HTTP/1.1\r\nhost: x\r\nx-ringyo-signature: \xff\xfe\r\ncontent-length: 2\r\n\r\n{}",
+        b"POST /webhooks/ringyo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nx-ringyo-signature: sha256=\r\n\r\nzz\r\n",
+    ];
+    for request in garbage {
+        let response = raw_exchange(addr, request).await;
+        let status = status_of(&response);
+        assert!(status == 0 || (400..500).contains(&status), "{response}");
+    }
+    let body = envelope("call.completed", json!({}));
+    let (status, _, _) = deliver(addr, PATH, body.clone(), Some(&sign(&body))).await;
+    assert_eq!(status, 200);
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+}
+
+/// Guards the docs' advice: `Router::route_layer` wraps the method router's 405 fallback too.
+#[tokio::test]
+async fn router_route_layer_would_turn_a_wrong_method_into_401() {
+    let router = Router::new()
+        .route(PATH, post(|| async {}))
+        .route_layer(RingyoWebhookLayer::new(SECRET).unwrap());
+    let addr = serve(router).await;
+    let client = common::client();
+    let wrong_method = client
+        .get(format!("http://{addr}{PATH}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), 401);
+    let wrong_path = client
+        .post(format!("http://{addr}/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_path.status(), 404);
+}

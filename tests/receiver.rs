@@ -1,0 +1,145 @@
+//! The receiver example, driven through real HTTP: queueing, back-pressure, graceful shutdown.
+
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/receiver.rs"]
+mod receiver;
+
+use std::{net::SocketAddr, time::Duration};
+
+use common::{envelope, read_response, sign, status_of, SECRET};
+use ringyo_webhook::{RingyoEvent, RingyoWebhookLayer};
+use serde_json::json;
+use tokio::{
+    io::AsyncWriteExt,
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+
+struct Receiver {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    done: JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts the example's `run` with a processing step that reports each event, after `delay`.
+async fn start(queue: usize, delay: Duration) -> (Receiver, mpsc::UnboundedReceiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (report, reports) = mpsc::unbounded_channel();
+    let process = move |event: RingyoEvent| {
+        let report = report.clone();
+        async move {
+            report.send(format!("started {}", event.kind)).unwrap();
+            tokio::time::sleep(delay).await;
+            report.send(format!("done {}", event.kind)).unwrap();
+        }
+    };
+    let layer = RingyoWebhookLayer::new(SECRET).unwrap();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let done = tokio::spawn(receiver::run(listener, layer, queue, process, shutdown));
+    (Receiver { addr, stop, done }, reports)
+}
+
+async fn send(
+    addr: SocketAddr,
+    event: &str,
+) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+    let body = envelope(event, json!({}));
+    let signature = sign(&body);
+    common::deliver(addr, receiver::PATH, body, Some(&signature)).await
+}
+
+#[tokio::test]
+async fn verified_event_is_acknowledged_then_processed_in_background() {
+    let (receiver, mut reports) = start(8, Duration::ZERO).await;
+    let (status, _, _) = send(receiver.addr, "call.completed").await;
+    assert_eq!(status, 202);
+    assert_eq!(reports.recv().await.unwrap(), "started call.completed");
+    assert_eq!(reports.recv().await.unwrap(), "done call.completed");
+
+    let (status, json, _) =
+        common::deliver(receiver.addr, receiver::PATH, b"{}".to_vec(), None).await;
+    assert_eq!(status, 401);
+    assert_eq!(json["error"], "missing_signature");
+    receiver.stop.send(()).unwrap();
+    receiver.done.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn full_queue_answers_503_so_ringyo_retries() {
+    // One event being processed (slowly), one waiting: the queue of one is then full.
+    let (receiver, mut reports) = start(1, Duration::from_secs(1)).await;
+    assert_eq!(send(receiver.addr, "call.started").await.0, 202);
+    assert_eq!(reports.recv().await.unwrap(), "started call.started");
+    assert_eq!(send(receiver.addr, "call.ringing").await.0, 202);
+
+    let (status, json, headers) = send(receiver.addr, "call.answered").await;
+    assert_eq!(status, 503);
+    assert_eq!(json["error"], "queue_full");
+    assert_eq!(headers["retry-after"], "5");
+
+    // Nothing accepted is lost: both accepted events are processed before shutdown ends.
+    receiver.stop.send(()).unwrap();
+    receiver.done.await.unwrap().unwrap();
+    let mut seen = Vec::new();
+    while let Ok(report) = reports.try_recv() {
+        seen.push(report);
+    }
+    assert_eq!(
+        seen,
+        [
+            "done call.started",
+            "started call.ringing",
+            "done call.ringing"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests_and_drains_the_queue() {
+    let (receiver, mut reports) = start(16, Duration::from_millis(20)).await;
+    for _ in 0..5 {
+        assert_eq!(send(receiver.addr, "credits.low").await.0, 202);
+    }
+
+    // A request whose body is still arriving when the shutdown begins.
+    let body = envelope("agent.created", json!({"name": "late"}));
+    let head = format!(
+        "POST {} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-ringyo-signature: {}\r\ncontent-length: {}\r\n\r\n",
+        receiver::PATH,
+        sign(&body),
+        body.len()
+    );
+    let mut stream = TcpStream::connect(receiver.addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    receiver.stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !receiver.done.is_finished(),
+        "stopped before the in-flight request ended"
+    );
+    stream.write_all(&body[10..]).await.unwrap();
+    let response = read_response(&mut stream).await;
+    assert_eq!(status_of(&response), 202, "{response}");
+    drop(stream);
+
+    tokio::time::timeout(Duration::from_secs(10), receiver.done)
+        .await
+        .expect("receiver did not stop")
+        .unwrap()
+        .unwrap();
+    let mut done = 0;
+    while let Ok(report) = reports.try_recv() {
+        done += usize::from(report.starts_with("done"));
+    }
+    assert_eq!(done, 6, "every accepted event is processed before exit");
+}
