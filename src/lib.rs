@@ -83,3 +83,8 @@ pub use rejection::{
 };
 pub use service::RingyoWebhook;
 pub use verify::{verify, SecretError, Signature, Verifier, VerifyError, SIGNATURE_HEADER};
+
+// Compiles README.md's Rust examples as doctests, so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -214,14 +214,28 @@ async fn content_length_over_limit_is_413_before_the_body_is_sent() {
 }
 
 #[tokio::test]
-async fn missing_signature_is_rejected_before_the_body_is_sent() {
+async fn bad_signature_headers_are_rejected_before_the_body_is_sent() {
     let (addr, _) = server().await;
-    let head = format!("POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 100\r\n\r\n");
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let response = read_response(&mut stream).await;
-    assert_eq!(status_of(&response), 401, "{response}");
-    assert!(response.contains("missing_signature"));
+    let cases = [
+        ("", "missing_signature"),
+        ("x-ringyo-signature: sha256=\r\n", "invalid_signature"),
+        ("x-ringyo-signature: abc\r\n", "invalid_signature"),
+        (
+            "x-ringyo-signature: 00\r\nx-ringyo-signature: 11\r\n",
+            "conflicting_signatures",
+        ),
+    ];
+    for (header, code) in cases {
+        // The head announces a body that never comes: an answer proves it was not awaited.
+        let head = format!(
+            "POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\n{header}content-length: 100\r\n\r\n"
+        );
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let response = read_response(&mut stream).await;
+        assert_eq!(status_of(&response), 401, "{response}");
+        assert!(response.contains(code), "{code}: {response}");
+    }
 }
 
 #[tokio::test]
@@ -381,4 +395,19 @@ async fn router_route_layer_would_turn_a_wrong_method_into_401() {
         .await
         .unwrap();
     assert_eq!(wrong_path.status(), 404);
+}
+
+/// `Router::layer` works too, and guards every path, including unknown ones.
+#[tokio::test]
+async fn router_layer_guards_every_path() {
+    let router = Router::new()
+        .route(PATH, post(|| async { "ok" }))
+        .layer(RingyoWebhookLayer::new(SECRET).unwrap());
+    let addr = serve(router).await;
+    let body = envelope("call.completed", json!({}));
+    let (status, _, _) = deliver(addr, PATH, body.clone(), Some(&sign(&body))).await;
+    assert_eq!(status, 200);
+    let (status, json, _) = deliver(addr, "/nope", body, None).await;
+    assert_eq!(status, 401);
+    assert_eq!(json["error"], "missing_signature");
 }

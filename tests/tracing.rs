@@ -1,0 +1,94 @@
+//! What the layer logs: the span fields that help, and never secrets or payload values.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use axum::{routing::post, Router};
+use common::{deliver, envelope, serve, sign, SECRET};
+use ringyo_webhook::{RingyoEvent, RingyoWebhookLayer};
+use serde_json::json;
+use tracing_subscriber::fmt::{format::FmtSpan, MakeWriter};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Self;
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
+// `#[tokio::test]` runs server and client on this one thread, so the thread-local subscriber
+// sees the server's spans too.
+#[tokio::test]
+async fn spans_name_the_event_and_outcome_but_never_secrets_or_payload_values() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_span_events(FmtSpan::CLOSE)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // A secret of the user's own choosing is accepted, with a warning.
+    RingyoWebhookLayer::new("my-own-secret").unwrap();
+
+    let layer = RingyoWebhookLayer::new(SECRET).unwrap();
+    let app = Router::new().route("/", post(|_: RingyoEvent| async {}).route_layer(layer));
+    let addr = serve(app).await;
+
+    let body = envelope(
+        "call.completed",
+        json!({
+            "phone_number": "+15551234567",
+            "transcript": [{"role": "user", "content": "my card number is secret-words"}],
+        }),
+    );
+    assert_eq!(
+        deliver(addr, "/", body.clone(), Some(&sign(&body))).await.0,
+        200
+    );
+    let forged = ringyo_webhook::testing::sign("whsec_wrong", &body).unwrap();
+    assert_eq!(deliver(addr, "/", body.clone(), Some(&forged)).await.0, 401);
+    assert_eq!(deliver(addr, "/", body, None).await.0, 401);
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    for expected in [
+        "event=\"call.completed\"",
+        "outcome=\"handled\"",
+        "secret_index=0",
+        "status=200",
+        "reason=\"invalid_signature\"",
+        "reason=\"missing_signature\"",
+        "signature mismatch",
+        "body_len=",
+        "WARN",
+        "does not start with `whsec_`",
+    ] {
+        assert!(logs.contains(expected), "missing {expected:?} in:\n{logs}");
+    }
+    for leaked in [
+        SECRET,
+        "a1b2c3",
+        "my-own-secret",
+        "+1555",
+        "5551234567",
+        "secret-words",
+        &forged,
+    ] {
+        assert!(!logs.contains(leaked), "logs leak {leaked:?}:\n{logs}");
+    }
+}
