@@ -9,6 +9,8 @@
 //! verified event is queued on a bounded channel and answered 202 at once, as Ringyo asks
 //! (answer within 5 s, do heavy work in the background); a background task logs it. When the
 //! queue is full the answer is 503, so Ringyo retries later instead of the event being dropped.
+//! Stale timestamps are refused, and a delivery store answers Ringyo's retries of an event
+//! already queued with 200 without queueing it twice.
 //! Ctrl-C or SIGTERM stops accepting connections, finishes in-flight requests, and drains the
 //! queue before exiting.
 
@@ -21,7 +23,7 @@ use axum::{
     routing::post,
     Json, Router,
 };
-use ringyo_webhook::{Event, RingyoEvent, RingyoWebhookLayer};
+use ringyo_webhook::{Event, MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer};
 use tokio::{net::TcpListener, sync::mpsc};
 
 /// The path Ringyo is configured to POST to.
@@ -53,7 +55,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| "127.0.0.1:3000".to_owned())
         .parse()?;
 
-    let layer = RingyoWebhookLayer::new(secret)?;
+    // Freshness is checked by default (events up to an hour old); the store makes each
+    // delivery run once although Ringyo retries until it sees a 2xx.
+    let layer = RingyoWebhookLayer::new(secret)?.delivery_store(MemoryDeliveryStore::new());
     let listener = TcpListener::bind(bind).await?;
     tracing::info!("listening on http://{}{PATH}", listener.local_addr()?);
 

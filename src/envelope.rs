@@ -13,10 +13,13 @@ use serde_json::value::RawValue;
 use crate::event::EventKind;
 
 /// The envelope fields of a verified delivery.
+///
+/// `event` and `timestamp` are checked separately, so the layer can judge freshness by the
+/// timestamp even when `event` is missing (the extractor then refuses the event).
 #[derive(Debug, Clone)]
 pub(crate) struct Envelope {
-    pub(crate) kind: EventKind,
-    pub(crate) timestamp: DateTime<Utc>,
+    pub(crate) kind: Result<EventKind, EnvelopeError>,
+    pub(crate) timestamp: Result<DateTime<Utc>, EnvelopeError>,
     pub(crate) webhook_id: Option<String>,
     /// Byte range of `data`'s JSON text in the body; `None` when `data` is absent or `null`.
     pub(crate) data: Option<Range<usize>>,
@@ -64,11 +67,18 @@ impl Envelope {
                 EnvelopeError::Syntax { line, column }
             }
         })?;
-        let kind = EventKind::from(&*raw.event.ok_or(EnvelopeError::MissingEvent)?);
-        let timestamp = raw.timestamp.ok_or(EnvelopeError::MissingTimestamp)?;
-        let timestamp = DateTime::parse_from_rfc3339(&timestamp)
-            .map_err(|_| EnvelopeError::InvalidTimestamp)?
-            .with_timezone(&Utc);
+        let kind = raw
+            .event
+            .map(|name| EventKind::from(&*name))
+            .ok_or(EnvelopeError::MissingEvent);
+        let timestamp = raw
+            .timestamp
+            .ok_or(EnvelopeError::MissingTimestamp)
+            .and_then(|timestamp| {
+                DateTime::parse_from_rfc3339(&timestamp)
+                    .map_err(|_| EnvelopeError::InvalidTimestamp)
+            })
+            .map(|timestamp| timestamp.with_timezone(&Utc));
         // `RawValue` borrows from `body`, so its offset in `body` is a pointer difference.
         let data = raw.data.map(|data| {
             let start = data.get().as_ptr() as usize - body.as_ptr() as usize;
@@ -91,8 +101,11 @@ mod tests {
     fn envelope_fields_and_data_range_are_found() {
         let body = br#"{"event":"call.completed","timestamp":"2024-01-15T10:30:00+02:00","webhook_id":"wh_abc123","data":{"id":"call_1"},"extra":1}"#;
         let env = Envelope::parse(body).unwrap();
-        assert_eq!(env.kind, EventKind::CallCompleted);
-        assert_eq!(env.timestamp.to_rfc3339(), "2024-01-15T08:30:00+00:00");
+        assert_eq!(env.kind, Ok(EventKind::CallCompleted));
+        assert_eq!(
+            env.timestamp.unwrap().to_rfc3339(),
+            "2024-01-15T08:30:00+00:00"
+        );
         assert_eq!(env.webhook_id.as_deref(), Some("wh_abc123"));
         assert_eq!(&body[env.data.unwrap()], br#"{"id":"call_1"}"#);
     }
@@ -102,34 +115,38 @@ mod tests {
         let body =
             br#"{"data":null,"timestamp":"2024-01-15T10:30:00Z","event":"call\u002ecompleted"}"#;
         let env = Envelope::parse(body).unwrap();
-        assert_eq!(env.kind, EventKind::CallCompleted);
+        assert_eq!(env.kind, Ok(EventKind::CallCompleted));
         assert_eq!(env.data, None);
         assert_eq!(env.webhook_id, None);
     }
 
     #[test]
     fn broken_envelopes_say_why_without_values() {
-        let cases: [(&[u8], EnvelopeError); 6] = [
+        let cases: [(&[u8], EnvelopeError); 3] = [
             (b"{\"event\":", EnvelopeError::Syntax { line: 1, column: 9 }),
             (b"not json", EnvelopeError::Syntax { line: 1, column: 2 }),
             (b"[1,2]", EnvelopeError::Shape { line: 1, column: 2 }),
-            (
-                br#"{"timestamp":"2024-01-15T10:30:00Z"}"#,
-                EnvelopeError::MissingEvent,
-            ),
-            (
-                br#"{"event":"credits.low"}"#,
-                EnvelopeError::MissingTimestamp,
-            ),
-            (
-                br#"{"event":"credits.low","timestamp":"+15551234567"}"#,
-                EnvelopeError::InvalidTimestamp,
-            ),
         ];
         for (body, expected) in cases {
             let err = Envelope::parse(body).unwrap_err();
             assert_eq!(err, expected, "{}", String::from_utf8_lossy(body));
-            assert!(!err.to_string().contains("1555"));
         }
+    }
+
+    #[test]
+    fn event_and_timestamp_fail_independently() {
+        let no_event = Envelope::parse(br#"{"timestamp":"2024-01-15T10:30:00Z"}"#).unwrap();
+        assert_eq!(no_event.kind, Err(EnvelopeError::MissingEvent));
+        assert!(no_event.timestamp.is_ok());
+
+        let no_time = Envelope::parse(br#"{"event":"credits.low"}"#).unwrap();
+        assert_eq!(no_time.timestamp, Err(EnvelopeError::MissingTimestamp));
+        assert!(no_time.kind.is_ok());
+
+        let bad_time =
+            Envelope::parse(br#"{"event":"credits.low","timestamp":"+15551234567"}"#).unwrap();
+        let err = bad_time.timestamp.unwrap_err();
+        assert_eq!(err, EnvelopeError::InvalidTimestamp);
+        assert!(!err.to_string().contains("1555"));
     }
 }

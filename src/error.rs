@@ -42,6 +42,12 @@ pub struct Rejection {
 /// | `ConflictingSignatures` | 401 | `conflicting_signatures` |
 /// | `PayloadTooLarge` | 413 | `payload_too_large` |
 /// | `BodyReadFailed` | 400 | `body_read_failed` |
+/// | `TimestampOutOfTolerance` | 401 | `timestamp_out_of_tolerance` |
+/// | `InvalidTimestamp` | 400 | `invalid_timestamp` |
+/// | `DeliveryInProgress` | 409 | `delivery_in_progress` |
+/// | `StoreUnavailable` | 503 | `delivery_store_unavailable` |
+///
+/// The 409 and 503 are retryable on purpose: Ringyo retries any non-2xx answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RejectionKind {
@@ -57,6 +63,17 @@ pub enum RejectionKind {
     PayloadTooLarge,
     /// The body could not be read to its end (the client went away, or sent a broken chunk).
     BodyReadFailed,
+    /// The signed `timestamp` is older, or further in the future, than the layer's tolerance:
+    /// a replay, or an event whose retries outlived the window.
+    TimestampOutOfTolerance,
+    /// The timestamp check is on but the verified body has no RFC 3339 `timestamp` (or is not
+    /// a JSON envelope at all).
+    InvalidTimestamp,
+    /// The same delivery is being handled by another request right now; a retry will get the
+    /// outcome.
+    DeliveryInProgress,
+    /// The delivery store failed, so the layer cannot tell whether the delivery was handled.
+    StoreUnavailable,
 }
 
 impl RejectionKind {
@@ -66,9 +83,12 @@ impl RejectionKind {
             Self::MissingSignature
             | Self::MalformedSignature
             | Self::SignatureMismatch
-            | Self::ConflictingSignatures => StatusCode::UNAUTHORIZED,
+            | Self::ConflictingSignatures
+            | Self::TimestampOutOfTolerance => StatusCode::UNAUTHORIZED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyReadFailed => StatusCode::BAD_REQUEST,
+            Self::BodyReadFailed | Self::InvalidTimestamp => StatusCode::BAD_REQUEST,
+            Self::DeliveryInProgress => StatusCode::CONFLICT,
+            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -80,6 +100,10 @@ impl RejectionKind {
             Self::ConflictingSignatures => "conflicting_signatures",
             Self::PayloadTooLarge => "payload_too_large",
             Self::BodyReadFailed => "body_read_failed",
+            Self::TimestampOutOfTolerance => "timestamp_out_of_tolerance",
+            Self::InvalidTimestamp => "invalid_timestamp",
+            Self::DeliveryInProgress => "delivery_in_progress",
+            Self::StoreUnavailable => "delivery_store_unavailable",
         }
     }
 }

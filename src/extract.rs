@@ -78,15 +78,20 @@ impl<T: FromEventData> RingyoEvent<T> {
     ///
     /// As for the extractor, without [`MissingLayer`](crate::MissingLayer).
     pub fn from_payload(payload: &VerifiedPayload) -> Result<Self, RingyoEventRejection> {
-        let envelope = payload.envelope().map_err(|err| match err {
-            EnvelopeError::Syntax { .. } => InvalidJson::new(err.to_string()).into(),
-            _ => RingyoEventRejection::from(InvalidEnvelope::new(err.to_string())),
-        })?;
+        let invalid = |err: &EnvelopeError| -> RingyoEventRejection {
+            match err {
+                EnvelopeError::Syntax { .. } => InvalidJson::new(err.to_string()).into(),
+                _ => InvalidEnvelope::new(err.to_string()).into(),
+            }
+        };
+        let envelope = payload.envelope().map_err(invalid)?;
+        let kind = envelope.kind.as_ref().map_err(invalid)?;
+        let timestamp = *envelope.timestamp.as_ref().map_err(invalid)?;
         let data = envelope
             .data
             .clone()
             .map_or(&b"null"[..], |range| &payload.bytes()[range]);
-        let data = T::from_event_data(&envelope.kind, data).map_err(|err| {
+        let data = T::from_event_data(kind, data).map_err(|err| {
             // Positions only: serde's messages can quote values such as phone numbers.
             InvalidEventData::new(format!(
                 "the event's `data` does not fit `{}` (line {}, column {} of `data`)",
@@ -96,8 +101,8 @@ impl<T: FromEventData> RingyoEvent<T> {
             ))
         })?;
         Ok(Self {
-            kind: envelope.kind.clone(),
-            timestamp: envelope.timestamp,
+            kind: kind.clone(),
+            timestamp,
             webhook_id: envelope.webhook_id.clone(),
             data,
         })
@@ -120,7 +125,7 @@ mod axum_impls {
     use axum_core::extract::FromRequestParts;
     use http::request::Parts;
 
-    use crate::rejection::MissingLayer;
+    use crate::{rejection::MissingLayer, verify::DeliveryId};
 
     use super::*;
 
@@ -142,6 +147,19 @@ mod axum_impls {
                 .extensions
                 .get::<VerifiedPayload>()
                 .cloned()
+                .ok_or_else(missing_layer)
+        }
+    }
+
+    /// The delivery's id, for handlers that deduplicate on their own.
+    impl<S: Send + Sync> FromRequestParts<S> for DeliveryId {
+        type Rejection = MissingLayer;
+
+        async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, MissingLayer> {
+            parts
+                .extensions
+                .get::<VerifiedPayload>()
+                .map(VerifiedPayload::delivery_id)
                 .ok_or_else(missing_layer)
         }
     }

@@ -1,15 +1,17 @@
-//! [`ResponseFuture`]: buffers and verifies the body, then runs the inner service.
+//! [`ResponseFuture`]: buffers and verifies the body, checks freshness and duplicates, then
+//! runs the inner service.
 
 use std::{
     fmt,
     future::Future,
     pin::Pin,
     sync::Arc,
-    task::{ready, Context, Poll},
+    task::{ready, Context, Poll, Waker},
 };
 
-use bytes::Buf;
-use http::{header, request::Parts, HeaderMap, Request, Response};
+use bytes::{Buf, Bytes};
+use chrono::{DateTime, Utc};
+use http::{header, request::Parts, HeaderMap, HeaderName, HeaderValue, Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
@@ -22,8 +24,13 @@ use crate::{
     error::{Rejection, RejectionKind},
     layer::Config,
     payload::VerifiedPayload,
-    verify::{Signature, SIGNATURE_HEADER},
+    replay::delta,
+    store::{BoxFuture, Claim, DeliveryStore, StoreError},
+    verify::{DeliveryId, Signature, Verified, SIGNATURE_HEADER},
 };
+
+/// The header on a 200 that answers an already handled delivery without running the handler.
+pub const DUPLICATE_HEADER: HeaderName = HeaderName::from_static("x-webhook-duplicate");
 
 pin_project! {
     /// The response future of [`RingyoWebhook`](crate::RingyoWebhook).
@@ -32,16 +39,30 @@ pin_project! {
         S: Service<Request<VerifiedBody>>,
     {
         #[pin]
-        state: State<S, S::Future, B>,
+        state: ServiceState<S, B>,
+        config: Arc<Config>,
+        // Held while the handler runs on a claimed delivery; dropping it releases the claim.
+        claim: Option<ClaimGuard>,
         span: Span,
     }
 }
 
+/// The state of a future for service `S` over request body `B`.
+type ServiceState<S, B> = State<
+    S,
+    <S as Service<Request<VerifiedBody>>>::Future,
+    B,
+    Result<
+        <S as Service<Request<VerifiedBody>>>::Response,
+        <S as Service<Request<VerifiedBody>>>::Error,
+    >,
+>;
+
 pin_project! {
     #[project = StateProj]
-    enum State<S, F, B> {
-        Rejected {
-            rejection: Option<Rejection>,
+    enum State<S, F, B, Out> {
+        Respond {
+            response: Option<Response<Bytes>>,
         },
         Buffering {
             #[pin]
@@ -51,11 +72,21 @@ pin_project! {
             parts: Option<Parts>,
             inner: Option<S>,
             signature: Signature,
-            config: Arc<Config>,
+        },
+        Claiming {
+            claim: BoxFuture<Result<Claim, StoreError>>,
+            request: Option<Request<VerifiedBody>>,
+            inner: Option<S>,
+            id: DeliveryId,
+            keep_until: DateTime<Utc>,
         },
         Calling {
             #[pin]
             future: F,
+        },
+        Settling {
+            settle: BoxFuture<Result<(), StoreError>>,
+            output: Option<Out>,
         },
     }
 }
@@ -64,11 +95,14 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<VerifiedBody>>,
 {
-    pub(crate) fn rejected(rejection: Rejection, span: Span) -> Self {
+    pub(crate) fn rejected(rejection: Rejection, config: Arc<Config>, span: Span) -> Self {
+        let response = reject(rejection, &span);
         Self {
-            state: State::Rejected {
-                rejection: Some(rejection),
+            state: State::Respond {
+                response: Some(response),
             },
+            config,
+            claim: None,
             span,
         }
     }
@@ -92,8 +126,9 @@ where
                 parts: Some(parts),
                 inner: Some(inner),
                 signature,
-                config,
             },
+            config,
+            claim: None,
             span,
         }
     }
@@ -110,11 +145,12 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let _entered = this.span.enter();
+        let config = &**this.config;
         loop {
             let next = match this.state.as_mut().project() {
-                StateProj::Rejected { rejection } => {
-                    let rejection = rejection.take().expect("future polled after completion");
-                    return Poll::Ready(Ok(respond_rejected(&rejection, this.span)));
+                StateProj::Respond { response } => {
+                    let response = response.take().expect("future polled after completion");
+                    return Poll::Ready(Ok(response.map(ResponseBody::rejection)));
                 }
                 StateProj::Buffering {
                     mut body,
@@ -122,7 +158,6 @@ where
                     parts,
                     inner,
                     signature,
-                    config,
                 } => {
                     let read = loop {
                         match ready!(body.as_mut().poll_frame(cx)) {
@@ -146,50 +181,75 @@ where
                         }
                     };
                     let parts = parts.take().expect("future polled after completion");
-                    match read.and_then(|bytes| match config.verifier.verify(&bytes, signature) {
-                        Ok(index) => Ok((bytes, index)),
-                        Err(err) => {
-                            log_mismatch(&parts.headers, bytes.len(), config);
-                            Err(Rejection::from(err))
+                    let inner = inner.take().expect("future polled after completion");
+                    match read.and_then(|bytes| verify(config, &parts.headers, bytes, signature)) {
+                        Ok((bytes, verified)) => {
+                            admit(config, this.span, parts, bytes, verified, inner)
                         }
-                    }) {
-                        Ok((bytes, secret_index)) => {
-                            let envelope = Envelope::parse(&bytes);
-                            this.span.record("secret_index", secret_index);
-                            if let Ok(envelope) = &envelope {
-                                this.span.record("event", envelope.kind.as_str());
-                            }
-                            let mut parts = parts;
-                            parts.extensions.insert(VerifiedPayload::new(
-                                bytes.clone(),
-                                secret_index,
-                                envelope,
-                            ));
-                            let req = Request::from_parts(parts, VerifiedBody::new(bytes));
+                        Err(rejection) => respond(reject(rejection, this.span)),
+                    }
+                }
+                StateProj::Claiming {
+                    claim,
+                    request,
+                    inner,
+                    id,
+                    keep_until,
+                } => {
+                    let claim = ready!(claim.as_mut().poll(cx));
+                    match claim {
+                        Ok(Claim::Claimed) => {
+                            let store = Arc::clone(config.store.as_ref().expect("claimed"));
+                            *this.claim = Some(ClaimGuard::new(store, *id, *keep_until));
+                            let request = request.take().expect("future polled after completion");
                             let mut inner = inner.take().expect("future polled after completion");
                             State::Calling {
-                                future: inner.call(req),
+                                future: inner.call(request),
                             }
                         }
-                        Err(rejection) => State::Rejected {
-                            rejection: Some(rejection),
-                        },
+                        Ok(Claim::Handled) => respond(duplicate(this.span)),
+                        Ok(Claim::InFlight) => respond(reject(
+                            Rejection::new(
+                                RejectionKind::DeliveryInProgress,
+                                "this delivery is being handled by another request; retry later",
+                            ),
+                            this.span,
+                        )),
+                        Err(err) => {
+                            tracing::error!(error = %err, "delivery store failed to claim a delivery");
+                            respond(reject(
+                                Rejection::new(
+                                    RejectionKind::StoreUnavailable,
+                                    "the receiver cannot check for duplicate deliveries right now; retry later",
+                                ),
+                                this.span,
+                            ))
+                        }
                     }
                 }
                 StateProj::Calling { future } => {
-                    let result = ready!(future.poll(cx));
-                    if let Ok(response) = &result {
-                        let status = response.status();
-                        this.span.record("status", status.as_u16());
-                        let outcome = if status.is_success() {
-                            "handled"
-                        } else {
-                            "handler_error"
-                        };
-                        this.span.record("outcome", outcome);
-                        tracing::debug!(status = status.as_u16(), "verified delivery {outcome}");
+                    let output = ready!(future.poll(cx));
+                    let handled = output
+                        .as_ref()
+                        .is_ok_and(|response| response.status().is_success());
+                    if let Ok(response) = &output {
+                        record_handled(this.span, response.status());
                     }
-                    return Poll::Ready(result.map(|response| response.map(ResponseBody::inner)));
+                    match this.claim.take() {
+                        Some(claim) => State::Settling {
+                            settle: claim.settle(handled),
+                            output: Some(output),
+                        },
+                        None => return Poll::Ready(finish(output)),
+                    }
+                }
+                StateProj::Settling { settle, output } => {
+                    if let Err(err) = ready!(settle.as_mut().poll(cx)) {
+                        // The answer stands; the claim's lease will run out by itself.
+                        tracing::error!(error = %err, "delivery store failed to record an outcome");
+                    }
+                    let output = output.take().expect("future polled after completion");
+                    return Poll::Ready(finish(output));
                 }
             };
             this.state.set(next);
@@ -197,12 +257,179 @@ where
     }
 }
 
-fn respond_rejected<B>(rejection: &Rejection, span: &Span) -> Response<ResponseBody<B>> {
+fn respond<S, F, B, Out>(response: Response<Bytes>) -> State<S, F, B, Out> {
+    State::Respond {
+        response: Some(response),
+    }
+}
+
+fn finish<R, E>(output: Result<Response<R>, E>) -> Result<Response<ResponseBody<R>>, E> {
+    output.map(|response| response.map(ResponseBody::inner))
+}
+
+/// Checks the signature over the whole body.
+fn verify(
+    config: &Config,
+    headers: &HeaderMap,
+    bytes: Bytes,
+    signature: &Signature,
+) -> Result<(Bytes, Verified), Rejection> {
+    match config.verifier.verify(&bytes, signature) {
+        Ok(verified) => Ok((bytes, verified)),
+        Err(err) => {
+            log_mismatch(headers, bytes.len(), config);
+            Err(Rejection::from(err))
+        }
+    }
+}
+
+/// What follows a good signature: the freshness check, then the store or the handler.
+fn admit<S, B>(
+    config: &Config,
+    span: &Span,
+    mut parts: Parts,
+    bytes: Bytes,
+    verified: Verified,
+    mut inner: S,
+) -> ServiceState<S, B>
+where
+    S: Service<Request<VerifiedBody>>,
+{
+    let envelope = Envelope::parse(&bytes);
+    span.record("secret_index", verified.secret_index());
+    span.record(
+        "delivery_id",
+        tracing::field::display(verified.delivery_id()),
+    );
+    if let Ok(Envelope { kind: Ok(kind), .. }) = &envelope {
+        span.record("event", kind.as_str());
+    }
+
+    let now = config.clock.now();
+    let timestamp = envelope
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|envelope| envelope.timestamp.clone());
+    let keep_until = match (&config.tolerance, timestamp) {
+        (Some(tolerance), Ok(timestamp)) => {
+            if let Err(out) = tolerance.check(timestamp, now) {
+                let rejection =
+                    Rejection::new(RejectionKind::TimestampOutOfTolerance, out.to_string());
+                return respond(reject(rejection, span));
+            }
+            tolerance.expiry(timestamp)
+        }
+        (Some(_), Err(err)) => {
+            let message = format!("the timestamp check needs the envelope's `timestamp`: {err}");
+            return respond(reject(
+                Rejection::new(RejectionKind::InvalidTimestamp, message),
+                span,
+            ));
+        }
+        // Without the check, replays are accepted anyway; remember for the default window.
+        (None, _) => now + delta(crate::RingyoWebhookLayer::DEFAULT_MAX_AGE),
+    };
+
+    parts
+        .extensions
+        .insert(VerifiedPayload::new(bytes.clone(), verified, envelope));
+    let request = Request::from_parts(parts, VerifiedBody::new(bytes));
+    match &config.store {
+        Some(store) => {
+            let id = verified.delivery_id();
+            let lease_until = now + delta(config.claim_lease);
+            State::Claiming {
+                claim: store.claim(id, now, lease_until),
+                request: Some(request),
+                inner: Some(inner),
+                id,
+                keep_until,
+            }
+        }
+        None => State::Calling {
+            future: inner.call(request),
+        },
+    }
+}
+
+/// A claim on a delivery while its handler runs. Dropped unsettled (the handler panicked, the
+/// connection went away), it releases the claim so a retry runs the handler again.
+struct ClaimGuard {
+    store: Arc<dyn DeliveryStore>,
+    id: DeliveryId,
+    keep_until: DateTime<Utc>,
+    settled: bool,
+}
+
+impl ClaimGuard {
+    fn new(store: Arc<dyn DeliveryStore>, id: DeliveryId, keep_until: DateTime<Utc>) -> Self {
+        Self {
+            store,
+            id,
+            keep_until,
+            settled: false,
+        }
+    }
+
+    /// Records the outcome: handled (2xx) or released for a retry.
+    fn settle(mut self, handled: bool) -> BoxFuture<Result<(), StoreError>> {
+        self.settled = true;
+        if handled {
+            self.store.complete(self.id, self.keep_until)
+        } else {
+            self.store.release(self.id)
+        }
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        tracing::debug!("request ended before its handler finished; releasing the delivery");
+        // Drop cannot await: poll the release once, which finishes an in-memory store's; a
+        // store that needs longer relies on the claim's lease running out.
+        let mut release = self.store.release(self.id);
+        let _ = release
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+    }
+}
+
+fn record_handled(span: &Span, status: http::StatusCode) {
+    span.record("status", status.as_u16());
+    let outcome = if status.is_success() {
+        "handled"
+    } else {
+        "handler_error"
+    };
+    span.record("outcome", outcome);
+    tracing::debug!(status = status.as_u16(), "verified delivery {outcome}");
+}
+
+fn reject(rejection: Rejection, span: &Span) -> Response<Bytes> {
     span.record("outcome", "rejected");
     span.record("reason", rejection.code());
     span.record("status", rejection.status().as_u16());
-    tracing::debug!(reason = rejection.code(), "rejected delivery: {rejection}");
-    rejection.to_response().map(ResponseBody::rejection)
+    if rejection.kind() == RejectionKind::TimestampOutOfTolerance {
+        // Each one is a replay or an event lost to a too-narrow window: worth a look.
+        tracing::warn!(reason = rejection.code(), "rejected delivery: {rejection}");
+    } else {
+        tracing::debug!(reason = rejection.code(), "rejected delivery: {rejection}");
+    }
+    rejection.to_response()
+}
+
+fn duplicate(span: &Span) -> Response<Bytes> {
+    span.record("outcome", "duplicate");
+    span.record("status", 200);
+    tracing::debug!("delivery already handled; answering 200 without running the handler");
+    let mut response = Response::new(Bytes::new());
+    response
+        .headers_mut()
+        .insert(DUPLICATE_HEADER, HeaderValue::from_static("true"));
+    response
 }
 
 /// Says, at debug level, what helps find why a well-formed signature did not match, without
@@ -232,12 +459,14 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
-            State::Rejected { .. } => "Rejected",
+            State::Respond { .. } => "Respond",
             State::Buffering { .. } => "Buffering",
+            State::Claiming { .. } => "Claiming",
             State::Calling { .. } => "Calling",
+            State::Settling { .. } => "Settling",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
-            .finish()
+            .finish_non_exhaustive()
     }
 }

@@ -1,11 +1,13 @@
 //! [`RingyoWebhookLayer`]: configuration only.
 
-use std::sync::Arc;
+use std::{fmt, sync::Arc, time::Duration};
 
 use tower_layer::Layer;
 
 use crate::{
+    replay::{Clock, SystemClock, Tolerance},
     service::RingyoWebhook,
+    store::DeliveryStore,
     verify::{SecretError, Verifier},
 };
 
@@ -19,14 +21,36 @@ use crate::{
 ///   413 as soon as it is crossed, 400 if the body fails mid-read;
 /// - the HMAC-SHA256 of the raw bytes, exactly as received, is compared in constant time with
 ///   the header under each secret: 401 if none matches;
+/// - the signed `timestamp` must be within the [tolerance](Self::timestamp_tolerance) of
+///   now (on by default): 401 `timestamp_out_of_tolerance` outside it, 400
+///   `invalid_timestamp` if there is none;
+/// - with a [delivery store](Self::delivery_store) (opt-in), a delivery already handled is
+///   answered 200 with `x-webhook-duplicate: true` without running the handler, and one being
+///   handled right now gets 409 `delivery_in_progress`;
 /// - only then is the request passed on, with a [`VerifiedBody`](crate::VerifiedBody) holding
 ///   the same bytes and a [`VerifiedPayload`](crate::VerifiedPayload) in its extensions.
+///
+/// # Replays and retries
+///
+/// A captured delivery verifies forever; only its signed `timestamp` ages. The default window
+/// accepts events up to one hour old and five minutes ahead of this clock. Ringyo's last retry
+/// arrives about 13 minutes after the first attempt, and whether it renews the `timestamp` is
+/// undocumented, so the window covers the whole retry schedule with a wide margin. It errs
+/// toward accepting on purpose: a genuine event refused as stale is lost once Ringyo's retries
+/// run out, whereas a replay inside the window is caught by a delivery store. Stale
+/// rejections are logged at warn level, since each is an attack or a lost event.
+///
+/// Ringyo retries until it gets a 2xx, so the same delivery can arrive more than once; a
+/// [`MemoryDeliveryStore`](crate::MemoryDeliveryStore) (or your own shared store) makes the
+/// handler run once per delivery. The delivery's identity is its content: see
+/// [`DeliveryId`](crate::DeliveryId).
 ///
 /// Every rejection is `{"error": "<code>", "message": "<text>"}` as `application/json`; see
 /// [`RejectionKind`](crate::RejectionKind) for the codes. The layer adds no 500s of its own.
 ///
 /// Each delivery runs in a `tracing` span `ringyo_webhook` with fields `event`, `outcome`,
-/// `reason`, `status` and `secret_index`; it never records secrets, bodies or payload values.
+/// `reason`, `status`, `secret_index` and `delivery_id`; it never records secrets, bodies or
+/// payload values.
 ///
 /// # With axum
 ///
@@ -39,7 +63,7 @@ use crate::{
 ///
 /// ```
 /// use axum::{routing::post, Router};
-/// use ringyo_webhook::{Event, RingyoEvent, RingyoWebhookLayer};
+/// use ringyo_webhook::{Event, MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer};
 ///
 /// async fn handle(event: RingyoEvent<Event>) {
 ///     println!("{} at {}", event.kind, event.timestamp);
@@ -47,7 +71,8 @@ use crate::{
 ///
 /// let layer = RingyoWebhookLayer::new("whsec_current")?
 ///     .add_secret("whsec_previous")? // still accepted during rotation
-///     .body_limit(512 * 1024);
+///     .body_limit(512 * 1024)
+///     .delivery_store(MemoryDeliveryStore::new());
 ///
 /// let app: Router = Router::new().route("/webhooks/ringyo", post(handle).route_layer(layer));
 /// # Ok::<(), ringyo_webhook::SecretError>(())
@@ -58,15 +83,43 @@ pub struct RingyoWebhookLayer {
 }
 
 /// What every service made by one layer shares.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) verifier: Verifier,
     pub(crate) body_limit: usize,
+    /// `None` when the timestamp check is off.
+    pub(crate) tolerance: Option<Tolerance>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) store: Option<Arc<dyn DeliveryStore>>,
+    pub(crate) claim_lease: Duration,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("verifier", &self.verifier)
+            .field("body_limit", &self.body_limit)
+            .field("tolerance", &self.tolerance)
+            .field("delivery_store", &self.store.is_some())
+            .field("claim_lease", &self.claim_lease)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RingyoWebhookLayer {
     /// The default [body limit](Self::body_limit): 1 MiB.
     pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+    /// How old an event may be by default: one hour. See
+    /// [`timestamp_tolerance`](Self::timestamp_tolerance).
+    pub const DEFAULT_MAX_AGE: Duration = Tolerance::DEFAULT_MAX_AGE;
+
+    /// How far ahead of this clock an event may be by default: five minutes.
+    pub const DEFAULT_MAX_FUTURE: Duration = Tolerance::DEFAULT_MAX_FUTURE;
+
+    /// How long a delivery store claim lasts by default: one minute. See
+    /// [`claim_lease`](Self::claim_lease).
+    pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(60);
 
     /// A layer that verifies with `secret`, the endpoint's signing secret (`whsec_...`) used
     /// whole, as Ringyo does.
@@ -85,6 +138,10 @@ impl RingyoWebhookLayer {
             config: Arc::new(Config {
                 verifier,
                 body_limit: Self::DEFAULT_BODY_LIMIT,
+                tolerance: Some(Tolerance::default()),
+                clock: Arc::new(SystemClock),
+                store: None,
+                claim_lease: Self::DEFAULT_CLAIM_LEASE,
             }),
         }
     }
@@ -108,6 +165,58 @@ impl RingyoWebhookLayer {
     /// limit.
     pub fn body_limit(mut self, limit: usize) -> Self {
         Arc::make_mut(&mut self.config).body_limit = limit;
+        self
+    }
+
+    /// Sets how far the signed `timestamp` may be from now: at most `max_age` in the past and
+    /// `max_future` in the future. Defaults: one hour and five minutes
+    /// ([`DEFAULT_MAX_AGE`](Self::DEFAULT_MAX_AGE), [`DEFAULT_MAX_FUTURE`](Self::DEFAULT_MAX_FUTURE)).
+    ///
+    /// Keep `max_age` above Ringyo's retry schedule (about 13 minutes): a narrower window
+    /// refuses genuine retries, and those events are lost.
+    pub fn timestamp_tolerance(mut self, max_age: Duration, max_future: Duration) -> Self {
+        Arc::make_mut(&mut self.config).tolerance = Some(Tolerance {
+            max_age,
+            max_future,
+        });
+        self
+    }
+
+    /// Turns the timestamp check off: any verified delivery is accepted whatever its age, so a
+    /// captured request can be replayed for ever. Only for a receiver that checks freshness
+    /// itself.
+    pub fn skip_timestamp_check(mut self) -> Self {
+        Arc::make_mut(&mut self.config).tolerance = None;
+        self
+    }
+
+    /// Sets the clock the timestamp check and the delivery store use. Default: the system
+    /// clock. Tests can pass a closure returning a fixed or advancing time.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        Arc::make_mut(&mut self.config).clock = Arc::new(clock);
+        self
+    }
+
+    /// Runs the handler once per delivery, with `store` remembering what was handled. Off by
+    /// default.
+    ///
+    /// A delivery already handled (the handler answered 2xx) is answered 200 with the header
+    /// `x-webhook-duplicate: true` without running the handler. One that arrives while the same
+    /// delivery is still being handled gets 409 `delivery_in_progress`, which Ringyo retries. A
+    /// delivery whose handling failed (a non-2xx answer, a panic, a dropped connection) is not
+    /// recorded, so its retry runs the handler again. Handled deliveries are remembered only
+    /// while their timestamp is inside the tolerance window. Pass an `Arc` to keep a handle.
+    pub fn delivery_store(mut self, store: impl DeliveryStore) -> Self {
+        Arc::make_mut(&mut self.config).store = Some(Arc::new(store));
+        self
+    }
+
+    /// Sets how long a delivery store claim lasts if the request that took it never finishes
+    /// (its process died, or its store could not release it). Default: one minute
+    /// ([`DEFAULT_CLAIM_LEASE`](Self::DEFAULT_CLAIM_LEASE)); handlers should answer within
+    /// Ringyo's 5 s anyway. A copy that arrives meanwhile gets 409.
+    pub fn claim_lease(mut self, lease: Duration) -> Self {
+        Arc::make_mut(&mut self.config).claim_lease = lease;
         self
     }
 }

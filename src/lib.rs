@@ -9,6 +9,8 @@
 //!   else with a JSON 401/413/400 before a handler runs;
 //! - [`RingyoEvent<T>`], an axum extractor that deserializes the verified payload into the
 //!   crate's [`Event`] enum, `serde_json::Value` or your own type;
+//! - replay protection: the signed `timestamp` must be fresh (on by default), and an optional
+//!   [`DeliveryStore`] makes each delivery run its handler once despite Ringyo's retries;
 //! - [`Verifier`] and [`verify`], the same check as plain functions for code outside tower.
 //!
 //! # Quick start
@@ -66,7 +68,9 @@ mod layer;
 pub mod model;
 mod payload;
 mod rejection;
+mod replay;
 mod service;
+mod store;
 #[cfg(feature = "test-util")]
 pub mod testing;
 mod verify;
@@ -75,14 +79,18 @@ pub use body::{ResponseBody, VerifiedBody};
 pub use error::{Rejection, RejectionKind};
 pub use event::{Event, EventKind, FromEventData};
 pub use extract::RingyoEvent;
-pub use future::ResponseFuture;
+pub use future::{ResponseFuture, DUPLICATE_HEADER};
 pub use layer::RingyoWebhookLayer;
 pub use payload::VerifiedPayload;
 pub use rejection::{
     InvalidEnvelope, InvalidEventData, InvalidJson, MissingLayer, RingyoEventRejection,
 };
+pub use replay::{Clock, SystemClock};
 pub use service::RingyoWebhook;
-pub use verify::{verify, SecretError, Signature, Verifier, VerifyError, SIGNATURE_HEADER};
+pub use store::{BoxFuture, Claim, DeliveryStore, MemoryDeliveryStore, StoreError};
+pub use verify::{
+    verify, DeliveryId, SecretError, Signature, Verified, Verifier, VerifyError, SIGNATURE_HEADER,
+};
 
 // Compiles README.md's Rust examples as doctests, so they cannot drift from the API.
 #[cfg(doctest)]

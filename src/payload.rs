@@ -4,7 +4,10 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::envelope::{Envelope, EnvelopeError};
+use crate::{
+    envelope::{Envelope, EnvelopeError},
+    verify::{DeliveryId, Verified},
+};
 
 /// The raw body of a delivery whose signature verified, exactly as received.
 ///
@@ -39,19 +42,19 @@ use crate::envelope::{Envelope, EnvelopeError};
 #[derive(Clone)]
 pub struct VerifiedPayload {
     bytes: Bytes,
-    secret_index: usize,
+    verified: Verified,
     envelope: Result<Envelope, EnvelopeError>,
 }
 
 impl VerifiedPayload {
     pub(crate) fn new(
         bytes: Bytes,
-        secret_index: usize,
+        verified: Verified,
         envelope: Result<Envelope, EnvelopeError>,
     ) -> Self {
         Self {
             bytes,
-            secret_index,
+            verified,
             envelope,
         }
     }
@@ -85,7 +88,13 @@ impl VerifiedPayload {
     ///
     /// When rotating secrets, an old secret can be removed once no delivery matches it.
     pub fn secret_index(&self) -> usize {
-        self.secret_index
+        self.verified.secret_index()
+    }
+
+    /// The delivery's identity, the same for every retry of it: a key for your own
+    /// idempotency. See [`DeliveryId`].
+    pub fn delivery_id(&self) -> DeliveryId {
+        self.verified.delivery_id()
     }
 }
 
@@ -100,7 +109,8 @@ impl fmt::Debug for VerifiedPayload {
         // Never the bytes: a payload may hold phone numbers and transcripts.
         f.debug_struct("VerifiedPayload")
             .field("len", &self.bytes.len())
-            .field("secret_index", &self.secret_index)
+            .field("secret_index", &self.secret_index())
+            .field("delivery_id", &self.delivery_id())
             .finish()
     }
 }

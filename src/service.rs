@@ -69,15 +69,20 @@ where
             reason = tracing::field::Empty,
             status = tracing::field::Empty,
             secret_index = tracing::field::Empty,
+            delivery_id = tracing::field::Empty,
         );
 
         let signature = match Signature::from_headers(req.headers()) {
             Ok(signature) => signature,
-            Err(err) => return ResponseFuture::rejected(Rejection::from(err), span),
+            Err(err) => {
+                let config = Arc::clone(&self.config);
+                return ResponseFuture::rejected(Rejection::from(err), config, span);
+            }
         };
         let limit = self.config.body_limit;
         if declared_length(&req) > limit as u64 {
-            return ResponseFuture::rejected(Rejection::too_large(limit), span);
+            let config = Arc::clone(&self.config);
+            return ResponseFuture::rejected(Rejection::too_large(limit), config, span);
         }
 
         // The body is read before the inner service is called, so take the service that

@@ -167,6 +167,56 @@ impl fmt::Debug for Signature {
     }
 }
 
+/// The identity of a delivery: the HMAC-SHA256 of its body under the *first* secret.
+///
+/// Ringyo's envelope has no event id, and `webhook_id` is the endpoint's id, the same for every
+/// event, so the content is the identity: a retry of the same delivery has the same bytes and so
+/// the same id. It is keyed with the first secret whichever secret matched, so it stays the same
+/// while Ringyo moves to a new secret during rotation (as long as the first secret is unchanged),
+/// and it costs nothing: verification computes that digest anyway. Its `Display` form is 64
+/// lowercase hex digits, fit for a database column or a log line; it reveals nothing of the
+/// secret.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliveryId([u8; DIGEST_LEN]);
+
+impl DeliveryId {
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; DIGEST_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&Signature(self.0), f)
+    }
+}
+
+impl fmt::Debug for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeliveryId({self})")
+    }
+}
+
+/// What a successful verification found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    secret_index: usize,
+    delivery_id: DeliveryId,
+}
+
+impl Verified {
+    /// Which secret matched: 0 for the first, then in the order they were added.
+    pub fn secret_index(&self) -> usize {
+        self.secret_index
+    }
+
+    /// The delivery's identity; see [`DeliveryId`].
+    pub fn delivery_id(&self) -> DeliveryId {
+        self.delivery_id
+    }
+}
+
 /// Verifies Ringyo signatures against one or more secrets.
 ///
 /// Build it once at start-up and share it; each secret's HMAC key schedule is computed here, not
@@ -182,7 +232,7 @@ impl fmt::Debug for Signature {
 ///
 /// // A delivery signed with the old secret still verifies, and says so.
 /// let signed_with_old = Verifier::new("whsec_old")?.sign(body);
-/// assert_eq!(verifier.verify(body, &signed_with_old), Ok(1));
+/// assert_eq!(verifier.verify(body, &signed_with_old).unwrap().secret_index(), 1);
 ///
 /// // Any change to the bytes is a mismatch.
 /// let tampered = br#"{"event":"credits.low","timestamp":"2024-01-15T10:30:01Z","data":{}}"#;
@@ -236,18 +286,27 @@ impl Verifier {
 
     /// Checks `signature` against `body`, the raw bytes exactly as received.
     ///
-    /// Returns the index of the secret that matched (0 for the one given to
-    /// [`new`](Self::new), then in the order of [`add_secret`](Self::add_secret)). Each
-    /// comparison takes constant time.
+    /// On success, says which secret matched (0 for the one given to [`new`](Self::new), then
+    /// in the order of [`add_secret`](Self::add_secret)) and the delivery's [`DeliveryId`].
+    /// Each comparison takes constant time.
     ///
     /// # Errors
     ///
     /// [`VerifyError::Mismatch`] if no secret matches.
-    pub fn verify(&self, body: &[u8], signature: &Signature) -> Result<usize, VerifyError> {
-        self.keys
-            .iter()
-            .position(|key| signature.matches(&digest(key, body)))
-            .ok_or(VerifyError::Mismatch)
+    pub fn verify(&self, body: &[u8], signature: &Signature) -> Result<Verified, VerifyError> {
+        let mut delivery_id = None;
+        for (secret_index, key) in self.keys.iter().enumerate() {
+            let digest = digest(key, body);
+            // The first key's digest is the delivery id, whichever key matches.
+            let delivery_id = *delivery_id.get_or_insert(DeliveryId(digest));
+            if signature.matches(&digest) {
+                return Ok(Verified {
+                    secret_index,
+                    delivery_id,
+                });
+            }
+        }
+        Err(VerifyError::Mismatch)
     }
 
     /// Signs `body` with the first secret, as Ringyo would.
@@ -272,14 +331,18 @@ impl fmt::Debug for Verifier {
 ///
 /// For code outside tower, such as a serverless handler: pass the secret or secrets, the raw
 /// body exactly as received, and the `x-ringyo-signature` header value. Returns the index of the
-/// secret that matched. It recomputes each secret's key schedule on every call; a long-running
+/// secret that matched and the delivery's id. It recomputes each secret's key schedule on every call; a long-running
 /// server should keep a [`Verifier`] instead.
+///
+/// It checks the signature only; a caller outside the layer that wants replay protection
+/// checks the envelope's `timestamp` itself and deduplicates on [`Verified::delivery_id`].
 ///
 /// ```
 /// let body = br#"{"event":"call.completed","timestamp":"2024-01-15T10:30:00Z","data":{}}"#;
 /// let header = ringyo_webhook::Verifier::new("whsec_test")?.sign(body).to_string();
 ///
-/// assert_eq!(ringyo_webhook::verify(["whsec_test"], body, &header), Ok(0));
+/// let verified = ringyo_webhook::verify(["whsec_test"], body, &header).unwrap();
+/// assert_eq!(verified.secret_index(), 0);
 /// assert!(ringyo_webhook::verify(["whsec_other"], body, &header).is_err());
 /// assert!(ringyo_webhook::verify([""], body, &header).is_err());
 /// # Ok::<(), ringyo_webhook::SecretError>(())
@@ -289,7 +352,7 @@ impl fmt::Debug for Verifier {
 ///
 /// [`VerifyError::Secret`] if a secret is refused (see [`SecretError`]), otherwise as for
 /// [`Signature::parse`] and [`Verifier::verify`].
-pub fn verify<I>(secrets: I, body: &[u8], signature: &str) -> Result<usize, VerifyError>
+pub fn verify<I>(secrets: I, body: &[u8], signature: &str) -> Result<Verified, VerifyError>
 where
     I: IntoIterator,
     I::Item: AsRef<str>,
@@ -340,7 +403,7 @@ mod tests {
     #[test]
     fn signature_from_node_algorithm_verifies() {
         let sig = Signature::parse(NODE_SIGNATURE).unwrap();
-        assert_eq!(verifier().verify(BODY, &sig), Ok(0));
+        assert_eq!(verifier().verify(BODY, &sig).unwrap().secret_index(), 0);
         assert_eq!(verifier().sign(BODY).to_string(), NODE_SIGNATURE);
     }
 
@@ -353,7 +416,7 @@ mod tests {
             format!("  {NODE_SIGNATURE}\t"),
         ] {
             let sig = Signature::parse(&value).unwrap();
-            assert_eq!(verifier().verify(BODY, &sig), Ok(0), "{value}");
+            assert!(verifier().verify(BODY, &sig).is_ok(), "{value}");
         }
     }
 
@@ -414,8 +477,18 @@ mod tests {
             .add_secret(SECRET)
             .unwrap();
         let sig = Signature::parse(NODE_SIGNATURE).unwrap();
-        assert_eq!(rotated.verify(BODY, &sig), Ok(1));
+        let verified = rotated.verify(BODY, &sig).unwrap();
+        assert_eq!(verified.secret_index(), 1);
         assert_eq!(rotated.secret_count(), 2);
+        // The id is the first secret's digest, so it does not depend on which secret matched.
+        let signed_with_first = rotated.sign(BODY);
+        let again = rotated.verify(BODY, &signed_with_first).unwrap();
+        assert_eq!(again.secret_index(), 0);
+        assert_eq!(again.delivery_id(), verified.delivery_id());
+        assert_eq!(
+            verified.delivery_id().to_string(),
+            signed_with_first.to_string()
+        );
     }
 
     #[test]

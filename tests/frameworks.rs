@@ -12,8 +12,7 @@ mod tonic_example;
 
 use std::net::SocketAddr;
 
-use common::{deliver, envelope, sign, SECRET};
-use ringyo_webhook::RingyoWebhookLayer;
+use common::{deliver, envelope, sign};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tonic_health::pb::{
@@ -26,14 +25,14 @@ async fn listener() -> (TcpListener, SocketAddr) {
     (listener, addr)
 }
 
-fn layer() -> RingyoWebhookLayer {
-    RingyoWebhookLayer::new(SECRET).unwrap()
-}
-
 #[tokio::test]
 async fn hyper_service_gets_only_verified_events() {
     let (listener, addr) = listener().await;
-    tokio::spawn(async move { hyper_example::serve(listener, layer()).await.unwrap() });
+    tokio::spawn(async move {
+        hyper_example::serve(listener, common::layer())
+            .await
+            .unwrap()
+    });
 
     let body = envelope(
         "phone_number.assigned",
@@ -63,7 +62,11 @@ async fn hyper_service_gets_only_verified_events() {
 #[tokio::test]
 async fn tonic_server_hosts_webhook_route_beside_grpc() {
     let (listener, addr) = listener().await;
-    tokio::spawn(async move { tonic_example::serve(listener, layer()).await.unwrap() });
+    tokio::spawn(async move {
+        tonic_example::serve(listener, common::layer())
+            .await
+            .unwrap()
+    });
 
     let body = envelope("appointment.created", json!({"id": "appt_1"}));
     let (status, _, _) = deliver(addr, "/webhooks/ringyo", body.clone(), Some(&sign(&body))).await;

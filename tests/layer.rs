@@ -11,7 +11,7 @@ use std::{
 };
 
 use axum::{extract::State, routing::post, Router};
-use common::{deliver, envelope, raw_exchange, read_response, serve, sign, status_of, SECRET};
+use common::{deliver, envelope, raw_exchange, read_response, serve, sign, status_of};
 use ringyo_webhook::{Event, RingyoEvent, RingyoWebhookLayer, VerifiedPayload};
 use serde_json::json;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
@@ -29,8 +29,7 @@ fn app(limit: usize) -> (Router, Arc<AtomicUsize>) {
         handled.fetch_add(1, Ordering::SeqCst);
         format!("{} {}", event.kind, payload.secret_index())
     }
-    let layer = RingyoWebhookLayer::new(SECRET)
-        .unwrap()
+    let layer = common::layer()
         .add_secret("whsec_previous")
         .unwrap()
         .body_limit(limit);
@@ -380,7 +379,7 @@ async fn server_keeps_serving_after_bad_input() {
 async fn router_route_layer_would_turn_a_wrong_method_into_401() {
     let router = Router::new()
         .route(PATH, post(|| async {}))
-        .route_layer(RingyoWebhookLayer::new(SECRET).unwrap());
+        .route_layer(common::layer());
     let addr = serve(router).await;
     let client = common::client();
     let wrong_method = client
@@ -402,7 +401,7 @@ async fn router_route_layer_would_turn_a_wrong_method_into_401() {
 async fn router_layer_guards_every_path() {
     let router = Router::new()
         .route(PATH, post(|| async { "ok" }))
-        .layer(RingyoWebhookLayer::new(SECRET).unwrap());
+        .layer(common::layer());
     let addr = serve(router).await;
     let body = envelope("call.completed", json!({}));
     let (status, _, _) = deliver(addr, PATH, body.clone(), Some(&sign(&body))).await;

@@ -8,8 +8,8 @@ mod receiver;
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::{envelope, read_response, sign, status_of, SECRET};
-use ringyo_webhook::{RingyoEvent, RingyoWebhookLayer};
+use common::{envelope, read_response, sign, status_of};
+use ringyo_webhook::RingyoEvent;
 use serde_json::json;
 use tokio::{
     io::AsyncWriteExt,
@@ -38,7 +38,7 @@ async fn start(queue: usize, delay: Duration) -> (Receiver, mpsc::UnboundedRecei
             report.send(format!("done {}", event.kind)).unwrap();
         }
     };
-    let layer = RingyoWebhookLayer::new(SECRET).unwrap();
+    let layer = common::layer().delivery_store(ringyo_webhook::MemoryDeliveryStore::new());
     let shutdown = async move {
         let _ = stopped.await;
     };
@@ -46,11 +46,13 @@ async fn start(queue: usize, delay: Duration) -> (Receiver, mpsc::UnboundedRecei
     (Receiver { addr, stop, done }, reports)
 }
 
-async fn send(
-    addr: SocketAddr,
-    event: &str,
-) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
-    let body = envelope(event, json!({}));
+type Answer = (u16, serde_json::Value, reqwest::header::HeaderMap);
+
+async fn send(addr: SocketAddr, event: &str) -> Answer {
+    send_body(addr, envelope(event, json!({}))).await
+}
+
+async fn send_body(addr: SocketAddr, body: Vec<u8>) -> Answer {
     let signature = sign(&body);
     common::deliver(addr, receiver::PATH, body, Some(&signature)).await
 }
@@ -104,8 +106,9 @@ async fn full_queue_answers_503_so_ringyo_retries() {
 #[tokio::test]
 async fn shutdown_finishes_in_flight_requests_and_drains_the_queue() {
     let (receiver, mut reports) = start(16, Duration::from_millis(20)).await;
-    for _ in 0..5 {
-        assert_eq!(send(receiver.addr, "credits.low").await.0, 202);
+    for n in 0..5 {
+        let body = envelope("credits.low", json!({ "balance": n }));
+        assert_eq!(send_body(receiver.addr, body).await.0, 202);
     }
 
     // A request whose body is still arriving when the shutdown begins.

@@ -46,7 +46,7 @@ async fn spans_name_the_event_and_outcome_but_never_secrets_or_payload_values() 
     // A secret of the user's own choosing is accepted, with a warning.
     RingyoWebhookLayer::new("my-own-secret").unwrap();
 
-    let layer = RingyoWebhookLayer::new(SECRET).unwrap();
+    let layer = common::layer();
     let app = Router::new().route("/", post(|_: RingyoEvent| async {}).route_layer(layer));
     let addr = serve(app).await;
 

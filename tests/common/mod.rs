@@ -12,6 +12,21 @@ use tokio::{
 
 pub const SECRET: &str = "whsec_a1b2c3d4e5f6g7h8i9j0";
 
+/// The `timestamp` in every envelope these tests send (the fixed test vectors need one).
+pub const SENT_AT: &str = "2024-01-15T10:30:00Z";
+
+/// The time the test layers see: five minutes after [`SENT_AT`].
+pub fn test_now() -> chrono::DateTime<chrono::Utc> {
+    "2024-01-15T10:35:00Z".parse().unwrap()
+}
+
+/// The layer the tests use: [`SECRET`], and a clock at [`test_now`].
+pub fn layer() -> ringyo_webhook::RingyoWebhookLayer {
+    ringyo_webhook::RingyoWebhookLayer::new(SECRET)
+        .unwrap()
+        .clock(test_now)
+}
+
 /// Serves `app` on an ephemeral port of 127.0.0.1 until the test ends.
 pub async fn serve(app: Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -31,7 +46,7 @@ pub fn client() -> reqwest::Client {
 pub fn envelope(event: &str, data: serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "event": event,
-        "timestamp": "2024-01-15T10:30:00Z",
+        "timestamp": SENT_AT,
         "webhook_id": "wh_abc123",
         "data": data,
     }))

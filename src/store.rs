@@ -1,0 +1,373 @@
+//! Delivery stores: remember handled deliveries so each runs its handler once.
+//!
+//! Ringyo retries a delivery until it gets a 2xx and tells receivers to be idempotent. With a
+//! store on the layer, a delivery whose handler already answered 2xx is answered 2xx again
+//! without running the handler, a copy that arrives while the first is still running gets a
+//! retryable 409, and a delivery whose handling failed is forgotten so its retry runs again.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Mutex,
+};
+
+use chrono::{DateTime, Utc};
+
+use crate::verify::DeliveryId;
+
+/// A boxed future, as the [`DeliveryStore`] methods return: the trait stays object safe, so the
+/// layer needs no type parameter for it. The futures are `'static`: they must not borrow the
+/// store, so clone what they need (a connection pool handle, say) into them.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What [`DeliveryStore::claim`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Claim {
+    /// Not seen (or forgotten): the caller now holds it and runs the handler.
+    Claimed,
+    /// Another request holds it and has not finished.
+    InFlight,
+    /// It was handled successfully already.
+    Handled,
+}
+
+/// A store failed, for example a shared database could not be reached.
+#[derive(Debug, thiserror::Error)]
+#[error("delivery store error: {0}")]
+pub struct StoreError(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+impl StoreError {
+    /// Wraps the store's own error.
+    pub fn new(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self(err.into())
+    }
+}
+
+/// Remembers deliveries between requests, for [`RingyoWebhookLayer::delivery_store`].
+///
+/// The protocol, per delivery: [`claim`](Self::claim); if claimed, the handler runs, then the
+/// layer calls [`complete`](Self::complete) if it answered 2xx, or [`release`](Self::release)
+/// otherwise. Methods are async so a store shared by several replicas (Redis, a SQL table) can
+/// back it; each must be atomic with respect to the others for the same id.
+///
+/// If the request is dropped mid-handling (the handler panicked, the client went away), the
+/// layer calls `release` and polls its future once; a store that cannot release that quickly
+/// relies on the claim's lease running out instead. A store that errors makes the layer answer
+/// 503 `delivery_store_unavailable`, so Ringyo retries later rather than the handler running
+/// twice.
+///
+/// [`RingyoWebhookLayer::delivery_store`]: crate::RingyoWebhookLayer::delivery_store
+pub trait DeliveryStore: Send + Sync + 'static {
+    /// Claims `id` for handling, unless it is handled or held.
+    ///
+    /// A claim not completed or released by `lease_until` is abandoned: a later `claim` after
+    /// that time may take it. Entries whose `keep_until` (see [`complete`](Self::complete)) is
+    /// before `now` are gone.
+    fn claim(
+        &self,
+        id: DeliveryId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> BoxFuture<Result<Claim, StoreError>>;
+
+    /// Records `id` as handled until `keep_until`, after which the layer's timestamp check
+    /// refuses a replay of it anyway.
+    fn complete(
+        &self,
+        id: DeliveryId,
+        keep_until: DateTime<Utc>,
+    ) -> BoxFuture<Result<(), StoreError>>;
+
+    /// Forgets a claim whose handling failed, so a retry runs the handler again.
+    fn release(&self, id: DeliveryId) -> BoxFuture<Result<(), StoreError>>;
+}
+
+/// A shared store is a store, so you can keep a handle to one you give the layer.
+impl<S: DeliveryStore + ?Sized> DeliveryStore for std::sync::Arc<S> {
+    fn claim(
+        &self,
+        id: DeliveryId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> BoxFuture<Result<Claim, StoreError>> {
+        (**self).claim(id, now, lease_until)
+    }
+
+    fn complete(
+        &self,
+        id: DeliveryId,
+        keep_until: DateTime<Utc>,
+    ) -> BoxFuture<Result<(), StoreError>> {
+        (**self).complete(id, keep_until)
+    }
+
+    fn release(&self, id: DeliveryId) -> BoxFuture<Result<(), StoreError>> {
+        (**self).release(id)
+    }
+}
+
+/// A [`DeliveryStore`] in this process's memory, bounded in size.
+///
+/// Entries live only as long as they must: a handled delivery until its timestamp leaves the
+/// layer's tolerance window (a replay after that is refused as stale), a claim until its lease
+/// ends. Expired entries are dropped as new ones arrive.
+///
+/// **At the cap** ([`DEFAULT_CAPACITY`](Self::DEFAULT_CAPACITY) entries unless set), room is
+/// made by forgetting the handled delivery that would expire soonest, or, if every entry is an
+/// in-flight claim, the claim whose lease ends soonest. A copy of a forgotten delivery is
+/// handled again: the cap bounds memory under any flood of distinct valid deliveries, at the
+/// price of exactly-once for the oldest entries. Size the cap above your peak number of events
+/// per tolerance window (each entry takes about 150 bytes).
+///
+/// It is per process: replicas behind a load balancer each have their own, so use a shared
+/// store there.
+pub struct MemoryDeliveryStore {
+    capacity: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<DeliveryId, Entry>,
+    // Ordered by expiry, for purging and for choosing what to forget at the cap.
+    handled: BTreeSet<(DateTime<Utc>, DeliveryId)>,
+    in_flight: BTreeSet<(DateTime<Utc>, DeliveryId)>,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    handled: bool,
+    until: DateTime<Utc>,
+}
+
+impl MemoryDeliveryStore {
+    /// The default cap on entries: 100 000 (about 15 MB).
+    pub const DEFAULT_CAPACITY: usize = 100_000;
+
+    /// A store holding at most [`DEFAULT_CAPACITY`](Self::DEFAULT_CAPACITY) entries.
+    pub fn new() -> Self {
+        Self::with_capacity(Self::DEFAULT_CAPACITY)
+    }
+
+    /// A store holding at most `capacity` entries (at least one).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// How many deliveries it remembers now, expired ones included until they are purged.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether it remembers none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state stays consistent even if a holder panicked: every method leaves it whole
+        // before it could panic, so a poisoned lock is still safe to use.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn claim_now(&self, id: DeliveryId, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Claim {
+        let mut state = self.lock();
+        state.purge(now);
+        if let Some(entry) = state.entries.get(&id) {
+            return if entry.handled {
+                Claim::Handled
+            } else {
+                Claim::InFlight
+            };
+        }
+        state.make_room(self.capacity);
+        state.insert(
+            id,
+            Entry {
+                handled: false,
+                until: lease_until,
+            },
+        );
+        Claim::Claimed
+    }
+}
+
+impl State {
+    fn insert(&mut self, id: DeliveryId, entry: Entry) {
+        if let Some(old) = self.entries.insert(id, entry) {
+            self.index(old.handled).remove(&(old.until, id));
+        }
+        self.index(entry.handled).insert((entry.until, id));
+    }
+
+    fn remove(&mut self, id: &DeliveryId) -> Option<Entry> {
+        let entry = self.entries.remove(id)?;
+        self.index(entry.handled).remove(&(entry.until, *id));
+        Some(entry)
+    }
+
+    fn index(&mut self, handled: bool) -> &mut BTreeSet<(DateTime<Utc>, DeliveryId)> {
+        if handled {
+            &mut self.handled
+        } else {
+            &mut self.in_flight
+        }
+    }
+
+    /// Drops every entry whose time is up.
+    fn purge(&mut self, now: DateTime<Utc>) {
+        for handled in [true, false] {
+            while let Some(&(until, id)) = self.index(handled).first() {
+                if until >= now {
+                    break;
+                }
+                self.remove(&id);
+            }
+        }
+    }
+
+    /// Forgets entries until one more fits: the handled entry nearest expiry first, or else the
+    /// claim nearest its lease's end.
+    fn make_room(&mut self, capacity: usize) {
+        while self.entries.len() >= capacity {
+            let oldest = self
+                .handled
+                .first()
+                .or_else(|| self.in_flight.first())
+                .copied();
+            let Some((_, id)) = oldest else { return };
+            self.remove(&id);
+        }
+    }
+}
+
+impl DeliveryStore for MemoryDeliveryStore {
+    fn claim(
+        &self,
+        id: DeliveryId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> BoxFuture<Result<Claim, StoreError>> {
+        let claim = self.claim_now(id, now, lease_until);
+        Box::pin(std::future::ready(Ok(claim)))
+    }
+
+    fn complete(
+        &self,
+        id: DeliveryId,
+        keep_until: DateTime<Utc>,
+    ) -> BoxFuture<Result<(), StoreError>> {
+        let mut state = self.lock();
+        // The claim may have been forgotten at the cap meanwhile: then this is a new entry.
+        if !state.entries.contains_key(&id) {
+            state.make_room(self.capacity);
+        }
+        state.insert(
+            id,
+            Entry {
+                handled: true,
+                until: keep_until,
+            },
+        );
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn release(&self, id: DeliveryId) -> BoxFuture<Result<(), StoreError>> {
+        let mut state = self.lock();
+        // Only a claim is released: a handled entry stays handled.
+        if state.entries.get(&id).is_some_and(|entry| !entry.handled) {
+            state.remove(&id);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+impl Default for MemoryDeliveryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryDeliveryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryDeliveryStore")
+            .field("capacity", &self.capacity)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::Verifier;
+
+    fn id(n: u32) -> DeliveryId {
+        let verifier = Verifier::new("whsec_test").unwrap();
+        verifier
+            .verify(&n.to_be_bytes(), &verifier.sign(&n.to_be_bytes()))
+            .unwrap()
+            .delivery_id()
+    }
+
+    fn t(minutes: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::UNIX_EPOCH + TimeDelta::minutes(minutes)
+    }
+
+    #[test]
+    fn claim_then_complete_then_duplicate() {
+        let store = MemoryDeliveryStore::new();
+        assert_eq!(store.claim_now(id(1), t(0), t(1)), Claim::Claimed);
+        assert_eq!(store.claim_now(id(1), t(0), t(1)), Claim::InFlight);
+        drop(store.complete(id(1), t(60)));
+        assert_eq!(store.claim_now(id(1), t(30), t(31)), Claim::Handled);
+        // After keep_until the entry is gone (the timestamp check refuses such replays).
+        assert_eq!(store.claim_now(id(1), t(61), t(62)), Claim::Claimed);
+    }
+
+    #[test]
+    fn released_claim_can_be_claimed_again_but_handled_stays() {
+        let store = MemoryDeliveryStore::new();
+        assert_eq!(store.claim_now(id(1), t(0), t(1)), Claim::Claimed);
+        drop(store.release(id(1)));
+        assert_eq!(store.claim_now(id(1), t(0), t(1)), Claim::Claimed);
+        drop(store.complete(id(1), t(60)));
+        drop(store.release(id(1)));
+        assert_eq!(store.claim_now(id(1), t(0), t(1)), Claim::Handled);
+    }
+
+    #[test]
+    fn abandoned_claim_expires_with_its_lease() {
+        let store = MemoryDeliveryStore::new();
+        assert_eq!(store.claim_now(id(1), t(0), t(1)), Claim::Claimed);
+        assert_eq!(store.claim_now(id(1), t(1), t(2)), Claim::InFlight);
+        assert_eq!(store.claim_now(id(1), t(2), t(3)), Claim::Claimed);
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn cap_holds_under_a_flood_and_forgets_oldest_handled_first() {
+        let store = MemoryDeliveryStore::with_capacity(100);
+        assert_eq!(store.claim_now(id(0), t(0), t(1)), Claim::Claimed); // stays in flight
+        for n in 1..1000 {
+            assert_eq!(store.claim_now(id(n), t(0), t(1)), Claim::Claimed);
+            drop(store.complete(id(n), t(60) + TimeDelta::seconds(n.into())));
+            assert!(store.len() <= 100);
+        }
+        assert_eq!(store.len(), 100);
+        // The in-flight claim survived; the newest handled ones are remembered.
+        assert_eq!(store.claim_now(id(0), t(0), t(1)), Claim::InFlight);
+        assert_eq!(store.claim_now(id(999), t(0), t(1)), Claim::Handled);
+        assert_eq!(store.claim_now(id(1), t(0), t(1)), Claim::Claimed);
+    }
+}
