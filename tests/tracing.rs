@@ -64,8 +64,24 @@ async fn spans_name_the_event_and_outcome_but_never_secrets_or_payload_values() 
     let forged = ringyo_webhook::testing::sign("whsec_wrong", &body).unwrap();
     assert_eq!(deliver(addr, "/", body.clone(), Some(&forged)).await.0, 401);
     assert_eq!(deliver(addr, "/", body, None).await.0, 401);
+    let stale = serde_json::to_vec(&json!({
+        "event": "credits.low", "timestamp": "2020-01-01T00:00:00Z", "data": {}
+    }))
+    .unwrap();
+    assert_eq!(
+        deliver(addr, "/", stale.clone(), Some(&sign(&stale)))
+            .await
+            .0,
+        401
+    );
 
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    // Each stale rejection is an attack or a lost event: logged at warn level.
+    assert!(
+        logs.lines()
+            .any(|line| line.contains("WARN") && line.contains("timestamp_out_of_tolerance")),
+        "{logs}"
+    );
     for expected in [
         "event=\"call.completed\"",
         "outcome=\"handled\"",
@@ -77,6 +93,7 @@ async fn spans_name_the_event_and_outcome_but_never_secrets_or_payload_values() 
         "body_len=",
         "WARN",
         "does not start with `whsec_`",
+        "delivery_id=",
     ] {
         assert!(logs.contains(expected), "missing {expected:?} in:\n{logs}");
     }
