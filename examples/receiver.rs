@@ -23,14 +23,14 @@ use axum::{
     routing::post,
     Json, Router,
 };
-use ringyo_webhook::{Event, MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer};
+use ringyo_webhook::{
+    testing::{DEFAULT_PATH, DEVELOPMENT_SECRET},
+    Event, MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer,
+};
 use tokio::{net::TcpListener, sync::mpsc};
 
 /// The path Ringyo is configured to POST to.
-pub(crate) const PATH: &str = "/webhooks/ringyo";
-
-/// The secret used when `RINGYO_WEBHOOK_SECRET` is unset: for local development only.
-pub(crate) const DEV_SECRET: &str = "whsec_ringyo_local_development_only";
+pub(crate) const PATH: &str = DEFAULT_PATH;
 
 /// How many verified events may wait for the background task.
 const QUEUE_CAPACITY: usize = 1024;
@@ -46,10 +46,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let secret = std::env::var("RINGYO_WEBHOOK_SECRET").unwrap_or_else(|_| {
         tracing::warn!(
-            "RINGYO_WEBHOOK_SECRET is not set: using the development secret {DEV_SECRET:?}. \
-             Anyone who reads this can sign events; never use it in production"
+            "RINGYO_WEBHOOK_SECRET is not set: using the development secret \
+             {DEVELOPMENT_SECRET:?}. Anyone who reads this can sign events; never use it in \
+             production"
         );
-        DEV_SECRET.to_owned()
+        DEVELOPMENT_SECRET.to_owned()
     });
     let bind: SocketAddr = std::env::var("RINGYO_BIND")
         .unwrap_or_else(|_| "127.0.0.1:3000".to_owned())

@@ -15,8 +15,8 @@ use axum::{extract::State, http::StatusCode, routing::post, Router};
 use chrono::{DateTime, TimeDelta, Utc};
 use common::{deliver, sign, SECRET};
 use ringyo_webhook::{
-    testing::ManualClock, DeliveryId, MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer,
-    DUPLICATE_HEADER,
+    testing::{ManualClock, TestDelivery},
+    Clock, DeliveryId, MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer, DUPLICATE_HEADER,
 };
 use serde_json::json;
 
@@ -28,11 +28,12 @@ fn now() -> DateTime<Utc> {
 
 /// An envelope whose `timestamp` is `age` before [`NOW`] (negative: in the future).
 fn aged(event: &str, age: TimeDelta, data: serde_json::Value) -> Vec<u8> {
-    let timestamp = (now() - age).to_rfc3339();
-    serde_json::to_vec(
-        &json!({"event": event, "timestamp": timestamp, "webhook_id": "wh_abc123", "data": data}),
-    )
-    .unwrap()
+    TestDelivery::new(event)
+        .data(data)
+        .timestamp(now() - age)
+        .body_and_signature()
+        .0
+        .into_bytes()
 }
 
 /// How the test handler behaves: answers `status` after `delay`, counting its runs.
@@ -368,10 +369,7 @@ async fn store_entries_expire_with_the_window_on_an_injected_clock() {
         (status, json["error"].as_str()),
         (401, Some("timestamp_out_of_tolerance"))
     );
-    let fresh = serde_json::to_vec(&json!({
-        "event": "credits.low", "timestamp": clock_now(&clock), "data": {}
-    }))
-    .unwrap();
+    let fresh = aged("credits.low", now() - clock.now(), json!({}));
     assert_eq!(send(addr, &fresh).await.0, 200);
     assert_eq!(
         store.len(),
@@ -379,9 +377,4 @@ async fn store_entries_expire_with_the_window_on_an_injected_clock() {
         "the expired entry was purged, the fresh one kept"
     );
     assert_eq!(handler.runs.load(Ordering::SeqCst), 2);
-}
-
-fn clock_now(clock: &ManualClock) -> String {
-    use ringyo_webhook::Clock;
-    clock.now().to_rfc3339()
 }

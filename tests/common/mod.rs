@@ -5,6 +5,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use axum::Router;
+use ringyo_webhook::testing::TestDelivery;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -42,15 +43,15 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// A JSON envelope as Ringyo sends it.
+/// A JSON envelope as Ringyo sends it, sent at [`SENT_AT`], built by the crate's test kit.
 pub fn envelope(event: &str, data: serde_json::Value) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "event": event,
-        "timestamp": SENT_AT,
-        "webhook_id": "wh_abc123",
-        "data": data,
-    }))
-    .unwrap()
+    TestDelivery::new(event)
+        .data(data)
+        .timestamp(SENT_AT.parse().unwrap())
+        .webhook_id("wh_abc123")
+        .body_and_signature()
+        .0
+        .into_bytes()
 }
 
 pub fn sign(body: &[u8]) -> String {

@@ -1,0 +1,206 @@
+//! Sends signed sample events to a local receiver, like the dashboard's "Send Test" button,
+//! without a tunnel.
+//!
+//! ```text
+//! cargo run --example send -- --all
+//! cargo run --example send -- call.completed credits.low --tamper
+//! ```
+//!
+//! Prints one line a delivery: event, status, error code, time taken. See `--help`.
+
+use std::{process::ExitCode, time::Duration, time::Instant};
+
+use ringyo_webhook::{
+    testing::{Fault, TestDelivery, DEFAULT_PATH, DEVELOPMENT_SECRET},
+    EventKind,
+};
+
+const USAGE: &str = "\
+Sends signed sample Ringyo events to a receiver.
+
+Usage: cargo run --example send -- [OPTIONS] [EVENT]...
+
+Events: any names (default: call.completed); --all sends every event the crate knows.
+
+Options:
+  --url URL          where to POST (default: http://127.0.0.1:3000/webhooks/ringyo,
+                     the receiver example's address)
+  --secret SECRET    signing secret (default: $RINGYO_WEBHOOK_SECRET, else the receiver
+                     example's development secret)
+  --all              send every known event
+  --tamper           change the body after signing    (expect 401 invalid_signature)
+  --wrong-secret     sign with another secret          (expect 401 invalid_signature)
+  --stale            a timestamp two hours old         (expect 401 timestamp_out_of_tolerance)
+  --no-signature     leave out x-ringyo-signature      (expect 401 missing_signature)
+  -h, --help         show this";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let options = match Options::parse(
+        std::env::args().skip(1),
+        std::env::var("RINGYO_WEBHOOK_SECRET").ok(),
+    ) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            eprintln!("error: {err}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut first = true;
+    let print = |outcome: &Outcome| {
+        if std::mem::take(&mut first) {
+            println!(
+                "{:<24} {:>6}  {:<28} {:>9}",
+                "EVENT", "STATUS", "ERROR", "TIME"
+            );
+        }
+        println!("{outcome}");
+    };
+    match send_all(&options, print).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What to send, and where.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Options {
+    pub(crate) url: String,
+    pub(crate) secret: String,
+    pub(crate) events: Vec<String>,
+    pub(crate) fault: Option<Fault>,
+}
+
+impl Options {
+    /// Parses the arguments; `Ok(None)` for `--help`.
+    pub(crate) fn parse(
+        args: impl IntoIterator<Item = String>,
+        env_secret: Option<String>,
+    ) -> Result<Option<Self>, String> {
+        let mut options = Self {
+            url: format!("http://127.0.0.1:3000{DEFAULT_PATH}"),
+            secret: env_secret.unwrap_or_else(|| DEVELOPMENT_SECRET.to_owned()),
+            events: Vec::new(),
+            fault: None,
+        };
+        let mut all = false;
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let mut fault = |fault| match options.fault.replace(fault) {
+                Some(_) => Err("give at most one fault option".to_owned()),
+                None => Ok(()),
+            };
+            match arg.as_str() {
+                "-h" | "--help" => return Ok(None),
+                "--url" => options.url = args.next().ok_or("--url needs a value")?,
+                "--secret" => options.secret = args.next().ok_or("--secret needs a value")?,
+                "--all" => all = true,
+                "--tamper" => fault(Fault::Tamper)?,
+                "--wrong-secret" => fault(Fault::WrongSecret)?,
+                "--stale" => fault(Fault::Stale)?,
+                "--no-signature" => fault(Fault::MissingSignature)?,
+                flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
+                event => options.events.push(event.to_owned()),
+            }
+        }
+        if all {
+            options
+                .events
+                .extend(EventKind::KNOWN.iter().map(|name| name.to_string()));
+        }
+        if options.events.is_empty() {
+            options.events.push("call.completed".to_owned());
+        }
+        Ok(Some(options))
+    }
+}
+
+/// One delivery's result.
+#[derive(Debug, Clone)]
+pub(crate) struct Outcome {
+    pub(crate) event: String,
+    pub(crate) status: u16,
+    /// The `error` code of a JSON error answer.
+    pub(crate) code: Option<String>,
+    /// Answered as a duplicate of a delivery already handled (`x-webhook-duplicate`).
+    pub(crate) duplicate: bool,
+    pub(crate) elapsed: Duration,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<24} {:>6}  {:<28} {:>7.1}ms",
+            self.event,
+            self.status,
+            match (&self.code, self.duplicate) {
+                (Some(code), _) => code.as_str(),
+                (None, true) => "- (duplicate)",
+                (None, false) => "-",
+            },
+            self.elapsed.as_secs_f64() * 1000.0
+        )
+    }
+}
+
+/// Sends each event in turn, reporting each outcome as it comes.
+pub(crate) async fn send_all(
+    options: &Options,
+    mut report: impl FnMut(&Outcome),
+) -> Result<Vec<Outcome>, String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|err| err.to_string())?;
+    let mut outcomes = Vec::new();
+    for event in &options.events {
+        let mut delivery = TestDelivery::new(event).secret(&options.secret);
+        if let Some(fault) = options.fault {
+            delivery = delivery.fault(fault);
+        }
+        let (body, signature) = delivery.body_and_signature();
+        let mut request = client
+            .post(&options.url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("x-ringyo-signature", signature);
+        }
+        let started = Instant::now();
+        let response = request.send().await.map_err(|err| {
+            if err.is_connect() {
+                format!(
+                    "cannot reach the receiver at {}: is it running? Start it with \
+                     `cargo run --example receiver`, or point --url at yours",
+                    options.url
+                )
+            } else {
+                format!("sending {event} to {} failed: {err}", options.url)
+            }
+        })?;
+        let status = response.status().as_u16();
+        let duplicate = response.headers().contains_key("x-webhook-duplicate");
+        let body = response.bytes().await.unwrap_or_default();
+        let code = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|json| json["error"].as_str().map(str::to_owned));
+        let outcome = Outcome {
+            event: event.clone(),
+            status,
+            code,
+            duplicate,
+            elapsed: started.elapsed(),
+        };
+        report(&outcome);
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}

@@ -1,0 +1,143 @@
+//! The `send` example against the receiver example, both real, on 127.0.0.1.
+
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/receiver.rs"]
+mod receiver;
+
+#[allow(dead_code)]
+#[path = "../examples/send.rs"]
+mod send;
+
+use std::net::SocketAddr;
+
+use ringyo_webhook::{
+    testing::{Fault, DEVELOPMENT_SECRET},
+    EventKind, MemoryDeliveryStore, RingyoWebhookLayer,
+};
+use send::Options;
+use tokio::net::TcpListener;
+
+/// The receiver example as `cargo run --example receiver` starts it, on an ephemeral port.
+async fn start_receiver() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let layer = RingyoWebhookLayer::new(DEVELOPMENT_SECRET)
+        .unwrap()
+        .delivery_store(MemoryDeliveryStore::new());
+    let process = |_| async {};
+    tokio::spawn(receiver::run(
+        listener,
+        layer,
+        64,
+        process,
+        std::future::pending(),
+    ));
+    addr
+}
+
+fn options(addr: SocketAddr, args: &[&str]) -> Options {
+    let mut args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+    args.extend(["--url".into(), format!("http://{addr}{}", receiver::PATH)]);
+    Options::parse(args, None).unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn all_sends_every_event_and_the_receiver_accepts_each() {
+    let addr = start_receiver().await;
+    let mut printed = Vec::new();
+    let outcomes = send::send_all(&options(addr, &["--all"]), |o| printed.push(o.to_string()))
+        .await
+        .unwrap();
+    let sent: Vec<&str> = outcomes.iter().map(|o| o.event.as_str()).collect();
+    assert_eq!(sent, EventKind::KNOWN);
+    for outcome in &outcomes {
+        assert_eq!((outcome.status, &outcome.code), (202, &None), "{outcome}");
+    }
+    assert_eq!(printed.len(), EventKind::KNOWN.len());
+    assert!(
+        printed[0].starts_with("call.started") && printed[0].contains("202"),
+        "{}",
+        printed[0]
+    );
+}
+
+#[tokio::test]
+async fn each_fault_option_gets_its_documented_rejection() {
+    let addr = start_receiver().await;
+    let flags = [
+        ("--tamper", Fault::Tamper),
+        ("--wrong-secret", Fault::WrongSecret),
+        ("--stale", Fault::Stale),
+        ("--no-signature", Fault::MissingSignature),
+    ];
+    assert_eq!(flags.len(), Fault::ALL.len());
+    for (flag, fault) in flags {
+        let outcomes = send::send_all(&options(addr, &["credits.low", flag]), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(outcomes[0].status, 401, "{flag}");
+        assert_eq!(
+            outcomes[0].code.as_deref(),
+            Some(fault.expected_code()),
+            "{flag}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn resending_the_same_bytes_is_answered_as_a_duplicate() {
+    let addr = start_receiver().await;
+    let options = options(addr, &["agent.created"]);
+    // The same second gives the same timestamp, so the same bytes: a retry, to the receiver.
+    loop {
+        let first = send::send_all(&options, |_| {}).await.unwrap().remove(0);
+        let second = send::send_all(&options, |_| {}).await.unwrap().remove(0);
+        assert_eq!(first.status, 202);
+        if second.status == 202 {
+            continue; // the clock ticked over between the two; try again
+        }
+        assert_eq!((second.status, second.duplicate), (200, true));
+        assert!(second.to_string().contains("duplicate"));
+        break;
+    }
+}
+
+#[tokio::test]
+async fn receiver_not_listening_is_a_clear_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let err = send::send_all(&options(addr, &[]), |_| {})
+        .await
+        .unwrap_err();
+    assert!(err.contains("is it running"), "{err}");
+    assert!(err.contains(&addr.to_string()), "{err}");
+}
+
+#[test]
+fn arguments_have_working_defaults_and_clear_errors() {
+    let defaults = Options::parse(Vec::<String>::new(), None).unwrap().unwrap();
+    assert_eq!(defaults.url, "http://127.0.0.1:3000/webhooks/ringyo");
+    assert_eq!(defaults.secret, DEVELOPMENT_SECRET);
+    assert_eq!(defaults.events, ["call.completed"]);
+    assert_eq!(defaults.fault, None);
+
+    let from_env = Options::parse(["--stale".to_owned()], Some("whsec_env".into()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (from_env.secret.as_str(), from_env.fault),
+        ("whsec_env", Some(Fault::Stale))
+    );
+
+    let help = Options::parse(["--help".to_owned()], None).unwrap();
+    assert!(help.is_none());
+    let two_faults = ["--tamper", "--stale"].map(String::from);
+    assert!(Options::parse(two_faults, None).is_err());
+    assert!(Options::parse(["--nope".to_owned()], None)
+        .unwrap_err()
+        .contains("--nope"));
+    assert!(Options::parse(["--url".to_owned()], None).is_err());
+}
