@@ -4,16 +4,16 @@
 //! RINGYO_WEBHOOK_SECRET=whsec_... cargo run --example hyper
 //! ```
 //!
-//! The layer wraps a `service_fn`; the handler reads the [`VerifiedPayload`] the layer left in
-//! the request's extensions and deserializes it with [`RingyoEvent::from_payload`].
+//! The layer wraps a `service_fn`; the handler deserializes the verified payload the layer left
+//! in the request's extensions with `RingyoEvent::from_extensions`.
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{body::Incoming, server::conn::http1, Request, Response, StatusCode};
+use hyper::{body::Incoming, server::conn::http1, Request, Response};
 use hyper_util::{rt::TokioIo, service::TowerToHyperService};
-use ringyo_webhook::{Event, RingyoEvent, RingyoWebhookLayer, VerifiedBody, VerifiedPayload};
+use ringyo_webhook::{Event, RingyoEvent, RingyoWebhookLayer, VerifiedBody};
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
 
@@ -49,23 +49,13 @@ pub(crate) async fn serve(
 pub(crate) async fn handle(
     req: Request<VerifiedBody>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let Some(payload) = req.extensions().get::<VerifiedPayload>() else {
-        // Only reachable if this function is served without the layer.
-        return Ok(reply(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "layer missing".into(),
-        ));
-    };
-    Ok(match RingyoEvent::<Event>::from_payload(payload) {
-        Ok(event) => reply(StatusCode::OK, format!("{} {}", event.kind, payload.len())),
-        Err(rejection) => reply(rejection.status(), rejection.code().into()),
-    })
-}
-
-fn reply(status: StatusCode, text: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(text)));
-    *response.status_mut() = status;
-    response
+    Ok(
+        match RingyoEvent::<Event>::from_extensions(req.extensions()) {
+            Ok(event) => Response::new(Full::new(Bytes::from(event.kind.to_string()))),
+            // The same JSON errors the axum extractor answers with.
+            Err(rejection) => rejection.to_response().map(Full::new),
+        },
+    )
 }
 
 // The layered service must be a hyper service over hyper's own request body.

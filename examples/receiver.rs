@@ -14,7 +14,7 @@
 //! Ctrl-C or SIGTERM stops accepting connections, finishes in-flight requests, and drains the
 //! queue before exiting.
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use axum::{
     extract::State,
@@ -28,12 +28,17 @@ use ringyo_webhook::{
     Event, MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer,
 };
 use tokio::{net::TcpListener, sync::mpsc};
+use tower_http::timeout::TimeoutLayer;
 
 /// The path Ringyo is configured to POST to.
 pub(crate) const PATH: &str = DEFAULT_PATH;
 
 /// How many verified events may wait for the background task.
 const QUEUE_CAPACITY: usize = 1024;
+
+/// How long one request may take, body included. Ringyo gives up after 5 s; the bound keeps a
+/// peer that trickles its body from holding a request, or a graceful shutdown, for ever.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -44,14 +49,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
-    let secret = std::env::var("RINGYO_WEBHOOK_SECRET").unwrap_or_else(|_| {
-        tracing::warn!(
-            "RINGYO_WEBHOOK_SECRET is not set: using the development secret \
-             {DEVELOPMENT_SECRET:?}. Anyone who reads this can sign events; never use it in \
-             production"
-        );
-        DEVELOPMENT_SECRET.to_owned()
-    });
+    let secret = match std::env::var("RINGYO_WEBHOOK_SECRET") {
+        Ok(secret) => secret,
+        // Only an unset variable falls back; a garbled one must not become a public secret.
+        Err(std::env::VarError::NotPresent) => {
+            tracing::warn!(
+                "RINGYO_WEBHOOK_SECRET is not set: using the development secret \
+                 {DEVELOPMENT_SECRET:?}. Anyone who reads this can sign events; never use it \
+                 in production"
+            );
+            DEVELOPMENT_SECRET.to_owned()
+        }
+        Err(err) => return Err(format!("RINGYO_WEBHOOK_SECRET: {err}").into()),
+    };
     let bind: SocketAddr = std::env::var("RINGYO_BIND")
         .unwrap_or_else(|_| "127.0.0.1:3000".to_owned())
         .parse()?;
@@ -97,6 +107,10 @@ where
 
     let app = Router::new()
         .route(PATH, post(enqueue).route_layer(layer))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .with_state(queue);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -82,7 +82,9 @@ impl<B> ResponseBody<B> {
 
     pub(crate) fn rejection(body: Bytes) -> Self {
         Self {
-            kind: Kind::Rejection { body: Some(body) },
+            kind: Kind::Rejection {
+                body: Some(body).filter(|body| !body.is_empty()),
+            },
         }
     }
 }

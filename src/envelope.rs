@@ -33,13 +33,12 @@ pub(crate) enum EnvelopeError {
     #[error("the body is not valid JSON (line {line}, column {column})")]
     Syntax { line: usize, column: usize },
     #[error(
-        "the body is not a Ringyo event envelope: expected an object with string `event` and \
-         `timestamp` fields (line {line}, column {column})"
+        "the body is not a Ringyo event envelope, a JSON object (line {line}, column {column})"
     )]
     Shape { line: usize, column: usize },
-    #[error("the envelope has no `event` field")]
+    #[error("the envelope has no string `event` field")]
     MissingEvent,
-    #[error("the envelope has no `timestamp` field")]
+    #[error("the envelope has no string `timestamp` field")]
     MissingTimestamp,
     #[error("the envelope's `timestamp` is not an RFC 3339 date-time")]
     InvalidTimestamp,
@@ -48,13 +47,72 @@ pub(crate) enum EnvelopeError {
 #[derive(Deserialize)]
 struct Raw<'a> {
     #[serde(borrow, default)]
-    event: Option<Cow<'a, str>>,
+    event: LenientStr<'a>,
     #[serde(borrow, default)]
-    timestamp: Option<Cow<'a, str>>,
-    #[serde(default)]
-    webhook_id: Option<String>,
+    timestamp: LenientStr<'a>,
+    #[serde(borrow, default)]
+    webhook_id: LenientStr<'a>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
+}
+
+/// A string field that reads as `None` when it holds anything else, so one odd field does not
+/// make the whole envelope unreadable; borrowed from the body when it has no escapes.
+#[derive(Default)]
+struct LenientStr<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for LenientStr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = LenientStr<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(LenientStr(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(LenientStr(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(LenientStr(Some(Cow::Owned(v))))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(LenientStr(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(LenientStr(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(LenientStr(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(LenientStr(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(LenientStr(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(LenientStr(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(LenientStr(None))
+            }
+        }
+        deserializer.deserialize_any(Visitor(std::marker::PhantomData))
+    }
 }
 
 impl Envelope {
@@ -69,10 +127,12 @@ impl Envelope {
         })?;
         let kind = raw
             .event
+            .0
             .map(|name| EventKind::from(&*name))
             .ok_or(EnvelopeError::MissingEvent);
         let timestamp = raw
             .timestamp
+            .0
             .ok_or(EnvelopeError::MissingTimestamp)
             .and_then(|timestamp| {
                 DateTime::parse_from_rfc3339(&timestamp)
@@ -87,7 +147,7 @@ impl Envelope {
         Ok(Self {
             kind,
             timestamp,
-            webhook_id: raw.webhook_id,
+            webhook_id: raw.webhook_id.0.map(Cow::into_owned),
             data,
         })
     }
@@ -125,7 +185,13 @@ mod tests {
         let cases: [(&[u8], EnvelopeError); 3] = [
             (b"{\"event\":", EnvelopeError::Syntax { line: 1, column: 9 }),
             (b"not json", EnvelopeError::Syntax { line: 1, column: 2 }),
-            (b"[1,2]", EnvelopeError::Shape { line: 1, column: 2 }),
+            (
+                b"\"a string\"",
+                EnvelopeError::Shape {
+                    line: 1,
+                    column: 10,
+                },
+            ),
         ];
         for (body, expected) in cases {
             let err = Envelope::parse(body).unwrap_err();
@@ -148,5 +214,15 @@ mod tests {
         let err = bad_time.timestamp.unwrap_err();
         assert_eq!(err, EnvelopeError::InvalidTimestamp);
         assert!(!err.to_string().contains("1555"));
+
+        // Fields of another JSON type read as absent instead of failing the whole envelope.
+        let odd = Envelope::parse(
+            br#"{"event":7,"timestamp":{"at":[1,2]},"webhook_id":42,"data":{"id":"c"}}"#,
+        )
+        .unwrap();
+        assert_eq!(odd.kind, Err(EnvelopeError::MissingEvent));
+        assert_eq!(odd.timestamp, Err(EnvelopeError::MissingTimestamp));
+        assert_eq!(odd.webhook_id, None);
+        assert!(odd.data.is_some());
     }
 }

@@ -43,6 +43,7 @@ pub struct Rejection {
 /// | `PayloadTooLarge` | 413 | `payload_too_large` |
 /// | `BodyReadFailed` | 400 | `body_read_failed` |
 /// | `TimestampOutOfTolerance` | 401 | `timestamp_out_of_tolerance` |
+/// | `InvalidJson` | 400 | `invalid_json` |
 /// | `InvalidTimestamp` | 400 | `invalid_timestamp` |
 /// | `DeliveryInProgress` | 409 | `delivery_in_progress` |
 /// | `StoreUnavailable` | 503 | `delivery_store_unavailable` |
@@ -66,8 +67,10 @@ pub enum RejectionKind {
     /// The signed `timestamp` is older, or further in the future, than the layer's tolerance:
     /// a replay, or an event whose retries outlived the window.
     TimestampOutOfTolerance,
-    /// The timestamp check is on but the verified body has no RFC 3339 `timestamp` (or is not
-    /// a JSON envelope at all).
+    /// The timestamp check is on but the verified body is not JSON, so it has no timestamp.
+    InvalidJson,
+    /// The timestamp check is on but the verified body has no RFC 3339 `timestamp` (or is JSON
+    /// but not an object).
     InvalidTimestamp,
     /// The same delivery is being handled by another request right now; a retry will get the
     /// outcome.
@@ -86,7 +89,9 @@ impl RejectionKind {
             | Self::ConflictingSignatures
             | Self::TimestampOutOfTolerance => StatusCode::UNAUTHORIZED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyReadFailed | Self::InvalidTimestamp => StatusCode::BAD_REQUEST,
+            Self::BodyReadFailed | Self::InvalidJson | Self::InvalidTimestamp => {
+                StatusCode::BAD_REQUEST
+            }
             Self::DeliveryInProgress => StatusCode::CONFLICT,
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -101,6 +106,7 @@ impl RejectionKind {
             Self::PayloadTooLarge => "payload_too_large",
             Self::BodyReadFailed => "body_read_failed",
             Self::TimestampOutOfTolerance => "timestamp_out_of_tolerance",
+            Self::InvalidJson => "invalid_json",
             Self::InvalidTimestamp => "invalid_timestamp",
             Self::DeliveryInProgress => "delivery_in_progress",
             Self::StoreUnavailable => "delivery_store_unavailable",

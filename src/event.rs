@@ -73,7 +73,10 @@ macro_rules! events {
         /// let new = Event::from_event_data(&"call.voicemail".into(), b"{}").unwrap();
         /// assert_eq!(new.kind().as_str(), "call.voicemail");
         /// ```
-        #[derive(Debug, Clone, PartialEq)]
+        ///
+        /// `Debug` hides personal data, as the models' does: an unknown event's data shows
+        /// as `<redacted>`.
+        #[derive(Clone, PartialEq)]
         #[non_exhaustive]
         pub enum Event {
             $( $(#[$doc])* $variant($data), )*
@@ -92,6 +95,19 @@ macro_rules! events {
                 match self {
                     $( Self::$variant(_) => EventKind::$variant, )*
                     Self::Unknown { name, .. } => EventKind::Unknown(name.clone()),
+                }
+            }
+        }
+
+        impl std::fmt::Debug for Event {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match self {
+                    $( Self::$variant(data) => f.debug_tuple(stringify!($variant)).field(data).finish(), )*
+                    Self::Unknown { name, .. } => f
+                        .debug_struct("Unknown")
+                        .field("name", name)
+                        .field("data", &format_args!("<redacted>"))
+                        .finish(),
                 }
             }
         }
@@ -177,6 +193,16 @@ mod tests {
                 name: "call.voicemail".into(),
                 data: serde_json::json!({"seconds": 3}),
             }
+        );
+    }
+
+    #[test]
+    fn unknown_event_debug_hides_its_data() {
+        let event = Event::from_event_data(&"sms.received".into(), br#"{"text":"hi mum"}"#);
+        let debug = format!("{:?}", event.unwrap());
+        assert!(
+            debug.contains("sms.received") && !debug.contains("hi mum"),
+            "{debug}"
         );
     }
 

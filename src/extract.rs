@@ -8,7 +8,9 @@ use crate::{
     envelope::EnvelopeError,
     event::{Event, EventKind, FromEventData},
     payload::VerifiedPayload,
-    rejection::{InvalidEnvelope, InvalidEventData, InvalidJson, RingyoEventRejection},
+    rejection::{
+        InvalidEnvelope, InvalidEventData, InvalidJson, MissingLayer, RingyoEventRejection,
+    },
 };
 
 /// A verified Ringyo event, with its `data` typed as `T`.
@@ -71,12 +73,22 @@ pub struct RingyoEvent<T = Event> {
 }
 
 impl<T: FromEventData> RingyoEvent<T> {
-    /// Deserializes a verified payload, for code that is not an axum handler (a plain hyper
-    /// service reads the [`VerifiedPayload`] from the request's extensions).
+    /// Deserializes the verified payload the layer left in a request's extensions, for code
+    /// that is not an axum handler, such as a plain hyper service.
     ///
     /// # Errors
     ///
-    /// As for the extractor, without [`MissingLayer`](crate::MissingLayer).
+    /// As for the extractor: without the layer, [`MissingLayer`] (and an error is logged).
+    /// [`RingyoEventRejection::to_response`] turns any of them into the JSON answer.
+    pub fn from_extensions(extensions: &http::Extensions) -> Result<Self, RingyoEventRejection> {
+        Self::from_payload(payload(extensions)?)
+    }
+
+    /// Deserializes a verified payload.
+    ///
+    /// # Errors
+    ///
+    /// As for the extractor, without [`MissingLayer`].
     pub fn from_payload(payload: &VerifiedPayload) -> Result<Self, RingyoEventRejection> {
         let invalid = |err: &EnvelopeError| -> RingyoEventRejection {
             match err {
@@ -92,10 +104,14 @@ impl<T: FromEventData> RingyoEvent<T> {
             .clone()
             .map_or(&b"null"[..], |range| &payload.bytes()[range]);
         let data = T::from_event_data(kind, data).map_err(|err| {
+            // The type's name helps the user but is no business of the sender's.
+            tracing::debug!(
+                target_type = std::any::type_name::<T>(),
+                "verified event data does not fit the handler's type"
+            );
             // Positions only: serde's messages can quote values such as phone numbers.
             InvalidEventData::new(format!(
-                "the event's `data` does not fit `{}` (line {}, column {} of `data`)",
-                std::any::type_name::<T>(),
+                "the event's `data` does not fit the receiver's type (line {}, column {} of `data`)",
                 err.line(),
                 err.column(),
             ))
@@ -120,34 +136,37 @@ impl<T: fmt::Debug> fmt::Debug for RingyoEvent<T> {
     }
 }
 
+fn missing_layer() -> MissingLayer {
+    tracing::error!(
+        "a Ringyo webhook extractor ran on a route without RingyoWebhookLayer; refusing to \
+         parse unverified bytes. Add it with `post(handler).route_layer(layer)`"
+    );
+    MissingLayer::new(
+        "the webhook route has no RingyoWebhookLayer, so the delivery cannot be verified",
+    )
+}
+
+/// The verified payload the layer left in `extensions`.
+fn payload(extensions: &http::Extensions) -> Result<&VerifiedPayload, MissingLayer> {
+    extensions
+        .get::<VerifiedPayload>()
+        .ok_or_else(missing_layer)
+}
+
 #[cfg(feature = "axum")]
 mod axum_impls {
     use axum_core::extract::FromRequestParts;
     use http::request::Parts;
 
-    use crate::{rejection::MissingLayer, verify::DeliveryId};
+    use crate::verify::DeliveryId;
 
     use super::*;
-
-    fn missing_layer() -> MissingLayer {
-        tracing::error!(
-            "a Ringyo webhook extractor ran on a route without RingyoWebhookLayer; refusing to \
-             parse unverified bytes. Add it with `post(handler).route_layer(layer)`"
-        );
-        MissingLayer::new(
-            "the webhook route has no RingyoWebhookLayer, so the delivery cannot be verified",
-        )
-    }
 
     impl<S: Send + Sync> FromRequestParts<S> for VerifiedPayload {
         type Rejection = MissingLayer;
 
         async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, MissingLayer> {
-            parts
-                .extensions
-                .get::<VerifiedPayload>()
-                .cloned()
-                .ok_or_else(missing_layer)
+            payload(&parts.extensions).cloned()
         }
     }
 
@@ -156,11 +175,7 @@ mod axum_impls {
         type Rejection = MissingLayer;
 
         async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, MissingLayer> {
-            parts
-                .extensions
-                .get::<VerifiedPayload>()
-                .map(VerifiedPayload::delivery_id)
-                .ok_or_else(missing_layer)
+            payload(&parts.extensions).map(VerifiedPayload::delivery_id)
         }
     }
 
@@ -171,11 +186,7 @@ mod axum_impls {
             parts: &mut Parts,
             _state: &S,
         ) -> Result<Self, RingyoEventRejection> {
-            let payload = parts
-                .extensions
-                .get::<VerifiedPayload>()
-                .ok_or_else(missing_layer)?;
-            Self::from_payload(payload)
+            Self::from_extensions(&parts.extensions)
         }
     }
 }

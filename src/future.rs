@@ -20,12 +20,12 @@ use tracing::Span;
 use crate::{
     body::{ResponseBody, VerifiedBody},
     buffer::Buffer,
-    envelope::Envelope,
+    envelope::{Envelope, EnvelopeError},
     error::{Rejection, RejectionKind},
     layer::Config,
     payload::VerifiedPayload,
-    replay::delta,
-    store::{BoxFuture, Claim, DeliveryStore, StoreError},
+    replay::after,
+    store::{Claim, DeliveryStore, StoreError, StoreFuture},
     verify::{DeliveryId, Signature, Verified, SIGNATURE_HEADER},
 };
 
@@ -74,7 +74,7 @@ pin_project! {
             signature: Signature,
         },
         Claiming {
-            claim: BoxFuture<Result<Claim, StoreError>>,
+            claim: StoreFuture<Result<Claim, StoreError>>,
             request: Option<Request<VerifiedBody>>,
             inner: Option<S>,
             id: DeliveryId,
@@ -85,7 +85,7 @@ pin_project! {
             future: F,
         },
         Settling {
-            settle: BoxFuture<Result<(), StoreError>>,
+            settle: StoreFuture<Result<(), StoreError>>,
             output: Option<Out>,
         },
     }
@@ -96,7 +96,7 @@ where
     S: Service<Request<VerifiedBody>>,
 {
     pub(crate) fn rejected(rejection: Rejection, config: Arc<Config>, span: Span) -> Self {
-        let response = reject(rejection, &span);
+        let response = span.in_scope(|| reject(rejection, &span));
         Self {
             state: State::Respond {
                 response: Some(response),
@@ -297,10 +297,13 @@ where
 {
     let envelope = Envelope::parse(&bytes);
     span.record("secret_index", verified.secret_index());
-    span.record(
-        "delivery_id",
-        tracing::field::display(verified.delivery_id()),
-    );
+    // The id costs a short hash: only when a subscriber wants it.
+    if !span.is_disabled() {
+        span.record(
+            "delivery_id",
+            tracing::field::display(verified.delivery_id()),
+        );
+    }
     if let Ok(Envelope { kind: Ok(kind), .. }) = &envelope {
         span.record("event", kind.as_str());
     }
@@ -320,14 +323,15 @@ where
             tolerance.expiry(timestamp)
         }
         (Some(_), Err(err)) => {
+            let kind = match err {
+                EnvelopeError::Syntax { .. } => RejectionKind::InvalidJson,
+                _ => RejectionKind::InvalidTimestamp,
+            };
             let message = format!("the timestamp check needs the envelope's `timestamp`: {err}");
-            return respond(reject(
-                Rejection::new(RejectionKind::InvalidTimestamp, message),
-                span,
-            ));
+            return respond(reject(Rejection::new(kind, message), span));
         }
         // Without the check, replays are accepted anyway; remember for the default window.
-        (None, _) => now + delta(crate::RingyoWebhookLayer::DEFAULT_MAX_AGE),
+        (None, _) => after(now, crate::RingyoWebhookLayer::DEFAULT_MAX_AGE),
     };
 
     parts
@@ -337,7 +341,7 @@ where
     match &config.store {
         Some(store) => {
             let id = verified.delivery_id();
-            let lease_until = now + delta(config.claim_lease);
+            let lease_until = after(now, config.claim_lease);
             State::Claiming {
                 claim: store.claim(id, now, lease_until),
                 request: Some(request),
@@ -372,7 +376,7 @@ impl ClaimGuard {
     }
 
     /// Records the outcome: handled (2xx) or released for a retry.
-    fn settle(mut self, handled: bool) -> BoxFuture<Result<(), StoreError>> {
+    fn settle(mut self, handled: bool) -> StoreFuture<Result<(), StoreError>> {
         self.settled = true;
         if handled {
             self.store.complete(self.id, self.keep_until)
@@ -437,12 +441,16 @@ fn duplicate(span: &Span) -> Response<Bytes> {
 fn log_mismatch(headers: &HeaderMap, body_len: usize, config: &Config) {
     let header = headers
         .get(SIGNATURE_HEADER)
-        .map_or(&[][..], |value| value.as_bytes());
+        .map_or(&[][..], |value| value.as_bytes().trim_ascii());
+    let prefixed = header
+        .get(..7)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(b"sha256="));
+    let hex = if prefixed { &header[7..] } else { header };
     tracing::debug!(
         body_len,
         header_len = header.len(),
-        header_has_sha256_prefix = header.len() > 64,
-        header_has_uppercase = header.iter().any(u8::is_ascii_uppercase),
+        header_has_sha256_prefix = prefixed,
+        header_hex_has_uppercase = hex.iter().any(u8::is_ascii_uppercase),
         content_encoding = headers
             .get(header::CONTENT_ENCODING)
             .and_then(|value| value.to_str().ok()),

@@ -117,9 +117,9 @@ impl RingyoWebhookLayer {
     /// How far ahead of this clock an event may be by default: five minutes.
     pub const DEFAULT_MAX_FUTURE: Duration = Tolerance::DEFAULT_MAX_FUTURE;
 
-    /// How long a delivery store claim lasts by default: one minute. See
+    /// How long a delivery store claim lasts by default: 15 seconds. See
     /// [`claim_lease`](Self::claim_lease).
-    pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(60);
+    pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(15);
 
     /// A layer that verifies with `secret`, the endpoint's signing secret (`whsec_...`) used
     /// whole, as Ringyo does.
@@ -163,6 +163,7 @@ impl RingyoWebhookLayer {
     ///
     /// Larger deliveries get 413 `payload_too_large`, without the body being read past the
     /// limit.
+    #[must_use]
     pub fn body_limit(mut self, limit: usize) -> Self {
         Arc::make_mut(&mut self.config).body_limit = limit;
         self
@@ -174,6 +175,7 @@ impl RingyoWebhookLayer {
     ///
     /// Keep `max_age` above Ringyo's retry schedule (about 13 minutes): a narrower window
     /// refuses genuine retries, and those events are lost.
+    #[must_use]
     pub fn timestamp_tolerance(mut self, max_age: Duration, max_future: Duration) -> Self {
         Arc::make_mut(&mut self.config).tolerance = Some(Tolerance {
             max_age,
@@ -185,6 +187,7 @@ impl RingyoWebhookLayer {
     /// Turns the timestamp check off: any verified delivery is accepted whatever its age, so a
     /// captured request can be replayed for ever. Only for a receiver that checks freshness
     /// itself.
+    #[must_use]
     pub fn skip_timestamp_check(mut self) -> Self {
         Arc::make_mut(&mut self.config).tolerance = None;
         self
@@ -192,6 +195,7 @@ impl RingyoWebhookLayer {
 
     /// Sets the clock the timestamp check and the delivery store use. Default: the system
     /// clock. Tests can pass a closure returning a fixed or advancing time.
+    #[must_use]
     pub fn clock(mut self, clock: impl Clock) -> Self {
         Arc::make_mut(&mut self.config).clock = Arc::new(clock);
         self
@@ -206,15 +210,21 @@ impl RingyoWebhookLayer {
     /// delivery whose handling failed (a non-2xx answer, a panic, a dropped connection) is not
     /// recorded, so its retry runs the handler again. Handled deliveries are remembered only
     /// while their timestamp is inside the tolerance window. Pass an `Arc` to keep a handle.
+    #[must_use]
     pub fn delivery_store(mut self, store: impl DeliveryStore) -> Self {
         Arc::make_mut(&mut self.config).store = Some(Arc::new(store));
         self
     }
 
     /// Sets how long a delivery store claim lasts if the request that took it never finishes
-    /// (its process died, or its store could not release it). Default: one minute
-    /// ([`DEFAULT_CLAIM_LEASE`](Self::DEFAULT_CLAIM_LEASE)); handlers should answer within
-    /// Ringyo's 5 s anyway. A copy that arrives meanwhile gets 409.
+    /// (its process died, or its store could not release it). Default: 15 seconds
+    /// ([`DEFAULT_CLAIM_LEASE`](Self::DEFAULT_CLAIM_LEASE)).
+    ///
+    /// Copies that arrive meanwhile get 409, so a long lease spends Ringyo's retries (1 s, 5 s
+    /// and 30 s apart at first) on an abandoned claim; a lease shorter than your slowest
+    /// handler lets a retry run while the first run is still going. Ringyo gives up on an
+    /// attempt after 5 s, so handlers should be well under that, and 15 s is three times it.
+    #[must_use]
     pub fn claim_lease(mut self, lease: Duration) -> Self {
         Arc::make_mut(&mut self.config).claim_lease = lease;
         self
@@ -226,5 +236,27 @@ impl<S> Layer<S> for RingyoWebhookLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         RingyoWebhook::new(inner, Arc::clone(&self.config))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_settings_but_never_secrets() {
+        let layer = RingyoWebhookLayer::new("whsec_topsecret")
+            .unwrap()
+            .add_secret("whsec_oldsecret")
+            .unwrap();
+        let debug = format!("{layer:?}");
+        assert!(
+            !debug.contains("topsecret") && !debug.contains("oldsecret"),
+            "{debug}"
+        );
+        assert!(
+            debug.contains("secrets: 2") && debug.contains("body_limit"),
+            "{debug}"
+        );
     }
 }

@@ -87,7 +87,7 @@ pub use rejection::{
 };
 pub use replay::{Clock, SystemClock};
 pub use service::RingyoWebhook;
-pub use store::{BoxFuture, Claim, DeliveryStore, MemoryDeliveryStore, StoreError};
+pub use store::{Claim, DeliveryStore, MemoryDeliveryStore, StoreError, StoreFuture};
 pub use verify::{
     verify, DeliveryId, SecretError, Signature, Verified, Verifier, VerifyError, SIGNATURE_HEADER,
 };

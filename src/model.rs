@@ -5,6 +5,8 @@
 //! instead of failing the event, and fields the model does not name are kept in `extra`. The
 //! exact bytes stay available through [`VerifiedPayload`](crate::VerifiedPayload).
 
+use std::fmt;
+
 use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
@@ -23,11 +25,14 @@ macro_rules! model {
     (
         $(#[$meta:meta])*
         pub struct $name:ident {
-            $( $(#[$field_meta:meta])* pub $field:ident: $ty:ty, )*
+            $( $(#[$field_meta:meta])* pub $field:ident: $ty:ty $([$redact:ident])?, )*
         }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        ///
+        /// `Debug` hides personal data (phone numbers, what was said, recordings, metadata and
+        /// unknown fields' values), so logging an event with `?event` leaks none of it.
+        #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
         #[non_exhaustive]
         pub struct $name {
             $(
@@ -39,7 +44,44 @@ macro_rules! model {
             #[serde(flatten)]
             pub extra: Map<String, Value>,
         }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut debug = f.debug_struct(stringify!($name));
+                $( debug_field!(debug, stringify!($field), &self.$field $(, $redact)?); )*
+                debug.field("extra", &RedactedValues(&self.extra)).finish()
+            }
+        }
     };
+}
+
+macro_rules! debug_field {
+    ($debug:ident, $name:expr, $value:expr) => {
+        $debug.field($name, $value)
+    };
+    ($debug:ident, $name:expr, $value:expr, redact) => {
+        $debug.field($name, &$value.as_ref().map(|_| Redacted))
+    };
+}
+
+/// Shown in place of a value that may be personal data.
+struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A map's keys, with its values hidden.
+struct RedactedValues<'a>(&'a Map<String, Value>);
+
+impl fmt::Debug for RedactedValues<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|key| (key, Redacted)))
+            .finish()
+    }
 }
 
 string_enum! {
@@ -92,9 +134,9 @@ model! {
         /// Where the call is in its lifecycle.
         pub status: CallStatus,
         /// The number called.
-        pub phone_number: String,
+        pub phone_number: String [redact],
         /// The number calling.
-        pub from_number: String,
+        pub from_number: String [redact],
         /// The agent that handled the call.
         pub agent_id: String,
         /// Length in seconds.
@@ -104,13 +146,13 @@ model! {
         /// The call's result, as call results name it.
         pub outcome: String,
         /// What was said, in order.
-        pub transcript: Vec<TranscriptEntry>,
+        pub transcript: Vec<TranscriptEntry> [redact],
         /// Where the recording can be fetched.
-        pub recording_url: String,
+        pub recording_url: String [redact],
         /// Ringyo's analysis of the call; its shape is not documented.
-        pub analysis: Value,
+        pub analysis: Value [redact],
         /// Your own key-value pairs.
-        pub metadata: Map<String, Value>,
+        pub metadata: Map<String, Value> [redact],
         /// When the call was created.
         pub created_at: DateTime<Utc>,
         /// When the call ended.
@@ -124,7 +166,7 @@ model! {
         /// Who spoke, e.g. `agent` or `user`.
         pub role: String,
         /// What was said.
-        pub content: String,
+        pub content: String [redact],
         /// When it was said; Ringyo does not document the form (offset or date-time).
         pub timestamp: Value,
     }
@@ -141,7 +183,7 @@ model! {
         /// The call that booked it.
         pub call_id: String,
         /// Your own key-value pairs.
-        pub metadata: Map<String, Value>,
+        pub metadata: Map<String, Value> [redact],
         /// When it was created.
         pub created_at: DateTime<Utc>,
     }
@@ -156,7 +198,7 @@ model! {
         /// The agent's name.
         pub name: String,
         /// Your own key-value pairs.
-        pub metadata: Map<String, Value>,
+        pub metadata: Map<String, Value> [redact],
         /// When it was created.
         pub created_at: DateTime<Utc>,
     }
@@ -168,11 +210,11 @@ model! {
         /// The number's id.
         pub id: String,
         /// The number itself.
-        pub phone_number: String,
+        pub phone_number: String [redact],
         /// The agent it is assigned to.
         pub agent_id: String,
         /// Your own key-value pairs.
-        pub metadata: Map<String, Value>,
+        pub metadata: Map<String, Value> [redact],
         /// When it was created.
         pub created_at: DateTime<Utc>,
     }
@@ -208,6 +250,33 @@ mod tests {
         assert_eq!(call.metadata.unwrap()["crm"], "42");
         assert!(call.created_at.is_some());
         assert!(call.extra.is_empty());
+    }
+
+    #[test]
+    fn debug_hides_personal_data() {
+        let call: Call = serde_json::from_str(
+            r#"{"id":"call_1","phone_number":"+15555550123","from_number":"+15555550100",
+                "transcript":[{"role":"user","content":"my secret words"}],
+                "recording_url":"https://example.test/r.mp3","metadata":{"email":"a@b.c"},
+                "analysis":{"summary":"private"},"customer_name":"Jordan Lee"}"#,
+        )
+        .unwrap();
+        let debug = format!("{call:?}");
+        for leaked in [
+            "5555550123",
+            "5555550100",
+            "secret words",
+            "r.mp3",
+            "a@b.c",
+            "private",
+            "Jordan",
+        ] {
+            assert!(!debug.contains(leaked), "{leaked} in {debug}");
+        }
+        assert!(debug.contains("call_1"), "{debug}");
+        assert!(debug.contains("customer_name"), "{debug}");
+        let entry = &call.transcript.as_ref().unwrap()[0];
+        assert!(!format!("{entry:?}").contains("secret"));
     }
 
     #[test]

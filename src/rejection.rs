@@ -7,7 +7,8 @@ use std::{borrow::Cow, fmt};
 
 use http::StatusCode;
 
-#[cfg(feature = "axum")]
+use bytes::Bytes;
+
 use crate::error::json_error;
 
 macro_rules! rejection {
@@ -19,8 +20,6 @@ macro_rules! rejection {
         }
 
         impl $name {
-            // Without `axum` nothing builds a `MissingLayer`.
-            #[cfg_attr(not(feature = "axum"), allow(dead_code))]
             pub(crate) fn new(message: impl Into<Cow<'static, str>>) -> Self {
                 Self { message: message.into() }
             }
@@ -126,6 +125,12 @@ impl RingyoEventRejection {
         self.inner().2
     }
 
+    /// The JSON answer, `{"error": code, "message": text}`, for code outside axum (where
+    /// `IntoResponse` does this).
+    pub fn to_response(&self) -> http::Response<Bytes> {
+        json_error(self.status(), self.code(), self.body_text())
+    }
+
     fn inner(&self) -> (StatusCode, &'static str, &str) {
         match self {
             Self::MissingLayer(r) => (r.status(), r.code(), r.body_text()),
@@ -147,6 +152,6 @@ impl std::error::Error for RingyoEventRejection {}
 #[cfg(feature = "axum")]
 impl axum_core::response::IntoResponse for RingyoEventRejection {
     fn into_response(self) -> axum_core::response::Response {
-        json_error(self.status(), self.code(), self.body_text()).map(axum_core::body::Body::from)
+        self.to_response().map(axum_core::body::Body::from)
     }
 }

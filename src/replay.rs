@@ -100,9 +100,7 @@ impl Tolerance {
     /// Until when a delivery with this `timestamp` could still pass the check: after that a
     /// replay is refused as stale, so a delivery store need not remember it.
     pub(crate) fn expiry(&self, timestamp: DateTime<Utc>) -> DateTime<Utc> {
-        timestamp
-            .checked_add_signed(delta(self.max_age))
-            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        after(timestamp, self.max_age)
     }
 }
 
@@ -126,6 +124,13 @@ impl fmt::Display for OutOfTolerance {
 /// A `Duration` as chrono's signed delta, saturating (a `Duration` can exceed chrono's range).
 pub(crate) fn delta(duration: Duration) -> TimeDelta {
     TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
+}
+
+/// `time + duration`, saturating at the end of time: `DateTime + TimeDelta` panics on overflow,
+/// and durations come from configuration that may be as large as `Duration::MAX`.
+pub(crate) fn after(time: DateTime<Utc>, duration: Duration) -> DateTime<Utc> {
+    time.checked_add_signed(delta(duration))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 #[cfg(test)]
@@ -171,6 +176,10 @@ mod tests {
         assert_eq!(tolerance.check(DateTime::<Utc>::MIN_UTC, now), Ok(()));
         assert_eq!(tolerance.check(DateTime::<Utc>::MAX_UTC, now), Ok(()));
         assert_eq!(tolerance.expiry(now), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(
+            after(DateTime::<Utc>::MAX_UTC, Duration::from_secs(1)),
+            DateTime::<Utc>::MAX_UTC
+        );
         let strict = Tolerance {
             max_age: Duration::ZERO,
             max_future: Duration::ZERO,

@@ -20,7 +20,7 @@ use crate::verify::DeliveryId;
 /// A boxed future, as the [`DeliveryStore`] methods return: the trait stays object safe, so the
 /// layer needs no type parameter for it. The futures are `'static`: they must not borrow the
 /// store, so clone what they need (a connection pool handle, say) into them.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// What [`DeliveryStore::claim`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +71,7 @@ pub trait DeliveryStore: Send + Sync + 'static {
         id: DeliveryId,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-    ) -> BoxFuture<Result<Claim, StoreError>>;
+    ) -> StoreFuture<Result<Claim, StoreError>>;
 
     /// Records `id` as handled until `keep_until`, after which the layer's timestamp check
     /// refuses a replay of it anyway.
@@ -79,10 +79,10 @@ pub trait DeliveryStore: Send + Sync + 'static {
         &self,
         id: DeliveryId,
         keep_until: DateTime<Utc>,
-    ) -> BoxFuture<Result<(), StoreError>>;
+    ) -> StoreFuture<Result<(), StoreError>>;
 
     /// Forgets a claim whose handling failed, so a retry runs the handler again.
-    fn release(&self, id: DeliveryId) -> BoxFuture<Result<(), StoreError>>;
+    fn release(&self, id: DeliveryId) -> StoreFuture<Result<(), StoreError>>;
 }
 
 /// A shared store is a store, so you can keep a handle to one you give the layer.
@@ -92,7 +92,7 @@ impl<S: DeliveryStore + ?Sized> DeliveryStore for std::sync::Arc<S> {
         id: DeliveryId,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-    ) -> BoxFuture<Result<Claim, StoreError>> {
+    ) -> StoreFuture<Result<Claim, StoreError>> {
         (**self).claim(id, now, lease_until)
     }
 
@@ -100,11 +100,11 @@ impl<S: DeliveryStore + ?Sized> DeliveryStore for std::sync::Arc<S> {
         &self,
         id: DeliveryId,
         keep_until: DateTime<Utc>,
-    ) -> BoxFuture<Result<(), StoreError>> {
+    ) -> StoreFuture<Result<(), StoreError>> {
         (**self).complete(id, keep_until)
     }
 
-    fn release(&self, id: DeliveryId) -> BoxFuture<Result<(), StoreError>> {
+    fn release(&self, id: DeliveryId) -> StoreFuture<Result<(), StoreError>> {
         (**self).release(id)
     }
 }
@@ -255,7 +255,7 @@ impl DeliveryStore for MemoryDeliveryStore {
         id: DeliveryId,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-    ) -> BoxFuture<Result<Claim, StoreError>> {
+    ) -> StoreFuture<Result<Claim, StoreError>> {
         let claim = self.claim_now(id, now, lease_until);
         Box::pin(std::future::ready(Ok(claim)))
     }
@@ -264,7 +264,7 @@ impl DeliveryStore for MemoryDeliveryStore {
         &self,
         id: DeliveryId,
         keep_until: DateTime<Utc>,
-    ) -> BoxFuture<Result<(), StoreError>> {
+    ) -> StoreFuture<Result<(), StoreError>> {
         let mut state = self.lock();
         // The claim may have been forgotten at the cap meanwhile: then this is a new entry.
         if !state.entries.contains_key(&id) {
@@ -280,7 +280,7 @@ impl DeliveryStore for MemoryDeliveryStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn release(&self, id: DeliveryId) -> BoxFuture<Result<(), StoreError>> {
+    fn release(&self, id: DeliveryId) -> StoreFuture<Result<(), StoreError>> {
         let mut state = self.lock();
         // Only a claim is released: a handled entry stays handled.
         if state.entries.get(&id).is_some_and(|entry| !entry.handled) {

@@ -48,7 +48,7 @@ use serde_json::{json, Value};
 
 use crate::{
     event::EventKind,
-    replay::{delta, Clock},
+    replay::{after, Clock},
     verify::{SecretError, Verifier, SIGNATURE_HEADER},
 };
 
@@ -116,7 +116,7 @@ impl Fault {
 /// Defaults: the event's [`sample_data`], the current time as `timestamp`, `webhook_id`
 /// `wh_test`, the [`DEVELOPMENT_SECRET`], and the path [`DEFAULT_PATH`]. See the
 /// [module docs](self) for a whole handler test.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TestDelivery {
     event: String,
     data: Value,
@@ -143,36 +143,42 @@ impl TestDelivery {
     }
 
     /// Replaces the `data` payload.
+    #[must_use]
     pub fn data(mut self, data: Value) -> Self {
         self.data = data;
         self
     }
 
     /// Sets the envelope's `timestamp`.
+    #[must_use]
     pub fn timestamp(mut self, timestamp: DateTime<Utc>) -> Self {
         self.timestamp = timestamp;
         self
     }
 
     /// Sets the envelope's `webhook_id`.
+    #[must_use]
     pub fn webhook_id(mut self, webhook_id: impl Into<String>) -> Self {
         self.webhook_id = webhook_id.into();
         self
     }
 
     /// Sets the secret to sign with (the receiver's, unless testing a fault).
+    #[must_use]
     pub fn secret(mut self, secret: impl Into<String>) -> Self {
         self.secret = secret.into();
         self
     }
 
     /// Sets the request's path (or full URI).
+    #[must_use]
     pub fn uri(mut self, uri: impl Into<String>) -> Self {
         self.uri = uri.into();
         self
     }
 
     /// Adds a deliberate fault.
+    #[must_use]
     pub fn fault(mut self, fault: Fault) -> Self {
         self.fault = Some(fault);
         self
@@ -229,6 +235,17 @@ impl TestDelivery {
             request = request.header(SIGNATURE_HEADER, signature);
         }
         request.body(body).expect("a valid URI")
+    }
+}
+
+impl std::fmt::Debug for TestDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestDelivery")
+            .field("event", &self.event)
+            .field("timestamp", &self.timestamp)
+            .field("uri", &self.uri)
+            .field("fault", &self.fault)
+            .finish_non_exhaustive() // never the secret, nor the data
     }
 }
 
@@ -385,7 +402,7 @@ impl ManualClock {
     /// Moves the time forward.
     pub fn advance(&self, by: Duration) {
         let mut now = self.lock();
-        *now += delta(by);
+        *now = after(*now, by);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, DateTime<Utc>> {

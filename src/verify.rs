@@ -12,7 +12,7 @@ use std::fmt;
 
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderName};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -134,11 +134,15 @@ impl Signature {
     /// [`VerifyError::MalformedSignature`].
     pub fn from_headers(headers: &HeaderMap) -> Result<Self, VerifyError> {
         let mut values = headers.get_all(SIGNATURE_HEADER).iter();
-        let first = values.next().ok_or(VerifyError::MissingSignature)?;
-        if values.any(|other| other != first) {
-            return Err(VerifyError::ConflictingSignatures);
+        let first = Self::parse(values.next().ok_or(VerifyError::MissingSignature)?)?;
+        for other in values {
+            // Compared as digests, so `ab..` and `sha256=AB..` agree. Both values come from the
+            // request, so this comparison reveals nothing secret.
+            if Self::parse(other)?.0 != first.0 {
+                return Err(VerifyError::ConflictingSignatures);
+            }
         }
-        Self::parse(first.as_bytes())
+        Ok(first)
     }
 
     /// The raw digest bytes.
@@ -167,19 +171,31 @@ impl fmt::Debug for Signature {
     }
 }
 
-/// The identity of a delivery: the HMAC-SHA256 of its body under the *first* secret.
+/// The identity of a delivery, the same for every copy of it.
 ///
 /// Ringyo's envelope has no event id, and `webhook_id` is the endpoint's id, the same for every
-/// event, so the content is the identity: a retry of the same delivery has the same bytes and so
-/// the same id. It is keyed with the first secret whichever secret matched, so it stays the same
-/// while Ringyo moves to a new secret during rotation (as long as the first secret is unchanged),
-/// and it costs nothing: verification computes that digest anyway. Its `Display` form is 64
-/// lowercase hex digits, fit for a database column or a log line; it reveals nothing of the
-/// secret.
+/// event, so the content is the identity: a retry of a delivery has the same bytes. The id is a
+/// SHA-256, under a fixed domain label, of the body's HMAC under the *first* secret: that HMAC is
+/// computed during verification anyway, and hashing it again means the id is **not** a valid
+/// signature, so storing or logging ids next to payloads never yields a replayable request. It
+/// changes when the first secret changes; since deliveries older than the timestamp window are
+/// refused anyway, that matters only for a retry that spans such a change.
+///
+/// Its `Display` form is 64 lowercase hex digits, fit for a database column or a log line.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DeliveryId([u8; DIGEST_LEN]);
 
 impl DeliveryId {
+    /// Domain separation: an id can never equal a signature or another use of the digest.
+    const LABEL: &'static [u8] = b"ringyo-webhook delivery id v1\0";
+
+    fn from_digest(digest: &[u8; DIGEST_LEN]) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(Self::LABEL);
+        hash.update(digest);
+        Self(hash.finalize().into())
+    }
+
     /// The raw 32 bytes.
     pub fn as_bytes(&self) -> &[u8; DIGEST_LEN] {
         &self.0
@@ -199,10 +215,11 @@ impl fmt::Debug for DeliveryId {
 }
 
 /// What a successful verification found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Verified {
     secret_index: usize,
-    delivery_id: DeliveryId,
+    // The first secret's HMAC of the body: a valid signature, so kept private and out of Debug.
+    first_digest: [u8; DIGEST_LEN],
 }
 
 impl Verified {
@@ -211,9 +228,19 @@ impl Verified {
         self.secret_index
     }
 
-    /// The delivery's identity; see [`DeliveryId`].
+    /// The delivery's identity; see [`DeliveryId`]. Computed on demand (one short hash), so
+    /// verification costs nothing extra when no one asks.
     pub fn delivery_id(&self) -> DeliveryId {
-        self.delivery_id
+        DeliveryId::from_digest(&self.first_digest)
+    }
+}
+
+impl fmt::Debug for Verified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verified")
+            .field("secret_index", &self.secret_index)
+            .field("delivery_id", &self.delivery_id())
+            .finish()
     }
 }
 
@@ -294,15 +321,15 @@ impl Verifier {
     ///
     /// [`VerifyError::Mismatch`] if no secret matches.
     pub fn verify(&self, body: &[u8], signature: &Signature) -> Result<Verified, VerifyError> {
-        let mut delivery_id = None;
+        let mut first_digest = None;
         for (secret_index, key) in self.keys.iter().enumerate() {
             let digest = digest(key, body);
-            // The first key's digest is the delivery id, whichever key matches.
-            let delivery_id = *delivery_id.get_or_insert(DeliveryId(digest));
+            // The first key's digest identifies the delivery, whichever key matches.
+            let first_digest = *first_digest.get_or_insert(digest);
             if signature.matches(&digest) {
                 return Ok(Verified {
                     secret_index,
-                    delivery_id,
+                    first_digest,
                 });
             }
         }
@@ -330,7 +357,8 @@ impl fmt::Debug for Verifier {
 /// Verifies one delivery without building a [`Verifier`] first.
 ///
 /// For code outside tower, such as a serverless handler: pass the secret or secrets, the raw
-/// body exactly as received, and the `x-ringyo-signature` header value. Returns the index of the
+/// body exactly as received, and the `x-ringyo-signature` header value (a `&str` or the
+/// header's bytes). Returns the index of the
 /// secret that matched and the delivery's id. It recomputes each secret's key schedule on every call; a long-running
 /// server should keep a [`Verifier`] instead.
 ///
@@ -352,7 +380,11 @@ impl fmt::Debug for Verifier {
 ///
 /// [`VerifyError::Secret`] if a secret is refused (see [`SecretError`]), otherwise as for
 /// [`Signature::parse`] and [`Verifier::verify`].
-pub fn verify<I>(secrets: I, body: &[u8], signature: &str) -> Result<Verified, VerifyError>
+pub fn verify<I>(
+    secrets: I,
+    body: &[u8],
+    signature: impl AsRef<[u8]>,
+) -> Result<Verified, VerifyError>
 where
     I: IntoIterator,
     I::Item: AsRef<str>,
@@ -394,6 +426,7 @@ mod tests {
     const BODY: &[u8] = br#"{"event":"call.completed","timestamp":"2024-01-15T10:30:00Z","webhook_id":"wh_abc123","data":{"id":"call_xyz789"}}"#;
     // Computed by the seed's own Node algorithm:
     // crypto.createHmac('sha256', SECRET).update(BODY).digest('hex')
+    const ZEROS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
     const NODE_SIGNATURE: &str = "72d34d0e8843ebffab0e86ee065dbe484b179988222ca4f5a402824658241a46";
 
     fn verifier() -> Verifier {
@@ -480,15 +513,17 @@ mod tests {
         let verified = rotated.verify(BODY, &sig).unwrap();
         assert_eq!(verified.secret_index(), 1);
         assert_eq!(rotated.secret_count(), 2);
-        // The id is the first secret's digest, so it does not depend on which secret matched.
+        // The id comes from the first secret's digest, whichever secret matched.
         let signed_with_first = rotated.sign(BODY);
         let again = rotated.verify(BODY, &signed_with_first).unwrap();
         assert_eq!(again.secret_index(), 0);
         assert_eq!(again.delivery_id(), verified.delivery_id());
-        assert_eq!(
+        // It is derived, never itself a valid signature, and Debug does not show the digest.
+        assert_ne!(
             verified.delivery_id().to_string(),
             signed_with_first.to_string()
         );
+        assert!(!format!("{verified:?}").contains(&signed_with_first.to_string()));
     }
 
     #[test]
@@ -527,9 +562,10 @@ mod tests {
             "X-Ringyo-Signature",
             HeaderValue::from_static(NODE_SIGNATURE),
         );
-        headers.append(SIGNATURE_HEADER, HeaderValue::from_static(NODE_SIGNATURE));
+        let prefixed = format!("sha256={}", NODE_SIGNATURE.to_uppercase());
+        headers.append(SIGNATURE_HEADER, HeaderValue::from_str(&prefixed).unwrap());
         assert!(Signature::from_headers(&headers).is_ok());
-        headers.append(SIGNATURE_HEADER, HeaderValue::from_static("00"));
+        headers.append(SIGNATURE_HEADER, HeaderValue::from_static(ZEROS));
         assert_eq!(
             Signature::from_headers(&headers).err(),
             Some(VerifyError::ConflictingSignatures)

@@ -283,3 +283,30 @@ async fn body_extractor_after_the_layer_shares_the_verified_bytes_without_a_copy
         .unwrap();
     assert_eq!(response.text().await.unwrap(), "true true");
 }
+
+#[tokio::test]
+async fn default_settings_answer_each_broken_envelope_with_its_own_code() {
+    let addr = serve(Router::new().route("/", post(typed).route_layer(common::layer()))).await;
+    let cases: [(&[u8], u16, &str); 4] = [
+        (b"{\"event\": \"call.completed\", ", 400, "invalid_json"),
+        (b"\"just a string\"", 400, "invalid_timestamp"),
+        (
+            br#"{"event":"call.completed","data":{}}"#,
+            400,
+            "invalid_timestamp",
+        ),
+        (
+            br#"{"timestamp":"2024-01-15T10:30:00Z","data":{}}"#,
+            422,
+            "invalid_envelope",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (got, json, _) = deliver(addr, "/", body.to_vec(), Some(&sign(body))).await;
+        assert_eq!(
+            (got, json["error"].as_str()),
+            (status, Some(code)),
+            "{json}"
+        );
+    }
+}

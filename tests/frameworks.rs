@@ -19,7 +19,7 @@ use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
 
-async fn listener() -> (TcpListener, SocketAddr) {
+async fn bind() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     (listener, addr)
@@ -27,7 +27,7 @@ async fn listener() -> (TcpListener, SocketAddr) {
 
 #[tokio::test]
 async fn hyper_service_gets_only_verified_events() {
-    let (listener, addr) = listener().await;
+    let (listener, addr) = bind().await;
     tokio::spawn(async move {
         hyper_example::serve(listener, common::layer())
             .await
@@ -46,22 +46,33 @@ async fn hyper_service_gets_only_verified_events() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "phone_number.assigned");
+
+    // A verified body that is no event gets the extractor's JSON error, from plain hyper too.
+    let not_json = b"not json".to_vec();
+    let layer = common::layer().skip_timestamp_check();
+    let (listener2, addr2) = bind().await;
+    tokio::spawn(async move { hyper_example::serve(listener2, layer).await.unwrap() });
+    let (status, json, headers) =
+        deliver(addr2, "/", not_json.clone(), Some(&sign(&not_json))).await;
     assert_eq!(
-        response.text().await.unwrap(),
-        format!("phone_number.assigned {}", body.len())
+        (status, json["error"].as_str()),
+        (400, Some("invalid_json"))
     );
+    assert_eq!(headers["content-type"], "application/json");
 
     let (status, json, _) = deliver(addr, "/", body, Some(&"00".repeat(32))).await;
     assert_eq!(status, 401);
     assert_eq!(json["error"], "invalid_signature");
-    let (status, json, _) = deliver(addr, "/", Vec::new(), None).await;
+    let (status, json, headers) = deliver(addr, "/", Vec::new(), None).await;
     assert_eq!(status, 401);
     assert_eq!(json["error"], "missing_signature");
+    assert_eq!(headers["content-type"], "application/json");
 }
 
 #[tokio::test]
 async fn tonic_server_hosts_webhook_route_beside_grpc() {
-    let (listener, addr) = listener().await;
+    let (listener, addr) = bind().await;
     tokio::spawn(async move {
         tonic_example::serve(listener, common::layer())
             .await

@@ -215,14 +215,16 @@ async fn content_length_over_limit_is_413_before_the_body_is_sent() {
 #[tokio::test]
 async fn bad_signature_headers_are_rejected_before_the_body_is_sent() {
     let (addr, _) = server().await;
+    let conflicting = format!(
+        "x-ringyo-signature: {}\r\nx-ringyo-signature: {}\r\n",
+        "00".repeat(32),
+        "11".repeat(32)
+    );
     let cases = [
         ("", "missing_signature"),
         ("x-ringyo-signature: sha256=\r\n", "invalid_signature"),
         ("x-ringyo-signature: abc\r\n", "invalid_signature"),
-        (
-            "x-ringyo-signature: 00\r\nx-ringyo-signature: 11\r\n",
-            "conflicting_signatures",
-        ),
+        (conflicting.as_str(), "conflicting_signatures"),
     ];
     for (header, code) in cases {
         // The head announces a body that never comes: an answer proves it was not awaited.
@@ -409,4 +411,37 @@ async fn router_layer_guards_every_path() {
     let (status, json, _) = deliver(addr, "/nope", body, None).await;
     assert_eq!(status, 401);
     assert_eq!(json["error"], "missing_signature");
+}
+
+#[tokio::test]
+async fn body_exactly_at_the_limit_passes_and_one_byte_more_is_413() {
+    let body = envelope("credits.low", json!({"balance": 1}));
+    let (router, handled) = app(body.len());
+    let addr = serve(router).await;
+    let (status, _, _) = deliver(addr, PATH, body.clone(), Some(&sign(&body))).await;
+    assert_eq!(status, 200);
+
+    let mut longer = body.clone();
+    longer.push(b' ');
+    let (status, json, _) = deliver(addr, PATH, longer.clone(), Some(&sign(&longer))).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+
+    // The same bodies streamed without a Content-Length.
+    for (bytes, expected) in [(body, 200), (longer, 413)] {
+        let signature = sign(&bytes);
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            bytes.chunks(5).map(|chunk| Ok(chunk.to_vec())).collect();
+        let response = common::client()
+            .post(format!("http://{addr}{PATH}"))
+            .header("x-ringyo-signature", signature)
+            .body(reqwest::Body::wrap_stream(tokio_stream::iter(chunks)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected);
+    }
+    assert_eq!(handled.load(Ordering::SeqCst), 2);
 }

@@ -134,7 +134,7 @@ async fn missing_or_malformed_timestamp_is_400_not_401_and_not_a_pass() {
     let (status, json, _) = send(addr, b"not json at all").await;
     assert_eq!(
         (status, json["error"].as_str()),
-        (400, Some("invalid_timestamp"))
+        (400, Some("invalid_json"))
     );
     assert_eq!(handler.runs.load(Ordering::SeqCst), 0);
 }

@@ -47,7 +47,9 @@ async fn spans_name_the_event_and_outcome_but_never_secrets_or_payload_values() 
     RingyoWebhookLayer::new("my-own-secret").unwrap();
 
     let layer = common::layer();
-    let app = Router::new().route("/", post(|_: RingyoEvent| async {}).route_layer(layer));
+    let app = Router::new()
+        .route("/", post(|_: RingyoEvent| async {}).route_layer(layer))
+        .route("/unguarded", post(|_: RingyoEvent| async {}));
     let addr = serve(app).await;
 
     let body = envelope(
@@ -75,7 +77,17 @@ async fn spans_name_the_event_and_outcome_but_never_secrets_or_payload_values() 
         401
     );
 
+    let body = envelope("call.completed", json!({}));
+    let (status, _, _) = deliver(addr, "/unguarded", body.clone(), Some(&sign(&body))).await;
+    assert_eq!(status, 500);
+
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    // A route that forgot the layer is a deployment bug: logged at error level.
+    assert!(
+        logs.lines()
+            .any(|line| line.contains("ERROR") && line.contains("without RingyoWebhookLayer")),
+        "{logs}"
+    );
     // Each stale rejection is an attack or a lost event: logged at warn level.
     assert!(
         logs.lines()
