@@ -9,23 +9,19 @@ mod report;
 use axum::{body::Body, http::Request, http::StatusCode, routing::post, Json, Router};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use ringyo_webhook::{testing::TestDelivery, RingyoEvent, RingyoWebhookLayer};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tower::ServiceExt;
 
 const GROUP: &str = "layer";
 const SECRET: &str = "whsec_a1b2c3d4e5f6g7h8i9j0";
 const SIZES: [(&str, usize); 2] = [("2KiB", 2 << 10), ("256KiB", 256 << 10)];
 
-/// A `call.transcript.ready` delivery whose transcript makes the body about `size` bytes.
+/// A signed `call.transcript.ready` delivery of about `size` bytes.
 fn delivery(size: usize) -> (bytes::Bytes, String) {
-    let turn = json!({"role": "user", "content": "I'd like to move my appointment to Thursday afternoon, please.", "timestamp": 12.5});
-    let per_turn = turn.to_string().len() + 1;
-    let base = TestDelivery::new("call.transcript.ready").secret(SECRET);
-    let base_len = base.body_and_signature().0.len();
-    let turns = size.saturating_sub(base_len) / per_turn;
-    let mut data = ringyo_webhook::testing::sample_data(&"call.transcript.ready".into());
-    data["transcript"] = Value::Array(vec![turn; turns]);
-    let (body, signature) = base.data(data).body_and_signature();
+    let (body, signature) = TestDelivery::new("call.transcript.ready")
+        .secret(SECRET)
+        .pad_to(size)
+        .body_and_signature();
     (body.into(), signature.expect("signed"))
 }
 

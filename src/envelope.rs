@@ -1,31 +1,21 @@
-//! One parse of a verified body's envelope: `event`, `timestamp`, `webhook_id` and where
-//! `data` lies.
+//! Reading the envelope `{"event", "timestamp", "webhook_id", "data"}` of verified bytes, in as
+//! few passes as possible.
 //!
-//! The layer parses verified bytes once, so the span can name the event; the extractor then
-//! deserializes only the `data` slice instead of scanning the whole body again.
+//! The layer needs only `event` (for the span) and `timestamp` (for freshness), so [`Head`]
+//! reads top-level keys until it has both and stops: Ringyo sends `data` last, so the layer never
+//! scans the payload. The extractor then parses the whole envelope once, streaming `data` into
+//! the handler's type as soon as it knows the event's name ([`parse`]). A body whose `data`
+//! comes before `event` costs one more pass over `data`, never a wrong answer.
 
-use std::{borrow::Cow, ops::Range};
+use std::{borrow::Cow, fmt, marker::PhantomData};
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::event::EventKind;
+use crate::event::{EventKind, FromEventData};
 
-/// The envelope fields of a verified delivery.
-///
-/// `event` and `timestamp` are checked separately, so the layer can judge freshness by the
-/// timestamp even when `event` is missing (the extractor then refuses the event).
-#[derive(Debug, Clone)]
-pub(crate) struct Envelope {
-    pub(crate) kind: Result<EventKind, EnvelopeError>,
-    pub(crate) timestamp: Result<DateTime<Utc>, EnvelopeError>,
-    pub(crate) webhook_id: Option<String>,
-    /// Byte range of `data`'s JSON text in the body; `None` when `data` is absent or `null`.
-    pub(crate) data: Option<Range<usize>>,
-}
-
-/// Why a verified body is not a usable envelope.
+/// Why verified bytes are not a usable event.
 ///
 /// Messages carry positions, never values: a body may hold phone numbers and transcripts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,18 +32,250 @@ pub(crate) enum EnvelopeError {
     MissingTimestamp,
     #[error("the envelope's `timestamp` is not an RFC 3339 date-time")]
     InvalidTimestamp,
+    #[error("the envelope has more than one `{0}` field")]
+    Duplicate(&'static str),
+    #[error("the event's `data` does not fit the receiver's type (line {line}, column {column})")]
+    Data { line: usize, column: usize },
 }
 
-#[derive(Deserialize)]
-struct Raw<'a> {
-    #[serde(borrow, default)]
-    event: LenientStr<'a>,
-    #[serde(borrow, default)]
-    timestamp: LenientStr<'a>,
-    #[serde(borrow, default)]
-    webhook_id: LenientStr<'a>,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
+impl EnvelopeError {
+    /// Classifies a `serde_json` error about the envelope itself.
+    fn from_json(err: &serde_json::Error) -> Self {
+        let (line, column) = (err.line(), err.column());
+        if err.is_data() {
+            Self::Shape { line, column }
+        } else {
+            Self::Syntax { line, column }
+        }
+    }
+}
+
+/// The two fields the layer needs.
+#[derive(Debug, Default)]
+pub(crate) struct Head {
+    pub(crate) kind: Option<EventKind>,
+    timestamp: Option<Result<DateTime<Utc>, EnvelopeError>>,
+}
+
+impl Head {
+    /// Reads top-level keys until `event` and `timestamp` are both found, or the object ends.
+    pub(crate) fn scan(body: &[u8]) -> Result<Self, EnvelopeError> {
+        let mut head = Self::default();
+        let mut done = false;
+        let result = serde_json::Deserializer::from_slice(body).deserialize_map(HeadVisitor {
+            head: &mut head,
+            done: &mut done,
+        });
+        // Stopping early leaves the rest of the object unread, which serde_json reports as an
+        // error once the visitor returns: what was read before that point stands.
+        match result {
+            _ if done => Ok(head),
+            Err(err) => Err(EnvelopeError::from_json(&err)),
+            Ok(()) => Ok(head),
+        }
+    }
+
+    /// The envelope's `timestamp`, or why there is none.
+    pub(crate) fn timestamp(&self) -> Result<DateTime<Utc>, EnvelopeError> {
+        self.timestamp
+            .clone()
+            .unwrap_or(Err(EnvelopeError::MissingTimestamp))
+    }
+}
+
+struct HeadVisitor<'a> {
+    head: &'a mut Head,
+    done: &'a mut bool,
+}
+
+impl<'de> Visitor<'de> for HeadVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Ringyo event envelope")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match &*key.0 {
+                "event" if self.head.kind.is_none() => {
+                    self.head.kind = map.next_value::<LenientStr<'de>>()?.kind();
+                }
+                "timestamp" if self.head.timestamp.is_none() => {
+                    self.head.timestamp = Some(map.next_value::<LenientStr<'de>>()?.timestamp());
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            if self.head.kind.is_some() && self.head.timestamp.is_some() {
+                break;
+            }
+        }
+        *self.done = true;
+        Ok(())
+    }
+}
+
+/// A whole event, parsed in one pass.
+#[derive(Debug)]
+pub(crate) struct Parsed<T> {
+    pub(crate) kind: EventKind,
+    pub(crate) timestamp: DateTime<Utc>,
+    pub(crate) webhook_id: Option<String>,
+    pub(crate) data: T,
+}
+
+/// Parses verified bytes into an event whose `data` is `T`.
+pub(crate) fn parse<T: FromEventData>(body: &[u8]) -> Result<Parsed<T>, EnvelopeError> {
+    let mut data_failed = false;
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let result = deserializer
+        .deserialize_map(EventVisitor::<T> {
+            data_failed: &mut data_failed,
+            marker: PhantomData,
+        })
+        .and_then(|parsed| deserializer.end().map(|()| parsed));
+    match result {
+        Ok(parsed) => parsed,
+        // Broken JSON is a syntax error even inside `data`.
+        Err(err) if err.is_syntax() || err.is_eof() => Err(EnvelopeError::from_json(&err)),
+        Err(err) if data_failed => Err(EnvelopeError::Data {
+            line: err.line(),
+            column: err.column(),
+        }),
+        Err(err) => Err(EnvelopeError::from_json(&err)),
+    }
+}
+
+struct EventVisitor<'a, T> {
+    /// Set when an error came from deserializing `data` as `T`.
+    data_failed: &'a mut bool,
+    marker: PhantomData<T>,
+}
+
+enum Data<'de, T> {
+    Absent,
+    Parsed(T),
+    /// `data` came before `event`, so it waits as raw JSON until the name is known.
+    Raw(&'de RawValue),
+}
+
+impl<'de, T: FromEventData> Visitor<'de> for EventVisitor<'_, T> {
+    type Value = Result<Parsed<T>, EnvelopeError>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Ringyo event envelope")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut kind: Option<Option<EventKind>> = None;
+        let mut timestamp: Option<Result<DateTime<Utc>, EnvelopeError>> = None;
+        let mut webhook_id: Option<Option<String>> = None;
+        let mut data = Data::Absent;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let duplicate = match &*key.0 {
+                "event" => kind
+                    .replace(map.next_value::<LenientStr<'de>>()?.kind())
+                    .map(|_| "event"),
+                "timestamp" => timestamp
+                    .replace(map.next_value::<LenientStr<'de>>()?.timestamp())
+                    .map(|_| "timestamp"),
+                "webhook_id" => webhook_id
+                    .replace(map.next_value::<LenientStr<'de>>()?.0.map(Cow::into_owned))
+                    .map(|_| "webhook_id"),
+                "data" => {
+                    let previous = std::mem::replace(&mut data, Data::Absent);
+                    data = match &kind {
+                        Some(Some(kind)) => {
+                            let seed = DataSeed::<T> {
+                                kind,
+                                failed: &mut *self.data_failed,
+                                marker: PhantomData,
+                            };
+                            Data::Parsed(map.next_value_seed(seed)?)
+                        }
+                        _ => Data::Raw(map.next_value::<&'de RawValue>()?),
+                    };
+                    (!matches!(previous, Data::Absent)).then_some("data")
+                }
+                _ => map.next_value::<IgnoredAny>().map(|_| None)?,
+            };
+            if let Some(field) = duplicate {
+                // Read the rest, so serde_json's end-of-object check passes (and still checks
+                // its syntax), then report the duplicate.
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                return Ok(Err(EnvelopeError::Duplicate(field)));
+            }
+        }
+        let Some(Some(kind)) = kind else {
+            return Ok(Err(EnvelopeError::MissingEvent));
+        };
+        let timestamp = match timestamp {
+            Some(Ok(timestamp)) => timestamp,
+            Some(Err(err)) => return Ok(Err(err)),
+            None => return Ok(Err(EnvelopeError::MissingTimestamp)),
+        };
+        let data = match data {
+            Data::Parsed(data) => data,
+            Data::Absent => match data_from(&kind, serde_json::Value::Null) {
+                Ok(data) => data,
+                Err(err) => return Ok(Err(err)),
+            },
+            Data::Raw(raw) => {
+                match data_from(&kind, &mut serde_json::Deserializer::from_str(raw.get())) {
+                    Ok(data) => data,
+                    Err(err) => return Ok(Err(err)),
+                }
+            }
+        };
+        Ok(Ok(Parsed {
+            kind,
+            timestamp,
+            webhook_id: webhook_id.flatten(),
+            data,
+        }))
+    }
+}
+
+/// `data` from a deserializer of its own (absent, or raw because it came before `event`).
+fn data_from<'de, T, D>(kind: &EventKind, data: D) -> Result<T, EnvelopeError>
+where
+    T: FromEventData,
+    D: Deserializer<'de, Error = serde_json::Error>,
+{
+    T::from_event_data(kind, data).map_err(|err| EnvelopeError::Data {
+        line: err.line(),
+        column: err.column(),
+    })
+}
+
+/// Deserializes `data` as `T`, remembering that an error from it is about `data`.
+struct DataSeed<'a, T> {
+    kind: &'a EventKind,
+    failed: &'a mut bool,
+    marker: PhantomData<T>,
+}
+
+impl<'de, T: FromEventData> DeserializeSeed<'de> for DataSeed<'_, T> {
+    type Value = T;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
+        T::from_event_data(self.kind, deserializer).map_err(|err| {
+            // `parse` reads the position from the error once serde_json has placed it.
+            *self.failed = true;
+            err
+        })
+    }
+}
+
+/// An object key, borrowed from the body when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> de::Deserialize<'de> for Key<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        LenientStr::deserialize(deserializer).map(|key| Key(key.0.unwrap_or(Cow::Borrowed(""))))
+    }
 }
 
 /// A string field that reads as `None` when it holds anything else, so one odd field does not
@@ -61,12 +283,25 @@ struct Raw<'a> {
 #[derive(Default)]
 struct LenientStr<'a>(Option<Cow<'a, str>>);
 
-impl<'de: 'a, 'a> Deserialize<'de> for LenientStr<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+impl LenientStr<'_> {
+    fn kind(&self) -> Option<EventKind> {
+        self.0.as_deref().map(EventKind::from)
+    }
+
+    fn timestamp(&self) -> Result<DateTime<Utc>, EnvelopeError> {
+        let text = self.0.as_deref().ok_or(EnvelopeError::MissingTimestamp)?;
+        DateTime::parse_from_rfc3339(text)
+            .map(|timestamp| timestamp.with_timezone(&Utc))
+            .map_err(|_| EnvelopeError::InvalidTimestamp)
+    }
+}
+
+impl<'de: 'a, 'a> de::Deserialize<'de> for LenientStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LenientVisitor<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for LenientVisitor<'a> {
             type Value = LenientStr<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("any JSON value")
             }
             fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
@@ -93,98 +328,52 @@ impl<'de: 'a, 'a> Deserialize<'de> for LenientStr<'a> {
             fn visit_unit<E>(self) -> Result<Self::Value, E> {
                 Ok(LenientStr(None))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(LenientStr(None))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                while map
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(LenientStr(None))
             }
         }
-        deserializer.deserialize_any(Visitor(std::marker::PhantomData))
-    }
-}
-
-impl Envelope {
-    pub(crate) fn parse(body: &[u8]) -> Result<Self, EnvelopeError> {
-        let raw: Raw<'_> = serde_json::from_slice(body).map_err(|err| {
-            let (line, column) = (err.line(), err.column());
-            if err.is_data() {
-                EnvelopeError::Shape { line, column }
-            } else {
-                EnvelopeError::Syntax { line, column }
-            }
-        })?;
-        let kind = raw
-            .event
-            .0
-            .map(|name| EventKind::from(&*name))
-            .ok_or(EnvelopeError::MissingEvent);
-        let timestamp = raw
-            .timestamp
-            .0
-            .ok_or(EnvelopeError::MissingTimestamp)
-            .and_then(|timestamp| {
-                DateTime::parse_from_rfc3339(&timestamp)
-                    .map_err(|_| EnvelopeError::InvalidTimestamp)
-            })
-            .map(|timestamp| timestamp.with_timezone(&Utc));
-        // `RawValue` borrows from `body`, so its offset in `body` is a pointer difference.
-        let data = raw.data.map(|data| {
-            let start = data.get().as_ptr() as usize - body.as_ptr() as usize;
-            start..start + data.get().len()
-        });
-        Ok(Self {
-            kind,
-            timestamp,
-            webhook_id: raw.webhook_id.0.map(Cow::into_owned),
-            data,
-        })
+        deserializer.deserialize_any(LenientVisitor(PhantomData))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
+    use crate::Event;
+
+    const BODY: &[u8] = br#"{"event":"call.completed","timestamp":"2024-01-15T10:30:00+02:00","webhook_id":"wh_abc123","data":{"id":"call_1"},"extra":1}"#;
 
     #[test]
-    fn envelope_fields_and_data_range_are_found() {
-        let body = br#"{"event":"call.completed","timestamp":"2024-01-15T10:30:00+02:00","webhook_id":"wh_abc123","data":{"id":"call_1"},"extra":1}"#;
-        let env = Envelope::parse(body).unwrap();
-        assert_eq!(env.kind, Ok(EventKind::CallCompleted));
+    fn head_stops_once_it_has_event_and_timestamp() {
+        // What follows the two fields is never read: not even its syntax.
+        let body = br#"{"event":"credits.low","timestamp":"2024-01-15T10:30:00Z","data": this is not JSON"#;
+        let head = Head::scan(body).unwrap();
+        assert_eq!(head.kind, Some(EventKind::CreditsLow));
         assert_eq!(
-            env.timestamp.unwrap().to_rfc3339(),
-            "2024-01-15T08:30:00+00:00"
+            head.timestamp().unwrap().to_rfc3339(),
+            "2024-01-15T10:30:00+00:00"
         );
-        assert_eq!(env.webhook_id.as_deref(), Some("wh_abc123"));
-        assert_eq!(&body[env.data.unwrap()], br#"{"id":"call_1"}"#);
     }
 
     #[test]
-    fn escaped_event_name_and_absent_data_are_fine() {
-        let body =
-            br#"{"data":null,"timestamp":"2024-01-15T10:30:00Z","event":"call\u002ecompleted"}"#;
-        let env = Envelope::parse(body).unwrap();
-        assert_eq!(env.kind, Ok(EventKind::CallCompleted));
-        assert_eq!(env.data, None);
-        assert_eq!(env.webhook_id, None);
+    fn head_reads_past_data_when_it_comes_first() {
+        let body = br#"{"data":{"nested":[1,{"a":"}"}]},"timestamp":"2024-01-15T10:30:00Z","event":"call.failed"}"#;
+        let head = Head::scan(body).unwrap();
+        assert_eq!(head.kind, Some(EventKind::CallFailed));
+        assert!(head.timestamp().is_ok());
     }
 
     #[test]
-    fn broken_envelopes_say_why_without_values() {
-        let cases: [(&[u8], EnvelopeError); 3] = [
+    fn head_says_why_there_is_no_timestamp() {
+        let cases: [(&[u8], EnvelopeError); 4] = [
             (b"{\"event\":", EnvelopeError::Syntax { line: 1, column: 9 }),
-            (b"not json", EnvelopeError::Syntax { line: 1, column: 2 }),
             (
                 b"\"a string\"",
                 EnvelopeError::Shape {
@@ -192,37 +381,110 @@ mod tests {
                     column: 10,
                 },
             ),
+            (br#"{"event":"x"}"#, EnvelopeError::MissingTimestamp),
+            (
+                br#"{"event":"x","timestamp":"+15551234567"}"#,
+                EnvelopeError::InvalidTimestamp,
+            ),
         ];
         for (body, expected) in cases {
-            let err = Envelope::parse(body).unwrap_err();
+            let err = Head::scan(body)
+                .and_then(|head| head.timestamp())
+                .unwrap_err();
+            assert_eq!(err, expected, "{}", String::from_utf8_lossy(body));
+            assert!(!err.to_string().contains("1555"));
+        }
+    }
+
+    #[test]
+    fn event_parses_in_one_pass_in_any_key_order() {
+        let parsed = parse::<Event>(BODY).unwrap();
+        assert_eq!(parsed.kind, EventKind::CallCompleted);
+        assert_eq!(parsed.timestamp.to_rfc3339(), "2024-01-15T08:30:00+00:00");
+        assert_eq!(parsed.webhook_id.as_deref(), Some("wh_abc123"));
+        let Event::CallCompleted(call) = parsed.data else {
+            panic!()
+        };
+        assert_eq!(call.id.as_deref(), Some("call_1"));
+
+        // `data` before `event`: kept raw, then typed once the name is known.
+        let body =
+            br#"{"data":{"id":"call_2"},"event":"call.failed","timestamp":"2024-01-15T10:30:00Z"}"#;
+        let Event::CallFailed(call) = parse::<Event>(body).unwrap().data else {
+            panic!()
+        };
+        assert_eq!(call.id.as_deref(), Some("call_2"));
+
+        // No `data`: the empty model, or `null` for a `Value`.
+        let body = br#"{"event":"credits.low","timestamp":"2024-01-15T10:30:00Z"}"#;
+        assert!(matches!(
+            parse::<Event>(body).unwrap().data,
+            Event::CreditsLow(_)
+        ));
+        assert_eq!(parse::<Value>(body).unwrap().data, Value::Null);
+    }
+
+    #[test]
+    fn broken_events_get_the_right_error() {
+        let cases: [(&[u8], EnvelopeError); 6] = [
+            (
+                br#"{"event":"x","timestamp":"2024-01-15T10:30:00Z","data":{"a":}}"#,
+                EnvelopeError::Syntax {
+                    line: 1,
+                    column: 61,
+                },
+            ),
+            (
+                br#"{"event":"x","timestamp":"2024-01-15T10:30:00Z"} trailing"#,
+                EnvelopeError::Syntax {
+                    line: 1,
+                    column: 50,
+                },
+            ),
+            (
+                br#"{"timestamp":"2024-01-15T10:30:00Z"}"#,
+                EnvelopeError::MissingEvent,
+            ),
+            (
+                br#"{"event":7,"timestamp":"2024-01-15T10:30:00Z"}"#,
+                EnvelopeError::MissingEvent,
+            ),
+            (
+                br#"{"event":"x","event":"y","timestamp":"2024-01-15T10:30:00Z"}"#,
+                EnvelopeError::Duplicate("event"),
+            ),
+            (
+                br#"{"event":"x","timestamp":"yesterday"}"#,
+                EnvelopeError::InvalidTimestamp,
+            ),
+        ];
+        for (body, expected) in cases {
+            let err = parse::<Value>(body).unwrap_err();
             assert_eq!(err, expected, "{}", String::from_utf8_lossy(body));
         }
     }
 
     #[test]
-    fn event_and_timestamp_fail_independently() {
-        let no_event = Envelope::parse(br#"{"timestamp":"2024-01-15T10:30:00Z"}"#).unwrap();
-        assert_eq!(no_event.kind, Err(EnvelopeError::MissingEvent));
-        assert!(no_event.timestamp.is_ok());
+    fn data_that_does_not_fit_is_a_data_error_without_values() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Strict {
+            #[allow(dead_code)]
+            count: u32,
+        }
+        for body in [
+            &br#"{"event":"x","timestamp":"2024-01-15T10:30:00Z","data":{"count":"+15551234567"}}"#
+                [..],
+            br#"{"data":{"count":"+15551234567"},"event":"x","timestamp":"2024-01-15T10:30:00Z"}"#,
+        ] {
+            let err = parse::<Strict>(body).unwrap_err();
+            assert!(matches!(err, EnvelopeError::Data { .. }), "{err:?}");
+            assert!(!err.to_string().contains("1555"));
+        }
+    }
 
-        let no_time = Envelope::parse(br#"{"event":"credits.low"}"#).unwrap();
-        assert_eq!(no_time.timestamp, Err(EnvelopeError::MissingTimestamp));
-        assert!(no_time.kind.is_ok());
-
-        let bad_time =
-            Envelope::parse(br#"{"event":"credits.low","timestamp":"+15551234567"}"#).unwrap();
-        let err = bad_time.timestamp.unwrap_err();
-        assert_eq!(err, EnvelopeError::InvalidTimestamp);
-        assert!(!err.to_string().contains("1555"));
-
-        // Fields of another JSON type read as absent instead of failing the whole envelope.
-        let odd = Envelope::parse(
-            br#"{"event":7,"timestamp":{"at":[1,2]},"webhook_id":42,"data":{"id":"c"}}"#,
-        )
-        .unwrap();
-        assert_eq!(odd.kind, Err(EnvelopeError::MissingEvent));
-        assert_eq!(odd.timestamp, Err(EnvelopeError::MissingTimestamp));
-        assert_eq!(odd.webhook_id, None);
-        assert!(odd.data.is_some());
+    #[test]
+    fn odd_field_types_read_as_absent() {
+        let body = br#"{"event":"call.completed","timestamp":"2024-01-15T10:30:00Z","webhook_id":42,"data":{}}"#;
+        assert_eq!(parse::<Value>(body).unwrap().webhook_id, None);
     }
 }

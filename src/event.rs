@@ -4,7 +4,10 @@
 //! events over time, so both enums keep a name they do not know in an `Unknown` variant instead
 //! of failing.
 
-use serde::de::DeserializeOwned;
+use serde::{
+    de::{DeserializeOwned, Deserializer},
+    Deserialize,
+};
 
 use crate::model::{Agent, Appointment, Call, Credits, PhoneNumber};
 
@@ -13,25 +16,29 @@ use crate::model::{Agent, Appointment, Call, Credits, PhoneNumber};
 /// Every `serde` type implements it by deserializing `data` (so `serde_json::Value` and your
 /// own structs work as they are). [`Event`] implements it by choosing its variant from the
 /// event's name. Implement it yourself for a type that needs the name and is not `Deserialize`.
+///
+/// It receives a deserializer, not bytes, so the extractor can stream `data` straight into the
+/// type while it parses the envelope: one pass over the body.
 pub trait FromEventData: Sized {
-    /// Builds the value from the event's name and the raw JSON of its `data` (`null` when the
-    /// envelope has none).
+    /// Builds the value from the event's name and a deserializer of its `data` (which reads
+    /// `null` when the envelope has none).
     ///
     /// # Errors
     ///
-    /// The `serde_json` error if `data` does not fit the type.
-    fn from_event_data(kind: &EventKind, data: &[u8]) -> Result<Self, serde_json::Error>;
+    /// The deserializer's error if `data` does not fit the type.
+    fn from_event_data<'de, D: Deserializer<'de>>(
+        kind: &EventKind,
+        data: D,
+    ) -> Result<Self, D::Error>;
 }
 
 impl<T: DeserializeOwned> FromEventData for T {
-    fn from_event_data(_kind: &EventKind, data: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(data)
+    fn from_event_data<'de, D: Deserializer<'de>>(
+        _kind: &EventKind,
+        data: D,
+    ) -> Result<Self, D::Error> {
+        T::deserialize(data)
     }
-}
-
-/// Deserializes a model, taking an absent or `null` `data` as the empty model.
-fn model<T: DeserializeOwned + Default>(data: &[u8]) -> Result<T, serde_json::Error> {
-    serde_json::from_slice::<Option<T>>(data).map(Option::unwrap_or_default)
 }
 
 macro_rules! events {
@@ -63,14 +70,15 @@ macro_rules! events {
         /// ```
         /// use ringyo_webhook::{Event, EventKind, FromEventData};
         ///
-        /// let data = br#"{"id":"call_xyz789","status":"completed","duration":42}"#;
-        /// let event = Event::from_event_data(&EventKind::CallCompleted, data).unwrap();
+        /// let data = r#"{"id":"call_xyz789","status":"completed","duration":42}"#;
+        /// let mut json = serde_json::Deserializer::from_str(data);
+        /// let event = Event::from_event_data(&EventKind::CallCompleted, &mut json).unwrap();
         /// match event {
         ///     Event::CallCompleted(call) => assert_eq!(call.duration, Some(42.0)),
         ///     other => panic!("unexpected {other:?}"),
         /// }
         ///
-        /// let new = Event::from_event_data(&"call.voicemail".into(), b"{}").unwrap();
+        /// let new = Event::from_event_data(&"call.voicemail".into(), serde_json::json!({})).unwrap();
         /// assert_eq!(new.kind().as_str(), "call.voicemail");
         /// ```
         ///
@@ -113,12 +121,18 @@ macro_rules! events {
         }
 
         impl FromEventData for Event {
-            fn from_event_data(kind: &EventKind, data: &[u8]) -> Result<Self, serde_json::Error> {
+            fn from_event_data<'de, D: Deserializer<'de>>(
+                kind: &EventKind,
+                data: D,
+            ) -> Result<Self, D::Error> {
                 Ok(match kind {
-                    $( EventKind::$variant => Self::$variant(model(data)?), )*
+                    // An absent or `null` `data` is the empty model.
+                    $( EventKind::$variant => {
+                        Self::$variant(Option::<$data>::deserialize(data)?.unwrap_or_default())
+                    } )*
                     EventKind::Unknown(name) => Self::Unknown {
                         name: name.clone(),
-                        data: serde_json::from_slice(data)?,
+                        data: serde_json::Value::deserialize(data)?,
                     },
                 })
             }
@@ -171,6 +185,10 @@ events! {
 mod tests {
     use super::*;
 
+    fn json(text: &str) -> serde_json::Deserializer<serde_json::de::StrRead<'_>> {
+        serde_json::Deserializer::from_str(text)
+    }
+
     #[test]
     fn every_known_name_round_trips() {
         assert_eq!(EventKind::KNOWN.len(), 19);
@@ -178,7 +196,7 @@ mod tests {
             let kind = EventKind::from(*name);
             assert!(!matches!(kind, EventKind::Unknown(_)), "{name}");
             assert_eq!(kind.as_str(), *name);
-            let event = Event::from_event_data(&kind, b"null").unwrap();
+            let event = Event::from_event_data(&kind, &mut json(r#"null"#)).unwrap();
             assert_eq!(event.kind(), kind);
         }
     }
@@ -186,7 +204,7 @@ mod tests {
     #[test]
     fn unknown_event_keeps_name_and_data() {
         let kind = EventKind::from("call.voicemail");
-        let event = Event::from_event_data(&kind, br#"{"seconds":3}"#).unwrap();
+        let event = Event::from_event_data(&kind, &mut json(r#"{"seconds":3}"#)).unwrap();
         assert_eq!(
             event,
             Event::Unknown {
@@ -198,7 +216,8 @@ mod tests {
 
     #[test]
     fn unknown_event_debug_hides_its_data() {
-        let event = Event::from_event_data(&"sms.received".into(), br#"{"text":"hi mum"}"#);
+        let event =
+            Event::from_event_data(&"sms.received".into(), &mut json(r#"{"text":"hi mum"}"#));
         let debug = format!("{:?}", event.unwrap());
         assert!(
             debug.contains("sms.received") && !debug.contains("hi mum"),
@@ -212,8 +231,9 @@ mod tests {
         struct Mine {
             id: String,
         }
-        let mine = Mine::from_event_data(&EventKind::CallCompleted, br#"{"id":"c1","x":1}"#);
+        let mine =
+            Mine::from_event_data(&EventKind::CallCompleted, &mut json(r#"{"id":"c1","x":1}"#));
         assert_eq!(mine.unwrap().id, "c1");
-        assert!(Mine::from_event_data(&EventKind::CallCompleted, b"{}").is_err());
+        assert!(Mine::from_event_data(&EventKind::CallCompleted, &mut json(r#"{}"#)).is_err());
     }
 }

@@ -5,7 +5,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    envelope::EnvelopeError,
+    envelope::{self, EnvelopeError},
     event::{Event, EventKind, FromEventData},
     payload::VerifiedPayload,
     rejection::{
@@ -90,37 +90,23 @@ impl<T: FromEventData> RingyoEvent<T> {
     ///
     /// As for the extractor, without [`MissingLayer`].
     pub fn from_payload(payload: &VerifiedPayload) -> Result<Self, RingyoEventRejection> {
-        let invalid = |err: &EnvelopeError| -> RingyoEventRejection {
-            match err {
-                EnvelopeError::Syntax { .. } => InvalidJson::new(err.to_string()).into(),
-                _ => InvalidEnvelope::new(err.to_string()).into(),
+        let parsed = envelope::parse::<T>(payload.bytes()).map_err(|err| match err {
+            EnvelopeError::Syntax { .. } => InvalidJson::new(err.to_string()).into(),
+            EnvelopeError::Data { .. } => {
+                // The type's name helps the user but is no business of the sender's.
+                tracing::debug!(
+                    target_type = std::any::type_name::<T>(),
+                    "verified event data does not fit the handler's type: {err}"
+                );
+                InvalidEventData::new(err.to_string()).into()
             }
-        };
-        let envelope = payload.envelope().map_err(invalid)?;
-        let kind = envelope.kind.as_ref().map_err(invalid)?;
-        let timestamp = *envelope.timestamp.as_ref().map_err(invalid)?;
-        let data = envelope
-            .data
-            .clone()
-            .map_or(&b"null"[..], |range| &payload.bytes()[range]);
-        let data = T::from_event_data(kind, data).map_err(|err| {
-            // The type's name helps the user but is no business of the sender's.
-            tracing::debug!(
-                target_type = std::any::type_name::<T>(),
-                "verified event data does not fit the handler's type"
-            );
-            // Positions only: serde's messages can quote values such as phone numbers.
-            InvalidEventData::new(format!(
-                "the event's `data` does not fit the receiver's type (line {}, column {} of `data`)",
-                err.line(),
-                err.column(),
-            ))
+            _ => RingyoEventRejection::from(InvalidEnvelope::new(err.to_string())),
         })?;
         Ok(Self {
-            kind: kind.clone(),
-            timestamp,
-            webhook_id: envelope.webhook_id.clone(),
-            data,
+            kind: parsed.kind,
+            timestamp: parsed.timestamp,
+            webhook_id: parsed.webhook_id,
+            data: parsed.data,
         })
     }
 }

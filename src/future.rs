@@ -20,7 +20,7 @@ use tracing::Span;
 use crate::{
     body::{ResponseBody, VerifiedBody},
     buffer::Buffer,
-    envelope::{Envelope, EnvelopeError},
+    envelope::{EnvelopeError, Head},
     error::{Rejection, RejectionKind},
     layer::Config,
     payload::VerifiedPayload,
@@ -295,7 +295,8 @@ fn admit<S, B>(
 where
     S: Service<Request<VerifiedBody>>,
 {
-    let envelope = Envelope::parse(&bytes);
+    // Only `event` and `timestamp`: the extractor parses the rest, in one pass.
+    let head = Head::scan(&bytes);
     span.record("secret_index", verified.secret_index());
     // The id costs a short hash: only when a subscriber wants it.
     if !span.is_disabled() {
@@ -304,15 +305,15 @@ where
             tracing::field::display(verified.delivery_id()),
         );
     }
-    if let Ok(Envelope { kind: Ok(kind), .. }) = &envelope {
+    if let Ok(Head {
+        kind: Some(kind), ..
+    }) = &head
+    {
         span.record("event", kind.as_str());
     }
 
     let now = config.clock.now();
-    let timestamp = envelope
-        .as_ref()
-        .map_err(Clone::clone)
-        .and_then(|envelope| envelope.timestamp.clone());
+    let timestamp = head.and_then(|head| head.timestamp());
     let keep_until = match (&config.tolerance, timestamp) {
         (Some(tolerance), Ok(timestamp)) => {
             if let Err(out) = tolerance.check(timestamp, now) {
@@ -336,7 +337,7 @@ where
 
     parts
         .extensions
-        .insert(VerifiedPayload::new(bytes.clone(), verified, envelope));
+        .insert(VerifiedPayload::new(bytes.clone(), verified));
     let request = Request::from_parts(parts, VerifiedBody::new(bytes));
     match &config.store {
         Some(store) => {

@@ -4,10 +4,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::{
-    envelope::{Envelope, EnvelopeError},
-    verify::{DeliveryId, Verified},
-};
+use crate::verify::{DeliveryId, Verified};
 
 /// The raw body of a delivery whose signature verified, exactly as received.
 ///
@@ -43,25 +40,11 @@ use crate::{
 pub struct VerifiedPayload {
     bytes: Bytes,
     verified: Verified,
-    envelope: Result<Envelope, EnvelopeError>,
 }
 
 impl VerifiedPayload {
-    pub(crate) fn new(
-        bytes: Bytes,
-        verified: Verified,
-        envelope: Result<Envelope, EnvelopeError>,
-    ) -> Self {
-        Self {
-            bytes,
-            verified,
-            envelope,
-        }
-    }
-
-    /// The envelope as the layer parsed it, once, after verification.
-    pub(crate) fn envelope(&self) -> Result<&Envelope, &EnvelopeError> {
-        self.envelope.as_ref()
+    pub(crate) fn new(bytes: Bytes, verified: Verified) -> Self {
+        Self { bytes, verified }
     }
 
     /// The verified bytes. Cloning the `Bytes` is cheap and copies nothing.

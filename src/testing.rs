@@ -177,6 +177,33 @@ impl TestDelivery {
         self
     }
 
+    /// Grows `data` to make the body about `bytes` long (never shorter than it is), by adding
+    /// transcript turns: for benchmarks and size limits.
+    #[must_use]
+    pub fn pad_to(mut self, bytes: usize) -> Self {
+        let turn = json!({
+            "role": "user",
+            "content": "I'd like to move my appointment to Thursday afternoon, please.",
+            "timestamp": 12.5,
+        });
+        let per_turn = turn.to_string().len() + 1; // and a comma
+        let missing = bytes.saturating_sub(self.body_and_signature().0.len());
+        if missing < per_turn {
+            return self;
+        }
+        if !self.data.is_object() {
+            self.data = json!({});
+        }
+        let transcript = self.data["transcript"].take();
+        let mut turns = match transcript {
+            Value::Array(turns) => turns,
+            _ => Vec::new(),
+        };
+        turns.extend(std::iter::repeat_n(turn, missing / per_turn));
+        self.data["transcript"] = Value::Array(turns);
+        self
+    }
+
     /// Adds a deliberate fault.
     #[must_use]
     pub fn fault(mut self, fault: Fault) -> Self {
@@ -256,9 +283,9 @@ impl std::fmt::Debug for TestDelivery {
 /// ```
 /// use ringyo_webhook::{testing::sample_data, Event, EventKind, FromEventData};
 ///
-/// let data = sample_data(&EventKind::CallTranscriptReady).to_string();
+/// let data = sample_data(&EventKind::CallTranscriptReady);
 /// let Event::CallTranscriptReady(call) =
-///     Event::from_event_data(&EventKind::CallTranscriptReady, data.as_bytes()).unwrap()
+///     Event::from_event_data(&EventKind::CallTranscriptReady, data).unwrap()
 /// else { unreachable!() };
 /// assert!(call.transcript.unwrap().len() > 1);
 /// ```
@@ -445,7 +472,7 @@ mod tests {
             let kind = EventKind::from(*name);
             let data = sample_data(&kind);
             assert!(data.as_object().is_some_and(|o| !o.is_empty()), "{name}");
-            let event = Event::from_event_data(&kind, data.to_string().as_bytes()).unwrap();
+            let event = Event::from_event_data(&kind, data).unwrap();
             let id = match &event {
                 Event::CreditsLow(credits) => credits.balance.map(|b| b.to_string()),
                 Event::AppointmentCreated(a) | Event::AppointmentCancelled(a) => a.id.clone(),
@@ -457,6 +484,26 @@ mod tests {
             };
             assert!(id.is_some(), "{name}: {event:?}");
         }
+    }
+
+    #[test]
+    fn padding_reaches_about_the_size_asked() {
+        for size in [2 << 10, 256 << 10] {
+            let body = TestDelivery::new("call.transcript.ready")
+                .pad_to(size)
+                .body_and_signature()
+                .0;
+            assert!(
+                body.len() <= size && body.len() > size - 100,
+                "{} for {size}",
+                body.len()
+            );
+        }
+        let small = TestDelivery::new("credits.low")
+            .pad_to(10)
+            .body_and_signature()
+            .0;
+        assert!(!small.contains("transcript"));
     }
 
     #[test]
