@@ -8,6 +8,8 @@
 #   manual  a hand-written verifier in the handler: buffer, HMAC, constant-time compare,
 #           then serde_json::Value (the floor: the hashing itself cannot be skipped)
 #   none    no verification: Json<Value>
+#   parse   no verification, the same serde_json::from_slice as manual (axum's Json is slower:
+#           it tracks error paths), so `layer vs parse` is the cost of verifying
 # Bodies of 2 KiB and 256 KiB. Each round runs every server once, interleaved, and the table
 # shows each server's median round, so drift in the machine hits all three alike.
 # Every request goes to 127.0.0.1 only, and each run stops after its duration.
@@ -75,25 +77,25 @@ median() { sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}'; }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), pinned: ${PIN_SERVER[*]:-no}"
 echo "each run: ${SECONDS_PER_RUN}s, wrk -t1 -c32, ${ROUNDS} rounds, median round shown"
 echo
-echo "| body | server | req/s | p50 | p99 | req/s vs manual | req/s vs none |"
-echo "|---|---|---|---|---|---|---|"
+echo "| body | server | req/s | p50 | p99 | req/s vs manual | req/s vs none | req/s vs parse |"
+echo "|---|---|---|---|---|---|---|---|"
 for size in 2048 262144; do
   SIG=$("$BIN" payload "$size" "$WORK/body-$size.json")
   declare -A results=()
   for round in $(seq 1 "$ROUNDS"); do
-    for mode in layer manual none; do
+    for mode in layer manual none parse; do
       results[$mode]+="$(run "$mode" "$size")"$'\n'
     done
   done
   declare -A rps=() p50=() p99=()
-  for mode in layer manual none; do
+  for mode in layer manual none parse; do
     line=$(printf '%s' "${results[$mode]}" | median)
     read -r rps[$mode] p50[$mode] p99[$mode] <<<"$line"
   done
-  for mode in layer manual none; do
-    printf '| %s | %s | %.0f | %.0f µs | %.0f µs | %.3f | %.3f |\n' "$size" "$mode" "${rps[$mode]}" \
-      "${p50[$mode]}" "${p99[$mode]}" \
-      "$(awk "BEGIN { print ${rps[$mode]} / ${rps[manual]} }")" "$(awk "BEGIN { print ${rps[$mode]} / ${rps[none]} }")"
+  for mode in layer manual none parse; do
+    printf '| %s | %s | %.0f | %.0f µs | %.0f µs | %.3f | %.3f | %.3f |\n' "$size" "$mode" "${rps[$mode]}" \
+      "${p50[$mode]}" "${p99[$mode]}" "$(awk "BEGIN { print ${rps[$mode]} / ${rps[manual]} }")" \
+      "$(awk "BEGIN { print ${rps[$mode]} / ${rps[none]} }")" "$(awk "BEGIN { print ${rps[$mode]} / ${rps[parse]} }")"
   done
   unset results rps p50 p99
 done

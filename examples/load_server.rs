@@ -1,7 +1,7 @@
 //! The servers `benches/load.sh` compares; they differ only in how they verify.
 //!
 //! ```text
-//! cargo run --release --example load_server -- serve <layer|manual|none> [ADDR]
+//! cargo run --release --example load_server -- serve <layer|manual|none|parse> [ADDR]
 //! cargo run --release --example load_server -- payload <BYTES> <BODY_FILE>
 //! ```
 //!
@@ -39,7 +39,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ["serve", mode] => serve(mode, "127.0.0.1:3000"),
         ["serve", mode, addr] => serve(mode, addr),
         _ => Err(
-            "usage: load_server serve <layer|manual|none> [ADDR] | payload <BYTES> <FILE>".into(),
+            "usage: load_server serve <layer|manual|none|parse> [ADDR] | payload <BYTES> <FILE>"
+                .into(),
         ),
     }
 }

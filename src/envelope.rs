@@ -261,11 +261,8 @@ impl<'de, T: FromEventData> DeserializeSeed<'de> for DataSeed<'_, T> {
     type Value = T;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
-        T::from_event_data(self.kind, deserializer).map_err(|err| {
-            // `parse` reads the position from the error once serde_json has placed it.
-            *self.failed = true;
-            err
-        })
+        // `parse` reads the position from the error once serde_json has placed it.
+        T::from_event_data(self.kind, deserializer).inspect_err(|_| *self.failed = true)
     }
 }
 
