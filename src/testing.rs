@@ -227,13 +227,21 @@ impl TestDelivery {
             Some(Fault::Stale) => self.timestamp - TimeDelta::hours(2),
             _ => self.timestamp,
         };
-        let body = json!({
-            "event": self.event,
-            "timestamp": timestamp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            "webhook_id": self.webhook_id,
-            "data": self.data,
+        // Fields in the order Ringyo documents, `data` last (a `json!` map would sort them).
+        #[derive(serde::Serialize)]
+        struct Envelope<'a> {
+            event: &'a str,
+            timestamp: String,
+            webhook_id: &'a str,
+            data: &'a Value,
+        }
+        let body = serde_json::to_string(&Envelope {
+            event: &self.event,
+            timestamp: timestamp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            webhook_id: &self.webhook_id,
+            data: &self.data,
         })
-        .to_string();
+        .expect("a JSON value always serializes");
         let secret = match self.fault {
             Some(Fault::WrongSecret) => "whsec_some_other_endpoint",
             _ => &self.secret,
@@ -484,6 +492,15 @@ mod tests {
             };
             assert!(id.is_some(), "{name}: {event:?}");
         }
+    }
+
+    #[test]
+    fn envelope_fields_come_in_ringyos_order() {
+        let (body, _) = TestDelivery::new("credits.low").body_and_signature();
+        let at = |field: &str| body.find(&format!("\"{field}\":")).unwrap();
+        assert!(at("event") < at("timestamp"));
+        assert!(at("timestamp") < at("webhook_id"));
+        assert!(at("webhook_id") < at("data"), "{body}");
     }
 
     #[test]
