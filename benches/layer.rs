@@ -66,16 +66,11 @@ fn bench(c: &mut Criterion) {
 }
 
 fn main() {
-    let mut criterion = Criterion::default().configure_from_args();
-    bench(&mut criterion);
-    criterion.final_summary();
-    println!(
-        "\n{}",
-        report::table(
-            GROUP,
-            &SIZES,
-            &["layer_and_extractor", "json_unverified"],
-            &[("layer_and_extractor", "json_unverified")],
-        )
+    report::run(
+        bench,
+        GROUP,
+        &SIZES,
+        &["layer_and_extractor", "json_unverified"],
+        &[("layer_and_extractor", "json_unverified")],
     );
 }

@@ -21,7 +21,7 @@ ROUNDS=${2:-3}
 PORT=${LOAD_PORT:-38517}
 URL="http://127.0.0.1:$PORT/webhooks/ringyo"
 WORK=$(mktemp -d)
-trap 'kill "${SERVER:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'rm -rf "$WORK"' EXIT
 
 if ! command -v wrk >/dev/null; then
   echo "installing wrk (Debian package)" >&2
@@ -60,7 +60,9 @@ wait_ready() {
 }
 
 run() { # mode size -> "req/s p50_us p99_us"
+  # `run` is called as $(run ...), a subshell: its trap stops its own server, even on Ctrl-C.
   "${PIN_SERVER[@]}" "$BIN" serve "$1" "127.0.0.1:$PORT" & SERVER=$!
+  trap 'kill "$SERVER" 2>/dev/null || true' EXIT
   wait_ready
   SIG=$SIG BODY_FILE="$WORK/body-$2.json" "${PIN_LOAD[@]}" wrk -t1 -c32 -d1s -s "$WORK/post.lua" "$URL" >/dev/null
   local out

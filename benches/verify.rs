@@ -78,20 +78,15 @@ fn bench(c: &mut Criterion) {
 }
 
 fn main() {
-    let mut criterion = Criterion::default().configure_from_args();
-    bench(&mut criterion);
-    criterion.final_summary();
-    println!(
-        "\n{}",
-        report::table(
-            GROUP,
-            &SIZES,
-            &["sha256_floor", "ringyo_webhook", "hand_written", "svix"],
-            &[
-                ("ringyo_webhook", "sha256_floor"),
-                ("ringyo_webhook", "hand_written"),
-                ("ringyo_webhook", "svix"),
-            ],
-        )
+    report::run(
+        bench,
+        GROUP,
+        &SIZES,
+        &["sha256_floor", "ringyo_webhook", "hand_written", "svix"],
+        &[
+            ("ringyo_webhook", "sha256_floor"),
+            ("ringyo_webhook", "hand_written"),
+            ("ringyo_webhook", "svix"),
+        ],
     );
 }

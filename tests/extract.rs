@@ -117,13 +117,8 @@ async fn call_data_is_typed_leniently() {
             "sentiment_v2": {"score": 0.9}
         }),
     );
-    let response = common::client()
-        .post(format!("http://{addr}/"))
-        .header("x-ringyo-signature", sign(&body))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let signature = sign(&body);
+    let response = common::post_signed(addr, "/", body, &signature).await;
     assert_eq!(response.status(), 200);
     let expected = format!(
         "{:?} None Some(2) true",
@@ -151,13 +146,7 @@ async fn users_own_type_and_value_work_as_data() {
     let body = envelope("call.completed", json!({"id": "call_1", "other": true}));
     let signature = sign(&body);
     for (path, expected) in [("/mine", "call.completed call_1"), ("/value", "\"call_1\"")] {
-        let response = common::client()
-            .post(format!("http://{addr}{path}"))
-            .header("x-ringyo-signature", &signature)
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+        let response = common::post_signed(addr, path, body.clone(), &signature).await;
         assert_eq!(response.text().await.unwrap(), expected);
     }
 
@@ -251,13 +240,7 @@ async fn handler_keeps_verified_bytes_when_its_type_does_not_fit() {
     }
     let addr = serve(Router::new().route("/", post(handler).route_layer(common::layer()))).await;
     let body = envelope("call.completed", json!({"unexpected": "shape"}));
-    let response = common::client()
-        .post(format!("http://{addr}/"))
-        .header("x-ringyo-signature", sign(&body))
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let response = common::post_signed(addr, "/", body.clone(), &sign(&body)).await;
     assert_eq!(response.status(), 202);
     assert_eq!(response.bytes().await.unwrap(), body);
 }
@@ -274,13 +257,7 @@ async fn body_extractor_after_the_layer_shares_the_verified_bytes_without_a_copy
     }
     let addr = serve(Router::new().route("/", post(handler).route_layer(common::layer()))).await;
     let body = envelope("agent.created", json!({"name": "Ada"}));
-    let response = common::client()
-        .post(format!("http://{addr}/"))
-        .header("x-ringyo-signature", sign(&body))
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let response = common::post_signed(addr, "/", body.clone(), &sign(&body)).await;
     assert_eq!(response.text().await.unwrap(), "true true");
 }
 

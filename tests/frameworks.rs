@@ -38,13 +38,7 @@ async fn hyper_service_gets_only_verified_events() {
         "phone_number.assigned",
         json!({"phone_number": "+15551234567"}),
     );
-    let response = common::client()
-        .post(format!("http://{addr}/anything"))
-        .header("x-ringyo-signature", sign(&body))
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
+    let response = common::post_signed(addr, "/anything", body.clone(), &sign(&body)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "phone_number.assigned");
 

@@ -182,13 +182,7 @@ async fn old_secret_verifies_and_is_reported() {
     let (addr, _) = server().await;
     let body = envelope("agent.updated", json!({}));
     let signature = ringyo_webhook::testing::sign("whsec_previous", &body).unwrap();
-    let response = common::client()
-        .post(format!("http://{addr}{PATH}"))
-        .header("x-ringyo-signature", signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = common::post_signed(addr, PATH, body, &signature).await;
     assert_eq!(response.text().await.unwrap(), "agent.updated 1");
 }
 
@@ -321,19 +315,8 @@ async fn body_failing_mid_read_is_400() {
 #[tokio::test]
 async fn wrong_path_is_404_and_wrong_method_is_405_not_401() {
     let (addr, _) = server().await;
-    let client = common::client();
-    let wrong_path = client
-        .post(format!("http://{addr}/nope"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong_path.status(), 404);
-    let wrong_method = client
-        .get(format!("http://{addr}{PATH}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong_method.status(), 405);
+    let statuses = common::wrong_path_and_method(addr, PATH).await;
+    assert_eq!(statuses, (404, 405));
 }
 
 #[tokio::test]
@@ -383,19 +366,8 @@ async fn router_route_layer_would_turn_a_wrong_method_into_401() {
         .route(PATH, post(|| async {}))
         .route_layer(common::layer());
     let addr = serve(router).await;
-    let client = common::client();
-    let wrong_method = client
-        .get(format!("http://{addr}{PATH}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong_method.status(), 401);
-    let wrong_path = client
-        .post(format!("http://{addr}/nope"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong_path.status(), 404);
+    let statuses = common::wrong_path_and_method(addr, PATH).await;
+    assert_eq!(statuses, (404, 401));
 }
 
 /// `Router::layer` works too, and guards every path, including unknown ones.

@@ -302,13 +302,8 @@ async fn delivery_id_is_the_same_for_every_copy_and_differs_between_deliveries()
     let handler = handler(Duration::ZERO, 0);
     let addr = serve(layer_at_now(), handler).await;
     let body = aged("call.completed", TimeDelta::minutes(1), json!({"id": "a"}));
-    let first = common::client()
-        .post(format!("http://{addr}/"))
-        .header("x-ringyo-signature", sign(&body))
-        .body(body.clone())
-        .send()
+    let first = common::post_signed(addr, "/", body.clone(), &sign(&body))
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -325,13 +320,8 @@ async fn delivery_id_is_the_same_for_every_copy_and_differs_between_deliveries()
     assert_eq!(first.len(), 64);
     assert_eq!(first, second);
     let other = aged("call.completed", TimeDelta::minutes(1), json!({"id": "b"}));
-    let third = common::client()
-        .post(format!("http://{addr}/"))
-        .header("x-ringyo-signature", sign(&other))
-        .body(other)
-        .send()
+    let third = common::post_signed(addr, "/", other.clone(), &sign(&other))
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();

@@ -3,6 +3,20 @@
 
 use std::{fmt::Write as _, path::PathBuf};
 
+/// Runs the benchmarks, then prints the table of this run's medians and ratios.
+pub(crate) fn run(
+    bench: fn(&mut criterion::Criterion),
+    group: &str,
+    parameters: &[(&str, usize)],
+    functions: &[&str],
+    ratios: &[(&str, &str)],
+) {
+    let mut criterion = criterion::Criterion::default().configure_from_args();
+    bench(&mut criterion);
+    criterion.final_summary();
+    println!("\n{}", table(group, parameters, functions, ratios));
+}
+
 /// Where criterion saves its results (it follows the same rules).
 fn criterion_home() -> PathBuf {
     if let Some(home) = std::env::var_os("CRITERION_HOME") {
@@ -26,7 +40,7 @@ pub(crate) fn median_ns(group: &str, function: &str, parameter: &str) -> Option<
 
 /// A table: one row per parameter, for each function its median and throughput, then each
 /// ratio `baseline time / subject time` (above 1: the subject is faster).
-pub(crate) fn table(
+fn table(
     group: &str,
     parameters: &[(&str, usize)],
     functions: &[&str],

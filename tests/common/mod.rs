@@ -80,6 +80,39 @@ pub async fn deliver(
     (status, json, headers)
 }
 
+/// POSTs `body` with the `x-ringyo-signature` value `signature`, for tests that read the
+/// response themselves.
+pub async fn post_signed(
+    addr: SocketAddr,
+    path: &str,
+    body: impl Into<reqwest::Body>,
+    signature: &str,
+) -> reqwest::Response {
+    client()
+        .post(format!("http://{addr}{path}"))
+        .header("x-ringyo-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The statuses of a POST to an unknown path and of a GET to `path`.
+pub async fn wrong_path_and_method(addr: SocketAddr, path: &str) -> (u16, u16) {
+    let client = client();
+    let wrong_path = client
+        .post(format!("http://{addr}/nope"))
+        .send()
+        .await
+        .unwrap();
+    let wrong_method = client
+        .get(format!("http://{addr}{path}"))
+        .send()
+        .await
+        .unwrap();
+    (wrong_path.status().as_u16(), wrong_method.status().as_u16())
+}
+
 /// Writes raw bytes to the server and reads what comes back until it closes or `deadline`.
 pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
