@@ -217,19 +217,11 @@ impl<'de, T: FromEventData> Visitor<'de> for EventVisitor<'_, T> {
             None => return Ok(Err(EnvelopeError::MissingTimestamp)),
         };
         let data = match data {
-            Data::Parsed(data) => data,
-            Data::Absent => match data_from(&kind, serde_json::Value::Null) {
-                Ok(data) => data,
-                Err(err) => return Ok(Err(err)),
-            },
-            Data::Raw(raw) => {
-                match data_from(&kind, &mut serde_json::Deserializer::from_str(raw.get())) {
-                    Ok(data) => data,
-                    Err(err) => return Ok(Err(err)),
-                }
-            }
+            Data::Parsed(data) => Ok(data),
+            Data::Absent => data_from(&kind, serde_json::Value::Null),
+            Data::Raw(raw) => data_from(&kind, &mut serde_json::Deserializer::from_str(raw.get())),
         };
-        Ok(Ok(Parsed {
+        Ok(data.map(|data| Parsed {
             kind,
             timestamp,
             webhook_id: webhook_id.flatten(),

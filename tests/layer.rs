@@ -285,16 +285,7 @@ async fn chunked_body_under_limit_verifies() {
         "call.transcript.ready",
         json!({"transcript": [{"role": "agent", "content": "hello"}]}),
     );
-    let signature = sign(&body);
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        body.chunks(7).map(|chunk| Ok(chunk.to_vec())).collect();
-    let response = common::client()
-        .post(format!("http://{addr}{PATH}"))
-        .header("x-ringyo-signature", signature)
-        .body(reqwest::Body::wrap_stream(tokio_stream::iter(chunks)))
-        .send()
-        .await
-        .unwrap();
+    let response = common::post_signed(addr, PATH, common::chunked(&body, 7), &sign(&body)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(handled.load(Ordering::SeqCst), 1);
 }
@@ -402,16 +393,8 @@ async fn body_exactly_at_the_limit_passes_and_one_byte_more_is_413() {
 
     // The same bodies streamed without a Content-Length.
     for (bytes, expected) in [(body, 200), (longer, 413)] {
-        let signature = sign(&bytes);
-        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-            bytes.chunks(5).map(|chunk| Ok(chunk.to_vec())).collect();
-        let response = common::client()
-            .post(format!("http://{addr}{PATH}"))
-            .header("x-ringyo-signature", signature)
-            .body(reqwest::Body::wrap_stream(tokio_stream::iter(chunks)))
-            .send()
-            .await
-            .unwrap();
+        let body = common::chunked(&bytes, 5);
+        let response = common::post_signed(addr, PATH, body, &sign(&bytes)).await;
         assert_eq!(response.status(), expected);
     }
     assert_eq!(handled.load(Ordering::SeqCst), 2);

@@ -97,6 +97,13 @@ pub async fn post_signed(
         .unwrap()
 }
 
+/// `body` as a chunked request body (no `Content-Length`), `size` bytes a chunk.
+pub fn chunked(body: &[u8], size: usize) -> reqwest::Body {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(size).map(|chunk| Ok(chunk.to_vec())).collect();
+    reqwest::Body::wrap_stream(tokio_stream::iter(chunks))
+}
+
 /// The statuses of a POST to an unknown path and of a GET to `path`.
 pub async fn wrong_path_and_method(addr: SocketAddr, path: &str) -> (u16, u16) {
     let client = client();
