@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Load run on 127.0.0.1: three servers that differ only in verification, under wrk.
+# Load run on 127.0.0.1: four servers that differ only in verification, under wrk.
 #
 #   bash benches/load.sh [seconds per run, default 10] [rounds, default 3]
 #
-# Servers (examples/load_server.rs), each on one pinned core, wrk on the other:
+# Servers (benches/examples/load_server.rs, in the ringyo-webhook-benches package), each on one
+# pinned core, wrk on the other:
 #   layer   RingyoWebhookLayer + RingyoEvent<Value>
 #   manual  a hand-written verifier in the handler: buffer, HMAC, constant-time compare,
 #           then serde_json::Value (the floor: the hashing itself cannot be skipped)
@@ -11,7 +12,7 @@
 #   parse   no verification, the same serde_json::from_slice as manual (axum's Json is slower:
 #           it tracks error paths), so `layer vs parse` is the cost of verifying
 # Bodies of 2 KiB and 256 KiB. Each round runs every server once, interleaved, and the table
-# shows each server's median round, so drift in the machine hits all three alike.
+# shows each server's median round, so drift in the machine hits all four alike.
 # Every request goes to 127.0.0.1 only, and each run stops after its duration.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,8 +34,12 @@ if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
   PIN_SERVER=(taskset -c 0) PIN_LOAD=(taskset -c 1)
 fi
 
-cargo build -q --release --example load_server
-BIN=target/release/examples/load_server
+cargo build -q --release -p ringyo-webhook-benches --example load_server
+# The workspace's target directory (benches/ shares the root's), wherever it is configured.
+TARGET_DIR=$(cargo metadata -q --format-version 1 --no-deps \
+  | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+BIN=${TARGET_DIR:-target}/release/examples/load_server
+[ -x "$BIN" ] || { echo "built load_server not found at $BIN" >&2; exit 1; }
 
 cat > "$WORK/post.lua" <<'LUA'
 wrk.method = "POST"

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{body::Incoming, server::conn::http1, Request, Response};
 use hyper_util::{rt::TokioIo, service::TowerToHyperService};
-use ringyo_webhook::{Event, RingyoEvent, RingyoWebhookLayer, VerifiedBody};
+use ringyo_webhook::{middleware::RequestBody, Event, RingyoEvent, RingyoWebhookLayer};
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
 
@@ -46,9 +46,7 @@ pub(crate) async fn serve(
 }
 
 /// Only verified requests get here.
-pub(crate) async fn handle(
-    req: Request<VerifiedBody>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+pub(crate) async fn handle(req: Request<RequestBody>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(
         match RingyoEvent::<Event>::from_extensions(req.extensions()) {
             Ok(event) => Response::new(Full::new(Bytes::from(event.kind.to_string()))),

@@ -14,7 +14,7 @@
 //! Ctrl-C or SIGTERM stops accepting connections, finishes in-flight requests, and drains the
 //! queue before exiting.
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{env::VarError, future::Future, net::SocketAddr, process::ExitCode, time::Duration};
 
 use axum::{
     extract::State,
@@ -23,15 +23,19 @@ use axum::{
     routing::post,
     Json, Router,
 };
-use ringyo_webhook::{
-    testing::{DEFAULT_PATH, DEVELOPMENT_SECRET},
-    Event, MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer,
-};
+use ringyo_webhook::{Event, MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer, SecretError};
 use tokio::{net::TcpListener, sync::mpsc};
 use tower_http::timeout::TimeoutLayer;
 
 /// The path Ringyo is configured to POST to.
-pub(crate) const PATH: &str = DEFAULT_PATH;
+pub(crate) const PATH: &str = "/webhooks/ringyo";
+
+/// The secret used when `RINGYO_WEBHOOK_SECRET` is unset, so the example runs out of the box.
+/// It is public (the `send` example and the test kit sign with it): never use it in production.
+pub(crate) const DEVELOPMENT_SECRET: &str = "whsec_ringyo_local_development_only";
+
+/// Where the receiver listens unless `RINGYO_BIND` says otherwise.
+const DEFAULT_BIND: &str = "127.0.0.1:3000";
 
 /// How many verified events may wait for the background task.
 const QUEUE_CAPACITY: usize = 1024;
@@ -41,37 +45,34 @@ const QUEUE_CAPACITY: usize = 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,ringyo_webhook=debug".into()),
         )
         .init();
-
-    let secret = match std::env::var("RINGYO_WEBHOOK_SECRET") {
-        Ok(secret) => secret,
-        // Only an unset variable falls back; a garbled one must not become a public secret.
-        Err(std::env::VarError::NotPresent) => {
-            tracing::warn!(
-                "RINGYO_WEBHOOK_SECRET is not set: using the development secret \
-                 {DEVELOPMENT_SECRET:?}. Anyone who reads this can sign events; never use it \
-                 in production"
-            );
-            DEVELOPMENT_SECRET.to_owned()
+    match start().await {
+        Ok(()) => {
+            tracing::info!("queue drained, bye");
+            ExitCode::SUCCESS
         }
-        Err(err) => return Err(format!("RINGYO_WEBHOOK_SECRET: {err}").into()),
-    };
-    let bind: SocketAddr = std::env::var("RINGYO_BIND")
-        .unwrap_or_else(|_| "127.0.0.1:3000".to_owned())
-        .parse()?;
+        Err(problem) => {
+            // A sentence for the person at the terminal, not a `Debug` dump.
+            eprintln!("error: {problem}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
-    // Freshness is checked by default (events up to an hour old); the store makes each
-    // delivery run once although Ringyo retries until it sees a 2xx.
-    let layer = RingyoWebhookLayer::new(secret)?.delivery_store(MemoryDeliveryStore::new());
-    let listener = TcpListener::bind(bind).await?;
-    tracing::info!("listening on http://{}{PATH}", listener.local_addr()?);
-
+async fn start() -> Result<(), String> {
+    let layer = layer_from(std::env::var("RINGYO_WEBHOOK_SECRET"))?;
+    let bind = bind_from(std::env::var("RINGYO_BIND").ok())?;
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|err| cannot_listen(bind, &err))?;
+    let addr = listener.local_addr().map_err(|err| err.to_string())?;
+    tracing::info!("listening on http://{addr}{PATH}");
     run(
         listener,
         layer,
@@ -79,9 +80,60 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         log_event,
         shutdown_signal(),
     )
-    .await?;
-    tracing::info!("queue drained, bye");
-    Ok(())
+    .await
+    .map_err(|err| format!("the receiver stopped: {err}"))
+}
+
+/// The layer for the secret in `RINGYO_WEBHOOK_SECRET`, or the development secret if it is
+/// unset.
+///
+/// Freshness is checked by default (events up to an hour old); the store makes each delivery
+/// run once although Ringyo retries until it sees a 2xx.
+pub(crate) fn layer_from(secret: Result<String, VarError>) -> Result<RingyoWebhookLayer, String> {
+    let secret = match secret {
+        Ok(secret) => secret,
+        // Only an unset variable falls back; a garbled one must not become a public secret.
+        Err(VarError::NotPresent) => {
+            tracing::warn!(
+                "RINGYO_WEBHOOK_SECRET is not set: using the development secret \
+                 {DEVELOPMENT_SECRET:?}. Anyone who reads this can sign events; never use it \
+                 in production"
+            );
+            DEVELOPMENT_SECRET.to_owned()
+        }
+        Err(VarError::NotUnicode(_)) => {
+            return Err("RINGYO_WEBHOOK_SECRET is not valid UTF-8; Ringyo's secrets are".into())
+        }
+    };
+    let layer = RingyoWebhookLayer::new(secret).map_err(|err| match err {
+        SecretError::Empty => "RINGYO_WEBHOOK_SECRET is empty; set it to your endpoint's \
+                               secret (whsec_...), or unset it to use the development secret"
+            .to_owned(),
+        SecretError::SurroundingWhitespace => "RINGYO_WEBHOOK_SECRET has whitespace at its \
+                                               start or end (a trailing newline?); Ringyo's \
+                                               secrets have none"
+            .to_owned(),
+        other => format!("RINGYO_WEBHOOK_SECRET cannot be used: {other}"),
+    })?;
+    Ok(layer.delivery_store(MemoryDeliveryStore::new()))
+}
+
+/// The address in `RINGYO_BIND`, or the default.
+pub(crate) fn bind_from(bind: Option<String>) -> Result<SocketAddr, String> {
+    let bind = bind.unwrap_or_else(|| DEFAULT_BIND.to_owned());
+    bind.parse().map_err(|_| {
+        format!("RINGYO_BIND is {bind:?}, which is not an address and port such as {DEFAULT_BIND}")
+    })
+}
+
+/// Why the receiver cannot listen on `addr`, and what to do about it.
+pub(crate) fn cannot_listen(addr: SocketAddr, err: &std::io::Error) -> String {
+    let reason = match err.kind() {
+        std::io::ErrorKind::AddrInUse => "address in use".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => err.to_string(),
+    };
+    format!("cannot listen on {addr}: {reason}; set RINGYO_BIND to another address")
 }
 
 /// Serves the webhook route until `shutdown` resolves, then drains the queue.

@@ -32,6 +32,8 @@ Options:
   --wrong-secret     sign with another secret          (expect 401 invalid_signature)
   --stale            a timestamp two hours old         (expect 401 timestamp_out_of_tolerance)
   --no-signature     leave out x-ringyo-signature      (expect 401 missing_signature)
+  --replay           send each delivery twice, the same bytes: Ringyo's retry of a delivery
+                     (expect the second answered 200 as a duplicate, with a delivery store)
   -h, --help         show this";
 
 #[tokio::main]
@@ -76,6 +78,8 @@ pub(crate) struct Options {
     pub(crate) secret: String,
     pub(crate) events: Vec<String>,
     pub(crate) fault: Option<Fault>,
+    /// Send each delivery a second time, byte for byte.
+    pub(crate) replay: bool,
 }
 
 impl Options {
@@ -89,6 +93,7 @@ impl Options {
             secret: env_secret.unwrap_or_else(|| DEVELOPMENT_SECRET.to_owned()),
             events: Vec::new(),
             fault: None,
+            replay: false,
         };
         let mut all = false;
         let mut args = args.into_iter();
@@ -102,6 +107,7 @@ impl Options {
                 "--url" => options.url = args.next().ok_or("--url needs a value")?,
                 "--secret" => options.secret = args.next().ok_or("--secret needs a value")?,
                 "--all" => all = true,
+                "--replay" => options.replay = true,
                 "--tamper" => fault(Fault::Tamper)?,
                 "--wrong-secret" => fault(Fault::WrongSecret)?,
                 "--stale" => fault(Fault::Stale)?,
@@ -166,41 +172,55 @@ pub(crate) async fn send_all(
         if let Some(fault) = options.fault {
             delivery = delivery.fault(fault);
         }
+        // Each `TestDelivery` is a delivery of its own; its bytes again are a replay of it.
         let (body, signature) = delivery.body_and_signature();
-        let mut request = client
-            .post(&options.url)
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(signature) = signature {
-            request = request.header("x-ringyo-signature", signature);
+        for _ in 0..if options.replay { 2 } else { 1 } {
+            let outcome = send_one(&client, options, event, &body, signature.as_deref()).await?;
+            report(&outcome);
+            outcomes.push(outcome);
         }
-        let started = Instant::now();
-        let response = request.send().await.map_err(|err| {
-            if err.is_connect() {
-                format!(
-                    "cannot reach the receiver at {}: is it running? Start it with \
-                     `cargo run --example receiver`, or point --url at yours",
-                    options.url
-                )
-            } else {
-                format!("sending {event} to {} failed: {err}", options.url)
-            }
-        })?;
-        let status = response.status().as_u16();
-        let duplicate = response.headers().contains_key("x-webhook-duplicate");
-        let body = response.bytes().await.unwrap_or_default();
-        let code = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|json| json["error"].as_str().map(str::to_owned));
-        let outcome = Outcome {
-            event: event.clone(),
-            status,
-            code,
-            duplicate,
-            elapsed: started.elapsed(),
-        };
-        report(&outcome);
-        outcomes.push(outcome);
     }
     Ok(outcomes)
+}
+
+/// POSTs one delivery and reads the answer.
+async fn send_one(
+    client: &reqwest::Client,
+    options: &Options,
+    event: &str,
+    body: &str,
+    signature: Option<&str>,
+) -> Result<Outcome, String> {
+    let mut request = client
+        .post(&options.url)
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(signature) = signature {
+        request = request.header("x-ringyo-signature", signature);
+    }
+    let started = Instant::now();
+    let response = request.send().await.map_err(|err| {
+        if err.is_connect() {
+            format!(
+                "cannot reach the receiver at {}: is it running? Start it with \
+                 `cargo run --example receiver`, or point --url at yours",
+                options.url
+            )
+        } else {
+            format!("sending {event} to {} failed: {err}", options.url)
+        }
+    })?;
+    let status = response.status().as_u16();
+    let duplicate = response.headers().contains_key("x-webhook-duplicate");
+    let body = response.bytes().await.unwrap_or_default();
+    let code = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|json| json["error"].as_str().map(str::to_owned));
+    Ok(Outcome {
+        event: event.to_owned(),
+        status,
+        code,
+        duplicate,
+        elapsed: started.elapsed(),
+    })
 }

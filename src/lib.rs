@@ -1,17 +1,20 @@
-//! The receiving side of [Ringyo AI](https://ringyo.ai) webhooks: only genuine deliveries reach
-//! your handlers, as typed Rust values.
+//! The receiving side of [Ringyo AI](https://ringyo.ai) webhooks: only genuine, fresh
+//! deliveries reach your handlers, as typed Rust values.
 //!
 //! Ringyo signs each delivery with HMAC-SHA256 over the raw body, keyed with the endpoint's
 //! whole `whsec_...` secret, and sends the hex digest in `x-ringyo-signature`. This crate:
 //!
 //! - [`RingyoWebhookLayer`], a tower layer for axum, hyper and tonic: buffers the body up to a
-//!   limit, verifies the signature over those exact bytes in constant time, and answers anything
-//!   else with a JSON 401/413/400 before a handler runs;
+//!   limit, verifies the signature over those exact bytes in constant time, checks the signed
+//!   `timestamp` is fresh, and answers anything else with a JSON error before a handler runs;
 //! - [`RingyoEvent<T>`], an axum extractor that deserializes the verified payload into the
 //!   crate's [`Event`] enum, `serde_json::Value` or your own type;
-//! - replay protection: the signed `timestamp` must be fresh (on by default), and an optional
-//!   [`DeliveryStore`] makes each delivery run its handler once despite Ringyo's retries;
-//! - [`Verifier`] and [`verify`], the same check as plain functions for code outside tower.
+//! - a [`DeliveryStore`] (opt-in) so each delivery runs its handler once despite Ringyo's
+//!   retries;
+//! - [`RingyoEvent::verify`], the same checks in one call for code outside tower (a serverless
+//!   function, a queue consumer), with a [`Verifier`].
+//!
+//! Every refusal is a [`Rejection`]: one [`RejectionKind`] with one status and one stable code.
 //!
 //! # Quick start
 //!
@@ -38,10 +41,20 @@
 //! # }
 //! ```
 //!
+//! # Where things are
+//!
+//! - [`verify`]: secrets, the signature header, the freshness window ([`Verifier`]).
+//! - [`event`]: event names, typed events and lenient payload [`model`]s.
+//! - [`middleware`]: the layer, its service, response future and bodies.
+//! - [`replay`]: delivery stores, for exactly-once handling.
+//! - [`extract`]: [`RingyoEvent`] and [`VerifiedPayload`], and their axum extractors.
+//! - [`rejection`]: the one table of failures.
+//! - `testing` (feature `test-util`): signed test deliveries and sample payloads.
+//!
 //! # Features
 //!
-//! - `axum` (default): the extractors and `IntoResponse` for the rejections.
-//! - `test-util`: [`testing`], signing helpers for your own tests.
+//! - `axum` (default): the extractors and `IntoResponse` for [`Rejection`].
+//! - `test-util`: `testing`, signing helpers for your own tests.
 //!
 //! # Traps this crate handles
 //!
@@ -54,43 +67,31 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[macro_use]
-mod macros;
-
-mod body;
-mod buffer;
-mod envelope;
-mod error;
-mod event;
-mod extract;
-mod future;
-mod layer;
-pub mod model;
-mod payload;
-mod rejection;
-mod replay;
-mod service;
-mod store;
+pub mod event;
+pub mod extract;
+pub mod middleware;
+pub mod rejection;
+pub mod replay;
 #[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;
-mod verify;
+pub mod verify;
 
-pub use body::{ResponseBody, VerifiedBody};
-pub use error::{Rejection, RejectionKind};
-pub use event::{Event, EventKind, FromEventData};
-pub use extract::RingyoEvent;
-pub use future::{ResponseFuture, DUPLICATE_HEADER};
-pub use layer::RingyoWebhookLayer;
-pub use payload::VerifiedPayload;
-pub use rejection::{
-    InvalidEnvelope, InvalidEventData, InvalidJson, MissingLayer, RingyoEventRejection,
-};
-pub use replay::{Clock, SystemClock};
-pub use service::RingyoWebhook;
-pub use store::{Claim, DeliveryStore, MemoryDeliveryStore, StoreError, StoreFuture};
+pub use event::{model, Event, EventKind, FromEventData};
+pub use extract::{RingyoEvent, VerifiedPayload};
+pub use middleware::RingyoWebhookLayer;
+pub use rejection::{Rejection, RejectionKind};
+pub use replay::{Claim, DeliveryStore, MemoryDeliveryStore, StoreError};
 pub use verify::{
-    verify, DeliveryId, SecretError, Signature, Verified, Verifier, VerifyError, SIGNATURE_HEADER,
+    Clock, DeliveryId, SecretError, Signature, SignatureError, SystemClock, Verifier,
+    SIGNATURE_HEADER,
 };
+
+// The crates whose types appear in this API, so users name the same versions.
+pub use bytes;
+pub use chrono;
+pub use http;
+pub use serde_json;
 
 // Compiles README.md's Rust examples as doctests, so they cannot drift from the API.
 #[cfg(doctest)]

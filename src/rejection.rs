@@ -1,157 +1,280 @@
-//! Rejections of the [`RingyoEvent`](crate::RingyoEvent) extractor.
+//! The one vocabulary of failures: every way a delivery can be refused, by the layer, an
+//! extractor or [`RingyoEvent::verify`](crate::RingyoEvent::verify), is a [`RejectionKind`] with
+//! one status, one stable code and one message, all defined in the table below.
 //!
-//! One type per failure, each with one status and one stable code, and an enum over them, as
-//! axum-core does for its own extractors.
+//! On the wire every rejection is `{"error": "<code>", "message": "<text>"}` with
+//! `content-type: application/json`, ending in a newline. The code is for machines and never
+//! changes; the message is for people and may carry a detail (a position, a field path, the
+//! limit), never a secret or a payload value.
 
 use std::{borrow::Cow, fmt};
 
-use http::StatusCode;
-
 use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::error::json_error;
-
-macro_rules! rejection {
-    ($(#[$meta:meta])* $name:ident, $status:ident, $code:literal) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone)]
-        pub struct $name {
-            message: Cow<'static, str>,
+/// Declares [`RejectionKind`] from one table, so a status, a code and a message can never be
+/// defined twice.
+macro_rules! kinds {
+    ($(
+        $(#[$doc:meta])*
+        $kind:ident => $status:ident, $code:literal, $message:literal;
+    )*) => {
+        /// Why a delivery was refused, each kind with one status, one stable code and one
+        /// message.
+        ///
+        /// | kind | status | code |
+        /// |---|---|---|
+        $(#[doc = concat!("| `", stringify!($kind), "` | ", stringify!($status), " | `", $code, "` |")])*
+        ///
+        /// The 409 and 503 answers carry `Retry-After`: Ringyo retries any non-2xx answer, so
+        /// nothing is lost.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum RejectionKind {
+            $( $(#[$doc])* $kind, )*
         }
 
-        impl $name {
-            pub(crate) fn new(message: impl Into<Cow<'static, str>>) -> Self {
-                Self { message: message.into() }
+        impl RejectionKind {
+            /// Every kind, in the order of the table.
+            pub const ALL: &'static [RejectionKind] = &[$(Self::$kind),*];
+
+            /// The HTTP status this kind answers with.
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $( Self::$kind => StatusCode::$status, )*
+                }
             }
 
-            /// The HTTP status of this rejection.
-            pub fn status(&self) -> StatusCode {
-                StatusCode::$status
+            /// The stable, machine-readable code in the JSON body's `error` field.
+            pub fn code(self) -> &'static str {
+                match self {
+                    $( Self::$kind => $code, )*
+                }
             }
 
-            /// The stable error code in the JSON body's `error` field.
-            pub fn code(&self) -> &'static str {
-                $code
-            }
-
-            /// The human-readable message in the JSON body's `message` field.
-            pub fn body_text(&self) -> &str {
-                &self.message
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.message)
-            }
-        }
-
-        impl std::error::Error for $name {}
-
-        impl From<$name> for RingyoEventRejection {
-            fn from(rejection: $name) -> Self {
-                Self::$name(rejection)
-            }
-        }
-
-        #[cfg(feature = "axum")]
-        impl axum_core::response::IntoResponse for $name {
-            fn into_response(self) -> axum_core::response::Response {
-                json_error(self.status(), self.code(), &self.message)
-                    .map(axum_core::body::Body::from)
+            /// The human-readable message in the JSON body's `message` field, before any
+            /// detail.
+            pub fn message(self) -> &'static str {
+                match self {
+                    $( Self::$kind => $message, )*
+                }
             }
         }
     };
 }
 
-rejection! {
-    /// The route has no [`RingyoWebhookLayer`](crate::RingyoWebhookLayer), so there are no
-    /// verified bytes: 500 `webhook_layer_missing`. Unverified bytes are never parsed.
-    MissingLayer, INTERNAL_SERVER_ERROR, "webhook_layer_missing"
+kinds! {
+    /// No `x-ringyo-signature` header. Answered before the body is read.
+    MissingSignature => UNAUTHORIZED, "missing_signature",
+        "the x-ringyo-signature header is missing";
+    /// The header is not 64 hex digits (after an optional `sha256=`). Answered before the body
+    /// is read.
+    MalformedSignature => UNAUTHORIZED, "invalid_signature",
+        "the x-ringyo-signature header is not 64 hex digits";
+    /// The signature matches the body under none of the secrets.
+    SignatureMismatch => UNAUTHORIZED, "invalid_signature",
+        "the signature does not match the request body";
+    /// The header is repeated with different values. Answered before the body is read.
+    ConflictingSignatures => UNAUTHORIZED, "conflicting_signatures",
+        "the x-ringyo-signature header appears more than once with different values";
+    /// The body is larger than the limit, by its `Content-Length` (body not read) or while
+    /// streaming.
+    PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large",
+        "the request body is larger than the limit";
+    /// The body could not be read to its end (the client went away, or sent a broken chunk).
+    BodyReadFailed => BAD_REQUEST, "body_read_failed",
+        "the request body could not be read to its end";
+    /// The signed `timestamp` is older, or further in the future, than the tolerance: a replay,
+    /// or an event whose retries outlived the window.
+    TimestampOutOfTolerance => UNAUTHORIZED, "timestamp_out_of_tolerance",
+        "the event's timestamp is outside the accepted window";
+    /// The verified body is not valid JSON.
+    InvalidJson => BAD_REQUEST, "invalid_json",
+        "the body is not valid JSON";
+    /// The verified body is JSON but not an event envelope: not an object, no string `event`,
+    /// or a field given twice.
+    InvalidEnvelope => UNPROCESSABLE_ENTITY, "invalid_envelope",
+        "the body is not a Ringyo event envelope";
+    /// The envelope has no `timestamp`, or one that is not an RFC 3339 date-time.
+    InvalidTimestamp => UNPROCESSABLE_ENTITY, "invalid_timestamp",
+        "the envelope has no RFC 3339 `timestamp`";
+    /// The envelope is fine but its `data` does not fit the handler's type. The crate's own
+    /// [`Event`](crate::Event) never gives this for an object `data`.
+    InvalidEventData => UNPROCESSABLE_ENTITY, "invalid_event_data",
+        "the event's `data` does not fit the receiver's type";
+    /// With a delivery store: the same delivery is being handled by another request right now;
+    /// a retry gets the outcome.
+    DeliveryInProgress => CONFLICT, "delivery_in_progress",
+        "this delivery is being handled by another request; retry later";
+    /// With a delivery store: the store failed, so the layer cannot tell whether the delivery
+    /// was handled already.
+    StoreUnavailable => SERVICE_UNAVAILABLE, "delivery_store_unavailable",
+        "the receiver cannot check for duplicate deliveries right now; retry later";
+    /// An extractor ran on a route without [`RingyoWebhookLayer`](crate::RingyoWebhookLayer),
+    /// so nothing verified the bytes; they are not parsed. A bug in the receiver, not the
+    /// sender's fault.
+    MissingLayer => INTERNAL_SERVER_ERROR, "webhook_layer_missing",
+        "the webhook route has no RingyoWebhookLayer, so the delivery cannot be verified";
 }
 
-rejection! {
-    /// The verified body is not valid JSON: 400 `invalid_json`.
-    InvalidJson, BAD_REQUEST, "invalid_json"
-}
-
-rejection! {
-    /// The verified body is JSON but not an event envelope (no `event`, no valid `timestamp`,
-    /// not an object): 422 `invalid_envelope`.
-    InvalidEnvelope, UNPROCESSABLE_ENTITY, "invalid_envelope"
-}
-
-rejection! {
-    /// The envelope is fine but its `data` does not fit the handler's type: 422
-    /// `invalid_event_data`. The crate's own [`Event`](crate::Event) never gives this for an
-    /// object `data`.
-    InvalidEventData, UNPROCESSABLE_ENTITY, "invalid_event_data"
-}
-
-/// Why [`RingyoEvent`](crate::RingyoEvent) could not be extracted.
-///
-/// | variant | status | code |
-/// |---|---|---|
-/// | [`MissingLayer`] | 500 | `webhook_layer_missing` |
-/// | [`InvalidJson`] | 400 | `invalid_json` |
-/// | [`InvalidEnvelope`] | 422 | `invalid_envelope` |
-/// | [`InvalidEventData`] | 422 | `invalid_event_data` |
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum RingyoEventRejection {
-    /// See [`MissingLayer`].
-    MissingLayer(MissingLayer),
-    /// See [`InvalidJson`].
-    InvalidJson(InvalidJson),
-    /// See [`InvalidEnvelope`].
-    InvalidEnvelope(InvalidEnvelope),
-    /// See [`InvalidEventData`].
-    InvalidEventData(InvalidEventData),
-}
-
-impl RingyoEventRejection {
-    /// The HTTP status of this rejection.
-    pub fn status(&self) -> StatusCode {
-        self.inner().0
-    }
-
-    /// The stable error code in the JSON body's `error` field.
-    pub fn code(&self) -> &'static str {
-        self.inner().1
-    }
-
-    /// The human-readable message in the JSON body's `message` field.
-    pub fn body_text(&self) -> &str {
-        self.inner().2
-    }
-
-    /// The JSON answer, `{"error": code, "message": text}`, for code outside axum (where
-    /// `IntoResponse` does this).
-    pub fn to_response(&self) -> http::Response<Bytes> {
-        json_error(self.status(), self.code(), self.body_text())
-    }
-
-    fn inner(&self) -> (StatusCode, &'static str, &str) {
+impl RejectionKind {
+    /// The `Retry-After` the answer carries, in seconds, for kinds a retry can cure.
+    pub fn retry_after(self) -> Option<u32> {
         match self {
-            Self::MissingLayer(r) => (r.status(), r.code(), r.body_text()),
-            Self::InvalidJson(r) => (r.status(), r.code(), r.body_text()),
-            Self::InvalidEnvelope(r) => (r.status(), r.code(), r.body_text()),
-            Self::InvalidEventData(r) => (r.status(), r.code(), r.body_text()),
+            // Ringyo retries on its own schedule anyway; this tells other clients and proxies.
+            Self::DeliveryInProgress | Self::StoreUnavailable => Some(5),
+            _ => None,
         }
     }
 }
 
-impl fmt::Display for RingyoEventRejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.body_text())
+/// A refused delivery: a [`RejectionKind`] and, where it helps, a detail.
+///
+/// The layer answers with it (and puts it in the response's extensions, so outer middleware can
+/// tell a rejection from a handler's own answer), the extractors reject with it, and
+/// [`RingyoEvent::verify`](crate::RingyoEvent::verify) returns it.
+///
+/// ```
+/// use ringyo_webhook::{Rejection, RejectionKind};
+/// # fn inspect(response: &http::Response<()>) {
+/// if let Some(rejection) = response.extensions().get::<Rejection>() {
+///     if rejection.kind() == RejectionKind::PayloadTooLarge {
+///         // count it, alert on it, ...
+///     }
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    kind: RejectionKind,
+    detail: Option<Cow<'static, str>>,
+}
+
+impl Rejection {
+    pub(crate) fn new(kind: RejectionKind) -> Self {
+        Self { kind, detail: None }
+    }
+
+    /// Adds a detail to the kind's message: a position, a path or a limit, never a value.
+    pub(crate) fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> RejectionKind {
+        self.kind
+    }
+
+    /// The HTTP status of the rejection response.
+    pub fn status(&self) -> StatusCode {
+        self.kind.status()
+    }
+
+    /// The stable error code; see [`RejectionKind::code`].
+    pub fn code(&self) -> &'static str {
+        self.kind.code()
+    }
+
+    /// The detail after the kind's message, if any.
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
+    }
+
+    /// The JSON answer, `{"error": code, "message": text}`, with this rejection in its
+    /// extensions. axum users get it through `IntoResponse`; this is for code outside axum.
+    pub fn to_response(&self) -> Response<Bytes> {
+        #[derive(serde::Serialize)]
+        struct Wire<'a> {
+            error: &'a str,
+            message: String,
+        }
+        // Serializing two strings into a Vec cannot fail.
+        let mut body = serde_json::to_vec(&Wire {
+            error: self.code(),
+            message: self.to_string(),
+        })
+        .unwrap_or_default();
+        body.push(b'\n');
+        let mut response = Response::new(Bytes::from(body));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(seconds) = self.kind.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response.extensions_mut().insert(self.clone());
+        response
     }
 }
 
-impl std::error::Error for RingyoEventRejection {}
+impl From<RejectionKind> for Rejection {
+    fn from(kind: RejectionKind) -> Self {
+        Self::new(kind)
+    }
+}
 
-#[cfg(feature = "axum")]
-impl axum_core::response::IntoResponse for RingyoEventRejection {
-    fn into_response(self) -> axum_core::response::Response {
-        self.to_response().map(axum_core::body::Body::from)
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind.message())?;
+        match &self.detail {
+            Some(detail) => write!(f, ": {detail}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn response_is_the_json_shape_with_a_trailing_newline() {
+        let rejection =
+            Rejection::new(RejectionKind::PayloadTooLarge).with_detail("1024 bytes at most");
+        let response = rejection.to_response();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        assert!(response.body().ends_with(b"}\n"));
+        let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        assert_eq!(body["error"], "payload_too_large");
+        assert_eq!(
+            body["message"],
+            "the request body is larger than the limit: 1024 bytes at most"
+        );
+        let attached = response.extensions().get::<Rejection>().unwrap();
+        assert_eq!(attached, &rejection);
+    }
+
+    #[test]
+    fn retryable_kinds_say_when_to_retry() {
+        for kind in RejectionKind::ALL {
+            let response = Rejection::new(*kind).to_response();
+            let retry_after = response.headers().get(header::RETRY_AFTER);
+            let retryable = matches!(kind.status().as_u16(), 409 | 503);
+            assert_eq!(retry_after.is_some(), retryable, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn codes_are_snake_case_and_only_signature_failures_share_one() {
+        let mut seen = HashSet::new();
+        for kind in RejectionKind::ALL {
+            let code = kind.code();
+            assert!(code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert!(!kind.message().is_empty());
+            if !seen.insert(code) {
+                // A malformed header and a wrong one are both "invalid": the sender cannot
+                // act on the difference, and an attacker learns nothing from it.
+                assert_eq!(code, "invalid_signature");
+            }
+        }
     }
 }

@@ -5,7 +5,7 @@ mod common;
 use axum::{http::StatusCode, routing::post, Json, Router};
 use common::{deliver, envelope, serve, sign};
 use ringyo_webhook::{
-    model::CallStatus, Event, EventKind, RingyoEvent, RingyoEventRejection, VerifiedPayload,
+    model::CallStatus, Event, EventKind, Rejection, RingyoEvent, VerifiedPayload,
 };
 use serde_json::{json, Value};
 
@@ -177,23 +177,35 @@ async fn verified_body_that_is_not_json_is_400_invalid_json() {
 }
 
 #[tokio::test]
-async fn envelope_without_event_or_timestamp_is_422_invalid_envelope() {
+async fn envelope_without_event_or_timestamp_is_422_with_its_own_code() {
     let addr = serve(Router::new().route(
         "/",
         post(typed).route_layer(common::layer().skip_timestamp_check()),
     ))
     .await;
-    for body in [
-        json!({"timestamp": "2024-01-15T10:30:00Z", "data": {}}),
-        json!({"event": "call.completed", "data": {}}),
-        json!({"event": "call.completed", "timestamp": "last tuesday"}),
-        json!({"event": 7, "timestamp": "2024-01-15T10:30:00Z"}),
-        json!([1, 2, 3]),
+    for (body, code) in [
+        (
+            json!({"timestamp": "2024-01-15T10:30:00Z", "data": {}}),
+            "invalid_envelope",
+        ),
+        (
+            json!({"event": "call.completed", "data": {}}),
+            "invalid_timestamp",
+        ),
+        (
+            json!({"event": "call.completed", "timestamp": "last tuesday"}),
+            "invalid_timestamp",
+        ),
+        (
+            json!({"event": 7, "timestamp": "2024-01-15T10:30:00Z"}),
+            "invalid_envelope",
+        ),
+        (json!([1, 2, 3]), "invalid_envelope"),
     ] {
         let body = serde_json::to_vec(&body).unwrap();
         let (status, json, _) = deliver(addr, "/", body.clone(), Some(&sign(&body))).await;
         assert_eq!(status, 422, "{json}");
-        assert_eq!(json["error"], "invalid_envelope");
+        assert_eq!(json["error"], code);
     }
 }
 
@@ -228,7 +240,7 @@ async fn handler_keeps_verified_bytes_when_its_type_does_not_fit() {
     }
     async fn handler(
         payload: VerifiedPayload,
-        event: Result<RingyoEvent<Strict>, RingyoEventRejection>,
+        event: Result<RingyoEvent<Strict>, Rejection>,
     ) -> (StatusCode, Vec<u8>) {
         match event {
             Ok(_) => (StatusCode::OK, b"parsed".to_vec()),
@@ -262,14 +274,24 @@ async fn body_extractor_after_the_layer_shares_the_verified_bytes_without_a_copy
 }
 
 #[tokio::test]
-async fn default_settings_answer_each_broken_envelope_with_its_own_code() {
-    let addr = serve(Router::new().route("/", post(typed).route_layer(common::layer()))).await;
-    let cases: [(&[u8], u16, &str); 4] = [
+async fn broken_envelopes_get_the_same_answer_with_the_timestamp_check_on_or_off() {
+    let on = serve(Router::new().route("/", post(typed).route_layer(common::layer()))).await;
+    let off = serve(Router::new().route(
+        "/",
+        post(typed).route_layer(common::layer().skip_timestamp_check()),
+    ))
+    .await;
+    let cases: [(&[u8], u16, &str); 5] = [
         (b"{\"event\": \"call.completed\", ", 400, "invalid_json"),
-        (b"\"just a string\"", 400, "invalid_timestamp"),
+        (b"\"just a string\"", 422, "invalid_envelope"),
         (
             br#"{"event":"call.completed","data":{}}"#,
-            400,
+            422,
+            "invalid_timestamp",
+        ),
+        (
+            br#"{"event":"call.completed","timestamp":"yesterday","data":{}}"#,
+            422,
             "invalid_timestamp",
         ),
         (
@@ -279,11 +301,13 @@ async fn default_settings_answer_each_broken_envelope_with_its_own_code() {
         ),
     ];
     for (body, status, code) in cases {
-        let (got, json, _) = deliver(addr, "/", body.to_vec(), Some(&sign(body))).await;
-        assert_eq!(
-            (got, json["error"].as_str()),
-            (status, Some(code)),
-            "{json}"
-        );
+        for addr in [on, off] {
+            let (got, json, _) = deliver(addr, "/", body.to_vec(), Some(&sign(body))).await;
+            assert_eq!(
+                (got, json["error"].as_str()),
+                (status, Some(code)),
+                "{json}"
+            );
+        }
     }
 }

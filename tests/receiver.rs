@@ -146,3 +146,44 @@ async fn shutdown_finishes_in_flight_requests_and_drains_the_queue() {
     }
     assert_eq!(done, 6, "every accepted event is processed before exit");
 }
+
+#[test]
+fn configuration_problems_are_sentences_that_say_what_to_do() {
+    let problem = |secret: &str| receiver::layer_from(Ok(secret.into())).unwrap_err();
+    assert_eq!(
+        problem("whsec_abc\n"),
+        "RINGYO_WEBHOOK_SECRET has whitespace at its start or end (a trailing newline?); \
+         Ringyo's secrets have none"
+    );
+    assert!(problem("").starts_with("RINGYO_WEBHOOK_SECRET is empty;"));
+    assert!(receiver::layer_from(Err(std::env::VarError::NotPresent)).is_ok());
+
+    assert_eq!(
+        receiver::bind_from(None).unwrap().to_string(),
+        "127.0.0.1:3000"
+    );
+    assert_eq!(
+        receiver::bind_from(Some("localhost".into())).unwrap_err(),
+        "RINGYO_BIND is \"localhost\", which is not an address and port such as 127.0.0.1:3000"
+    );
+}
+
+#[tokio::test]
+async fn address_in_use_is_a_sentence_that_names_the_fix() {
+    let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = taken.local_addr().unwrap();
+    let err = TcpListener::bind(addr).await.unwrap_err();
+    assert_eq!(
+        receiver::cannot_listen(addr, &err),
+        format!("cannot listen on {addr}: address in use; set RINGYO_BIND to another address")
+    );
+}
+
+#[test]
+fn development_secret_is_the_one_the_test_kit_and_sender_use() {
+    assert_eq!(
+        receiver::DEVELOPMENT_SECRET,
+        ringyo_webhook::testing::DEVELOPMENT_SECRET
+    );
+    assert_eq!(receiver::PATH, ringyo_webhook::testing::DEFAULT_PATH);
+}

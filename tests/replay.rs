@@ -15,8 +15,9 @@ use axum::{extract::State, http::StatusCode, routing::post, Router};
 use chrono::{DateTime, TimeDelta, Utc};
 use common::{deliver, sign, SECRET};
 use ringyo_webhook::{
+    middleware::DUPLICATE_HEADER,
     testing::{ManualClock, TestDelivery},
-    Clock, DeliveryId, MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer, DUPLICATE_HEADER,
+    Clock, DeliveryId, MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer,
 };
 use serde_json::json;
 
@@ -118,7 +119,7 @@ async fn timestamps_inside_the_window_pass_and_outside_are_401() {
 }
 
 #[tokio::test]
-async fn missing_or_malformed_timestamp_is_400_not_401_and_not_a_pass() {
+async fn missing_or_malformed_timestamp_is_422_not_401_and_not_a_pass() {
     let handler = handler(Duration::ZERO, 0);
     let addr = serve(layer_at_now(), handler.clone()).await;
     for body in [
@@ -128,7 +129,7 @@ async fn missing_or_malformed_timestamp_is_400_not_401_and_not_a_pass() {
     ] {
         let body = serde_json::to_vec(&body).unwrap();
         let (status, json, _) = send(addr, &body).await;
-        assert_eq!(status, 400, "{json}");
+        assert_eq!(status, 422, "{json}");
         assert_eq!(json["error"], "invalid_timestamp");
     }
     let (status, json, _) = send(addr, b"not json at all").await;

@@ -121,3 +121,35 @@ async fn spans_name_the_event_and_outcome_but_never_secrets_or_payload_values() 
         assert!(!logs.contains(leaked), "logs leak {leaked:?}:\n{logs}");
     }
 }
+
+#[tokio::test]
+async fn each_rejection_is_logged_once() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = Router::new().route(
+        "/",
+        post(|_: RingyoEvent| async {}).route_layer(common::layer()),
+    );
+    let addr = serve(app).await;
+
+    let body = envelope("call.completed", json!({}));
+    let forged = ringyo_webhook::testing::sign("whsec_wrong", &body).unwrap();
+    assert_eq!(deliver(addr, "/", body.clone(), Some(&forged)).await.0, 401);
+    assert_eq!(deliver(addr, "/", body.clone(), None).await.0, 401);
+    assert_eq!(
+        deliver(addr, "/", b"{".to_vec(), Some(&sign(b"{"))).await.0,
+        400
+    );
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let rejections = logs
+        .lines()
+        .filter(|line| line.contains("rejected delivery"))
+        .count();
+    assert_eq!(rejections, 3, "{logs}");
+}

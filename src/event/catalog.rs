@@ -9,7 +9,7 @@ use serde::{
     Deserialize,
 };
 
-use crate::model::{Agent, Appointment, Call, Credits, PhoneNumber};
+use super::model::{Agent, Appointment, Call, Credits, PhoneNumber};
 
 /// How the `data` of an event is typed in [`RingyoEvent<T>`](crate::RingyoEvent).
 ///

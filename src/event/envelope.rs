@@ -13,29 +13,30 @@ use chrono::{DateTime, Utc};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::event::{EventKind, FromEventData};
+use super::{EventKind, FromEventData};
+use crate::rejection::{Rejection, RejectionKind};
 
 /// Why verified bytes are not a usable event.
 ///
-/// Messages carry positions, never values: a body may hold phone numbers and transcripts.
+/// Messages carry positions and field paths, never values: a body may hold phone numbers and
+/// transcripts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum EnvelopeError {
-    #[error("the body is not valid JSON (line {line}, column {column})")]
+    #[error("line {line}, column {column}")]
     Syntax { line: usize, column: usize },
-    #[error(
-        "the body is not a Ringyo event envelope, a JSON object (line {line}, column {column})"
-    )]
+    #[error("a JSON object is expected (line {line}, column {column})")]
     Shape { line: usize, column: usize },
-    #[error("the envelope has no string `event` field")]
+    #[error("it has no string `event` field")]
     MissingEvent,
-    #[error("the envelope has no string `timestamp` field")]
+    #[error("it has none")]
     MissingTimestamp,
-    #[error("the envelope's `timestamp` is not an RFC 3339 date-time")]
+    #[error("it is not an RFC 3339 date-time")]
     InvalidTimestamp,
-    #[error("the envelope has more than one `{0}` field")]
+    #[error("it has more than one `{0}` field")]
     Duplicate(&'static str),
-    #[error("the event's `data` does not fit the receiver's type (line {line}, column {column})")]
-    Data { line: usize, column: usize },
+    /// Where in `data`, and what was expected there.
+    #[error("{0}")]
+    Data(String),
 }
 
 impl EnvelopeError {
@@ -47,6 +48,25 @@ impl EnvelopeError {
         } else {
             Self::Syntax { line, column }
         }
+    }
+
+    /// The rejection kind this error answers with: the one mapping from envelope errors to
+    /// answers, used by the layer and the extractor alike.
+    fn kind(&self) -> RejectionKind {
+        match self {
+            Self::Syntax { .. } => RejectionKind::InvalidJson,
+            Self::Shape { .. } | Self::MissingEvent | Self::Duplicate(_) => {
+                RejectionKind::InvalidEnvelope
+            }
+            Self::MissingTimestamp | Self::InvalidTimestamp => RejectionKind::InvalidTimestamp,
+            Self::Data(_) => RejectionKind::InvalidEventData,
+        }
+    }
+}
+
+impl From<EnvelopeError> for Rejection {
+    fn from(err: EnvelopeError) -> Self {
+        Rejection::new(err.kind()).with_detail(err.to_string())
     }
 }
 
@@ -128,7 +148,7 @@ pub(crate) struct Parsed<T> {
 
 /// Parses verified bytes into an event whose `data` is `T`.
 pub(crate) fn parse<T: FromEventData>(body: &[u8]) -> Result<Parsed<T>, EnvelopeError> {
-    let mut data_failed = false;
+    let mut data_failed = None;
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let result = deserializer
         .deserialize_map(EventVisitor::<T> {
@@ -140,17 +160,59 @@ pub(crate) fn parse<T: FromEventData>(body: &[u8]) -> Result<Parsed<T>, Envelope
         Ok(parsed) => parsed,
         // Broken JSON is a syntax error even inside `data`.
         Err(err) if err.is_syntax() || err.is_eof() => Err(EnvelopeError::from_json(&err)),
-        Err(err) if data_failed => Err(EnvelopeError::Data {
-            line: err.line(),
-            column: err.column(),
-        }),
-        Err(err) => Err(EnvelopeError::from_json(&err)),
+        Err(err) => match data_failed {
+            Some(kind) => Err(data_error::<T>(&kind, raw_data(body))),
+            None => Err(EnvelopeError::from_json(&err)),
+        },
     }
 }
 
+/// The raw text of a body's `data` (`null` when absent or unreadable), to find where it fails.
+fn raw_data(body: &[u8]) -> &str {
+    #[derive(serde::Deserialize)]
+    struct DataOnly<'a> {
+        #[serde(borrow)]
+        data: Option<&'a RawValue>,
+    }
+    serde_json::from_slice::<DataOnly<'_>>(body)
+        .ok()
+        .and_then(|envelope| envelope.data)
+        .map_or("null", RawValue::get)
+}
+
+/// Where `data` fails to fit `T`, and what was expected there, found by a second pass that
+/// tracks the path: only on this error path, so a delivery that fits pays nothing for it.
+///
+/// serde's messages quote the value they did not expect (`invalid type: string "+1555...",
+/// expected u32`), so only the part from `expected` on is kept.
+fn data_error<T: FromEventData>(kind: &EventKind, data: &str) -> EnvelopeError {
+    let mut track = serde_path_to_error::Track::new();
+    let mut json = serde_json::Deserializer::from_str(data);
+    let tracked = serde_path_to_error::Deserializer::new(&mut json, &mut track);
+    let message = T::from_event_data(kind, tracked)
+        .err()
+        .map(|err| err.to_string())
+        .unwrap_or_default();
+    let at = match track.path().to_string().as_str() {
+        "." => "`data`".to_owned(),
+        path => format!("`data.{path}`"),
+    };
+    // The position serde_json appends is no help once the path is known.
+    let message = message.split(" at line ").next().unwrap_or_default();
+    let reason = if let Some((_, expected)) = message.split_once(", expected ") {
+        format!("expected {expected}")
+    } else if message.starts_with("missing field") || message.starts_with("duplicate field") {
+        // These name the type's own fields, never a value.
+        message.to_owned()
+    } else {
+        "has a value of another shape than the type expects".to_owned()
+    };
+    EnvelopeError::Data(format!("at {at}: {reason}"))
+}
+
 struct EventVisitor<'a, T> {
-    /// Set when an error came from deserializing `data` as `T`.
-    data_failed: &'a mut bool,
+    /// Set, to the event's name, when an error came from deserializing `data` as `T`.
+    data_failed: &'a mut Option<EventKind>,
     marker: PhantomData<T>,
 }
 
@@ -218,8 +280,8 @@ impl<'de, T: FromEventData> Visitor<'de> for EventVisitor<'_, T> {
         };
         let data = match data {
             Data::Parsed(data) => Ok(data),
-            Data::Absent => data_from(&kind, serde_json::Value::Null),
-            Data::Raw(raw) => data_from(&kind, &mut serde_json::Deserializer::from_str(raw.get())),
+            Data::Absent => data_from(&kind, "null"),
+            Data::Raw(raw) => data_from(&kind, raw.get()),
         };
         Ok(data.map(|data| Parsed {
             kind,
@@ -230,22 +292,16 @@ impl<'de, T: FromEventData> Visitor<'de> for EventVisitor<'_, T> {
     }
 }
 
-/// `data` from a deserializer of its own (absent, or raw because it came before `event`).
-fn data_from<'de, T, D>(kind: &EventKind, data: D) -> Result<T, EnvelopeError>
-where
-    T: FromEventData,
-    D: Deserializer<'de, Error = serde_json::Error>,
-{
-    T::from_event_data(kind, data).map_err(|err| EnvelopeError::Data {
-        line: err.line(),
-        column: err.column(),
-    })
+/// `data` from its own text (absent, or raw because it came before `event`).
+fn data_from<T: FromEventData>(kind: &EventKind, data: &str) -> Result<T, EnvelopeError> {
+    T::from_event_data(kind, &mut serde_json::Deserializer::from_str(data))
+        .map_err(|_| data_error::<T>(kind, data))
 }
 
 /// Deserializes `data` as `T`, remembering that an error from it is about `data`.
 struct DataSeed<'a, T> {
     kind: &'a EventKind,
-    failed: &'a mut bool,
+    failed: &'a mut Option<EventKind>,
     marker: PhantomData<T>,
 }
 
@@ -253,8 +309,8 @@ impl<'de, T: FromEventData> DeserializeSeed<'de> for DataSeed<'_, T> {
     type Value = T;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
-        // `parse` reads the position from the error once serde_json has placed it.
-        T::from_event_data(self.kind, deserializer).inspect_err(|_| *self.failed = true)
+        T::from_event_data(self.kind, deserializer)
+            .inspect_err(|_| *self.failed = Some(self.kind.clone()))
     }
 }
 
@@ -335,7 +391,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::Event;
+    use crate::event::Event;
 
     const BODY: &[u8] = br#"{"event":"call.completed","timestamp":"2024-01-15T10:30:00+02:00","webhook_id":"wh_abc123","data":{"id":"call_1"},"extra":1}"#;
 
@@ -466,8 +522,78 @@ mod tests {
             br#"{"data":{"count":"+15551234567"},"event":"x","timestamp":"2024-01-15T10:30:00Z"}"#,
         ] {
             let err = parse::<Strict>(body).unwrap_err();
-            assert!(matches!(err, EnvelopeError::Data { .. }), "{err:?}");
-            assert!(!err.to_string().contains("1555"));
+            assert_eq!(
+                err,
+                EnvelopeError::Data("at `data.count`: expected u32".into())
+            );
+        }
+    }
+
+    #[test]
+    fn data_errors_name_the_path_into_nested_data() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Turn {
+            role: String,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Transcript {
+            transcript: Vec<Turn>,
+        }
+        let cases: [(&[u8], &str); 3] = [
+            (
+                br#"{"event":"x","timestamp":"2024-01-15T10:30:00Z","data":{"transcript":[{"role":"a"},{"role":7}]}}"#,
+                "at `data.transcript[1].role`: expected a string",
+            ),
+            (
+                br#"{"event":"x","timestamp":"2024-01-15T10:30:00Z","data":{"transcript":[{}]}}"#,
+                "at `data.transcript[0]`: missing field `role`",
+            ),
+            (
+                br#"{"event":"x","timestamp":"2024-01-15T10:30:00Z"}"#,
+                "at `data`: expected struct Transcript",
+            ),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(
+                parse::<Transcript>(body).unwrap_err(),
+                EnvelopeError::Data(expected.into())
+            );
+        }
+    }
+
+    #[test]
+    fn each_envelope_error_answers_with_one_kind() {
+        let cases = [
+            (
+                EnvelopeError::Syntax { line: 1, column: 1 },
+                RejectionKind::InvalidJson,
+            ),
+            (
+                EnvelopeError::Shape { line: 1, column: 1 },
+                RejectionKind::InvalidEnvelope,
+            ),
+            (EnvelopeError::MissingEvent, RejectionKind::InvalidEnvelope),
+            (
+                EnvelopeError::Duplicate("event"),
+                RejectionKind::InvalidEnvelope,
+            ),
+            (
+                EnvelopeError::MissingTimestamp,
+                RejectionKind::InvalidTimestamp,
+            ),
+            (
+                EnvelopeError::InvalidTimestamp,
+                RejectionKind::InvalidTimestamp,
+            ),
+            (
+                EnvelopeError::Data("at `data`".into()),
+                RejectionKind::InvalidEventData,
+            ),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(Rejection::from(err).kind(), kind);
         }
     }
 

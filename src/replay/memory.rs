@@ -1,113 +1,15 @@
-//! Delivery stores: remember handled deliveries so each runs its handler once.
-//!
-//! Ringyo retries a delivery until it gets a 2xx and tells receivers to be idempotent. With a
-//! store on the layer, a delivery whose handler already answered 2xx is answered 2xx again
-//! without running the handler, a copy that arrives while the first is still running gets a
-//! retryable 409, and a delivery whose handling failed is forgotten so its retry runs again.
+//! [`MemoryDeliveryStore`]: a bounded delivery store in this process's memory.
 
 use std::{
     collections::{BTreeSet, HashMap},
     fmt,
-    future::Future,
-    pin::Pin,
     sync::Mutex,
 };
 
 use chrono::{DateTime, Utc};
 
+use super::store::{Claim, DeliveryStore, StoreError, StoreFuture};
 use crate::verify::DeliveryId;
-
-/// A boxed future, as the [`DeliveryStore`] methods return: the trait stays object safe, so the
-/// layer needs no type parameter for it. The futures are `'static`: they must not borrow the
-/// store, so clone what they need (a connection pool handle, say) into them.
-pub type StoreFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// What [`DeliveryStore::claim`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Claim {
-    /// Not seen (or forgotten): the caller now holds it and runs the handler.
-    Claimed,
-    /// Another request holds it and has not finished.
-    InFlight,
-    /// It was handled successfully already.
-    Handled,
-}
-
-/// A store failed, for example a shared database could not be reached.
-#[derive(Debug, thiserror::Error)]
-#[error("delivery store error: {0}")]
-pub struct StoreError(#[source] Box<dyn std::error::Error + Send + Sync>);
-
-impl StoreError {
-    /// Wraps the store's own error.
-    pub fn new(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        Self(err.into())
-    }
-}
-
-/// Remembers deliveries between requests, for [`RingyoWebhookLayer::delivery_store`].
-///
-/// The protocol, per delivery: [`claim`](Self::claim); if claimed, the handler runs, then the
-/// layer calls [`complete`](Self::complete) if it answered 2xx, or [`release`](Self::release)
-/// otherwise. Methods are async so a store shared by several replicas (Redis, a SQL table) can
-/// back it; each must be atomic with respect to the others for the same id.
-///
-/// If the request is dropped mid-handling (the handler panicked, the client went away), the
-/// layer calls `release` and polls its future once; a store that cannot release that quickly
-/// relies on the claim's lease running out instead. A store that errors makes the layer answer
-/// 503 `delivery_store_unavailable`, so Ringyo retries later rather than the handler running
-/// twice.
-///
-/// [`RingyoWebhookLayer::delivery_store`]: crate::RingyoWebhookLayer::delivery_store
-pub trait DeliveryStore: Send + Sync + 'static {
-    /// Claims `id` for handling, unless it is handled or held.
-    ///
-    /// A claim not completed or released by `lease_until` is abandoned: a later `claim` after
-    /// that time may take it. Entries whose `keep_until` (see [`complete`](Self::complete)) is
-    /// before `now` are gone.
-    fn claim(
-        &self,
-        id: DeliveryId,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> StoreFuture<Result<Claim, StoreError>>;
-
-    /// Records `id` as handled until `keep_until`, after which the layer's timestamp check
-    /// refuses a replay of it anyway.
-    fn complete(
-        &self,
-        id: DeliveryId,
-        keep_until: DateTime<Utc>,
-    ) -> StoreFuture<Result<(), StoreError>>;
-
-    /// Forgets a claim whose handling failed, so a retry runs the handler again.
-    fn release(&self, id: DeliveryId) -> StoreFuture<Result<(), StoreError>>;
-}
-
-/// A shared store is a store, so you can keep a handle to one you give the layer.
-impl<S: DeliveryStore + ?Sized> DeliveryStore for std::sync::Arc<S> {
-    fn claim(
-        &self,
-        id: DeliveryId,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> StoreFuture<Result<Claim, StoreError>> {
-        (**self).claim(id, now, lease_until)
-    }
-
-    fn complete(
-        &self,
-        id: DeliveryId,
-        keep_until: DateTime<Utc>,
-    ) -> StoreFuture<Result<(), StoreError>> {
-        (**self).complete(id, keep_until)
-    }
-
-    fn release(&self, id: DeliveryId) -> StoreFuture<Result<(), StoreError>> {
-        (**self).release(id)
-    }
-}
 
 /// A [`DeliveryStore`] in this process's memory, bounded in size.
 ///
@@ -310,7 +212,7 @@ mod tests {
     use chrono::TimeDelta;
 
     use super::*;
-    use crate::Verifier;
+    use crate::verify::Verifier;
 
     fn id(n: u32) -> DeliveryId {
         let verifier = Verifier::new("whsec_test").unwrap();

@@ -11,15 +11,15 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-/// The verified request body the layer passes to the inner service.
+/// The request body the layer passes to the inner service: the bytes that were verified.
 ///
-/// It yields the bytes that were verified, in one frame. They share memory with
+/// It yields them in one frame. They share memory with
 /// [`VerifiedPayload`](crate::VerifiedPayload): reading both costs no copy.
-pub struct VerifiedBody {
+pub struct RequestBody {
     bytes: Option<Bytes>,
 }
 
-impl VerifiedBody {
+impl RequestBody {
     pub(crate) fn new(bytes: Bytes) -> Self {
         Self {
             bytes: Some(bytes).filter(|bytes| !bytes.is_empty()),
@@ -27,7 +27,7 @@ impl VerifiedBody {
     }
 }
 
-impl Body for VerifiedBody {
+impl Body for RequestBody {
     type Data = Bytes;
     type Error = Infallible;
 
@@ -47,18 +47,19 @@ impl Body for VerifiedBody {
     }
 }
 
-impl fmt::Debug for VerifiedBody {
+impl fmt::Debug for RequestBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The length only: a body may hold phone numbers and transcripts.
-        f.debug_struct("VerifiedBody")
+        f.debug_struct("RequestBody")
             .field("len", &self.bytes.as_ref().map_or(0, Bytes::len))
             .finish()
     }
 }
 
 pin_project! {
-    /// The response body of [`RingyoWebhook`](crate::RingyoWebhook): either the inner
-    /// service's body, or the JSON body of a [`Rejection`](crate::Rejection).
+    /// The response body of [`RingyoWebhook`](super::RingyoWebhook): either the inner
+    /// service's body, or the JSON body of a [`Rejection`](crate::Rejection) (or of a
+    /// duplicate's empty answer).
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,

@@ -1,8 +1,8 @@
 //! Verification alone, against the same bytes' raw SHA-256 (the floor), a hand-written
 //! verifier of the kind users write, and the `svix` crate's verifier.
 //!
-//! `cargo bench --bench verify` prints criterion's results, then a table of medians, GB/s and
-//! ratios from this run. See benches/README.md.
+//! `cargo bench -p ringyo-webhook-benches --bench verify` prints criterion's results, then a
+//! table of medians, GB/s and ratios from this run. See benches/README.md.
 
 #[path = "support/report.rs"]
 mod report;

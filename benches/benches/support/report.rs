@@ -17,14 +17,30 @@ pub(crate) fn run(
     println!("\n{}", table(group, parameters, functions, ratios));
 }
 
-/// Where criterion saves its results (it follows the same rules).
+/// Where criterion saves its results, by criterion's own rules: `$CRITERION_HOME`, else
+/// `criterion` in `$CARGO_TARGET_DIR` or in the target directory `cargo metadata` reports (the
+/// workspace's, since `cargo bench` runs this from the package's directory), else
+/// `target/criterion`.
 fn criterion_home() -> PathBuf {
     if let Some(home) = std::env::var_os("CRITERION_HOME") {
         return home.into();
     }
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
-    target.join("criterion")
+    cargo_target_directory().map_or_else(
+        || PathBuf::from("target/criterion"),
+        |target| target.join("criterion"),
+    )
+}
+
+fn cargo_target_directory() -> Option<PathBuf> {
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Some(target.into());
+    }
+    let output = std::process::Command::new(std::env::var_os("CARGO")?)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .ok()?;
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    metadata["target_directory"].as_str().map(PathBuf::from)
 }
 
 /// The median time in nanoseconds of `group/function/parameter`, if it was run.

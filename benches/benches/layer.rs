@@ -1,7 +1,7 @@
 //! The whole layer and extractor through `tower::ServiceExt::oneshot` on an axum `Router`,
 //! against the same router with no verification and `Json<serde_json::Value>`.
 //!
-//! `cargo bench --bench layer`; see benches/README.md.
+//! `cargo bench -p ringyo-webhook-benches --bench layer`; see benches/README.md.
 
 #[path = "support/report.rs"]
 mod report;

@@ -1,4 +1,4 @@
-//! The verified bytes of a delivery, as the layer leaves them for what comes next.
+//! [`VerifiedPayload`]: the verified bytes of a delivery, as the layer leaves them.
 
 use std::fmt;
 
@@ -17,11 +17,11 @@ use crate::verify::{DeliveryId, Verified};
 ///
 /// ```
 /// use axum::http::StatusCode;
-/// use ringyo_webhook::{RingyoEvent, RingyoEventRejection, VerifiedPayload};
+/// use ringyo_webhook::{Rejection, RingyoEvent, VerifiedPayload};
 ///
 /// async fn handler(
 ///     payload: VerifiedPayload,
-///     event: Result<RingyoEvent, RingyoEventRejection>,
+///     event: Result<RingyoEvent, Rejection>,
 /// ) -> StatusCode {
 ///     match event {
 ///         Ok(event) => println!("{} ({} bytes)", event.kind, payload.len()),
@@ -36,6 +36,9 @@ use crate::verify::{DeliveryId, Verified};
 ///
 /// Used on a route without [`RingyoWebhookLayer`](crate::RingyoWebhookLayer), the extractor
 /// refuses with 500 `webhook_layer_missing` rather than hand over unverified bytes.
+///
+/// Its bytes are the same allocation as the request body the inner service receives
+/// ([`RequestBody`](crate::middleware::RequestBody)): reading both costs no copy.
 #[derive(Clone)]
 pub struct VerifiedPayload {
     bytes: Bytes,
@@ -45,6 +48,11 @@ pub struct VerifiedPayload {
 impl VerifiedPayload {
     pub(crate) fn new(bytes: Bytes, verified: Verified) -> Self {
         Self { bytes, verified }
+    }
+
+    /// What the signature check found.
+    pub(crate) fn verified(&self) -> &Verified {
+        &self.verified
     }
 
     /// The verified bytes. Cloning the `Bytes` is cheap and copies nothing.

@@ -25,24 +25,54 @@ macro_rules! model {
     (
         $(#[$meta:meta])*
         pub struct $name:ident {
-            $( $(#[$field_meta:meta])* pub $field:ident: $ty:ty $([$redact:ident])?, )*
+            $(
+                $(#[$field_meta:meta])*
+                pub $field:ident: $ty:ty $([$redact:ident])? $({ or $alias:literal })?,
+            )*
         }
     ) => {
         $(#[$meta])*
         ///
         /// `Debug` hides personal data (phone numbers, what was said, recordings, metadata and
         /// unknown fields' values), so logging an event with `?event` leaks none of it.
-        #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[derive(Clone, Default, PartialEq, Serialize)]
         #[non_exhaustive]
         pub struct $name {
             $(
                 $(#[$field_meta])*
-                #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+                #[serde(skip_serializing_if = "Option::is_none")]
                 pub $field: Option<$ty>,
             )*
             /// Every field this model does not name, as received.
             #[serde(flatten)]
             pub extra: Map<String, Value>,
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                #[derive(Deserialize)]
+                struct Wire {
+                    $(
+                        #[serde(default, deserialize_with = "lenient")]
+                        $field: Option<$ty>,
+                    )*
+                    #[serde(flatten)]
+                    extra: Map<String, Value>,
+                }
+                let wire = Wire::deserialize(deserializer)?;
+                #[allow(unused_mut)] // mutated only by models with aliases
+                let mut model = Self { $( $field: wire.$field, )* extra: wire.extra };
+                // A fact some of Ringyo's pages name differently fills its one field; when both
+                // names come, the other stays in `extra`.
+                $($(
+                    if model.$field.is_none() {
+                        model.$field = model.extra.remove($alias).and_then(|value| {
+                            <$ty as Deserialize>::deserialize(value).ok()
+                        });
+                    }
+                )?)*
+                Ok(model)
+            }
         }
 
         impl fmt::Debug for $name {
@@ -113,8 +143,9 @@ string_enum! {
 model! {
     /// A call, the `data` of every `call.*` event.
     ///
-    /// Fields follow Ringyo's call object; call results elsewhere in its API use `call_id`,
-    /// `duration_seconds` and `outcome` instead, so those are read too.
+    /// Fields follow Ringyo's call object. Call results elsewhere in its API name two of them
+    /// `call_id` and `duration_seconds`: those fill `id` and `duration` when the usual name is
+    /// absent, so each fact has one field.
     ///
     /// ```
     /// use ringyo_webhook::model::{Call, CallStatus};
@@ -127,10 +158,8 @@ model! {
     /// assert_eq!(call.extra["new_field"], true);
     /// ```
     pub struct Call {
-        /// The call's id, e.g. `call_xyz789`.
-        pub id: String,
-        /// The call's id as call results name it.
-        pub call_id: String,
+        /// The call's id, e.g. `call_xyz789` (or `call_id`).
+        pub id: String { or "call_id" },
         /// Where the call is in its lifecycle.
         pub status: CallStatus,
         /// The number called.
@@ -139,11 +168,9 @@ model! {
         pub from_number: String [redact],
         /// The agent that handled the call.
         pub agent_id: String,
-        /// Length in seconds.
-        pub duration: f64,
-        /// Length in seconds, as call results name it.
-        pub duration_seconds: f64,
-        /// The call's result, as call results name it.
+        /// Length in seconds (or `duration_seconds`).
+        pub duration: f64 { or "duration_seconds" },
+        /// The call's result, such as `appointment_booked`.
         pub outcome: String,
         /// What was said, in order.
         pub transcript: Vec<TranscriptEntry> [redact],
@@ -175,13 +202,34 @@ model! {
 model! {
     /// An appointment, the `data` of every `appointment.*` event.
     ///
-    /// Ringyo does not document appointment fields; the ones here are those its resources
-    /// share, and everything else is in `extra`.
+    /// Ringyo's pages describe appointments as booked by a call for a customer at a time, with a
+    /// status; they do not list the fields, so these are the ones its other resources use, and
+    /// everything else is in `extra`.
+    ///
+    /// ```
+    /// use ringyo_webhook::model::Appointment;
+    ///
+    /// let appointment: Appointment = serde_json::from_str(
+    ///     r#"{"id":"appt_1","status":"confirmed","scheduled_at":"2024-01-18T15:00:00Z"}"#,
+    /// ).unwrap();
+    /// assert_eq!(appointment.status.as_deref(), Some("confirmed"));
+    /// assert!(appointment.scheduled_at.is_some());
+    /// ```
     pub struct Appointment {
         /// The appointment's id.
         pub id: String,
+        /// Where it stands, such as `confirmed` or `cancelled`.
+        pub status: String,
+        /// When it takes place.
+        pub scheduled_at: DateTime<Utc>,
+        /// Who it is for.
+        pub customer_name: String [redact],
+        /// The customer's phone number.
+        pub customer_phone: String [redact],
         /// The call that booked it.
         pub call_id: String,
+        /// The agent that booked it.
+        pub agent_id: String,
         /// Your own key-value pairs.
         pub metadata: Map<String, Value> [redact],
         /// When it was created.
@@ -290,5 +338,35 @@ mod tests {
         assert_eq!(call.created_at, None);
         assert_eq!(call.transcript, None);
         assert_eq!(call.extra["brand_new"], serde_json::json!([1]));
+    }
+
+    #[test]
+    fn other_names_for_a_fact_fill_its_one_field() {
+        let result: Call =
+            serde_json::from_str(r#"{"call_id":"call_9","duration_seconds":61}"#).unwrap();
+        assert_eq!(result.id.as_deref(), Some("call_9"));
+        assert_eq!(result.duration, Some(61.0));
+        assert!(result.extra.is_empty(), "{:?}", result.extra);
+
+        let both: Call = serde_json::from_str(r#"{"id":"call_1","call_id":"call_9"}"#).unwrap();
+        assert_eq!(both.id.as_deref(), Some("call_1"));
+        assert_eq!(both.extra["call_id"], "call_9");
+
+        let odd: Call = serde_json::from_str(r#"{"duration_seconds":"long"}"#).unwrap();
+        assert_eq!(odd.duration, None);
+    }
+
+    #[test]
+    fn appointment_debug_hides_the_customer() {
+        let appointment: Appointment = serde_json::from_str(
+            r#"{"id":"appt_1","customer_name":"Jordan Lee","customer_phone":"+15555550123"}"#,
+        )
+        .unwrap();
+        let debug = format!("{appointment:?}");
+        assert!(
+            !debug.contains("Jordan") && !debug.contains("555"),
+            "{debug}"
+        );
+        assert!(debug.contains("appt_1"), "{debug}");
     }
 }

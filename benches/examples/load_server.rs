@@ -1,8 +1,9 @@
 //! The servers `benches/load.sh` compares; they differ only in how they verify.
 //!
 //! ```text
-//! cargo run --release --example load_server -- serve <layer|manual|none|parse> [ADDR]
-//! cargo run --release --example load_server -- payload <BYTES> <BODY_FILE>
+//! cargo build --release -p ringyo-webhook-benches --example load_server
+//! target/release/examples/load_server serve <layer|manual|none|parse> [ADDR]
+//! target/release/examples/load_server payload <BYTES> <BODY_FILE>
 //! ```
 //!
 //! `payload` writes a signed `call.transcript.ready` body of about BYTES to BODY_FILE and prints

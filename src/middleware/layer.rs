@@ -1,14 +1,16 @@
 //! [`RingyoWebhookLayer`]: configuration only.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use tower_layer::Layer;
 
-use crate::{
-    replay::{Clock, SystemClock, Tolerance},
+use super::{
+    config::{self, Config},
     service::RingyoWebhook,
-    store::DeliveryStore,
-    verify::{SecretError, Verifier},
+};
+use crate::{
+    replay::DeliveryStore,
+    verify::{Clock, SecretError, Verifier},
 };
 
 /// A tower [`Layer`] that lets only verified Ringyo deliveries through.
@@ -22,12 +24,13 @@ use crate::{
 /// - the HMAC-SHA256 of the raw bytes, exactly as received, is compared in constant time with
 ///   the header under each secret: 401 if none matches;
 /// - the signed `timestamp` must be within the [tolerance](Self::timestamp_tolerance) of
-///   now (on by default): 401 `timestamp_out_of_tolerance` outside it, 400
-///   `invalid_timestamp` if there is none;
+///   now (on by default): 401 `timestamp_out_of_tolerance` outside it, 422
+///   `invalid_timestamp` if there is none (400 `invalid_json` if the body is not JSON);
 /// - with a [delivery store](Self::delivery_store) (opt-in), a delivery already handled is
 ///   answered 200 with `x-webhook-duplicate: true` without running the handler, and one being
-///   handled right now gets 409 `delivery_in_progress`;
-/// - only then is the request passed on, with a [`VerifiedBody`](crate::VerifiedBody) holding
+///   handled right now gets 409 `delivery_in_progress`; if the store fails, 503
+///   `delivery_store_unavailable` with `Retry-After`;
+/// - only then is the request passed on, with a [`RequestBody`](super::RequestBody) holding
 ///   the same bytes and a [`VerifiedPayload`](crate::VerifiedPayload) in its extensions.
 ///
 /// # Replays and retries
@@ -41,12 +44,15 @@ use crate::{
 /// rejections are logged at warn level, since each is an attack or a lost event.
 ///
 /// Ringyo retries until it gets a 2xx, so the same delivery can arrive more than once; a
-/// [`MemoryDeliveryStore`](crate::MemoryDeliveryStore) (or your own shared store) makes the
+/// [`MemoryDeliveryStore`](crate::MemoryDeliveryStore) (or another [`DeliveryStore`]) makes the
 /// handler run once per delivery. The delivery's identity is its content: see
 /// [`DeliveryId`](crate::DeliveryId).
 ///
 /// Every rejection is `{"error": "<code>", "message": "<text>"}` as `application/json`; see
 /// [`RejectionKind`](crate::RejectionKind) for the codes. The layer adds no 500s of its own.
+///
+/// Outside tower, [`RingyoEvent::verify`](crate::RingyoEvent::verify) makes the same checks
+/// with the same [`Verifier`].
 ///
 /// Each delivery runs in a `tracing` span `ringyo_webhook` with fields `event`, `outcome`,
 /// `reason`, `status`, `secret_index` and `delivery_id`; it never records secrets, bodies or
@@ -82,44 +88,20 @@ pub struct RingyoWebhookLayer {
     config: Arc<Config>,
 }
 
-/// What every service made by one layer shares.
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) verifier: Verifier,
-    pub(crate) body_limit: usize,
-    /// `None` when the timestamp check is off.
-    pub(crate) tolerance: Option<Tolerance>,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) store: Option<Arc<dyn DeliveryStore>>,
-    pub(crate) claim_lease: Duration,
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("verifier", &self.verifier)
-            .field("body_limit", &self.body_limit)
-            .field("tolerance", &self.tolerance)
-            .field("delivery_store", &self.store.is_some())
-            .field("claim_lease", &self.claim_lease)
-            .finish_non_exhaustive()
-    }
-}
-
 impl RingyoWebhookLayer {
     /// The default [body limit](Self::body_limit): 1 MiB.
-    pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+    pub const DEFAULT_BODY_LIMIT: usize = config::DEFAULT_BODY_LIMIT;
 
     /// How old an event may be by default: one hour. See
     /// [`timestamp_tolerance`](Self::timestamp_tolerance).
-    pub const DEFAULT_MAX_AGE: Duration = Tolerance::DEFAULT_MAX_AGE;
+    pub const DEFAULT_MAX_AGE: Duration = Verifier::DEFAULT_MAX_AGE;
 
     /// How far ahead of this clock an event may be by default: five minutes.
-    pub const DEFAULT_MAX_FUTURE: Duration = Tolerance::DEFAULT_MAX_FUTURE;
+    pub const DEFAULT_MAX_FUTURE: Duration = Verifier::DEFAULT_MAX_FUTURE;
 
     /// How long a delivery store claim lasts by default: 15 seconds. See
     /// [`claim_lease`](Self::claim_lease).
-    pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(15);
+    pub const DEFAULT_CLAIM_LEASE: Duration = config::DEFAULT_CLAIM_LEASE;
 
     /// A layer that verifies with `secret`, the endpoint's signing secret (`whsec_...`) used
     /// whole, as Ringyo does.
@@ -132,17 +114,11 @@ impl RingyoWebhookLayer {
         Verifier::new(secret).map(Self::from_verifier)
     }
 
-    /// A layer around a [`Verifier`] built elsewhere.
+    /// A layer around a [`Verifier`] built elsewhere, with its secrets and its freshness
+    /// window.
     pub fn from_verifier(verifier: Verifier) -> Self {
         Self {
-            config: Arc::new(Config {
-                verifier,
-                body_limit: Self::DEFAULT_BODY_LIMIT,
-                tolerance: Some(Tolerance::default()),
-                clock: Arc::new(SystemClock),
-                store: None,
-                claim_lease: Self::DEFAULT_CLAIM_LEASE,
-            }),
+            config: Arc::new(Config::new(verifier)),
         }
     }
 
@@ -152,10 +128,15 @@ impl RingyoWebhookLayer {
     /// # Errors
     ///
     /// [`SecretError`] as for [`new`](Self::new).
-    pub fn add_secret(mut self, secret: impl AsRef<str>) -> Result<Self, SecretError> {
-        let config = Arc::make_mut(&mut self.config);
-        config.verifier = config.verifier.clone().add_secret(secret)?;
-        Ok(self)
+    pub fn add_secret(self, secret: impl AsRef<str>) -> Result<Self, SecretError> {
+        let verifier = self.config.verifier.clone().add_secret(secret)?;
+        Ok(self.map_verifier(|_| verifier))
+    }
+
+    /// The verifier this layer checks with, for [`RingyoEvent::verify`](crate::RingyoEvent::verify)
+    /// on a path outside tower.
+    pub fn verifier(&self) -> &Verifier {
+        &self.config.verifier
     }
 
     /// Sets the largest body accepted, in bytes. Default: 1 MiB
@@ -176,29 +157,23 @@ impl RingyoWebhookLayer {
     /// Keep `max_age` above Ringyo's retry schedule (about 13 minutes): a narrower window
     /// refuses genuine retries, and those events are lost.
     #[must_use]
-    pub fn timestamp_tolerance(mut self, max_age: Duration, max_future: Duration) -> Self {
-        Arc::make_mut(&mut self.config).tolerance = Some(Tolerance {
-            max_age,
-            max_future,
-        });
-        self
+    pub fn timestamp_tolerance(self, max_age: Duration, max_future: Duration) -> Self {
+        self.map_verifier(|verifier| verifier.timestamp_tolerance(max_age, max_future))
     }
 
     /// Turns the timestamp check off: any verified delivery is accepted whatever its age, so a
     /// captured request can be replayed for ever. Only for a receiver that checks freshness
     /// itself.
     #[must_use]
-    pub fn skip_timestamp_check(mut self) -> Self {
-        Arc::make_mut(&mut self.config).tolerance = None;
-        self
+    pub fn skip_timestamp_check(self) -> Self {
+        self.map_verifier(Verifier::skip_timestamp_check)
     }
 
     /// Sets the clock the timestamp check and the delivery store use. Default: the system
     /// clock. Tests can pass a closure returning a fixed or advancing time.
     #[must_use]
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        Arc::make_mut(&mut self.config).clock = Arc::new(clock);
-        self
+    pub fn clock(self, clock: impl Clock) -> Self {
+        self.map_verifier(|verifier| verifier.clock(clock))
     }
 
     /// Runs the handler once per delivery, with `store` remembering what was handled. Off by
@@ -227,6 +202,14 @@ impl RingyoWebhookLayer {
     #[must_use]
     pub fn claim_lease(mut self, lease: Duration) -> Self {
         Arc::make_mut(&mut self.config).claim_lease = lease;
+        self
+    }
+}
+
+impl RingyoWebhookLayer {
+    fn map_verifier(mut self, change: impl FnOnce(Verifier) -> Verifier) -> Self {
+        let config = Arc::make_mut(&mut self.config);
+        config.verifier = change(config.verifier.clone());
         self
     }
 }

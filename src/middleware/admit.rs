@@ -1,0 +1,275 @@
+//! The admission decision: which checks run, in which order, and what each answers. Plain,
+//! synchronous functions, unit-tested without I/O; the [future](super::future) only carries
+//! their verdicts from one state to the next.
+//!
+//! 1. [`precheck`], before any body byte is read: the signature header's shape, then the
+//!    announced length.
+//! 2. [`admit`], once the body is in: the signature over its bytes, then freshness, then what
+//!    to ask the delivery store.
+//! 3. [`claim_verdict`], once the store has answered: run the handler, answer as a duplicate,
+//!    or refuse.
+//! 4. [`is_handled`], once the handler has answered: record the delivery, or release it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http::{header, HeaderName, HeaderValue, Request, Response};
+use http_body::Body;
+
+use super::{buffer::too_large, config::Config};
+use crate::{
+    event::EventKind,
+    extract::VerifiedPayload,
+    rejection::{Rejection, RejectionKind},
+    replay::{Claim, ClaimGuard, DeliveryStore, StoreError},
+    verify::{after, DeliveryId, Signature},
+};
+
+/// The header on a 200 that answers an already handled delivery without running the handler.
+pub const DUPLICATE_HEADER: HeaderName = HeaderName::from_static("x-webhook-duplicate");
+
+/// The checks that need no body: a missing, malformed or conflicting signature header (401),
+/// then a `Content-Length` (or a body's own lower bound) over the limit (413).
+pub(super) fn precheck<B: Body>(req: &Request<B>, limit: usize) -> Result<Signature, Rejection> {
+    let signature = Signature::from_headers(req.headers())?;
+    let header = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let declared = header.max(req.body().size_hint().lower());
+    if declared > limit as u64 {
+        return Err(too_large(limit));
+    }
+    Ok(signature)
+}
+
+/// A delivery that passed every check on its bytes.
+#[derive(Debug)]
+pub(super) struct Admitted {
+    /// The verified bytes, and what verification found.
+    pub(super) payload: VerifiedPayload,
+    /// The event's name, when the envelope's head has one (for the span).
+    pub(super) kind: Option<EventKind>,
+    /// What to claim first, with a delivery store.
+    pub(super) claim: Option<ClaimTicket>,
+}
+
+/// A claim to ask the delivery store for, and what it needs once granted.
+pub(super) struct ClaimTicket {
+    pub(super) store: Arc<dyn DeliveryStore>,
+    pub(super) id: DeliveryId,
+    pub(super) now: DateTime<Utc>,
+    pub(super) lease_until: DateTime<Utc>,
+    /// How long a handled delivery is remembered: while a copy could still pass freshness.
+    pub(super) keep_until: DateTime<Utc>,
+}
+
+impl ClaimTicket {
+    /// The guard that holds the granted claim while the handler runs.
+    pub(super) fn into_guard(self) -> ClaimGuard {
+        ClaimGuard::new(self.store, self.id, self.keep_until)
+    }
+}
+
+impl std::fmt::Debug for ClaimTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimTicket")
+            .field("id", &self.id)
+            .field("lease_until", &self.lease_until)
+            .field("keep_until", &self.keep_until)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The checks on the whole body: the signature over its exact bytes (401), then the freshness
+/// of its signed `timestamp` (401, or 422/400 when there is none); then, with a store, the
+/// claim to ask for.
+pub(super) fn admit(
+    config: &Config,
+    bytes: Bytes,
+    signature: &Signature,
+) -> Result<Admitted, Rejection> {
+    let verified = config.verifier.verify(&bytes, signature)?;
+    let now = config.verifier.now();
+    let fresh = config.verifier.check_fresh(&bytes, now)?;
+    let claim = config.store.as_ref().map(|store| ClaimTicket {
+        store: Arc::clone(store),
+        id: verified.delivery_id(),
+        now,
+        lease_until: after(now, config.claim_lease),
+        keep_until: fresh.keep_until,
+    });
+    Ok(Admitted {
+        payload: VerifiedPayload::new(bytes, verified),
+        kind: fresh.kind,
+        claim,
+    })
+}
+
+/// What the delivery store's answer to a claim means.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum ClaimVerdict {
+    /// The claim is ours: run the handler.
+    Run,
+    /// Handled before: answer 200 with [`DUPLICATE_HEADER`], without running the handler.
+    Duplicate,
+    /// Being handled right now (409), or the store failed (503): both retryable.
+    Refuse(Rejection),
+}
+
+pub(super) fn claim_verdict(claim: &Result<Claim, StoreError>) -> ClaimVerdict {
+    match claim {
+        Ok(Claim::Claimed) => ClaimVerdict::Run,
+        Ok(Claim::Handled) => ClaimVerdict::Duplicate,
+        Ok(Claim::InFlight) => ClaimVerdict::Refuse(RejectionKind::DeliveryInProgress.into()),
+        Err(_) => ClaimVerdict::Refuse(RejectionKind::StoreUnavailable.into()),
+    }
+}
+
+/// The answer to a delivery handled before.
+pub(super) fn duplicate_response() -> Response<Bytes> {
+    let mut response = Response::new(Bytes::new());
+    response
+        .headers_mut()
+        .insert(DUPLICATE_HEADER, HeaderValue::from_static("true"));
+    response
+}
+
+/// Whether the handler's answer records the delivery as handled: a 2xx. Anything else (an
+/// error status, or the service's own error) releases it, so Ringyo's retry runs it again.
+pub(super) fn is_handled<B, E>(output: &Result<Response<B>, E>) -> bool {
+    output
+        .as_ref()
+        .is_ok_and(|response| response.status().is_success())
+}
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+
+    use super::*;
+    use crate::{replay::MemoryDeliveryStore, verify::Verifier};
+
+    const SECRET: &str = "whsec_test";
+
+    fn config() -> Config {
+        let now: DateTime<Utc> = "2024-01-15T10:35:00Z".parse().unwrap();
+        Config::new(Verifier::new(SECRET).unwrap().clock(move || now))
+    }
+
+    fn signature(body: &[u8]) -> Signature {
+        Verifier::new(SECRET).unwrap().sign(body)
+    }
+
+    fn request(signature: Option<&str>, content_length: Option<&str>) -> Request<String> {
+        let mut request = Request::builder();
+        if let Some(signature) = signature {
+            request = request.header("x-ringyo-signature", signature);
+        }
+        if let Some(length) = content_length {
+            request = request.header("content-length", length);
+        }
+        request.body(String::new()).unwrap()
+    }
+
+    fn kind<T: std::fmt::Debug>(result: Result<T, Rejection>) -> RejectionKind {
+        result.unwrap_err().kind()
+    }
+
+    const FRESH: &[u8] = br#"{"event":"credits.low","timestamp":"2024-01-15T10:30:00Z"}"#;
+
+    #[test]
+    fn precheck_refuses_bad_headers_before_the_length() {
+        let good = "ab".repeat(32);
+        assert!(precheck(&request(Some(&good), Some("1024")), 1024).is_ok());
+        assert_eq!(
+            kind(precheck(&request(None, Some("999999")), 1024)),
+            RejectionKind::MissingSignature
+        );
+        assert_eq!(
+            kind(precheck(&request(Some("zz"), None), 1024)),
+            RejectionKind::MalformedSignature
+        );
+        assert_eq!(
+            kind(precheck(&request(Some(&good), Some("1025")), 1024)),
+            RejectionKind::PayloadTooLarge
+        );
+        // A garbled length is left to the streaming limit, not trusted and not refused.
+        assert!(precheck(&request(Some(&good), Some("lots")), 1024).is_ok());
+    }
+
+    #[test]
+    fn admit_checks_the_signature_then_freshness() {
+        let config = config();
+        let admitted = admit(&config, Bytes::from_static(FRESH), &signature(FRESH)).unwrap();
+        assert_eq!(admitted.kind, Some(EventKind::CreditsLow));
+        assert!(admitted.claim.is_none(), "no store, nothing to claim");
+        assert_eq!(admitted.payload.bytes(), FRESH);
+
+        let stale = br#"{"event":"credits.low","timestamp":"2024-01-15T08:30:00Z"}"#;
+        // A stale body under a wrong signature is a signature failure: nothing unverified is
+        // parsed.
+        assert_eq!(
+            kind(admit(&config, Bytes::from_static(stale), &signature(FRESH))),
+            RejectionKind::SignatureMismatch
+        );
+        assert_eq!(
+            kind(admit(&config, Bytes::from_static(stale), &signature(stale))),
+            RejectionKind::TimestampOutOfTolerance
+        );
+        let untimed = br#"{"event":"credits.low"}"#;
+        assert_eq!(
+            kind(admit(
+                &config,
+                Bytes::from_static(untimed),
+                &signature(untimed)
+            )),
+            RejectionKind::InvalidTimestamp
+        );
+    }
+
+    #[test]
+    fn admit_asks_a_store_to_claim_until_the_lease_and_keep_until_the_window() {
+        let mut config = config();
+        config.store = Some(Arc::new(MemoryDeliveryStore::new()));
+        let admitted = admit(&config, Bytes::from_static(FRESH), &signature(FRESH)).unwrap();
+        let ticket = admitted.claim.unwrap();
+        assert_eq!(ticket.id, admitted.payload.delivery_id());
+        assert_eq!(ticket.now.to_rfc3339(), "2024-01-15T10:35:00+00:00");
+        assert_eq!(ticket.lease_until.to_rfc3339(), "2024-01-15T10:35:15+00:00");
+        assert_eq!(ticket.keep_until.to_rfc3339(), "2024-01-15T11:30:00+00:00");
+    }
+
+    #[test]
+    fn store_answers_map_to_one_verdict_each() {
+        assert_eq!(claim_verdict(&Ok(Claim::Claimed)), ClaimVerdict::Run);
+        assert_eq!(claim_verdict(&Ok(Claim::Handled)), ClaimVerdict::Duplicate);
+        assert_eq!(
+            claim_verdict(&Ok(Claim::InFlight)),
+            ClaimVerdict::Refuse(RejectionKind::DeliveryInProgress.into())
+        );
+        assert_eq!(
+            claim_verdict(&Err(StoreError::new("connection refused"))),
+            ClaimVerdict::Refuse(RejectionKind::StoreUnavailable.into())
+        );
+        let duplicate = duplicate_response();
+        assert_eq!(duplicate.status(), StatusCode::OK);
+        assert_eq!(duplicate.headers()[DUPLICATE_HEADER], "true");
+    }
+
+    #[test]
+    fn only_a_2xx_records_the_delivery() {
+        let answer = |status: u16| {
+            let mut response = Response::new(());
+            *response.status_mut() = StatusCode::from_u16(status).unwrap();
+            Ok::<_, ()>(response)
+        };
+        assert!(is_handled(&answer(200)));
+        assert!(is_handled(&answer(202)));
+        assert!(!is_handled(&answer(409)));
+        assert!(!is_handled(&answer(500)));
+        assert!(!is_handled::<(), ()>(&Err(())));
+    }
+}

@@ -1,0 +1,331 @@
+//! [`ResponseFuture`]: a state machine that buffers the body, asks the
+//! [admission decision](super::admit) what to do, and runs the inner service.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{request::Parts, Request, Response};
+use http_body::Body;
+use http_body_util::Limited;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+use tracing::Span;
+
+use super::{
+    admit::{self, Admitted, ClaimTicket, ClaimVerdict},
+    body::{RequestBody, ResponseBody},
+    buffer::{self, BoxError, Buffer},
+    config::Config,
+    trace::{self, Cause},
+};
+use crate::{
+    rejection::{Rejection, RejectionKind},
+    replay::{Claim, ClaimGuard, StoreError, StoreFuture},
+    verify::Signature,
+};
+
+pin_project! {
+    /// The response future of [`RingyoWebhook`](super::RingyoWebhook).
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<RequestBody>>,
+    {
+        #[pin]
+        state: ServiceState<S, B>,
+        config: Arc<Config>,
+        span: Span,
+    }
+}
+
+/// The state of a future for service `S` over request body `B`.
+type ServiceState<S, B> = State<
+    S,
+    <S as Service<Request<RequestBody>>>::Future,
+    B,
+    Result<
+        <S as Service<Request<RequestBody>>>::Response,
+        <S as Service<Request<RequestBody>>>::Error,
+    >,
+>;
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, F, B, Out> {
+        /// Answer without the inner service: a rejection, or a duplicate.
+        Respond {
+            response: Option<Response<Bytes>>,
+        },
+        /// Reading the body, up to the limit.
+        Buffering {
+            #[pin]
+            body: Limited<B>,
+            buffer: Buffer,
+            // `Option`s so they can be moved out of the pinned state when it ends.
+            parts: Option<Parts>,
+            inner: Option<S>,
+            signature: Signature,
+        },
+        /// Asking the delivery store for the claim.
+        Claiming {
+            claim: StoreFuture<Result<Claim, StoreError>>,
+            next: Option<(Request<RequestBody>, S, ClaimTicket)>,
+        },
+        /// Running the inner service, holding the claim (if any) until it answers: dropped
+        /// with this state, the guard releases the claim.
+        Calling {
+            #[pin]
+            future: F,
+            guard: Option<ClaimGuard>,
+        },
+        /// Recording the handler's outcome in the store, with the answer waiting.
+        Settling {
+            settle: StoreFuture<Result<(), StoreError>>,
+            handled: bool,
+            output: Option<Out>,
+        },
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<RequestBody>>,
+{
+    pub(super) fn rejected(rejection: &Rejection, config: Arc<Config>, span: Span) -> Self {
+        trace::rejected(&span, rejection, Cause::None);
+        Self {
+            state: respond(rejection.to_response()),
+            config,
+            span,
+        }
+    }
+
+    pub(super) fn buffering(
+        req: Request<B>,
+        inner: S,
+        signature: Signature,
+        config: Arc<Config>,
+        span: Span,
+    ) -> Self
+    where
+        B: Body,
+    {
+        let (parts, body) = req.into_parts();
+        let expected = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
+        Self {
+            state: State::Buffering {
+                body: Limited::new(body, config.body_limit),
+                buffer: Buffer::new(expected, config.body_limit),
+                parts: Some(parts),
+                inner: Some(inner),
+                signature,
+            },
+            config,
+            span,
+        }
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResBody>>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let _entered = this.span.enter();
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Respond { response } => {
+                    let response = take(response).map(ResponseBody::rejection);
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Buffering {
+                    body,
+                    buffer,
+                    parts,
+                    inner,
+                    signature,
+                } => {
+                    let read = ready!(buffer::poll_collect(body, buffer, cx));
+                    let (parts, inner) = (take(parts), take(inner));
+                    after_body(this.config, this.span, parts, inner, read, signature)
+                }
+                StateProj::Claiming { claim, next } => {
+                    let claim = ready!(claim.as_mut().poll(cx));
+                    let (request, inner, ticket) = take(next);
+                    after_claim(this.span, &claim, request, inner, ticket)
+                }
+                StateProj::Calling { future, guard } => {
+                    let output = ready!(future.poll(cx));
+                    if let Ok(response) = &output {
+                        trace::handled(this.span, response.status());
+                    }
+                    let Some(guard) = guard.take() else {
+                        return Poll::Ready(finish(output));
+                    };
+                    let handled = admit::is_handled(&output);
+                    State::Settling {
+                        settle: guard.settle(handled),
+                        handled,
+                        output: Some(output),
+                    }
+                }
+                StateProj::Settling {
+                    settle,
+                    handled,
+                    output,
+                } => {
+                    if let Err(err) = ready!(settle.as_mut().poll(cx)) {
+                        trace::settle_failed(&err, *handled);
+                    }
+                    return Poll::Ready(finish(take(output)));
+                }
+            };
+            this.state.set(next);
+        }
+    }
+}
+
+fn respond<S, F, B, Out>(response: Response<Bytes>) -> State<S, F, B, Out> {
+    State::Respond {
+        response: Some(response),
+    }
+}
+
+/// Logs a rejection once, and answers with it.
+fn reject<S, F, B, Out>(
+    span: &Span,
+    rejection: &Rejection,
+    cause: Cause<'_>,
+) -> State<S, F, B, Out> {
+    trace::rejected(span, rejection, cause);
+    respond(rejection.to_response())
+}
+
+/// The body is in (or failed): admit the delivery, or refuse it.
+fn after_body<S, B>(
+    config: &Config,
+    span: &Span,
+    parts: Parts,
+    inner: S,
+    read: Result<Bytes, Rejection>,
+    signature: &Signature,
+) -> ServiceState<S, B>
+where
+    S: Service<Request<RequestBody>>,
+{
+    let bytes = match read {
+        Ok(bytes) => bytes,
+        Err(rejection) => return reject(span, &rejection, Cause::None),
+    };
+    let body_len = bytes.len();
+    match admit::admit(config, bytes, signature) {
+        Ok(admitted) => pass(span, parts, inner, admitted),
+        Err(rejection) => {
+            let cause = if rejection.kind() == RejectionKind::SignatureMismatch {
+                Cause::Mismatch {
+                    headers: &parts.headers,
+                    body_len,
+                    secrets: config.verifier.secret_count(),
+                }
+            } else {
+                Cause::None
+            };
+            reject(span, &rejection, cause)
+        }
+    }
+}
+
+/// Hands an admitted delivery on: to the store for a claim first, if there is one, else to the
+/// inner service.
+fn pass<S, B>(span: &Span, mut parts: Parts, mut inner: S, admitted: Admitted) -> ServiceState<S, B>
+where
+    S: Service<Request<RequestBody>>,
+{
+    trace::verified(span, admitted.payload.verified(), admitted.kind.as_ref());
+    let body = RequestBody::new(admitted.payload.bytes().clone());
+    parts.extensions.insert(admitted.payload);
+    let request = Request::from_parts(parts, body);
+    match admitted.claim {
+        None => State::Calling {
+            future: inner.call(request),
+            guard: None,
+        },
+        Some(ticket) => State::Claiming {
+            claim: ticket
+                .store
+                .claim(ticket.id, ticket.now, ticket.lease_until),
+            next: Some((request, inner, ticket)),
+        },
+    }
+}
+
+/// The store has answered the claim: run the handler, answer as a duplicate, or refuse.
+fn after_claim<S, B>(
+    span: &Span,
+    claim: &Result<Claim, StoreError>,
+    request: Request<RequestBody>,
+    mut inner: S,
+    ticket: ClaimTicket,
+) -> ServiceState<S, B>
+where
+    S: Service<Request<RequestBody>>,
+{
+    match admit::claim_verdict(claim) {
+        ClaimVerdict::Run => {
+            // Held before the call, so even a service that panics in `call` releases it.
+            let guard = ticket.into_guard();
+            State::Calling {
+                future: inner.call(request),
+                guard: Some(guard),
+            }
+        }
+        ClaimVerdict::Duplicate => {
+            trace::duplicate(span);
+            respond(admit::duplicate_response())
+        }
+        ClaimVerdict::Refuse(rejection) => {
+            let cause = match claim {
+                Err(err) => Cause::Store(err),
+                Ok(_) => Cause::None,
+            };
+            reject(span, &rejection, cause)
+        }
+    }
+}
+
+fn finish<R, E>(output: Result<Response<R>, E>) -> Result<Response<ResponseBody<R>>, E> {
+    output.map(|response| response.map(ResponseBody::inner))
+}
+
+/// Moves a value out of a state that is about to end.
+fn take<T>(slot: &mut Option<T>) -> T {
+    slot.take().expect("ResponseFuture polled after completion")
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<RequestBody>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Respond { .. } => "Respond",
+            State::Buffering { .. } => "Buffering",
+            State::Claiming { .. } => "Claiming",
+            State::Calling { .. } => "Calling",
+            State::Settling { .. } => "Settling",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}

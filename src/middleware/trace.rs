@@ -1,0 +1,125 @@
+//! What the layer records about a delivery: one `tracing` span per request, and one event per
+//! outcome. Never a secret, a body, a signature or a payload value.
+
+use http::{header, HeaderMap, StatusCode};
+use tracing::{field, Span};
+
+use crate::{
+    event::EventKind,
+    rejection::{Rejection, RejectionKind},
+    replay::StoreError,
+    verify::{describe_header, Verified},
+};
+
+/// The span a delivery runs in; fields are filled in as the checks pass.
+pub(super) fn span() -> Span {
+    tracing::info_span!(
+        "ringyo_webhook",
+        event = field::Empty,
+        outcome = field::Empty,
+        reason = field::Empty,
+        status = field::Empty,
+        secret_index = field::Empty,
+        delivery_id = field::Empty,
+    )
+}
+
+/// Records what verification found.
+pub(super) fn verified(span: &Span, verified: &Verified, kind: Option<&EventKind>) {
+    span.record("secret_index", verified.secret_index());
+    // The id costs a short hash: only when a subscriber wants it.
+    if !span.is_disabled() {
+        span.record("delivery_id", field::display(verified.delivery_id()));
+    }
+    if let Some(kind) = kind {
+        span.record("event", kind.as_str());
+    }
+}
+
+/// What explains a rejection beyond its kind, for the one log line it gets.
+pub(super) enum Cause<'a> {
+    None,
+    /// A well-formed signature that did not match: what helps find why.
+    Mismatch {
+        headers: &'a HeaderMap,
+        body_len: usize,
+        secrets: usize,
+    },
+    /// The delivery store failed.
+    Store(&'a StoreError),
+}
+
+/// Records a rejection, and logs it once: at warn for a stale timestamp (each is a replay or an
+/// event lost to a narrow window), at error for a failing store, at debug otherwise.
+pub(super) fn rejected(span: &Span, rejection: &Rejection, cause: Cause<'_>) {
+    span.record("outcome", "rejected");
+    span.record("reason", rejection.code());
+    span.record("status", rejection.status().as_u16());
+    let reason = rejection.code();
+    match cause {
+        Cause::Store(err) => tracing::error!(
+            reason,
+            error = %err,
+            "delivery store failed to claim a delivery; answering 503 so Ringyo retries"
+        ),
+        Cause::Mismatch {
+            headers,
+            body_len,
+            secrets,
+        } => log_mismatch(headers, body_len, secrets),
+        Cause::None if rejection.kind() == RejectionKind::TimestampOutOfTolerance => {
+            tracing::warn!(reason, "rejected delivery: {rejection}");
+        }
+        Cause::None => tracing::debug!(reason, "rejected delivery: {rejection}"),
+    }
+}
+
+/// Says, at debug level, what helps find why a well-formed signature did not match, without
+/// the secret, the body or the signature itself.
+fn log_mismatch(headers: &HeaderMap, body_len: usize, secrets: usize) {
+    let (header_len, prefixed, uppercase) = describe_header(headers);
+    tracing::debug!(
+        reason = RejectionKind::SignatureMismatch.code(),
+        body_len,
+        header_len,
+        header_has_sha256_prefix = prefixed,
+        header_hex_has_uppercase = uppercase,
+        content_encoding = headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|value| value.to_str().ok()),
+        secrets_tried = secrets,
+        "rejected delivery: signature mismatch. Usual causes: something between Ringyo and this \
+         layer changed the body (a proxy that re-encoded it, or a framework that parsed and \
+         re-serialized the JSON: verification must see the raw bytes), or the secret belongs \
+         to another endpoint"
+    );
+}
+
+/// Records a delivery answered as a duplicate.
+pub(super) fn duplicate(span: &Span) {
+    span.record("outcome", "duplicate");
+    span.record("status", 200);
+    tracing::debug!("delivery already handled; answering 200 without running the handler");
+}
+
+/// Records the handler's answer.
+pub(super) fn handled(span: &Span, status: StatusCode) {
+    span.record("status", status.as_u16());
+    let outcome = if status.is_success() {
+        "handled"
+    } else {
+        "handler_error"
+    };
+    span.record("outcome", outcome);
+    tracing::debug!(status = status.as_u16(), "verified delivery {outcome}");
+}
+
+/// Logs a store that failed to record the handler's outcome. The answer already given stands.
+pub(super) fn settle_failed(err: &StoreError, handled: bool) {
+    let what = if handled { "handled" } else { "released" };
+    tracing::error!(
+        error = %err,
+        "delivery store failed to record the delivery as {what}; the answer stands, and the \
+         claim lapses when its lease runs out"
+    );
+}

@@ -1,0 +1,106 @@
+//! [`DeliveryStore`]: the small async trait every delivery store implements.
+
+use std::{future::Future, pin::Pin};
+
+use chrono::{DateTime, Utc};
+
+use crate::verify::DeliveryId;
+
+/// A boxed future, as the [`DeliveryStore`] methods return: the trait stays object safe, so the
+/// layer needs no type parameter for it. The futures are `'static`: they must not borrow the
+/// store, so clone what they need (a connection pool handle, say) into them.
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What [`DeliveryStore::claim`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Claim {
+    /// Not seen (or forgotten): the caller now holds it and runs the handler.
+    Claimed,
+    /// Another request holds it and has not finished.
+    InFlight,
+    /// It was handled successfully already.
+    Handled,
+}
+
+/// A store failed, for example a shared database could not be reached.
+#[derive(Debug, thiserror::Error)]
+#[error("delivery store error: {0}")]
+pub struct StoreError(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+impl StoreError {
+    /// Wraps the store's own error.
+    pub fn new(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self(err.into())
+    }
+}
+
+/// Remembers deliveries between requests, for [`RingyoWebhookLayer::delivery_store`].
+///
+/// The protocol, per delivery: [`claim`](Self::claim); if claimed, the handler runs, then the
+/// layer calls [`complete`](Self::complete) if it answered 2xx, or [`release`](Self::release)
+/// otherwise. Methods are async so a store shared by several replicas (Redis, a SQL table) can
+/// back it; each must be atomic with respect to the others for the same id.
+///
+/// If the request ends before its handler does (the handler panicked, the client went away, a
+/// time-out dropped it), the layer still calls `release`, and drives the release to its end on
+/// the tokio runtime, so a store whose release does I/O is released too. Only without a tokio
+/// runtime (or if the process dies) does a claim wait for its lease to run out.
+///
+/// A claim that fails makes the layer answer 503 `delivery_store_unavailable` with
+/// `Retry-After`, so Ringyo retries later rather than the handler running twice. A `complete`
+/// or `release` that fails does not change the answer already given: the claim then stays until
+/// its lease runs out, and copies arriving meanwhile get 409.
+///
+/// Every store passes the same behaviour suite (`tests/stores.rs`): a new backend proves itself
+/// by passing it.
+///
+/// [`RingyoWebhookLayer::delivery_store`]: crate::RingyoWebhookLayer::delivery_store
+pub trait DeliveryStore: Send + Sync + 'static {
+    /// Claims `id` for handling, unless it is handled or held.
+    ///
+    /// A claim not completed or released by `lease_until` is abandoned: a later `claim` after
+    /// that time may take it. Entries whose `keep_until` (see [`complete`](Self::complete)) is
+    /// before `now` are gone.
+    fn claim(
+        &self,
+        id: DeliveryId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreFuture<Result<Claim, StoreError>>;
+
+    /// Records `id` as handled until `keep_until`, after which the layer's timestamp check
+    /// refuses a replay of it anyway.
+    fn complete(
+        &self,
+        id: DeliveryId,
+        keep_until: DateTime<Utc>,
+    ) -> StoreFuture<Result<(), StoreError>>;
+
+    /// Forgets a claim whose handling failed, so a retry runs the handler again.
+    fn release(&self, id: DeliveryId) -> StoreFuture<Result<(), StoreError>>;
+}
+
+/// A shared store is a store, so you can keep a handle to one you give the layer.
+impl<S: DeliveryStore + ?Sized> DeliveryStore for std::sync::Arc<S> {
+    fn claim(
+        &self,
+        id: DeliveryId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreFuture<Result<Claim, StoreError>> {
+        (**self).claim(id, now, lease_until)
+    }
+
+    fn complete(
+        &self,
+        id: DeliveryId,
+        keep_until: DateTime<Utc>,
+    ) -> StoreFuture<Result<(), StoreError>> {
+        (**self).complete(id, keep_until)
+    }
+
+    fn release(&self, id: DeliveryId) -> StoreFuture<Result<(), StoreError>> {
+        (**self).release(id)
+    }
+}

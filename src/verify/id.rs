@@ -1,0 +1,50 @@
+//! [`DeliveryId`]: what makes two requests the same delivery.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+/// The identity of a delivery, the same for every copy of it.
+///
+/// Ringyo's envelope has no event id, and `webhook_id` is the endpoint's id, the same for every
+/// event, so the content is the identity: a retry of a delivery has the same bytes. The id is a
+/// SHA-256, under a fixed domain label, of the body's HMAC under the *first* secret: that HMAC is
+/// computed during verification anyway, and hashing it again means the id is **not** a valid
+/// signature, so storing or logging ids next to payloads never yields a replayable request. It
+/// changes when the first secret changes; since deliveries older than the timestamp window are
+/// refused anyway, that matters only for a retry that spans such a change.
+///
+/// Its `Display` form is 64 lowercase hex digits, fit for a database column or a log line.
+/// Handlers get it from [`RingyoEvent::delivery_id`](crate::RingyoEvent::delivery_id), or as
+/// an axum extractor of its own.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliveryId([u8; 32]);
+
+impl DeliveryId {
+    /// Domain separation: an id can never equal a signature or another use of the digest.
+    const LABEL: &'static [u8] = b"ringyo-webhook delivery id v1\0";
+
+    pub(super) fn from_digest(digest: &[u8; 32]) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(Self::LABEL);
+        hash.update(digest);
+        Self(hash.finalize().into())
+    }
+
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeliveryId({self})")
+    }
+}

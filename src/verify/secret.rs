@@ -1,0 +1,92 @@
+//! Secrets: checked once when a verifier is built, then kept only as HMAC key state.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// The prefix Ringyo puts on the secrets it generates.
+const SECRET_PREFIX: &str = "whsec_";
+
+/// Why a webhook secret was refused when a [`Verifier`](super::Verifier) or layer was built.
+///
+/// Secrets are checked once, at start-up, so a configuration slip shows up as an error there
+/// instead of as every delivery failing with `invalid_signature`. The messages never quote the
+/// secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretError {
+    /// The secret is the empty string. An empty HMAC key is one anybody can sign with, which
+    /// usually means an unset environment variable read as `""`.
+    #[error("the webhook secret is empty (is the environment variable that holds it unset?)")]
+    Empty,
+    /// The secret starts or ends with whitespace, typically a trailing newline from a file or a
+    /// space from a copy-paste. Ringyo's secrets never do, so using it would fail every delivery.
+    #[error(
+        "the webhook secret has whitespace at its start or end (a trailing newline from a file \
+         or a copy-paste slip?); Ringyo's secrets have none"
+    )]
+    SurroundingWhitespace,
+}
+
+/// One secret's HMAC-SHA256 state after the key blocks, computed once and cloned per request.
+#[derive(Clone)]
+pub(super) struct HmacKey(Hmac<Sha256>);
+
+impl HmacKey {
+    /// Checks `secret` and computes its key state.
+    ///
+    /// The whole string, prefix included, is the key: that is what Ringyo's Node example does
+    /// with `createHmac('sha256', secret)`.
+    pub(super) fn new(secret: &str) -> Result<Self, SecretError> {
+        if secret.is_empty() {
+            return Err(SecretError::Empty);
+        }
+        if secret.trim() != secret {
+            return Err(SecretError::SurroundingWhitespace);
+        }
+        if !secret.starts_with(SECRET_PREFIX) {
+            tracing::warn!(
+                "webhook secret does not start with `whsec_`; accepted, but Ringyo's generated \
+                 secrets do: check that it is the endpoint's signing secret, not an API key"
+            );
+        }
+        let mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+            .expect("HMAC accepts keys of any length");
+        Ok(Self(mac))
+    }
+
+    /// The HMAC-SHA256 of `body`.
+    pub(super) fn mac(&self, body: &[u8]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        mac.update(body);
+        mac.finalize().into_bytes().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_secrets_are_refused() {
+        assert_eq!(HmacKey::new("").err(), Some(SecretError::Empty));
+        for secret in [" whsec_x", "whsec_x\n", "whsec_x\r\n", "\twhsec_x"] {
+            assert_eq!(
+                HmacKey::new(secret).err(),
+                Some(SecretError::SurroundingWhitespace)
+            );
+        }
+        assert!(HmacKey::new("my-own-secret").is_ok());
+    }
+
+    #[test]
+    fn key_state_gives_the_rfc_4231_answer() {
+        // RFC 4231, test case 2: key "Jefe".
+        let mac = HmacKey::new("Jefe")
+            .unwrap()
+            .mac(b"what do ya want for nothing?");
+        assert_eq!(
+            hex::encode(mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

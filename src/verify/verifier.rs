@@ -1,0 +1,335 @@
+//! [`Verifier`]: the secrets and the freshness window, and the checks they make.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+
+use crate::{
+    event::{envelope::Head, EventKind},
+    rejection::Rejection,
+};
+
+use super::{
+    freshness::{Clock, Freshness},
+    id::DeliveryId,
+    secret::{HmacKey, SecretError},
+    signature::{Signature, SignatureError},
+};
+
+/// Verifies Ringyo deliveries: their signature against one or more secrets, and the freshness
+/// of their signed `timestamp`.
+///
+/// Build it once at start-up and share it (it is cheap to clone): each secret's HMAC key state
+/// is computed here, not per request. Several secrets support rotation: a signature verifies if
+/// any secret matches, and [`verify`](Self::verify) says which one did, so an old secret can be
+/// retired once it stops matching. `Debug` shows how many secrets there are, never the secrets.
+///
+/// [`RingyoWebhookLayer::from_verifier`](crate::RingyoWebhookLayer::from_verifier) puts one in
+/// front of a tower service; [`RingyoEvent::verify`](crate::RingyoEvent::verify) runs the same
+/// checks on a body and a header value, for code outside tower.
+///
+/// ```
+/// use ringyo_webhook::{Signature, Verifier};
+///
+/// let verifier = Verifier::new("whsec_new")?.add_secret("whsec_old")?;
+/// let body = br#"{"event":"credits.low","timestamp":"2024-01-15T10:30:00Z","data":{}}"#;
+///
+/// // A delivery signed with the old secret still verifies, and says so.
+/// let signed_with_old = Verifier::new("whsec_old")?.sign(body);
+/// assert_eq!(verifier.verify(body, &signed_with_old).unwrap().secret_index(), 1);
+///
+/// // Any change to the bytes is a mismatch.
+/// let tampered = br#"{"event":"credits.low","timestamp":"2024-01-15T10:30:01Z","data":{}}"#;
+/// assert!(verifier.verify(tampered, &signed_with_old).is_err());
+/// # Ok::<(), ringyo_webhook::SecretError>(())
+/// ```
+#[derive(Clone)]
+pub struct Verifier {
+    keys: Arc<[HmacKey]>,
+    freshness: Freshness,
+}
+
+/// What a successful signature check found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    secret_index: usize,
+    // The first secret's HMAC of the body: a valid signature, so kept private and out of Debug.
+    first_digest: [u8; 32],
+}
+
+impl Verified {
+    /// Which secret matched: 0 for the first, then in the order they were added.
+    pub fn secret_index(&self) -> usize {
+        self.secret_index
+    }
+
+    /// The delivery's identity; see [`DeliveryId`]. Computed on demand (one short hash), so
+    /// verification costs nothing extra when no one asks.
+    pub fn delivery_id(&self) -> DeliveryId {
+        DeliveryId::from_digest(&self.first_digest)
+    }
+}
+
+impl fmt::Debug for Verified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verified")
+            .field("secret_index", &self.secret_index)
+            .field("delivery_id", &self.delivery_id())
+            .finish()
+    }
+}
+
+impl Verifier {
+    /// How old an event may be by default: one hour. See
+    /// [`timestamp_tolerance`](Self::timestamp_tolerance).
+    pub const DEFAULT_MAX_AGE: Duration = Freshness::DEFAULT_MAX_AGE;
+
+    /// How far ahead of this clock an event may be by default: five minutes.
+    pub const DEFAULT_MAX_FUTURE: Duration = Freshness::DEFAULT_MAX_FUTURE;
+
+    /// A verifier for one secret, the whole string as Ringyo shows it (`whsec_...`), with the
+    /// default freshness window on the system clock.
+    ///
+    /// A secret without the `whsec_` prefix is accepted, since users may choose their own when
+    /// they create the webhook, but logs a warning in case it is an API key by mistake.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretError`] if the secret is empty or has whitespace at either end.
+    pub fn new(secret: impl AsRef<str>) -> Result<Self, SecretError> {
+        Ok(Self {
+            keys: Arc::new([HmacKey::new(secret.as_ref())?]),
+            freshness: Freshness::default(),
+        })
+    }
+
+    /// Adds another secret that deliveries may be signed with, for rotation.
+    ///
+    /// Secrets are tried in the order they were added, so put the current one first.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretError`] as for [`new`](Self::new).
+    pub fn add_secret(mut self, secret: impl AsRef<str>) -> Result<Self, SecretError> {
+        let key = HmacKey::new(secret.as_ref())?;
+        self.keys = self.keys.iter().cloned().chain([key]).collect();
+        Ok(self)
+    }
+
+    /// Sets how far the signed `timestamp` may be from now: at most `max_age` in the past and
+    /// `max_future` in the future. Defaults: one hour and five minutes
+    /// ([`DEFAULT_MAX_AGE`](Self::DEFAULT_MAX_AGE), [`DEFAULT_MAX_FUTURE`](Self::DEFAULT_MAX_FUTURE)).
+    ///
+    /// Keep `max_age` above Ringyo's retry schedule (about 13 minutes): a narrower window
+    /// refuses genuine retries, and those events are lost.
+    #[must_use]
+    pub fn timestamp_tolerance(mut self, max_age: Duration, max_future: Duration) -> Self {
+        self.freshness.set_tolerance(max_age, max_future);
+        self
+    }
+
+    /// Turns the timestamp check off: any verified delivery is accepted whatever its age, so a
+    /// captured request can be replayed for ever. Only for a receiver that checks freshness
+    /// itself.
+    #[must_use]
+    pub fn skip_timestamp_check(mut self) -> Self {
+        self.freshness.turn_off();
+        self
+    }
+
+    /// Sets the clock the timestamp check (and a layer's delivery store) uses. Default: the
+    /// system clock. Tests can pass a closure returning a fixed or advancing time.
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.freshness.set_clock(Arc::new(clock));
+        self
+    }
+
+    /// How many secrets this verifier holds.
+    pub fn secret_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Checks `signature` against `body`, the raw bytes exactly as received. The timestamp is
+    /// not looked at: that needs the body parsed, which only verified bytes may be.
+    ///
+    /// On success, says which secret matched (0 for the one given to [`new`](Self::new), then
+    /// in the order of [`add_secret`](Self::add_secret)) and the delivery's [`DeliveryId`].
+    /// Each comparison takes constant time.
+    ///
+    /// # Errors
+    ///
+    /// [`SignatureError::Mismatch`] if no secret matches.
+    pub fn verify(&self, body: &[u8], signature: &Signature) -> Result<Verified, SignatureError> {
+        let mut first_digest = None;
+        for (secret_index, key) in self.keys.iter().enumerate() {
+            let digest = key.mac(body);
+            // The first key's digest identifies the delivery, whichever key matches.
+            let first_digest = *first_digest.get_or_insert(digest);
+            if signature.matches(&digest) {
+                return Ok(Verified {
+                    secret_index,
+                    first_digest,
+                });
+            }
+        }
+        Err(SignatureError::Mismatch)
+    }
+
+    /// Signs `body` with the first secret, as Ringyo would.
+    ///
+    /// For tests and tools that send deliveries; a receiver only needs
+    /// [`verify`](Self::verify).
+    pub fn sign(&self, body: &[u8]) -> Signature {
+        // `new` stores one key, and keys are never removed.
+        Signature::from_digest(self.keys[0].mac(body))
+    }
+
+    /// The time on this verifier's clock.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.freshness.now()
+    }
+
+    /// Checks the freshness of verified bytes at `now`, reading only the envelope's head (its
+    /// `event` and `timestamp`; Ringyo sends `data` last, so the payload is not scanned).
+    ///
+    /// The layer and [`RingyoEvent::verify`](crate::RingyoEvent::verify) both decide here, so
+    /// the same bytes get the same answer on either path.
+    ///
+    /// # Errors
+    ///
+    /// With the check on: a stale or future `timestamp`, or none, or a body that is not an
+    /// envelope, as the [`Rejection`] the extractor would answer too.
+    pub(crate) fn check_fresh(&self, body: &[u8], now: DateTime<Utc>) -> Result<Fresh, Rejection> {
+        let head = Head::scan(body);
+        let kind = head.as_ref().ok().and_then(|head| head.kind.clone());
+        let timestamp = head
+            .and_then(|head| head.timestamp())
+            .map_err(Rejection::from);
+        let keep_until = self.freshness.check(timestamp, now)?;
+        Ok(Fresh { kind, keep_until })
+    }
+}
+
+/// What [`Verifier::check_fresh`] found.
+#[derive(Debug)]
+pub(crate) struct Fresh {
+    /// The event's name, when the head has one (for the span).
+    pub(crate) kind: Option<EventKind>,
+    /// Until when a copy of this delivery could still pass: how long a store remembers it.
+    pub(crate) keep_until: DateTime<Utc>,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("secrets", &self.keys.len())
+            .field("freshness", &self.freshness)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_a1b2c3d4e5f6g7h8i9j0";
+    const BODY: &[u8] = br#"{"event":"call.completed","timestamp":"2024-01-15T10:30:00Z","webhook_id":"wh_abc123","data":{"id":"call_xyz789"}}"#;
+    // Computed by the seed's own Node algorithm:
+    // crypto.createHmac('sha256', SECRET).update(BODY).digest('hex')
+    const NODE_SIGNATURE: &str = "72d34d0e8843ebffab0e86ee065dbe484b179988222ca4f5a402824658241a46";
+
+    fn verifier() -> Verifier {
+        Verifier::new(SECRET).unwrap()
+    }
+
+    #[test]
+    fn signature_from_node_algorithm_verifies() {
+        let sig = Signature::parse(NODE_SIGNATURE).unwrap();
+        assert_eq!(verifier().verify(BODY, &sig).unwrap().secret_index(), 0);
+        assert_eq!(verifier().sign(BODY).to_string(), NODE_SIGNATURE);
+    }
+
+    #[test]
+    fn uppercase_hex_and_sha256_prefix_verify() {
+        for value in [
+            NODE_SIGNATURE.to_uppercase(),
+            format!("sha256={NODE_SIGNATURE}"),
+            format!("SHA256={}", NODE_SIGNATURE.to_uppercase()),
+            format!("  {NODE_SIGNATURE}\t"),
+        ] {
+            let sig = Signature::parse(&value).unwrap();
+            assert!(verifier().verify(BODY, &sig).is_ok(), "{value}");
+        }
+    }
+
+    #[test]
+    fn any_changed_byte_is_a_mismatch() {
+        let sig = Signature::parse(NODE_SIGNATURE).unwrap();
+        let mut body = BODY.to_vec();
+        for i in [0, body.len() / 2, body.len() - 1] {
+            body[i] ^= 1;
+            assert_eq!(
+                verifier().verify(&body, &sig),
+                Err(SignatureError::Mismatch)
+            );
+            body[i] ^= 1;
+        }
+        assert_eq!(
+            verifier().verify(&BODY[..BODY.len() - 1], &sig),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn secret_prefix_is_part_of_the_key() {
+        let without_prefix = Verifier::new(&SECRET["whsec_".len()..]).unwrap();
+        let sig = Signature::parse(NODE_SIGNATURE).unwrap();
+        assert_eq!(
+            without_prefix.verify(BODY, &sig),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn rotation_reports_which_secret_matched() {
+        let rotated = Verifier::new("whsec_new")
+            .unwrap()
+            .add_secret(SECRET)
+            .unwrap();
+        let sig = Signature::parse(NODE_SIGNATURE).unwrap();
+        let verified = rotated.verify(BODY, &sig).unwrap();
+        assert_eq!(verified.secret_index(), 1);
+        assert_eq!(rotated.secret_count(), 2);
+        // The id comes from the first secret's digest, whichever secret matched.
+        let signed_with_first = rotated.sign(BODY);
+        let again = rotated.verify(BODY, &signed_with_first).unwrap();
+        assert_eq!(again.secret_index(), 0);
+        assert_eq!(again.delivery_id(), verified.delivery_id());
+        // It is derived, never itself a valid signature, and Debug does not show the digest.
+        assert_ne!(
+            verified.delivery_id().to_string(),
+            signed_with_first.to_string()
+        );
+        assert!(!format!("{verified:?}").contains(&signed_with_first.to_string()));
+    }
+
+    #[test]
+    fn bad_secrets_are_refused_at_build_time() {
+        assert_eq!(Verifier::new("").err(), Some(SecretError::Empty));
+        assert_eq!(
+            verifier().add_secret("whsec_x\n").err(),
+            Some(SecretError::SurroundingWhitespace)
+        );
+        assert!(Verifier::new("my-own-secret").is_ok());
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let debug = format!("{:?}", verifier());
+        assert!(!debug.contains("a1b2"), "{debug}");
+        assert!(debug.starts_with("Verifier { secrets: 1, "), "{debug}");
+        let err = Verifier::new(" whsec_a1b2").unwrap_err();
+        assert!(!err.to_string().contains("a1b2"));
+    }
+}

@@ -1,0 +1,373 @@
+//! Delivery stores: one behaviour suite every store passes, and the layer's answer to a store
+//! that fails, is slow, or releases asynchronously. In memory, through the layer's real
+//! service (`tower::ServiceExt::oneshot`).
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::{extract::State, http::StatusCode, routing::post, Router};
+use chrono::{DateTime, TimeDelta, Utc};
+use ringyo_webhook::{
+    middleware::DUPLICATE_HEADER,
+    replay::StoreFuture,
+    testing::{ManualClock, TestDelivery},
+    Claim, DeliveryId, DeliveryStore, MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer,
+    Signature, StoreError, Verifier,
+};
+use tower::ServiceExt;
+
+const SECRET: &str = "whsec_stores";
+
+fn t(seconds: i64) -> DateTime<Utc> {
+    "2024-01-15T10:30:00Z".parse::<DateTime<Utc>>().unwrap() + TimeDelta::seconds(seconds)
+}
+
+fn id(n: u32) -> DeliveryId {
+    let verifier = Verifier::new(SECRET).unwrap();
+    let body = n.to_be_bytes();
+    let signature = Signature::parse(verifier.sign(&body).to_string()).unwrap();
+    verifier.verify(&body, &signature).unwrap().delivery_id()
+}
+
+/// The cases every [`DeliveryStore`] must pass. A new backend (Redis, SQL) calls this with
+/// its own store.
+async fn behaves_as_a_delivery_store(store: &dyn DeliveryStore) {
+    // Claimed once; a copy meanwhile is in flight.
+    assert_eq!(
+        store.claim(id(1), t(0), t(15)).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store.claim(id(1), t(1), t(16)).await.unwrap(),
+        Claim::InFlight
+    );
+    // Completed: a copy is handled until `keep_until`, then forgotten.
+    store.complete(id(1), t(3600)).await.unwrap();
+    assert_eq!(
+        store.claim(id(1), t(60), t(75)).await.unwrap(),
+        Claim::Handled
+    );
+    assert_eq!(
+        store.claim(id(1), t(3601), t(3616)).await.unwrap(),
+        Claim::Claimed
+    );
+
+    // Released: the retry claims it again.
+    assert_eq!(
+        store.claim(id(2), t(0), t(15)).await.unwrap(),
+        Claim::Claimed
+    );
+    store.release(id(2)).await.unwrap();
+    assert_eq!(
+        store.claim(id(2), t(1), t(16)).await.unwrap(),
+        Claim::Claimed
+    );
+
+    // Abandoned: the claim lapses with its lease.
+    assert_eq!(
+        store.claim(id(3), t(0), t(15)).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store.claim(id(3), t(14), t(29)).await.unwrap(),
+        Claim::InFlight
+    );
+    assert_eq!(
+        store.claim(id(3), t(16), t(31)).await.unwrap(),
+        Claim::Claimed
+    );
+
+    // A release never undoes a completion.
+    assert_eq!(
+        store.claim(id(4), t(0), t(15)).await.unwrap(),
+        Claim::Claimed
+    );
+    store.complete(id(4), t(3600)).await.unwrap();
+    store.release(id(4)).await.unwrap();
+    assert_eq!(
+        store.claim(id(4), t(1), t(16)).await.unwrap(),
+        Claim::Handled
+    );
+
+    // Deliveries are independent.
+    assert_eq!(
+        store.claim(id(5), t(0), t(15)).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store.claim(id(6), t(0), t(15)).await.unwrap(),
+        Claim::Claimed
+    );
+}
+
+#[tokio::test]
+async fn memory_store_passes_the_store_suite() {
+    behaves_as_a_delivery_store(&MemoryDeliveryStore::new()).await;
+}
+
+#[tokio::test]
+async fn a_store_with_async_steps_passes_the_store_suite() {
+    let store = Faulty::default();
+    store.delay.store(20, Ordering::SeqCst);
+    behaves_as_a_delivery_store(&store).await;
+}
+
+/// A memory store with faults and delays switched on by the test.
+#[derive(Default)]
+struct Faulty {
+    inner: Arc<MemoryDeliveryStore>,
+    /// Milliseconds each call waits before doing its work, as one over a network would.
+    delay: AtomicUsize,
+    claim_fails: AtomicBool,
+    complete_fails: AtomicBool,
+    releases: Arc<AtomicUsize>,
+}
+
+impl Faulty {
+    fn step<T: Send + 'static>(
+        &self,
+        fails: bool,
+        work: impl FnOnce() -> StoreFuture<Result<T, StoreError>> + Send + 'static,
+    ) -> StoreFuture<Result<T, StoreError>> {
+        let delay = Duration::from_millis(self.delay.load(Ordering::SeqCst) as u64);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            if fails {
+                return Err(StoreError::new("connection refused"));
+            }
+            work().await
+        })
+    }
+}
+
+impl DeliveryStore for Faulty {
+    fn claim(
+        &self,
+        id: DeliveryId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreFuture<Result<Claim, StoreError>> {
+        let inner = Arc::clone(&self.inner);
+        let fails = self.claim_fails.load(Ordering::SeqCst);
+        self.step(fails, move || inner.claim(id, now, lease_until))
+    }
+
+    fn complete(
+        &self,
+        id: DeliveryId,
+        keep_until: DateTime<Utc>,
+    ) -> StoreFuture<Result<(), StoreError>> {
+        let inner = Arc::clone(&self.inner);
+        let fails = self.complete_fails.load(Ordering::SeqCst);
+        self.step(fails, move || inner.complete(id, keep_until))
+    }
+
+    fn release(&self, id: DeliveryId) -> StoreFuture<Result<(), StoreError>> {
+        let inner = Arc::clone(&self.inner);
+        let releases = Arc::clone(&self.releases);
+        self.step(false, move || {
+            releases.fetch_add(1, Ordering::SeqCst);
+            inner.release(id)
+        })
+    }
+}
+
+/// How the handler behaves on each run: panics, hangs or answers 200, counting its runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Behaviour {
+    Answer,
+    Panic,
+    Hang,
+}
+
+#[derive(Clone)]
+struct Handler {
+    runs: Arc<AtomicUsize>,
+    first: Behaviour,
+}
+
+async fn handle(State(handler): State<Handler>, _: RingyoEvent) -> StatusCode {
+    let run = handler.runs.fetch_add(1, Ordering::SeqCst);
+    match handler.first {
+        Behaviour::Panic if run == 0 => panic!("the handler's first run fails"),
+        Behaviour::Hang if run == 0 => std::future::pending().await,
+        _ => StatusCode::OK,
+    }
+}
+
+struct Setup {
+    app: Router,
+    store: Arc<Faulty>,
+    clock: ManualClock,
+    runs: Arc<AtomicUsize>,
+}
+
+fn setup(first: Behaviour) -> Setup {
+    let store = Arc::new(Faulty::default());
+    let clock = ManualClock::new(t(60));
+    let layer = RingyoWebhookLayer::new(SECRET)
+        .unwrap()
+        .clock(clock.clone())
+        .delivery_store(Arc::clone(&store));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = Handler {
+        runs: Arc::clone(&runs),
+        first,
+    };
+    let app = Router::new()
+        .route("/", post(handle).route_layer(layer))
+        .with_state(handler);
+    Setup {
+        app,
+        store,
+        clock,
+        runs,
+    }
+}
+
+fn delivery() -> TestDelivery {
+    TestDelivery::new("call.completed")
+        .secret(SECRET)
+        .timestamp(t(0))
+        .uri("/")
+}
+
+async fn send(app: &Router, delivery: &TestDelivery) -> axum::response::Response {
+    app.clone()
+        .oneshot(delivery.clone().into_request())
+        .await
+        .unwrap()
+}
+
+async fn code(response: axum::response::Response) -> String {
+    let body = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    json["error"].as_str().unwrap_or("").to_owned()
+}
+
+#[tokio::test]
+async fn a_claim_that_fails_is_503_with_retry_after_and_the_handler_does_not_run() {
+    let setup = setup(Behaviour::Answer);
+    setup.store.claim_fails.store(true, Ordering::SeqCst);
+    let delivery = delivery();
+    let response = send(&setup.app, &delivery).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert_eq!(code(response).await, "delivery_store_unavailable");
+    assert_eq!(setup.runs.load(Ordering::SeqCst), 0);
+
+    // The store recovers: Ringyo's retry is handled, once.
+    setup.store.claim_fails.store(false, Ordering::SeqCst);
+    assert_eq!(send(&setup.app, &delivery).await.status(), 200);
+    let again = send(&setup.app, &delivery).await;
+    assert_eq!(again.headers()[DUPLICATE_HEADER], "true");
+    assert_eq!(setup.runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_slow_store_delays_the_answer_but_not_its_outcome() {
+    let setup = setup(Behaviour::Answer);
+    setup.store.delay.store(150, Ordering::SeqCst);
+    let delivery = delivery();
+    let started = std::time::Instant::now();
+    assert_eq!(send(&setup.app, &delivery).await.status(), 200);
+    // Claim and complete each waited.
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let (first, second) = tokio::join!(send(&setup.app, &delivery), send(&setup.app, &delivery));
+    assert_eq!(first.headers()[DUPLICATE_HEADER], "true");
+    assert_eq!(second.headers()[DUPLICATE_HEADER], "true");
+    assert_eq!(setup.runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_failed_settle_keeps_the_answer_and_the_claim_lapses_with_its_lease() {
+    let setup = setup(Behaviour::Answer);
+    setup.store.complete_fails.store(true, Ordering::SeqCst);
+    let delivery = delivery();
+    // The handler ran and answered 200: that answer stands.
+    assert_eq!(send(&setup.app, &delivery).await.status(), 200);
+    assert_eq!(setup.runs.load(Ordering::SeqCst), 1);
+
+    // The store could not record it, so the claim stays until its lease (15 s) runs out: a
+    // copy meanwhile is told to retry, and one after the lease runs the handler again.
+    setup.store.complete_fails.store(false, Ordering::SeqCst);
+    let copy = send(&setup.app, &delivery).await;
+    assert_eq!(copy.status(), 409);
+    assert_eq!(code(copy).await, "delivery_in_progress");
+    setup.clock.advance(Duration::from_secs(16));
+    assert_eq!(send(&setup.app, &delivery).await.status(), 200);
+    assert_eq!(setup.runs.load(Ordering::SeqCst), 2);
+}
+
+/// Waits (boundedly) until the store has released `count` claims.
+async fn released(store: &Faulty, count: usize) {
+    for _ in 0..100 {
+        if store.releases.load(Ordering::SeqCst) >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the claim was not released within a second");
+}
+
+#[tokio::test]
+async fn a_panicking_handler_releases_its_claim_through_a_slow_async_store() {
+    let setup = setup(Behaviour::Panic);
+    setup.store.delay.store(50, Ordering::SeqCst);
+    let delivery = delivery();
+    let app = setup.app.clone();
+    let request = delivery.clone().into_request();
+    let panicked = tokio::spawn(async move { app.oneshot(request).await }).await;
+    assert!(panicked.unwrap_err().is_panic());
+    released(&setup.store, 1).await;
+    // Within the lease, so only the release can have freed it.
+    assert_eq!(send(&setup.app, &delivery).await.status(), 200);
+    assert_eq!(setup.runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_request_dropped_mid_handler_releases_its_claim_through_a_slow_async_store() {
+    let setup = setup(Behaviour::Hang);
+    setup.store.delay.store(50, Ordering::SeqCst);
+    let delivery = delivery();
+    // The client goes away (or an outer time-out fires) while the handler runs.
+    let gone = tokio::time::timeout(Duration::from_millis(200), send(&setup.app, &delivery)).await;
+    assert!(gone.is_err());
+    assert_eq!(setup.runs.load(Ordering::SeqCst), 1);
+    released(&setup.store, 1).await;
+    assert_eq!(send(&setup.app, &delivery).await.status(), 200);
+    assert_eq!(setup.runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_time_out_layer_releases_the_claim_of_the_request_it_ends() {
+    let store = Arc::new(Faulty::default());
+    store.delay.store(50, Ordering::SeqCst);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let layer = RingyoWebhookLayer::new(SECRET)
+        .unwrap()
+        .clock(|| t(60))
+        .delivery_store(Arc::clone(&store));
+    let app = Router::new()
+        .route("/", post(handle).route_layer(layer))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(300),
+        ))
+        .with_state(Handler {
+            runs: Arc::clone(&runs),
+            first: Behaviour::Hang,
+        });
+    let delivery = delivery();
+    assert_eq!(send(&app, &delivery).await.status(), 408);
+    released(&store, 1).await;
+    assert_eq!(send(&app, &delivery).await.status(), 200);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
