@@ -30,18 +30,29 @@ impl<'a> MakeWriter<'a> for Captured {
     }
 }
 
-// `#[tokio::test]` runs server and client on this one thread, so the thread-local subscriber
-// sees the server's spans too.
+impl Captured {
+    /// Captures everything logged on this thread, with span closes if `spans`, until the guard
+    /// drops. `#[tokio::test]` runs server and client on this one thread, so the thread-local
+    /// subscriber sees the server's spans too.
+    fn start(spans: FmtSpan) -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_max_level(tracing::Level::TRACE)
+            .with_span_events(spans)
+            .with_ansi(false)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
 #[tokio::test]
 async fn spans_name_the_event_and_outcome_but_never_secrets_or_payload_values() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .with_span_events(FmtSpan::CLOSE)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::start(FmtSpan::CLOSE);
 
     // A secret of the user's own choosing is accepted, with a warning.
     RingyoWebhookLayer::new("my-own-secret").unwrap();
@@ -81,7 +92,7 @@ async fn spans_name_the_event_and_outcome_but_never_secrets_or_payload_values() 
     let (status, _, _) = deliver(addr, "/unguarded", body.clone(), Some(&sign(&body))).await;
     assert_eq!(status, 500);
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     // A route that forgot the layer is a deployment bug: logged at error level.
     assert!(
         logs.lines()
@@ -124,13 +135,7 @@ async fn spans_name_the_event_and_outcome_but_never_secrets_or_payload_values() 
 
 #[tokio::test]
 async fn each_rejection_is_logged_once() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::start(FmtSpan::NONE);
     let app = Router::new().route(
         "/",
         post(|_: RingyoEvent| async {}).route_layer(common::layer()),
@@ -146,7 +151,7 @@ async fn each_rejection_is_logged_once() {
         400
     );
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     let rejections = logs
         .lines()
         .filter(|line| line.contains("rejected delivery"))
