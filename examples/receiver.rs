@@ -21,7 +21,7 @@ use axum::{
     http::{header, StatusCode},
     response::{IntoResponse, Response},
     routing::post,
-    Json, Router,
+    Router,
 };
 use ringyo_webhook::{Event, MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer, SecretError};
 use tokio::{net::TcpListener, sync::mpsc};
@@ -178,13 +178,18 @@ async fn enqueue(State(queue): State<mpsc::Sender<RingyoEvent>>, event: RingyoEv
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(err) => {
             tracing::warn!("event queue unavailable ({err}); answering 503 so Ringyo retries");
+            // The crate's JSON error shape, trailing newline included.
+            let body = serde_json::json!({
+                "error": "queue_full",
+                "message": "the receiver is busy; retry later",
+            });
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, "5")],
-                Json(serde_json::json!({
-                    "error": "queue_full",
-                    "message": "the receiver is busy; retry later",
-                })),
+                [
+                    (header::RETRY_AFTER, "5"),
+                    (header::CONTENT_TYPE, "application/json"),
+                ],
+                format!("{body}\n"),
             )
                 .into_response()
         }

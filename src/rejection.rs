@@ -28,6 +28,14 @@ macro_rules! kinds {
         ///
         /// The 409 and 503 answers carry `Retry-After`: Ringyo retries any non-2xx answer, so
         /// nothing is lost.
+        ///
+        /// ```
+        /// use ringyo_webhook::RejectionKind;
+        ///
+        /// let kind = RejectionKind::TimestampOutOfTolerance;
+        /// assert_eq!((kind.status().as_u16(), kind.code()), (401, "timestamp_out_of_tolerance"));
+        /// assert!(RejectionKind::ALL.iter().all(|kind| !kind.message().is_empty()));
+        /// ```
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         pub enum RejectionKind {
@@ -174,6 +182,27 @@ impl Rejection {
     /// The stable error code; see [`RejectionKind::code`].
     pub fn code(&self) -> &'static str {
         self.kind.code()
+    }
+
+    /// Logs this rejection, once per refused delivery, at the level its kind deserves: warn
+    /// for a stale timestamp (a replay, or an event lost to a narrow window) and for a verified
+    /// delivery the receiver cannot read (lost unless someone looks), error for the receiver's
+    /// own faults, debug for the rest (anyone can send a bad signature).
+    pub(crate) fn log(&self) {
+        let reason = self.code();
+        match self.kind {
+            RejectionKind::TimestampOutOfTolerance
+            | RejectionKind::InvalidJson
+            | RejectionKind::InvalidEnvelope
+            | RejectionKind::InvalidTimestamp
+            | RejectionKind::InvalidEventData => {
+                tracing::warn!(reason, "rejected delivery: {self}");
+            }
+            RejectionKind::StoreUnavailable | RejectionKind::MissingLayer => {
+                tracing::error!(reason, "rejected delivery: {self}");
+            }
+            _ => tracing::debug!(reason, "rejected delivery: {self}"),
+        }
     }
 
     /// The detail after the kind's message, if any.

@@ -281,8 +281,11 @@ async fn broken_envelopes_get_the_same_answer_with_the_timestamp_check_on_or_off
         post(typed).route_layer(common::layer().skip_timestamp_check()),
     ))
     .await;
-    let cases: [(&[u8], u16, &str); 5] = [
+    let cases: [(&[u8], u16, &str); 8] = [
         (b"{\"event\": \"call.completed\", ", 400, "invalid_json"),
+        (br#"{"data":{}}"#, 422, "invalid_timestamp"),
+        (br#"{"event":7}"#, 422, "invalid_timestamp"),
+        (br#"[1,2,3]"#, 422, "invalid_envelope"),
         (b"\"just a string\"", 422, "invalid_envelope"),
         (
             br#"{"event":"call.completed","data":{}}"#,

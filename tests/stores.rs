@@ -371,3 +371,32 @@ async fn a_time_out_layer_releases_the_claim_of_the_request_it_ends() {
     assert_eq!(send(&app, &delivery).await.status(), 200);
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_request_dropped_while_its_claim_is_asked_for_leaves_no_claim_behind() {
+    let setup = setup(Behaviour::Answer);
+    setup.store.delay.store(100, Ordering::SeqCst);
+    let delivery = delivery();
+    let gone = tokio::time::timeout(Duration::from_millis(30), send(&setup.app, &delivery)).await;
+    assert!(gone.is_err(), "dropped while the claim was in flight");
+    // The claim went through in the background, and was released as nobody holds it.
+    released(&setup.store, 1).await;
+    assert_eq!(send(&setup.app, &delivery).await.status(), 200);
+    assert_eq!(setup.runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_request_dropped_while_its_outcome_is_recorded_is_still_recorded() {
+    let setup = setup(Behaviour::Answer);
+    setup.store.delay.store(300, Ordering::SeqCst);
+    let delivery = delivery();
+    // Claimed after 300 ms, handled at once, then dropped while `complete` runs (300 ms more).
+    let gone = tokio::time::timeout(Duration::from_millis(450), send(&setup.app, &delivery)).await;
+    assert!(gone.is_err(), "dropped while the outcome was recorded");
+    assert_eq!(setup.runs.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Ringyo saw no 2xx and retries: the delivery was recorded, so it is not run again.
+    let retry = send(&setup.app, &delivery).await;
+    assert_eq!(retry.headers()[DUPLICATE_HEADER], "true");
+    assert_eq!(setup.runs.load(Ordering::SeqCst), 1);
+}

@@ -193,10 +193,7 @@ fn data_error<T: FromEventData>(kind: &EventKind, data: &str) -> EnvelopeError {
         .err()
         .map(|err| err.to_string())
         .unwrap_or_default();
-    let at = match track.path().to_string().as_str() {
-        "." => "`data`".to_owned(),
-        path => format!("`data.{path}`"),
-    };
+    let at = format!("`data{}`", redacted_path(&track.path()));
     // The position serde_json appends is no help once the path is known.
     let message = message.split(" at line ").next().unwrap_or_default();
     let reason = if let Some((_, expected)) = message.split_once(", expected ") {
@@ -270,13 +267,15 @@ impl<'de, T: FromEventData> Visitor<'de> for EventVisitor<'_, T> {
                 return Ok(Err(EnvelopeError::Duplicate(field)));
             }
         }
-        let Some(Some(kind)) = kind else {
-            return Ok(Err(EnvelopeError::MissingEvent));
-        };
+        // The timestamp first, as the layer's freshness check reads it first: the same body
+        // gets the same answer with the check on or off.
         let timestamp = match timestamp {
             Some(Ok(timestamp)) => timestamp,
             Some(Err(err)) => return Ok(Err(err)),
             None => return Ok(Err(EnvelopeError::MissingTimestamp)),
+        };
+        let Some(Some(kind)) = kind else {
+            return Ok(Err(EnvelopeError::MissingEvent));
         };
         let data = match data {
             Data::Parsed(data) => Ok(data),
@@ -290,6 +289,29 @@ impl<'de, T: FromEventData> Visitor<'de> for EventVisitor<'_, T> {
             data,
         }))
     }
+}
+
+/// A field path as `.field[2].other`. A struct's fields and a map's keys look the same to
+/// serde, and a map may be keyed by personal data (a phone number, an address), so a key that
+/// is not a plain identifier shows as `[…]`.
+fn redacted_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let plain = |key: &str| {
+        key.len() <= 64
+            && key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } if plain(key) => out.push_str(&format!(".{key}")),
+            Segment::Map { .. } => out.push_str("[…]"),
+            Segment::Enum { variant } => out.push_str(&format!(".{variant}")),
+            _ => out.push_str(".?"),
+        }
+    }
+    out
 }
 
 /// `data` from its own text (absent, or raw because it came before `event`).
@@ -555,6 +577,16 @@ mod tests {
                 "at `data`: expected struct Transcript",
             ),
         ];
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct ByNumber {
+            calls: std::collections::HashMap<String, u32>,
+        }
+        let keyed = br#"{"event":"x","timestamp":"2024-01-15T10:30:00Z","data":{"calls":{"+15551234567":"x"}}}"#;
+        assert_eq!(
+            parse::<ByNumber>(keyed).unwrap_err(),
+            EnvelopeError::Data("at `data.calls[…]`: expected u32".into())
+        );
         for (body, expected) in cases {
             assert_eq!(
                 parse::<Transcript>(body).unwrap_err(),

@@ -8,7 +8,7 @@ use super::payload::VerifiedPayload;
 use crate::{
     event::{envelope, Event, EventKind, FromEventData},
     rejection::{Rejection, RejectionKind},
-    verify::{DeliveryId, Signature, Verified, Verifier},
+    verify::{DeliveryId, Signature, SignatureError, Verified, Verifier},
 };
 
 /// A verified Ringyo event, with its `data` typed as `T`.
@@ -82,7 +82,7 @@ impl<T: FromEventData> RingyoEvent<T> {
     /// serverless function, a queue consumer, a framework of your own.
     ///
     /// Pass the body exactly as received and the `x-ringyo-signature` header's value (`""` if
-    /// there was none). It makes the layer's checks in the layer's order, with the verifier's
+    /// there was none, which is refused as `missing_signature`, as the layer does). It makes the layer's checks in the layer's order, with the verifier's
     /// secrets and freshness window, then the extractor's, so the same bytes get the same
     /// answer as through the layer. For exactly-once handling, deduplicate on
     /// [`delivery_id`](Self::delivery_id).
@@ -114,10 +114,16 @@ impl<T: FromEventData> RingyoEvent<T> {
         body: &[u8],
         signature: impl AsRef<[u8]>,
     ) -> Result<Self, Rejection> {
-        let signature = Signature::parse(signature)?;
-        let verified = verifier.verify(body, &signature)?;
-        verifier.check_fresh(body, verifier.now())?;
-        Self::parse(body, &verified)
+        let checked = (|| {
+            let signature = signature.as_ref();
+            if signature.trim_ascii().is_empty() {
+                return Err(SignatureError::Missing.into());
+            }
+            let verified = verifier.verify(body, &Signature::parse(signature)?)?;
+            verifier.check_fresh(body, verifier.now())?;
+            Self::parse(body, &verified)
+        })();
+        checked.inspect_err(Rejection::log)
     }
 
     /// Deserializes the verified payload the layer left in a request's extensions, for code
@@ -137,11 +143,22 @@ impl<T: FromEventData> RingyoEvent<T> {
     ///
     /// As for the extractor, without `webhook_layer_missing`.
     pub fn from_payload(payload: &VerifiedPayload) -> Result<Self, Rejection> {
-        Self::parse(payload.bytes(), payload.verified())
+        Self::parse(payload.bytes(), payload.verified()).inspect_err(Rejection::log)
     }
 
+    /// Parses verified bytes; the caller logs a rejection, once.
     fn parse(body: &[u8], verified: &Verified) -> Result<Self, Rejection> {
-        let parsed = envelope::parse::<T>(body).map_err(Rejection::from)?;
+        let parsed = envelope::parse::<T>(body).map_err(|err| {
+            if let envelope::EnvelopeError::Data(_) = err {
+                // The type's name helps the receiver's developer; it is no business of the
+                // sender's, so it goes to the log, not into the answer.
+                tracing::debug!(
+                    target_type = std::any::type_name::<T>(),
+                    "verified event data does not fit the handler's type"
+                );
+            }
+            Rejection::from(err)
+        })?;
         Ok(Self {
             kind: parsed.kind,
             timestamp: parsed.timestamp,
@@ -229,7 +246,8 @@ mod tests {
         let stale_and_unfit = r#"{"event":"x","timestamp":"2024-01-15T08:30:00Z","data":{}}"#;
         let no_timestamp = r#"{"event":"x","data":{}}"#;
         let cases = [
-            (fresh, String::new(), "invalid_signature"),
+            (fresh, String::new(), "missing_signature"),
+            (fresh, "zz".to_owned(), "invalid_signature"),
             (fresh, signed("other"), "invalid_signature"),
             (fresh, signed(fresh), "invalid_event_data"),
             // Freshness before the data, as through the layer.

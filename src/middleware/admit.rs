@@ -26,7 +26,13 @@ use crate::{
     verify::{after, DeliveryId, Signature},
 };
 
-/// The header on a 200 that answers an already handled delivery without running the handler.
+/// The header on a 200 that answers an already handled delivery without running the handler:
+/// `x-webhook-duplicate: true`. See
+/// [`RingyoWebhookLayer::delivery_store`](crate::RingyoWebhookLayer::delivery_store).
+///
+/// ```
+/// assert_eq!(ringyo_webhook::middleware::DUPLICATE_HEADER, "x-webhook-duplicate");
+/// ```
 pub const DUPLICATE_HEADER: HeaderName = HeaderName::from_static("x-webhook-duplicate");
 
 /// The checks that need no body: a missing, malformed or conflicting signature header (401),
@@ -84,8 +90,9 @@ impl std::fmt::Debug for ClaimTicket {
 }
 
 /// The checks on the whole body: the signature over its exact bytes (401), then the freshness
-/// of its signed `timestamp` (401, or 422/400 when there is none); then, with a store, the
-/// claim to ask for.
+/// of its signed `timestamp` (401 `timestamp_out_of_tolerance`; 422 `invalid_timestamp` when
+/// there is none, 422 `invalid_envelope` or 400 `invalid_json` when the body is no envelope);
+/// then, with a store, the claim to ask for.
 pub(super) fn admit(
     config: &Config,
     bytes: Bytes,

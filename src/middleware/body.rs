@@ -70,7 +70,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<B> {
         Inner { #[pin] body: B },
-        Rejection { body: Option<Bytes> },
+        Own { body: Option<Bytes> },
     }
 }
 
@@ -81,9 +81,9 @@ impl<B> ResponseBody<B> {
         }
     }
 
-    pub(crate) fn rejection(body: Bytes) -> Self {
+    pub(crate) fn own(body: Bytes) -> Self {
         Self {
-            kind: Kind::Rejection {
+            kind: Kind::Own {
                 body: Some(body).filter(|body| !body.is_empty()),
             },
         }
@@ -103,23 +103,21 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
-            KindProj::Rejection { body } => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
+            KindProj::Own { body } => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
-            Kind::Rejection { body } => body.is_none(),
+            Kind::Own { body } => body.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
-            Kind::Rejection { body } => {
-                SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64))
-            }
+            Kind::Own { body } => SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
 }
@@ -128,7 +126,7 @@ impl<B> fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {
             Kind::Inner { .. } => "Inner",
-            Kind::Rejection { .. } => "Rejection",
+            Kind::Own { .. } => "Own",
         };
         f.debug_tuple("ResponseBody").field(&kind).finish()
     }

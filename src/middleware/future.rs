@@ -26,7 +26,7 @@ use super::{
 };
 use crate::{
     rejection::{Rejection, RejectionKind},
-    replay::{Claim, ClaimGuard, StoreError, StoreFuture},
+    replay::{Claim, ClaimCall, ClaimGuard, SettleCall, StoreError},
     verify::Signature,
 };
 
@@ -73,7 +73,8 @@ pin_project! {
         },
         /// Asking the delivery store for the claim.
         Claiming {
-            claim: StoreFuture<Result<Claim, StoreError>>,
+            #[pin]
+            claim: ClaimCall,
             next: Option<(Request<RequestBody>, S, ClaimTicket)>,
         },
         /// Running the inner service, holding the claim (if any) until it answers: dropped
@@ -85,8 +86,8 @@ pin_project! {
         },
         /// Recording the handler's outcome in the store, with the answer waiting.
         Settling {
-            settle: StoreFuture<Result<(), StoreError>>,
-            handled: bool,
+            #[pin]
+            settle: SettleCall,
             output: Option<Out>,
         },
     }
@@ -97,7 +98,7 @@ where
     S: Service<Request<RequestBody>>,
 {
     pub(super) fn rejected(rejection: &Rejection, config: Arc<Config>, span: Span) -> Self {
-        trace::rejected(&span, rejection, Cause::None);
+        span.in_scope(|| trace::rejected(&span, rejection, Cause::None));
         Self {
             state: respond(rejection.to_response()),
             config,
@@ -145,7 +146,7 @@ where
         loop {
             let next = match this.state.as_mut().project() {
                 StateProj::Respond { response } => {
-                    let response = take(response).map(ResponseBody::rejection);
+                    let response = take(response).map(ResponseBody::own);
                     return Poll::Ready(Ok(response));
                 }
                 StateProj::Buffering {
@@ -160,7 +161,7 @@ where
                     after_body(this.config, this.span, parts, inner, read, signature)
                 }
                 StateProj::Claiming { claim, next } => {
-                    let claim = ready!(claim.as_mut().poll(cx));
+                    let claim = ready!(claim.poll(cx));
                     let (request, inner, ticket) = take(next);
                     after_claim(this.span, &claim, request, inner, ticket)
                 }
@@ -172,21 +173,13 @@ where
                     let Some(guard) = guard.take() else {
                         return Poll::Ready(finish(output));
                     };
-                    let handled = admit::is_handled(&output);
                     State::Settling {
-                        settle: guard.settle(handled),
-                        handled,
+                        settle: guard.settle(admit::is_handled(&output)),
                         output: Some(output),
                     }
                 }
-                StateProj::Settling {
-                    settle,
-                    handled,
-                    output,
-                } => {
-                    if let Err(err) = ready!(settle.as_mut().poll(cx)) {
-                        trace::settle_failed(&err, *handled);
-                    }
+                StateProj::Settling { settle, output } => {
+                    ready!(settle.poll(cx));
                     return Poll::Ready(finish(take(output)));
                 }
             };
@@ -261,9 +254,12 @@ where
             guard: None,
         },
         Some(ticket) => State::Claiming {
-            claim: ticket
-                .store
-                .claim(ticket.id, ticket.now, ticket.lease_until),
+            claim: ClaimCall::new(
+                Arc::clone(&ticket.store),
+                ticket.id,
+                ticket.now,
+                ticket.lease_until,
+            ),
             next: Some((request, inner, ticket)),
         },
     }

@@ -25,7 +25,8 @@ use crate::{
 ///   the header under each secret: 401 if none matches;
 /// - the signed `timestamp` must be within the [tolerance](Self::timestamp_tolerance) of
 ///   now (on by default): 401 `timestamp_out_of_tolerance` outside it, 422
-///   `invalid_timestamp` if there is none (400 `invalid_json` if the body is not JSON);
+///   `invalid_timestamp` if there is none (422 `invalid_envelope` if the body is not a JSON
+///   object, 400 `invalid_json` if it is not JSON);
 /// - with a [delivery store](Self::delivery_store) (opt-in), a delivery already handled is
 ///   answered 200 with `x-webhook-duplicate: true` without running the handler, and one being
 ///   handled right now gets 409 `delivery_in_progress`; if the store fails, 503
@@ -150,27 +151,20 @@ impl RingyoWebhookLayer {
         self
     }
 
-    /// Sets how far the signed `timestamp` may be from now: at most `max_age` in the past and
-    /// `max_future` in the future. Defaults: one hour and five minutes
-    /// ([`DEFAULT_MAX_AGE`](Self::DEFAULT_MAX_AGE), [`DEFAULT_MAX_FUTURE`](Self::DEFAULT_MAX_FUTURE)).
-    ///
-    /// Keep `max_age` above Ringyo's retry schedule (about 13 minutes): a narrower window
-    /// refuses genuine retries, and those events are lost.
+    /// Sets the freshness window: see [`Verifier::timestamp_tolerance`]. Defaults: one hour old
+    /// and five minutes ahead.
     #[must_use]
     pub fn timestamp_tolerance(self, max_age: Duration, max_future: Duration) -> Self {
         self.map_verifier(|verifier| verifier.timestamp_tolerance(max_age, max_future))
     }
 
-    /// Turns the timestamp check off: any verified delivery is accepted whatever its age, so a
-    /// captured request can be replayed for ever. Only for a receiver that checks freshness
-    /// itself.
+    /// Turns the timestamp check off: see [`Verifier::skip_timestamp_check`].
     #[must_use]
     pub fn skip_timestamp_check(self) -> Self {
         self.map_verifier(Verifier::skip_timestamp_check)
     }
 
-    /// Sets the clock the timestamp check and the delivery store use. Default: the system
-    /// clock. Tests can pass a closure returning a fixed or advancing time.
+    /// Sets the clock the timestamp check and the delivery store use: see [`Verifier::clock`].
     #[must_use]
     pub fn clock(self, clock: impl Clock) -> Self {
         self.map_verifier(|verifier| verifier.clock(clock))

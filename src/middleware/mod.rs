@@ -35,7 +35,8 @@
 //! async fn handle(req: Request<RequestBody>) -> Result<Response<String>, Infallible> {
 //!     Ok(match RingyoEvent::<Event>::from_extensions(req.extensions()) {
 //!         Ok(event) => Response::new(event.kind.to_string()),
-//!         Err(rejection) => rejection.to_response().map(|_| String::new()),
+//!         // The same JSON answer the layer gives.
+//!         Err(rejection) => rejection.to_response().map(|json| String::from_utf8_lossy(&json).into()),
 //!     })
 //! }
 //!

@@ -49,8 +49,8 @@ pub(super) enum Cause<'a> {
     Store(&'a StoreError),
 }
 
-/// Records a rejection, and logs it once: at warn for a stale timestamp (each is a replay or an
-/// event lost to a narrow window), at error for a failing store, at debug otherwise.
+/// Records a rejection, and logs it once: with its cause when there is one, else at the level
+/// its kind deserves ([`Rejection::log`]).
 pub(super) fn rejected(span: &Span, rejection: &Rejection, cause: Cause<'_>) {
     span.record("outcome", "rejected");
     span.record("reason", rejection.code());
@@ -60,17 +60,15 @@ pub(super) fn rejected(span: &Span, rejection: &Rejection, cause: Cause<'_>) {
         Cause::Store(err) => tracing::error!(
             reason,
             error = %err,
-            "delivery store failed to claim a delivery; answering 503 so Ringyo retries"
+            "rejected delivery: the delivery store failed to claim it; answering 503 so Ringyo \
+             retries"
         ),
         Cause::Mismatch {
             headers,
             body_len,
             secrets,
         } => log_mismatch(headers, body_len, secrets),
-        Cause::None if rejection.kind() == RejectionKind::TimestampOutOfTolerance => {
-            tracing::warn!(reason, "rejected delivery: {rejection}");
-        }
-        Cause::None => tracing::debug!(reason, "rejected delivery: {rejection}"),
+        Cause::None => rejection.log(),
     }
 }
 
@@ -112,14 +110,4 @@ pub(super) fn handled(span: &Span, status: StatusCode) {
     };
     span.record("outcome", outcome);
     tracing::debug!(status = status.as_u16(), "verified delivery {outcome}");
-}
-
-/// Logs a store that failed to record the handler's outcome. The answer already given stands.
-pub(super) fn settle_failed(err: &StoreError, handled: bool) {
-    let what = if handled { "handled" } else { "released" };
-    tracing::error!(
-        error = %err,
-        "delivery store failed to record the delivery as {what}; the answer stands, and the \
-         claim lapses when its lease runs out"
-    );
 }

@@ -1,23 +1,80 @@
-//! [`ClaimGuard`]: a claim held while a handler runs, released on every path that does not
-//! settle it.
+//! The store calls the layer makes around a handler, each carried to its end on every path:
+//! [`ClaimCall`] (the claim), [`ClaimGuard`] (held while the handler runs) and [`SettleCall`]
+//! (recording the outcome).
+//!
+//! A request can end at any await: the client goes away, an outer time-out drops it, the handler
+//! panics. A store call dropped half-way may still take effect on a shared store (Redis, SQL),
+//! so none is simply dropped: what is left runs on the tokio runtime, and a claim granted to a
+//! request that is gone is released.
 
 use std::{
     fmt,
+    future::Future,
+    pin::Pin,
     sync::Arc,
-    task::{Context, Poll, Waker},
+    task::{ready, Context, Poll, Waker},
 };
 
 use chrono::{DateTime, Utc};
 
-use super::store::{DeliveryStore, StoreError, StoreFuture};
+use super::store::{Claim, DeliveryStore, StoreError, StoreFuture};
 use crate::verify::DeliveryId;
+
+/// A claim being asked for. Dropped before the store answers, it lets the call finish and
+/// releases the claim if it was granted, so no claim outlives its request.
+pub(crate) struct ClaimCall {
+    future: Option<StoreFuture<Result<Claim, StoreError>>>,
+    store: Arc<dyn DeliveryStore>,
+    id: DeliveryId,
+}
+
+impl ClaimCall {
+    pub(crate) fn new(
+        store: Arc<dyn DeliveryStore>,
+        id: DeliveryId,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            future: Some(store.claim(id, now, lease_until)),
+            store,
+            id,
+        }
+    }
+}
+
+impl Future for ClaimCall {
+    type Output = Result<Claim, StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(future) = self.future.as_mut() else {
+            return Poll::Pending; // finished: the layer never polls it again
+        };
+        let claim = ready!(future.as_mut().poll(cx));
+        self.future = None;
+        Poll::Ready(claim)
+    }
+}
+
+impl Drop for ClaimCall {
+    fn drop(&mut self) {
+        let Some(claim) = self.future.take() else {
+            return;
+        };
+        let (store, id) = (Arc::clone(&self.store), self.id);
+        finish_in_background(async move {
+            if let Ok(Claim::Claimed) = claim.await {
+                log_release(store.release(id).await);
+            }
+        });
+    }
+}
 
 /// A claim on a delivery while its handler runs.
 ///
 /// [`settle`](Self::settle) records the outcome. Dropped unsettled (the handler panicked, the
 /// client went away, a time-out dropped the request), it releases the claim so a retry runs the
-/// handler again: `Drop` cannot await, so it starts the release, and if the store needs more
-/// than one poll (any store that does I/O) spawns the rest on the tokio runtime.
+/// handler again; the release runs on the tokio runtime, since `Drop` cannot await.
 pub(crate) struct ClaimGuard {
     store: Arc<dyn DeliveryStore>,
     id: DeliveryId,
@@ -41,12 +98,16 @@ impl ClaimGuard {
 
     /// Records the outcome: handled (the handler answered 2xx) until the delivery leaves the
     /// freshness window, or released for a retry.
-    pub(crate) fn settle(mut self, handled: bool) -> StoreFuture<Result<(), StoreError>> {
+    pub(crate) fn settle(mut self, handled: bool) -> SettleCall {
         self.settled = true;
-        if handled {
+        let future = if handled {
             self.store.complete(self.id, self.keep_until)
         } else {
             self.store.release(self.id)
+        };
+        SettleCall {
+            future: Some(future),
+            handled,
         }
     }
 }
@@ -57,32 +118,79 @@ impl Drop for ClaimGuard {
             return;
         }
         tracing::debug!("request ended before its handler finished; releasing the delivery");
-        let mut release = self.store.release(self.id);
-        // An in-memory store finishes on the first poll: no task needed.
-        let first = release
-            .as_mut()
-            .poll(&mut Context::from_waker(Waker::noop()));
-        if let Poll::Ready(result) = first {
-            log_failure(result);
-            return;
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move { log_failure(release.await) });
-            }
-            Err(_) => tracing::warn!(
-                "no tokio runtime to finish releasing a delivery; its claim lapses when its \
-                 lease runs out"
-            ),
+        let release = self.store.release(self.id);
+        finish_in_background(async move { log_release(release.await) });
+    }
+}
+
+/// The outcome being recorded. Dropped before the store answers (the client went away while
+/// it was written), it lets the call finish in the background.
+pub(crate) struct SettleCall {
+    future: Option<StoreFuture<Result<(), StoreError>>>,
+    handled: bool,
+}
+
+impl Future for SettleCall {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(future) = self.future.as_mut() else {
+            return Poll::Ready(());
+        };
+        let result = ready!(future.as_mut().poll(cx));
+        self.future = None;
+        log_settle(result, self.handled);
+        Poll::Ready(())
+    }
+}
+
+impl Drop for SettleCall {
+    fn drop(&mut self) {
+        if let Some(settle) = self.future.take() {
+            let handled = self.handled;
+            finish_in_background(async move { log_settle(settle.await, handled) });
         }
     }
 }
 
-fn log_failure(result: Result<(), StoreError>) {
+/// Runs what is left of a store call on the tokio runtime.
+///
+/// Without a runtime (the layer outside tokio), one poll finishes an in-memory store's work; a
+/// store that needs more relies on the claim's lease running out.
+fn finish_in_background(task: impl Future<Output = ()> + Send + 'static) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(task);
+        return;
+    }
+    // A store future polled outside a runtime may panic (tokio's timers do); never risk that
+    // while a panic is already unwinding, which would abort the process.
+    if !std::thread::panicking() {
+        let mut task = std::pin::pin!(task);
+        let done = task
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_ready();
+        if done {
+            return;
+        }
+    }
+    tracing::warn!(
+        "no tokio runtime to finish a delivery store call; the claim lapses when its lease runs out"
+    );
+}
+
+fn log_release(result: Result<(), StoreError>) {
+    log_settle(result, false);
+}
+
+/// Logs a store that failed to record an outcome. The answer already given stands.
+fn log_settle(result: Result<(), StoreError>, handled: bool) {
     if let Err(err) = result {
-        tracing::warn!(
+        let what = if handled { "handled" } else { "released" };
+        tracing::error!(
             error = %err,
-            "delivery store failed to release a delivery; its claim lapses when its lease runs out"
+            "delivery store failed to record the delivery as {what}; the answer stands, and \
+             the claim lapses when its lease runs out"
         );
     }
 }
@@ -159,7 +267,7 @@ mod tests {
         let store = SlowRelease::default();
         let released = Arc::clone(&store.released);
         let guard = ClaimGuard::new(Arc::new(store), id(), DateTime::UNIX_EPOCH);
-        guard.settle(true).await.unwrap();
+        guard.settle(true).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(released.load(Ordering::SeqCst), 0);
     }

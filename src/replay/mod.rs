@@ -27,6 +27,6 @@ mod guard;
 mod memory;
 mod store;
 
-pub(crate) use guard::ClaimGuard;
+pub(crate) use guard::{ClaimCall, ClaimGuard, SettleCall};
 pub use memory::MemoryDeliveryStore;
 pub use store::{Claim, DeliveryStore, StoreError, StoreFuture};

@@ -42,18 +42,57 @@ impl StoreError {
 /// otherwise. Methods are async so a store shared by several replicas (Redis, a SQL table) can
 /// back it; each must be atomic with respect to the others for the same id.
 ///
-/// If the request ends before its handler does (the handler panicked, the client went away, a
-/// time-out dropped it), the layer still calls `release`, and drives the release to its end on
-/// the tokio runtime, so a store whose release does I/O is released too. Only without a tokio
-/// runtime (or if the process dies) does a claim wait for its lease to run out.
+/// If the request ends at any point (the handler panicked, the client went away, a time-out
+/// dropped it), the layer carries the store call it was awaiting to its end on the tokio
+/// runtime, and releases a claim no request holds any more, so a store that does I/O is left
+/// consistent too. Only without a tokio runtime (or if the process dies) does a claim wait for
+/// its lease to run out.
 ///
 /// A claim that fails makes the layer answer 503 `delivery_store_unavailable` with
 /// `Retry-After`, so Ringyo retries later rather than the handler running twice. A `complete`
 /// or `release` that fails does not change the answer already given: the claim then stays until
 /// its lease runs out, and copies arriving meanwhile get 409.
 ///
-/// Every store passes the same behaviour suite (`tests/stores.rs`): a new backend proves itself
-/// by passing it.
+/// The crate's own stores pass one behaviour suite (`tests/stores.rs` in the repository); a new
+/// backend in this crate proves itself by passing the same cases.
+///
+/// A store is three methods returning boxed futures that own what they need:
+///
+/// ```
+/// use std::{collections::HashSet, sync::{Arc, Mutex}};
+/// use ringyo_webhook::{
+///     chrono::{DateTime, Utc}, replay::StoreFuture, Claim, DeliveryId, DeliveryStore, StoreError,
+/// };
+///
+/// /// Remembers handled deliveries for ever, and never sees a claim in flight: a sketch only.
+/// #[derive(Default)]
+/// struct Sketch(Arc<Mutex<HashSet<DeliveryId>>>);
+///
+/// impl DeliveryStore for Sketch {
+///     fn claim(&self, id: DeliveryId, _: DateTime<Utc>, _: DateTime<Utc>)
+///         -> StoreFuture<Result<Claim, StoreError>>
+///     {
+///         let handled = self.0.lock().unwrap().contains(&id);
+///         Box::pin(async move { Ok(if handled { Claim::Handled } else { Claim::Claimed }) })
+///     }
+///
+///     fn complete(&self, id: DeliveryId, _: DateTime<Utc>) -> StoreFuture<Result<(), StoreError>> {
+///         let handled = Arc::clone(&self.0);
+///         Box::pin(async move {
+///             handled.lock().map_err(|_| StoreError::new("poisoned"))?.insert(id);
+///             Ok(())
+///         })
+///     }
+///
+///     fn release(&self, _: DeliveryId) -> StoreFuture<Result<(), StoreError>> {
+///         Box::pin(async { Ok(()) })
+///     }
+/// }
+///
+/// let layer = ringyo_webhook::RingyoWebhookLayer::new("whsec_example")?
+///     .delivery_store(Sketch::default());
+/// # Ok::<(), ringyo_webhook::SecretError>(())
+/// ```
 ///
 /// [`RingyoWebhookLayer::delivery_store`]: crate::RingyoWebhookLayer::delivery_store
 pub trait DeliveryStore: Send + Sync + 'static {
@@ -70,7 +109,8 @@ pub trait DeliveryStore: Send + Sync + 'static {
     ) -> StoreFuture<Result<Claim, StoreError>>;
 
     /// Records `id` as handled until `keep_until`, after which the layer's timestamp check
-    /// refuses a replay of it anyway.
+    /// refuses a replay of it anyway (with the check off, `keep_until` is an hour after
+    /// handling, and a later replay runs again).
     fn complete(
         &self,
         id: DeliveryId,

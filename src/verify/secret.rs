@@ -11,6 +11,15 @@ const SECRET_PREFIX: &str = "whsec_";
 /// Secrets are checked once, at start-up, so a configuration slip shows up as an error there
 /// instead of as every delivery failing with `invalid_signature`. The messages never quote the
 /// secret.
+///
+/// ```
+/// use ringyo_webhook::{SecretError, Verifier};
+///
+/// // A secret read from a file with its trailing newline.
+/// let err = Verifier::new("whsec_abc\n").unwrap_err();
+/// assert_eq!(err, SecretError::SurroundingWhitespace);
+/// assert!(!err.to_string().contains("abc"));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SecretError {

@@ -20,6 +20,15 @@ const ALGORITHM_PREFIX: &[u8] = b"sha256=";
 ///
 /// None of these say anything about the secret: a caller may show them to the sender. Each is
 /// one [`RejectionKind`], whose message it displays.
+///
+/// ```
+/// use ringyo_webhook::{http::HeaderMap, RejectionKind, Signature, SignatureError};
+///
+/// let err = Signature::from_headers(&HeaderMap::new()).unwrap_err();
+/// assert_eq!(err, SignatureError::Missing);
+/// assert_eq!(err.kind(), RejectionKind::MissingSignature);
+/// assert_eq!(err.kind().code(), "missing_signature");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SignatureError {

@@ -3,6 +3,7 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
+use subtle::ConstantTimeEq;
 
 use crate::{
     event::{envelope::Head, EventKind},
@@ -49,8 +50,10 @@ pub struct Verifier {
     freshness: Freshness,
 }
 
-/// What a successful signature check found.
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// What a successful signature check found: which secret matched, and the delivery's id.
+///
+/// See [`Verifier::verify`] for an example.
+#[derive(Clone, Copy)]
 pub struct Verified {
     secret_index: usize,
     // The first secret's HMAC of the body: a valid signature, so kept private and out of Debug.
@@ -69,6 +72,16 @@ impl Verified {
         DeliveryId::from_digest(&self.first_digest)
     }
 }
+
+/// Compares in constant time: the digest inside is a valid signature.
+impl PartialEq for Verified {
+    fn eq(&self, other: &Self) -> bool {
+        let same_digest: bool = self.first_digest.ct_eq(&other.first_digest).into();
+        same_digest & (self.secret_index == other.secret_index)
+    }
+}
+
+impl Eq for Verified {}
 
 impl fmt::Debug for Verified {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -131,6 +144,10 @@ impl Verifier {
     /// Turns the timestamp check off: any verified delivery is accepted whatever its age, so a
     /// captured request can be replayed for ever. Only for a receiver that checks freshness
     /// itself.
+    ///
+    /// A layer's delivery store then remembers a handled delivery for
+    /// [`DEFAULT_MAX_AGE`](Self::DEFAULT_MAX_AGE) after it was handled: a replay later than that
+    /// runs the handler again.
     #[must_use]
     pub fn skip_timestamp_check(mut self) -> Self {
         self.freshness.turn_off();
