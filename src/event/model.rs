@@ -4,6 +4,17 @@
 //! field is an `Option`, a field whose JSON type differs from the model's reads as `None`
 //! instead of failing the event, and fields the model does not name are kept in `extra`. The
 //! exact bytes stay available through [`VerifiedPayload`](crate::VerifiedPayload).
+//!
+//! ```
+//! use ringyo_webhook::model::{Credits, PhoneNumber};
+//!
+//! let credits: Credits = serde_json::from_str(r#"{"balance":12.5,"threshold":"fifty"}"#)?;
+//! assert_eq!((credits.balance, credits.threshold), (Some(12.5), None));
+//!
+//! let number: PhoneNumber = serde_json::from_str(r#"{"id":"pn_1","country":"US"}"#)?;
+//! assert_eq!(number.extra["country"], "US");
+//! # Ok::<(), serde_json::Error>(())
+//! ```
 
 use std::fmt;
 
@@ -34,7 +45,8 @@ macro_rules! model {
         $(#[$meta])*
         ///
         /// `Debug` hides personal data (phone numbers, what was said, recordings, metadata and
-        /// unknown fields' values), so logging an event with `?event` leaks none of it.
+        /// unknown fields' values), so logging an event with `?event` leaks none of it. See the
+        /// [module docs](self) for an example.
         #[derive(Clone, Default, PartialEq, Serialize)]
         #[non_exhaustive]
         pub struct $name {

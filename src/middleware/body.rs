@@ -14,7 +14,8 @@ use pin_project_lite::pin_project;
 /// The request body the layer passes to the inner service: the bytes that were verified.
 ///
 /// It yields them in one frame. They share memory with
-/// [`VerifiedPayload`](crate::VerifiedPayload): reading both costs no copy.
+/// [`VerifiedPayload`](crate::VerifiedPayload): reading both costs no copy. See the
+/// [module docs](super) for a service that takes it.
 pub struct RequestBody {
     bytes: Option<Bytes>,
 }
@@ -59,7 +60,7 @@ impl fmt::Debug for RequestBody {
 pin_project! {
     /// The response body of [`RingyoWebhook`](super::RingyoWebhook): either the inner
     /// service's body, or the JSON body of a [`Rejection`](crate::Rejection) (or of a
-    /// duplicate's empty answer).
+    /// duplicate's empty answer). See the [module docs](super) for an example.
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,

@@ -31,7 +31,8 @@ use crate::{
 };
 
 pin_project! {
-    /// The response future of [`RingyoWebhook`](super::RingyoWebhook).
+    /// The response future of [`RingyoWebhook`](super::RingyoWebhook). See the
+    /// [module docs](super) for an example.
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<RequestBody>>,

@@ -21,7 +21,8 @@ use super::{
 /// The service made by [`RingyoWebhookLayer`](crate::RingyoWebhookLayer); see there for what
 /// it checks.
 ///
-/// Cheap to clone: the configuration is shared behind an `Arc`.
+/// Cheap to clone: the configuration is shared behind an `Arc`. See the [module docs](super)
+/// for an example.
 #[derive(Clone, Debug)]
 pub struct RingyoWebhook<S> {
     inner: S,

@@ -8,10 +8,11 @@ use crate::verify::DeliveryId;
 
 /// A boxed future, as the [`DeliveryStore`] methods return: the trait stays object safe, so the
 /// layer needs no type parameter for it. The futures are `'static`: they must not borrow the
-/// store, so clone what they need (a connection pool handle, say) into them.
+/// store, so clone what they need (a connection pool handle, say) into them. See
+/// [`DeliveryStore`] for an example.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// What [`DeliveryStore::claim`] found.
+/// What [`DeliveryStore::claim`] found. See [`DeliveryStore`] for an example.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Claim {
@@ -23,7 +24,8 @@ pub enum Claim {
     Handled,
 }
 
-/// A store failed, for example a shared database could not be reached.
+/// A store failed, for example a shared database could not be reached. The layer answers 503
+/// `delivery_store_unavailable` with `Retry-After`; see [`DeliveryStore`] for an example.
 #[derive(Debug, thiserror::Error)]
 #[error("delivery store error: {0}")]
 pub struct StoreError(#[source] Box<dyn std::error::Error + Send + Sync>);

@@ -36,7 +36,13 @@ where
     }
 }
 
-/// The system's clock, the default.
+/// The system's clock, the default. See [`Clock`] for another.
+///
+/// ```
+/// use ringyo_webhook::{Clock, SystemClock};
+///
+/// assert!(SystemClock.now().timestamp() > 1_700_000_000);
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
