@@ -81,7 +81,7 @@ pub use event::{model, Event, EventKind, FromEventData};
 pub use extract::{RingyoEvent, VerifiedPayload};
 pub use middleware::RingyoWebhookLayer;
 pub use rejection::{Rejection, RejectionKind};
-pub use replay::{Claim, DeliveryStore, MemoryDeliveryStore, StoreError};
+pub use replay::{Claim, ClaimToken, DeliveryStore, MemoryDeliveryStore, StoreError};
 pub use verify::{
     Clock, DeliveryId, SecretError, Signature, SignatureError, SystemClock, Verifier,
     SIGNATURE_HEADER,

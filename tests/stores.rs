@@ -16,10 +16,12 @@ use ringyo_webhook::{
     middleware::DUPLICATE_HEADER,
     replay::StoreFuture,
     testing::{ManualClock, TestDelivery},
-    Claim, DeliveryId, DeliveryStore, MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer,
-    Signature, StoreError, Verifier,
+    Claim, ClaimToken, DeliveryId, DeliveryStore, MemoryDeliveryStore, RingyoEvent,
+    RingyoWebhookLayer, StoreError,
 };
 use tower::ServiceExt;
+
+mod common;
 
 const SECRET: &str = "whsec_stores";
 
@@ -27,94 +29,16 @@ fn t(seconds: i64) -> DateTime<Utc> {
     "2024-01-15T10:30:00Z".parse::<DateTime<Utc>>().unwrap() + TimeDelta::seconds(seconds)
 }
 
-fn id(n: u32) -> DeliveryId {
-    let verifier = Verifier::new(SECRET).unwrap();
-    let body = n.to_be_bytes();
-    let signature = Signature::parse(verifier.sign(&body).to_string()).unwrap();
-    verifier.verify(&body, &signature).unwrap().delivery_id()
-}
-
-/// The cases every [`DeliveryStore`] must pass. A new backend (Redis, SQL) calls this with
-/// its own store.
-async fn behaves_as_a_delivery_store(store: &dyn DeliveryStore) {
-    // Claimed once; a copy meanwhile is in flight.
-    assert_eq!(
-        store.claim(id(1), t(0), t(15)).await.unwrap(),
-        Claim::Claimed
-    );
-    assert_eq!(
-        store.claim(id(1), t(1), t(16)).await.unwrap(),
-        Claim::InFlight
-    );
-    // Completed: a copy is handled until `keep_until`, then forgotten.
-    store.complete(id(1), t(3600)).await.unwrap();
-    assert_eq!(
-        store.claim(id(1), t(60), t(75)).await.unwrap(),
-        Claim::Handled
-    );
-    assert_eq!(
-        store.claim(id(1), t(3601), t(3616)).await.unwrap(),
-        Claim::Claimed
-    );
-
-    // Released: the retry claims it again.
-    assert_eq!(
-        store.claim(id(2), t(0), t(15)).await.unwrap(),
-        Claim::Claimed
-    );
-    store.release(id(2)).await.unwrap();
-    assert_eq!(
-        store.claim(id(2), t(1), t(16)).await.unwrap(),
-        Claim::Claimed
-    );
-
-    // Abandoned: the claim lapses with its lease.
-    assert_eq!(
-        store.claim(id(3), t(0), t(15)).await.unwrap(),
-        Claim::Claimed
-    );
-    assert_eq!(
-        store.claim(id(3), t(14), t(29)).await.unwrap(),
-        Claim::InFlight
-    );
-    assert_eq!(
-        store.claim(id(3), t(16), t(31)).await.unwrap(),
-        Claim::Claimed
-    );
-
-    // A release never undoes a completion.
-    assert_eq!(
-        store.claim(id(4), t(0), t(15)).await.unwrap(),
-        Claim::Claimed
-    );
-    store.complete(id(4), t(3600)).await.unwrap();
-    store.release(id(4)).await.unwrap();
-    assert_eq!(
-        store.claim(id(4), t(1), t(16)).await.unwrap(),
-        Claim::Handled
-    );
-
-    // Deliveries are independent.
-    assert_eq!(
-        store.claim(id(5), t(0), t(15)).await.unwrap(),
-        Claim::Claimed
-    );
-    assert_eq!(
-        store.claim(id(6), t(0), t(15)).await.unwrap(),
-        Claim::Claimed
-    );
-}
-
 #[tokio::test]
 async fn memory_store_passes_the_store_suite() {
-    behaves_as_a_delivery_store(&MemoryDeliveryStore::new()).await;
+    common::stores::behaves_as_a_delivery_store(&MemoryDeliveryStore::new()).await;
 }
 
 #[tokio::test]
 async fn a_store_with_async_steps_passes_the_store_suite() {
     let store = Faulty::default();
     store.delay.store(20, Ordering::SeqCst);
-    behaves_as_a_delivery_store(&store).await;
+    common::stores::behaves_as_a_delivery_store(&store).await;
 }
 
 /// A memory store with faults and delays switched on by the test.
@@ -149,30 +73,32 @@ impl DeliveryStore for Faulty {
     fn claim(
         &self,
         id: DeliveryId,
+        token: ClaimToken,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreFuture<Result<Claim, StoreError>> {
         let inner = Arc::clone(&self.inner);
         let fails = self.claim_fails.load(Ordering::SeqCst);
-        self.step(fails, move || inner.claim(id, now, lease_until))
+        self.step(fails, move || inner.claim(id, token, now, lease_until))
     }
 
     fn complete(
         &self,
         id: DeliveryId,
+        token: ClaimToken,
         keep_until: DateTime<Utc>,
     ) -> StoreFuture<Result<(), StoreError>> {
         let inner = Arc::clone(&self.inner);
         let fails = self.complete_fails.load(Ordering::SeqCst);
-        self.step(fails, move || inner.complete(id, keep_until))
+        self.step(fails, move || inner.complete(id, token, keep_until))
     }
 
-    fn release(&self, id: DeliveryId) -> StoreFuture<Result<(), StoreError>> {
+    fn release(&self, id: DeliveryId, token: ClaimToken) -> StoreFuture<Result<(), StoreError>> {
         let inner = Arc::clone(&self.inner);
         let releases = Arc::clone(&self.releases);
         self.step(false, move || {
             releases.fetch_add(1, Ordering::SeqCst);
-            inner.release(id)
+            inner.release(id, token)
         })
     }
 }

@@ -22,7 +22,7 @@ use crate::{
     event::EventKind,
     extract::VerifiedPayload,
     rejection::{Rejection, RejectionKind},
-    replay::{Claim, ClaimGuard, DeliveryStore, StoreError},
+    replay::{Claim, ClaimGuard, ClaimToken, DeliveryStore, StoreError},
     verify::{after, DeliveryId, Signature},
 };
 
@@ -66,6 +66,8 @@ pub(super) struct Admitted {
 pub(super) struct ClaimTicket {
     pub(super) store: Arc<dyn DeliveryStore>,
     pub(super) id: DeliveryId,
+    /// This request's, so the store settles only its own claim.
+    pub(super) token: ClaimToken,
     pub(super) now: DateTime<Utc>,
     pub(super) lease_until: DateTime<Utc>,
     /// How long a handled delivery is remembered: while a copy could still pass freshness.
@@ -75,7 +77,7 @@ pub(super) struct ClaimTicket {
 impl ClaimTicket {
     /// The guard that holds the granted claim while the handler runs.
     pub(super) fn into_guard(self) -> ClaimGuard {
-        ClaimGuard::new(self.store, self.id, self.keep_until)
+        ClaimGuard::new(self.store, self.id, self.token, self.keep_until)
     }
 }
 
@@ -104,6 +106,7 @@ pub(super) fn admit(
     let claim = config.store.as_ref().map(|store| ClaimTicket {
         store: Arc::clone(store),
         id: verified.delivery_id(),
+        token: ClaimToken::new(),
         now,
         lease_until: after(now, config.claim_lease),
         keep_until: fresh.keep_until,

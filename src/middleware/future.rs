@@ -258,6 +258,7 @@ where
             claim: ClaimCall::new(
                 Arc::clone(&ticket.store),
                 ticket.id,
+                ticket.token,
                 ticket.now,
                 ticket.lease_until,
             ),

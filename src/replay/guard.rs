@@ -17,7 +17,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 
-use super::store::{Claim, DeliveryStore, StoreError, StoreFuture};
+use super::store::{Claim, ClaimToken, DeliveryStore, StoreError, StoreFuture};
 use crate::verify::DeliveryId;
 
 /// A claim being asked for. Dropped before the store answers, it lets the call finish and
@@ -26,19 +26,22 @@ pub(crate) struct ClaimCall {
     future: Option<StoreFuture<Result<Claim, StoreError>>>,
     store: Arc<dyn DeliveryStore>,
     id: DeliveryId,
+    token: ClaimToken,
 }
 
 impl ClaimCall {
     pub(crate) fn new(
         store: Arc<dyn DeliveryStore>,
         id: DeliveryId,
+        token: ClaimToken,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Self {
         Self {
-            future: Some(store.claim(id, now, lease_until)),
+            future: Some(store.claim(id, token, now, lease_until)),
             store,
             id,
+            token,
         }
     }
 }
@@ -61,10 +64,10 @@ impl Drop for ClaimCall {
         let Some(claim) = self.future.take() else {
             return;
         };
-        let (store, id) = (Arc::clone(&self.store), self.id);
+        let (store, id, token) = (Arc::clone(&self.store), self.id, self.token);
         finish_in_background(async move {
             if let Ok(Claim::Claimed) = claim.await {
-                log_release(store.release(id).await);
+                log_release(store.release(id, token).await);
             }
         });
     }
@@ -78,6 +81,7 @@ impl Drop for ClaimCall {
 pub(crate) struct ClaimGuard {
     store: Arc<dyn DeliveryStore>,
     id: DeliveryId,
+    token: ClaimToken,
     keep_until: DateTime<Utc>,
     settled: bool,
 }
@@ -86,11 +90,13 @@ impl ClaimGuard {
     pub(crate) fn new(
         store: Arc<dyn DeliveryStore>,
         id: DeliveryId,
+        token: ClaimToken,
         keep_until: DateTime<Utc>,
     ) -> Self {
         Self {
             store,
             id,
+            token,
             keep_until,
             settled: false,
         }
@@ -101,9 +107,9 @@ impl ClaimGuard {
     pub(crate) fn settle(mut self, handled: bool) -> SettleCall {
         self.settled = true;
         let future = if handled {
-            self.store.complete(self.id, self.keep_until)
+            self.store.complete(self.id, self.token, self.keep_until)
         } else {
-            self.store.release(self.id)
+            self.store.release(self.id, self.token)
         };
         SettleCall {
             future: Some(future),
@@ -118,7 +124,7 @@ impl Drop for ClaimGuard {
             return;
         }
         tracing::debug!("request ended before its handler finished; releasing the delivery");
-        let release = self.store.release(self.id);
+        let release = self.store.release(self.id, self.token);
         finish_in_background(async move { log_release(release.await) });
     }
 }
@@ -224,17 +230,23 @@ mod tests {
         fn claim(
             &self,
             _: DeliveryId,
+            _: ClaimToken,
             _: DateTime<Utc>,
             _: DateTime<Utc>,
         ) -> StoreFuture<Result<Claim, StoreError>> {
             Box::pin(async { Ok(Claim::Claimed) })
         }
 
-        fn complete(&self, _: DeliveryId, _: DateTime<Utc>) -> StoreFuture<Result<(), StoreError>> {
+        fn complete(
+            &self,
+            _: DeliveryId,
+            _: ClaimToken,
+            _: DateTime<Utc>,
+        ) -> StoreFuture<Result<(), StoreError>> {
             Box::pin(async { Ok(()) })
         }
 
-        fn release(&self, _: DeliveryId) -> StoreFuture<Result<(), StoreError>> {
+        fn release(&self, _: DeliveryId, _: ClaimToken) -> StoreFuture<Result<(), StoreError>> {
             let released = Arc::clone(&self.released);
             Box::pin(async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -256,7 +268,12 @@ mod tests {
     async fn dropped_guard_finishes_a_slow_release() {
         let store = SlowRelease::default();
         let released = Arc::clone(&store.released);
-        drop(ClaimGuard::new(Arc::new(store), id(), DateTime::UNIX_EPOCH));
+        drop(ClaimGuard::new(
+            Arc::new(store),
+            id(),
+            ClaimToken::new(),
+            DateTime::UNIX_EPOCH,
+        ));
         assert_eq!(released.load(Ordering::SeqCst), 0, "not released yet");
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(released.load(Ordering::SeqCst), 1);
@@ -266,7 +283,12 @@ mod tests {
     async fn settled_guard_does_not_release_again() {
         let store = SlowRelease::default();
         let released = Arc::clone(&store.released);
-        let guard = ClaimGuard::new(Arc::new(store), id(), DateTime::UNIX_EPOCH);
+        let guard = ClaimGuard::new(
+            Arc::new(store),
+            id(),
+            ClaimToken::new(),
+            DateTime::UNIX_EPOCH,
+        );
         guard.settle(true).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(released.load(Ordering::SeqCst), 0);

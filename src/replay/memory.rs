@@ -8,7 +8,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 
-use super::store::{Claim, DeliveryStore, StoreError, StoreFuture};
+use super::store::{Claim, ClaimToken, DeliveryStore, StoreError, StoreFuture};
 use crate::verify::DeliveryId;
 
 /// A [`DeliveryStore`] in this process's memory, bounded in size.
@@ -43,6 +43,8 @@ struct State {
 struct Entry {
     handled: bool,
     until: DateTime<Utc>,
+    /// Who holds an in-flight claim.
+    token: Option<ClaimToken>,
 }
 
 impl MemoryDeliveryStore {
@@ -80,7 +82,13 @@ impl MemoryDeliveryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn claim_now(&self, id: DeliveryId, now: DateTime<Utc>, lease_until: DateTime<Utc>) -> Claim {
+    fn claim_now(
+        &self,
+        id: DeliveryId,
+        token: ClaimToken,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Claim {
         let mut state = self.lock();
         state.purge(now);
         if let Some(entry) = state.entries.get(&id) {
@@ -96,6 +104,7 @@ impl MemoryDeliveryStore {
             Entry {
                 handled: false,
                 until: lease_until,
+                token: Some(token),
             },
         );
         Claim::Claimed
@@ -155,37 +164,50 @@ impl DeliveryStore for MemoryDeliveryStore {
     fn claim(
         &self,
         id: DeliveryId,
+        token: ClaimToken,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreFuture<Result<Claim, StoreError>> {
-        let claim = self.claim_now(id, now, lease_until);
+        let claim = self.claim_now(id, token, now, lease_until);
         Box::pin(std::future::ready(Ok(claim)))
     }
 
     fn complete(
         &self,
         id: DeliveryId,
+        token: ClaimToken,
         keep_until: DateTime<Utc>,
     ) -> StoreFuture<Result<(), StoreError>> {
         let mut state = self.lock();
-        // The claim may have been forgotten at the cap meanwhile: then this is a new entry.
-        if !state.entries.contains_key(&id) {
-            state.make_room(self.capacity);
+        match state.entries.get(&id) {
+            // Handled already, or claimed since by another request whose claim stands.
+            Some(entry) if entry.handled || entry.token != Some(token) => {}
+            held => {
+                // The claim may have been forgotten at the cap meanwhile: then this is a new
+                // entry.
+                if held.is_none() {
+                    state.make_room(self.capacity);
+                }
+                let handled = Entry {
+                    handled: true,
+                    until: keep_until,
+                    token: None,
+                };
+                state.insert(id, handled);
+            }
         }
-        state.insert(
-            id,
-            Entry {
-                handled: true,
-                until: keep_until,
-            },
-        );
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn release(&self, id: DeliveryId) -> StoreFuture<Result<(), StoreError>> {
+    fn release(&self, id: DeliveryId, token: ClaimToken) -> StoreFuture<Result<(), StoreError>> {
         let mut state = self.lock();
-        // Only a claim is released: a handled entry stays handled.
-        if state.entries.get(&id).is_some_and(|entry| !entry.handled) {
+        // Only this request's claim is released: a handled entry stays handled, and another
+        // request's claim stays held.
+        let held = state
+            .entries
+            .get(&id)
+            .is_some_and(|entry| !entry.handled && entry.token == Some(token));
+        if held {
             state.remove(&id);
         }
         Box::pin(std::future::ready(Ok(())))
@@ -222,6 +244,10 @@ mod tests {
             .delivery_id()
     }
 
+    /// The token of the request the tests play: one for all, since each test is one request
+    /// at a time, except where it says otherwise.
+    const TOKEN: ClaimToken = ClaimToken::from_raw(7);
+
     fn t(minutes: i64) -> DateTime<Utc> {
         DateTime::<Utc>::UNIX_EPOCH + TimeDelta::minutes(minutes)
     }
@@ -229,47 +255,62 @@ mod tests {
     #[test]
     fn claim_then_complete_then_duplicate() {
         let store = MemoryDeliveryStore::new();
-        assert_eq!(store.claim_now(id(1), t(0), t(1)), Claim::Claimed);
-        assert_eq!(store.claim_now(id(1), t(0), t(1)), Claim::InFlight);
-        drop(store.complete(id(1), t(60)));
-        assert_eq!(store.claim_now(id(1), t(30), t(31)), Claim::Handled);
+        assert_eq!(store.claim_now(id(1), TOKEN, t(0), t(1)), Claim::Claimed);
+        assert_eq!(store.claim_now(id(1), TOKEN, t(0), t(1)), Claim::InFlight);
+        drop(store.complete(id(1), TOKEN, t(60)));
+        assert_eq!(store.claim_now(id(1), TOKEN, t(30), t(31)), Claim::Handled);
         // After keep_until the entry is gone (the timestamp check refuses such replays).
-        assert_eq!(store.claim_now(id(1), t(61), t(62)), Claim::Claimed);
+        assert_eq!(store.claim_now(id(1), TOKEN, t(61), t(62)), Claim::Claimed);
     }
 
     #[test]
     fn released_claim_can_be_claimed_again_but_handled_stays() {
         let store = MemoryDeliveryStore::new();
-        assert_eq!(store.claim_now(id(1), t(0), t(1)), Claim::Claimed);
-        drop(store.release(id(1)));
-        assert_eq!(store.claim_now(id(1), t(0), t(1)), Claim::Claimed);
-        drop(store.complete(id(1), t(60)));
-        drop(store.release(id(1)));
-        assert_eq!(store.claim_now(id(1), t(0), t(1)), Claim::Handled);
+        assert_eq!(store.claim_now(id(1), TOKEN, t(0), t(1)), Claim::Claimed);
+        drop(store.release(id(1), TOKEN));
+        assert_eq!(store.claim_now(id(1), TOKEN, t(0), t(1)), Claim::Claimed);
+        drop(store.complete(id(1), TOKEN, t(60)));
+        drop(store.release(id(1), TOKEN));
+        assert_eq!(store.claim_now(id(1), TOKEN, t(0), t(1)), Claim::Handled);
     }
 
     #[test]
     fn abandoned_claim_expires_with_its_lease() {
         let store = MemoryDeliveryStore::new();
-        assert_eq!(store.claim_now(id(1), t(0), t(1)), Claim::Claimed);
-        assert_eq!(store.claim_now(id(1), t(1), t(2)), Claim::InFlight);
-        assert_eq!(store.claim_now(id(1), t(2), t(3)), Claim::Claimed);
+        assert_eq!(store.claim_now(id(1), TOKEN, t(0), t(1)), Claim::Claimed);
+        assert_eq!(store.claim_now(id(1), TOKEN, t(1), t(2)), Claim::InFlight);
+        assert_eq!(store.claim_now(id(1), TOKEN, t(2), t(3)), Claim::Claimed);
         assert_eq!(store.len(), 1);
     }
 
     #[test]
     fn cap_holds_under_a_flood_and_forgets_oldest_handled_first() {
         let store = MemoryDeliveryStore::with_capacity(100);
-        assert_eq!(store.claim_now(id(0), t(0), t(1)), Claim::Claimed); // stays in flight
+        assert_eq!(store.claim_now(id(0), TOKEN, t(0), t(1)), Claim::Claimed); // stays in flight
         for n in 1..1000 {
-            assert_eq!(store.claim_now(id(n), t(0), t(1)), Claim::Claimed);
-            drop(store.complete(id(n), t(60) + TimeDelta::seconds(n.into())));
+            assert_eq!(store.claim_now(id(n), TOKEN, t(0), t(1)), Claim::Claimed);
+            drop(store.complete(id(n), TOKEN, t(60) + TimeDelta::seconds(n.into())));
             assert!(store.len() <= 100);
         }
         assert_eq!(store.len(), 100);
         // The in-flight claim survived; the newest handled ones are remembered.
-        assert_eq!(store.claim_now(id(0), t(0), t(1)), Claim::InFlight);
-        assert_eq!(store.claim_now(id(999), t(0), t(1)), Claim::Handled);
-        assert_eq!(store.claim_now(id(1), t(0), t(1)), Claim::Claimed);
+        assert_eq!(store.claim_now(id(0), TOKEN, t(0), t(1)), Claim::InFlight);
+        assert_eq!(store.claim_now(id(999), TOKEN, t(0), t(1)), Claim::Handled);
+        assert_eq!(store.claim_now(id(1), TOKEN, t(0), t(1)), Claim::Claimed);
+    }
+
+    #[test]
+    fn a_late_settle_does_not_touch_the_claim_that_replaced_it() {
+        let store = MemoryDeliveryStore::new();
+        let (first, second) = (ClaimToken::from_raw(1), ClaimToken::from_raw(2));
+        assert_eq!(store.claim_now(id(1), first, t(0), t(1)), Claim::Claimed);
+        // The first lease runs out; a retry claims the delivery.
+        assert_eq!(store.claim_now(id(1), second, t(2), t(3)), Claim::Claimed);
+        // The first request finishes late: neither its release nor its completion counts.
+        drop(store.release(id(1), first));
+        drop(store.complete(id(1), first, t(60)));
+        assert_eq!(store.claim_now(id(1), first, t(2), t(3)), Claim::InFlight);
+        drop(store.complete(id(1), second, t(60)));
+        assert_eq!(store.claim_now(id(1), first, t(2), t(3)), Claim::Handled);
     }
 }

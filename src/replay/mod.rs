@@ -10,6 +10,7 @@
 //! - [`DeliveryStore`] is the small async trait a backend implements: `claim`, `complete`,
 //!   `release`. The layer knows only the trait.
 //! - [`MemoryDeliveryStore`] is the in-process backend, bounded in size.
+//! - `RedisDeliveryStore` (feature `redis`) is shared by every replica behind a load balancer.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -25,8 +26,14 @@
 
 mod guard;
 mod memory;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+mod redis;
 mod store;
 
 pub(crate) use guard::{ClaimCall, ClaimGuard, SettleCall};
 pub use memory::MemoryDeliveryStore;
-pub use store::{Claim, DeliveryStore, StoreError, StoreFuture};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis::RedisDeliveryStore;
+pub use store::{Claim, ClaimToken, DeliveryStore, StoreError, StoreFuture};

@@ -1,6 +1,13 @@
 //! [`DeliveryStore`]: the small async trait every delivery store implements.
 
-use std::{future::Future, pin::Pin};
+use std::{
+    collections::hash_map::RandomState,
+    fmt,
+    future::Future,
+    hash::{BuildHasher, Hasher},
+    pin::Pin,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use chrono::{DateTime, Utc};
 
@@ -22,6 +29,63 @@ pub enum Claim {
     InFlight,
     /// It was handled successfully already.
     Handled,
+}
+
+/// Who holds a claim: a value unique to one request, across every replica.
+///
+/// The layer makes one per claim and passes it to [`claim`](DeliveryStore::claim),
+/// [`complete`](DeliveryStore::complete) and [`release`](DeliveryStore::release), so a store
+/// settles a claim only for the request that holds it: a request whose lease ran out, and whose
+/// delivery another request claimed since, cannot complete or release that other claim.
+///
+/// ```
+/// use ringyo_webhook::ClaimToken;
+///
+/// assert_ne!(ClaimToken::new(), ClaimToken::new());
+/// assert_eq!(ClaimToken::new().to_string().len(), 32);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClaimToken(u128);
+
+impl ClaimToken {
+    /// A new token: 128 bits from the standard library's randomly keyed hasher, over a
+    /// process-wide counter, so tokens differ within a process and, with overwhelming
+    /// probability, across processes.
+    #[allow(clippy::new_without_default)] // a default value would suggest a fixed one
+    pub fn new() -> Self {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let half = || {
+            let mut hasher = RandomState::new().build_hasher();
+            hasher.write_u64(count);
+            hasher.write_u32(std::process::id());
+            u128::from(hasher.finish())
+        };
+        Self((half() << 64) | half())
+    }
+
+    /// The token's value.
+    pub fn get(self) -> u128 {
+        self.0
+    }
+
+    /// A token with a fixed value, for tests that need two known ones.
+    #[cfg(test)]
+    pub(crate) const fn from_raw(value: u128) -> Self {
+        Self(value)
+    }
+}
+
+impl fmt::Display for ClaimToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for ClaimToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClaimToken({self})")
+    }
 }
 
 /// A store failed, for example a shared database could not be reached. The layer answers 503
@@ -63,7 +127,8 @@ impl StoreError {
 /// ```
 /// use std::{collections::HashSet, sync::{Arc, Mutex}};
 /// use ringyo_webhook::{
-///     chrono::{DateTime, Utc}, replay::StoreFuture, Claim, DeliveryId, DeliveryStore, StoreError,
+///     chrono::{DateTime, Utc}, replay::StoreFuture, Claim, ClaimToken, DeliveryId, DeliveryStore,
+///     StoreError,
 /// };
 ///
 /// /// Remembers handled deliveries for ever, and never sees a claim in flight: a sketch only.
@@ -71,14 +136,16 @@ impl StoreError {
 /// struct Sketch(Arc<Mutex<HashSet<DeliveryId>>>);
 ///
 /// impl DeliveryStore for Sketch {
-///     fn claim(&self, id: DeliveryId, _: DateTime<Utc>, _: DateTime<Utc>)
+///     fn claim(&self, id: DeliveryId, _: ClaimToken, _: DateTime<Utc>, _: DateTime<Utc>)
 ///         -> StoreFuture<Result<Claim, StoreError>>
 ///     {
 ///         let handled = self.0.lock().unwrap().contains(&id);
 ///         Box::pin(async move { Ok(if handled { Claim::Handled } else { Claim::Claimed }) })
 ///     }
 ///
-///     fn complete(&self, id: DeliveryId, _: DateTime<Utc>) -> StoreFuture<Result<(), StoreError>> {
+///     fn complete(&self, id: DeliveryId, _: ClaimToken, _: DateTime<Utc>)
+///         -> StoreFuture<Result<(), StoreError>>
+///     {
 ///         let handled = Arc::clone(&self.0);
 ///         Box::pin(async move {
 ///             handled.lock().map_err(|_| StoreError::new("poisoned"))?.insert(id);
@@ -86,7 +153,7 @@ impl StoreError {
 ///         })
 ///     }
 ///
-///     fn release(&self, _: DeliveryId) -> StoreFuture<Result<(), StoreError>> {
+///     fn release(&self, _: DeliveryId, _: ClaimToken) -> StoreFuture<Result<(), StoreError>> {
 ///         Box::pin(async { Ok(()) })
 ///     }
 /// }
@@ -98,7 +165,7 @@ impl StoreError {
 ///
 /// [`RingyoWebhookLayer::delivery_store`]: crate::RingyoWebhookLayer::delivery_store
 pub trait DeliveryStore: Send + Sync + 'static {
-    /// Claims `id` for handling, unless it is handled or held.
+    /// Claims `id` for the request holding `token`, unless it is handled or held.
     ///
     /// A claim not completed or released by `lease_until` is abandoned: a later `claim` after
     /// that time may take it. Entries whose `keep_until` (see [`complete`](Self::complete)) is
@@ -106,6 +173,7 @@ pub trait DeliveryStore: Send + Sync + 'static {
     fn claim(
         &self,
         id: DeliveryId,
+        token: ClaimToken,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreFuture<Result<Claim, StoreError>>;
@@ -113,14 +181,19 @@ pub trait DeliveryStore: Send + Sync + 'static {
     /// Records `id` as handled until `keep_until`, after which the layer's timestamp check
     /// refuses a replay of it anyway (with the check off, `keep_until` is an hour after
     /// handling, and a later replay runs again).
+    ///
+    /// Only for the claim `token` holds, or for none: if the lease ran out and another request
+    /// claimed `id` since, that request's claim stands and this call changes nothing.
     fn complete(
         &self,
         id: DeliveryId,
+        token: ClaimToken,
         keep_until: DateTime<Utc>,
     ) -> StoreFuture<Result<(), StoreError>>;
 
-    /// Forgets a claim whose handling failed, so a retry runs the handler again.
-    fn release(&self, id: DeliveryId) -> StoreFuture<Result<(), StoreError>>;
+    /// Forgets the claim `token` holds, so a retry runs the handler again. Any other claim,
+    /// and a handled entry, stay.
+    fn release(&self, id: DeliveryId, token: ClaimToken) -> StoreFuture<Result<(), StoreError>>;
 }
 
 /// A shared store is a store, so you can keep a handle to one you give the layer.
@@ -128,21 +201,23 @@ impl<S: DeliveryStore + ?Sized> DeliveryStore for std::sync::Arc<S> {
     fn claim(
         &self,
         id: DeliveryId,
+        token: ClaimToken,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreFuture<Result<Claim, StoreError>> {
-        (**self).claim(id, now, lease_until)
+        (**self).claim(id, token, now, lease_until)
     }
 
     fn complete(
         &self,
         id: DeliveryId,
+        token: ClaimToken,
         keep_until: DateTime<Utc>,
     ) -> StoreFuture<Result<(), StoreError>> {
-        (**self).complete(id, keep_until)
+        (**self).complete(id, token, keep_until)
     }
 
-    fn release(&self, id: DeliveryId) -> StoreFuture<Result<(), StoreError>> {
-        (**self).release(id)
+    fn release(&self, id: DeliveryId, token: ClaimToken) -> StoreFuture<Result<(), StoreError>> {
+        (**self).release(id, token)
     }
 }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses its own part of this module
 
+pub mod stores;
+
 use std::{net::SocketAddr, time::Duration};
 
 use axum::Router;

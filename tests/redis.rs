@@ -1,0 +1,174 @@
+//! The Redis delivery store against a real `redis-server` on 127.0.0.1.
+//!
+//! `.ci/run` starts one on a free port and runs these with `--features redis` and
+//! `RINGYO_TEST_REDIS_URL`. Without the feature or the variable they say they were skipped;
+//! under CI (`CI` set) a missing server is a failure, not a skip.
+
+#[cfg(not(feature = "redis"))]
+#[test]
+fn redis_store_tests_are_skipped_without_the_redis_feature() {
+    eprintln!(
+        "skipped: the Redis store tests need `--features redis` and a server in \
+         RINGYO_TEST_REDIS_URL (bash .ci/run starts one)"
+    );
+}
+
+#[cfg(feature = "redis")]
+mod common;
+
+#[cfg(feature = "redis")]
+mod with_redis {
+    use std::{
+        net::SocketAddr,
+        sync::{
+            atomic::{AtomicUsize, Ordering},
+            Arc,
+        },
+        time::Duration,
+    };
+
+    use axum::{extract::State, http::StatusCode, routing::post, Router};
+    use ringyo_webhook::{
+        middleware::DUPLICATE_HEADER, replay::RedisDeliveryStore, testing::TestDelivery,
+        ClaimToken, RingyoEvent, RingyoWebhookLayer,
+    };
+
+    use super::common;
+
+    const SECRET: &str = "whsec_redis_tests";
+
+    /// The test server's URL, or `None` (and a note) when there is none outside CI.
+    fn redis_url() -> Option<String> {
+        match std::env::var("RINGYO_TEST_REDIS_URL") {
+            Ok(url) => Some(url),
+            Err(_) if std::env::var_os("CI").is_some() => {
+                panic!("RINGYO_TEST_REDIS_URL is not set: in CI a skipped Redis test is a failure")
+            }
+            Err(_) => {
+                eprintln!("skipped: set RINGYO_TEST_REDIS_URL to a redis-server on 127.0.0.1");
+                None
+            }
+        }
+    }
+
+    /// A store under a prefix of this run's own, so runs and tests never share keys.
+    fn store(url: &str) -> RedisDeliveryStore {
+        RedisDeliveryStore::open(url)
+            .unwrap()
+            .prefix(format!("ringyo-test:{}:", ClaimToken::new()))
+    }
+
+    #[tokio::test]
+    async fn redis_store_passes_the_store_suite() {
+        let Some(url) = redis_url() else { return };
+        common::stores::behaves_as_a_delivery_store(&store(&url)).await;
+    }
+
+    /// A handler that counts its runs and takes `delay[run]` (the last entry for later runs),
+    /// answering 500 on the runs marked to fail.
+    #[derive(Clone)]
+    struct Handler {
+        runs: Arc<AtomicUsize>,
+        delays: Arc<[(u64, u16)]>,
+    }
+
+    async fn handle(State(handler): State<Handler>, _: RingyoEvent) -> StatusCode {
+        let run = handler.runs.fetch_add(1, Ordering::SeqCst);
+        let (delay, status) = handler.delays[run.min(handler.delays.len() - 1)];
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        StatusCode::from_u16(status).unwrap()
+    }
+
+    /// A replica: its own layer and its own connection to the shared Redis.
+    async fn replica(store: RedisDeliveryStore, handler: Handler, lease: Duration) -> SocketAddr {
+        let layer = RingyoWebhookLayer::new(SECRET)
+            .unwrap()
+            .delivery_store(store)
+            .claim_lease(lease);
+        let app = Router::new()
+            .route("/", post(handle).route_layer(layer))
+            .with_state(handler);
+        common::serve(app).await
+    }
+
+    async fn send(addr: SocketAddr, body: &str, signature: &str) -> (u16, bool) {
+        let response = common::post_signed(addr, "/", body.to_owned(), signature).await;
+        let duplicate = response.headers().contains_key(DUPLICATE_HEADER.as_str());
+        (response.status().as_u16(), duplicate)
+    }
+
+    #[tokio::test]
+    async fn twenty_copies_over_two_replicas_run_the_handler_once() {
+        let Some(url) = redis_url() else { return };
+        let prefix = format!("ringyo-test:{}:", ClaimToken::new());
+        let handler = Handler {
+            runs: Arc::new(AtomicUsize::new(0)),
+            delays: Arc::new([(300, 200)]),
+        };
+        let lease = Duration::from_secs(15);
+        let replicas = [
+            replica(store(&url).prefix(&prefix), handler.clone(), lease).await,
+            replica(store(&url).prefix(&prefix), handler.clone(), lease).await,
+        ];
+        let (body, signature) = TestDelivery::new("call.completed")
+            .secret(SECRET)
+            .body_and_signature();
+        let signature = signature.unwrap();
+        let copies = (0..20).map(|n| send(replicas[n % 2], &body, &signature));
+        let answers = futures_util::future::join_all(copies).await;
+        assert!(
+            answers
+                .iter()
+                .all(|&(status, _)| status == 200 || status == 409),
+            "{answers:?}"
+        );
+        assert_eq!(
+            answers
+                .iter()
+                .filter(|&&answer| answer == (200, false))
+                .count(),
+            1,
+            "exactly one copy ran the handler: {answers:?}"
+        );
+        assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
+        // Ringyo's retry after a 409, on either replica: handled already.
+        for addr in replicas {
+            assert_eq!(send(addr, &body, &signature).await, (200, true));
+        }
+        assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_lease_lets_a_second_claimer_win_and_the_first_cannot_undo_it() {
+        let Some(url) = redis_url() else { return };
+        // The first run outlives its 600 ms lease and fails at 800 ms; the copy sent at 700 ms
+        // claims anew (lease to 1300 ms) and succeeds at 1700 ms.
+        let handler = Handler {
+            runs: Arc::new(AtomicUsize::new(0)),
+            delays: Arc::new([(800, 500), (1000, 200)]),
+        };
+        let addr = replica(store(&url), handler.clone(), Duration::from_millis(600)).await;
+        let (body, signature) = TestDelivery::new("call.completed")
+            .secret(SECRET)
+            .body_and_signature();
+        let signature = signature.unwrap();
+
+        let first = tokio::spawn({
+            let (body, signature) = (body.clone(), signature.clone());
+            async move { send(addr, &body, &signature).await }
+        });
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let second = tokio::spawn({
+            let (body, signature) = (body.clone(), signature.clone());
+            async move { send(addr, &body, &signature).await }
+        });
+        // The first run ends at about 800 ms and releases its claim: that must not free the
+        // second's, so a copy at about 1000 ms is still in flight.
+        assert_eq!(first.await.unwrap(), (500, false));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(send(addr, &body, &signature).await, (409, false));
+        assert_eq!(second.await.unwrap(), (200, false));
+        assert_eq!(send(addr, &body, &signature).await, (200, true));
+        assert_eq!(handler.runs.load(Ordering::SeqCst), 2);
+    }
+}
