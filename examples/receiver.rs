@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Reads `RINGYO_WEBHOOK_SECRET` (without it, starts with a development secret that it prints)
-//! and `RINGYO_BIND` (default `127.0.0.1:3000`), and serves `POST /webhooks/ringyo`. Each
+//! and `RINGYO_BIND` (default `127.0.0.1:3000`), and serves `POST /webhooks/ringyo`. With
+//! `RINGYO_REDIS_URL` (and `--features redis`) replicas share one delivery store in Redis. Each
 //! verified event is queued on a bounded channel and answered 202 at once, as Ringyo asks
 //! (answer within 5 s, do heavy work in the background); a background task logs it. When the
 //! queue is full the answer is 503, so Ringyo retries later instead of the event being dropped.
@@ -67,6 +68,7 @@ async fn main() -> ExitCode {
 
 async fn start() -> Result<(), String> {
     let layer = layer_from(std::env::var("RINGYO_WEBHOOK_SECRET"))?;
+    let layer = with_store(layer, std::env::var("RINGYO_REDIS_URL").ok())?;
     let bind = bind_from(std::env::var("RINGYO_BIND").ok())?;
     let listener = TcpListener::bind(bind)
         .await
@@ -85,10 +87,7 @@ async fn start() -> Result<(), String> {
 }
 
 /// The layer for the secret in `RINGYO_WEBHOOK_SECRET`, or the development secret if it is
-/// unset.
-///
-/// Freshness is checked by default (events up to an hour old); the store makes each delivery
-/// run once although Ringyo retries until it sees a 2xx.
+/// unset. Freshness is checked by default (events up to an hour old).
 pub(crate) fn layer_from(secret: Result<String, VarError>) -> Result<RingyoWebhookLayer, String> {
     let secret = match secret {
         Ok(secret) => secret,
@@ -115,7 +114,32 @@ pub(crate) fn layer_from(secret: Result<String, VarError>) -> Result<RingyoWebho
             .to_owned(),
         other => format!("RINGYO_WEBHOOK_SECRET cannot be used: {other}"),
     })?;
-    Ok(layer.delivery_store(MemoryDeliveryStore::new()))
+    Ok(layer)
+}
+
+/// The delivery store, so each delivery runs once although Ringyo retries until it sees a 2xx:
+/// in Redis at `RINGYO_REDIS_URL`, shared by every replica (with `--features redis`), else in
+/// this process's memory.
+pub(crate) fn with_store(
+    layer: RingyoWebhookLayer,
+    redis_url: Option<String>,
+) -> Result<RingyoWebhookLayer, String> {
+    match redis_url {
+        None => Ok(layer.delivery_store(MemoryDeliveryStore::new())),
+        #[cfg(feature = "redis")]
+        Some(url) => {
+            let store = ringyo_webhook::replay::RedisDeliveryStore::open(&url)
+                .map_err(|err| format!("RINGYO_REDIS_URL cannot be used: {err}"))?;
+            tracing::info!("deliveries are deduplicated in Redis, across every replica");
+            Ok(layer.delivery_store(store))
+        }
+        #[cfg(not(feature = "redis"))]
+        Some(_) => Err(
+            "RINGYO_REDIS_URL is set, but this receiver was built without Redis; \
+                        run it with `cargo run --features redis --example receiver`"
+                .to_owned(),
+        ),
+    }
 }
 
 /// The address in `RINGYO_BIND`, or the default.
@@ -205,6 +229,7 @@ async fn log_event(event: RingyoEvent) {
     };
     tracing::info!(
         event = %event.kind,
+        delivery_id = %event.delivery_id,
         timestamp = %event.timestamp,
         subject = subject.as_deref().unwrap_or("-"),
         "processed event"

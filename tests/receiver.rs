@@ -156,6 +156,17 @@ fn configuration_problems_are_sentences_that_say_what_to_do() {
          Ringyo's secrets have none"
     );
     assert!(problem("").starts_with("RINGYO_WEBHOOK_SECRET is empty;"));
+    let layer = receiver::layer_from(Ok("whsec_x".into())).unwrap();
+    #[cfg(not(feature = "redis"))]
+    assert!(
+        receiver::with_store(layer, Some("redis://127.0.0.1:1".into()))
+            .unwrap_err()
+            .contains("--features redis")
+    );
+    #[cfg(feature = "redis")]
+    assert!(receiver::with_store(layer, Some("not a url".into()))
+        .unwrap_err()
+        .starts_with("RINGYO_REDIS_URL cannot be used"));
     assert!(receiver::layer_from(Err(std::env::VarError::NotPresent)).is_ok());
 
     assert_eq!(

@@ -171,4 +171,184 @@ mod with_redis {
         assert_eq!(send(addr, &body, &signature).await, (200, true));
         assert_eq!(handler.runs.load(Ordering::SeqCst), 2);
     }
+
+    /// A redis-server of the test's own, persisting every write (AOF, fsync always), that the
+    /// test can kill and start again on the same port and data.
+    struct OwnRedis {
+        port: u16,
+        dir: std::path::PathBuf,
+        child: Option<std::process::Child>,
+    }
+
+    impl OwnRedis {
+        fn start() -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let dir = std::env::temp_dir().join(format!("ringyo-redis-{}", ClaimToken::new()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut server = Self {
+                port,
+                dir,
+                child: None,
+            };
+            server.restart();
+            server
+        }
+
+        fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+
+        /// Starts the server and waits (boundedly) until it accepts connections.
+        fn restart(&mut self) {
+            let child = std::process::Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+                .args([
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--save",
+                    "",
+                ])
+                .arg("--dir")
+                .arg(&self.dir)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server is installed (bash .ci/run installs it)");
+            self.child = Some(child);
+            for _ in 0..100 {
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            panic!("redis-server did not start on port {}", self.port);
+        }
+
+        /// Kills the server at once, as a crash or an OOM kill would.
+        fn kill(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                child.kill().unwrap();
+                child.wait().unwrap();
+            }
+        }
+    }
+
+    impl Drop for OwnRedis {
+        fn drop(&mut self) {
+            self.kill();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[tokio::test]
+    async fn redis_killed_mid_run_is_503_forgets_nothing_and_serves_within_a_second_of_return() {
+        if redis_url().is_none() {
+            return;
+        }
+        let mut redis = OwnRedis::start();
+        let handler = Handler {
+            runs: Arc::new(AtomicUsize::new(0)),
+            delays: Arc::new([(0, 200)]),
+        };
+        let store = RedisDeliveryStore::open(&redis.url()).unwrap();
+        let addr = replica(store, handler.clone(), Duration::from_secs(15)).await;
+        let signed = |event: &str| {
+            let (body, signature) = TestDelivery::new(event).secret(SECRET).body_and_signature();
+            (body, signature.unwrap())
+        };
+        let (a, a_signature) = signed("call.completed");
+        let (b, b_signature) = signed("credits.low");
+        assert_eq!(send(addr, &a, &a_signature).await, (200, false));
+
+        redis.kill();
+        for (body, signature) in [(&a, &a_signature), (&b, &b_signature), (&b, &b_signature)] {
+            assert_eq!(send(addr, body, signature).await, (503, false));
+        }
+        assert_eq!(
+            handler.runs.load(Ordering::SeqCst),
+            1,
+            "nothing ran while Redis was down"
+        );
+
+        redis.restart();
+        let back = std::time::Instant::now();
+        let mut answer = (503, false);
+        for _ in 0..40 {
+            answer = send(addr, &b, &b_signature).await;
+            if answer.0 != 503 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(answer, (200, false), "B is handled once Redis is back");
+        assert!(
+            back.elapsed() < Duration::from_secs(1),
+            "served again {:?} after Redis returned",
+            back.elapsed()
+        );
+        // What was handled before the crash is still known: A is a duplicate, not run again.
+        assert_eq!(send(addr, &a, &a_signature).await, (200, true));
+        assert_eq!(handler.runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_slow_redis_is_503_within_the_time_out_and_serves_when_it_answers_again() {
+        if redis_url().is_none() {
+            return;
+        }
+        let redis = OwnRedis::start();
+        let handler = Handler {
+            runs: Arc::new(AtomicUsize::new(0)),
+            delays: Arc::new([(0, 200)]),
+        };
+        let store = RedisDeliveryStore::open(&redis.url())
+            .unwrap()
+            .timeout(Duration::from_millis(300));
+        let addr = replica(store, handler.clone(), Duration::from_secs(15)).await;
+        let (body, signature) = TestDelivery::new("call.completed")
+            .secret(SECRET)
+            .body_and_signature();
+        let signature = signature.unwrap();
+        // Warm the connection, then make Redis stall every client for 1.5 s.
+        let mut admin = redis::Client::open(redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        redis::cmd("PING")
+            .query_async::<String>(&mut admin)
+            .await
+            .unwrap();
+        redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(1500)
+            .arg("ALL")
+            .query_async::<()>(&mut admin)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(send(addr, &body, &signature).await, (503, false));
+        assert!(
+            started.elapsed() < Duration::from_millis(1000),
+            "the claim waited {:?}, past its 300 ms time-out",
+            started.elapsed()
+        );
+        assert_eq!(handler.runs.load(Ordering::SeqCst), 0);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut answer = (503, false);
+        for _ in 0..40 {
+            answer = send(addr, &body, &signature).await;
+            if answer.0 != 503 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(answer, (200, false));
+        assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
+    }
 }

@@ -13,7 +13,7 @@ use std::{
 use axum::{extract::State, http::StatusCode, routing::post, Router};
 use chrono::{DateTime, TimeDelta, Utc};
 use ringyo_webhook::{
-    middleware::DUPLICATE_HEADER,
+    middleware::{StoreFailure, DUPLICATE_HEADER},
     replay::StoreFuture,
     testing::{ManualClock, TestDelivery},
     Claim, ClaimToken, DeliveryId, DeliveryStore, MemoryDeliveryStore, RingyoEvent,
@@ -325,4 +325,46 @@ async fn a_request_dropped_while_its_outcome_is_recorded_is_still_recorded() {
     let retry = send(&setup.app, &delivery).await;
     assert_eq!(retry.headers()[DUPLICATE_HEADER], "true");
     assert_eq!(setup.runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
+    let (logs, _guard) = common::Captured::start(tracing_subscriber::fmt::format::FmtSpan::NONE);
+    let setup = setup(Behaviour::Answer);
+    setup.store.claim_fails.store(true, Ordering::SeqCst);
+    for _ in 0..5 {
+        assert_eq!(send(&setup.app, &delivery()).await.status(), 503);
+    }
+    setup.store.claim_fails.store(false, Ordering::SeqCst);
+    for _ in 0..3 {
+        assert_eq!(send(&setup.app, &delivery()).await.status(), 200);
+    }
+    let logs = logs.text();
+    let count = |text: &str| logs.lines().filter(|line| line.contains(text)).count();
+    assert_eq!(count("ERROR"), 1, "{logs}");
+    assert_eq!(count("delivery store unavailable"), 1, "{logs}");
+    assert_eq!(count("delivery store answers again"), 1, "{logs}");
+}
+
+#[tokio::test]
+async fn failing_open_runs_the_handler_without_deduplication() {
+    let store = Arc::new(Faulty::default());
+    store.claim_fails.store(true, Ordering::SeqCst);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let layer = RingyoWebhookLayer::new(SECRET)
+        .unwrap()
+        .clock(|| t(60))
+        .delivery_store(Arc::clone(&store))
+        .on_store_failure(StoreFailure::RunHandler);
+    let app = Router::new()
+        .route("/", post(handle).route_layer(layer))
+        .with_state(Handler {
+            runs: Arc::clone(&runs),
+            first: Behaviour::Answer,
+        });
+    let delivery = delivery();
+    // The trade: no delay, and a copy runs again while the store cannot tell.
+    assert_eq!(send(&app, &delivery).await.status(), 200);
+    assert_eq!(send(&app, &delivery).await.status(), 200);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
 }

@@ -2,53 +2,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use axum::{routing::post, Router};
-use common::{deliver, envelope, serve, sign, SECRET};
+use common::{deliver, envelope, serve, sign, Captured, SECRET};
 use ringyo_webhook::{RingyoEvent, RingyoWebhookLayer};
 use serde_json::json;
-use tracing_subscriber::fmt::{format::FmtSpan, MakeWriter};
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Self;
-    fn make_writer(&'a self) -> Self {
-        self.clone()
-    }
-}
-
-impl Captured {
-    /// Captures everything logged on this thread, with span closes if `spans`, until the guard
-    /// drops. `#[tokio::test]` runs server and client on this one thread, so the thread-local
-    /// subscriber sees the server's spans too.
-    fn start(spans: FmtSpan) -> (Self, tracing::subscriber::DefaultGuard) {
-        let logs = Self::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_max_level(tracing::Level::TRACE)
-            .with_span_events(spans)
-            .with_ansi(false)
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-}
+use tracing_subscriber::fmt::format::FmtSpan;
 
 #[tokio::test]
 async fn spans_name_the_event_and_outcome_but_never_secrets_or_payload_values() {

@@ -17,7 +17,10 @@ use chrono::{DateTime, Utc};
 use http::{header, HeaderName, HeaderValue, Request, Response};
 use http_body::Body;
 
-use super::{buffer::too_large, config::Config};
+use super::{
+    buffer::too_large,
+    config::{Config, StoreFailure},
+};
 use crate::{
     event::EventKind,
     extract::VerifiedPayload,
@@ -123,18 +126,24 @@ pub(super) fn admit(
 pub(super) enum ClaimVerdict {
     /// The claim is ours: run the handler.
     Run,
+    /// The store failed and the layer runs handlers unchecked then: run it without a claim.
+    RunUnclaimed,
     /// Handled before: answer 200 with [`DUPLICATE_HEADER`], without running the handler.
     Duplicate,
     /// Being handled right now (409), or the store failed (503): both retryable.
     Refuse(Rejection),
 }
 
-pub(super) fn claim_verdict(claim: &Result<Claim, StoreError>) -> ClaimVerdict {
-    match claim {
-        Ok(Claim::Claimed) => ClaimVerdict::Run,
-        Ok(Claim::Handled) => ClaimVerdict::Duplicate,
-        Ok(Claim::InFlight) => ClaimVerdict::Refuse(RejectionKind::DeliveryInProgress.into()),
-        Err(_) => ClaimVerdict::Refuse(RejectionKind::StoreUnavailable.into()),
+pub(super) fn claim_verdict(
+    claim: &Result<Claim, StoreError>,
+    on_failure: StoreFailure,
+) -> ClaimVerdict {
+    match (claim, on_failure) {
+        (Ok(Claim::Claimed), _) => ClaimVerdict::Run,
+        (Ok(Claim::Handled), _) => ClaimVerdict::Duplicate,
+        (Ok(Claim::InFlight), _) => ClaimVerdict::Refuse(RejectionKind::DeliveryInProgress.into()),
+        (Err(_), StoreFailure::RunHandler) => ClaimVerdict::RunUnclaimed,
+        (Err(_), _) => ClaimVerdict::Refuse(RejectionKind::StoreUnavailable.into()),
     }
 }
 
@@ -254,15 +263,27 @@ mod tests {
 
     #[test]
     fn store_answers_map_to_one_verdict_each() {
-        assert_eq!(claim_verdict(&Ok(Claim::Claimed)), ClaimVerdict::Run);
-        assert_eq!(claim_verdict(&Ok(Claim::Handled)), ClaimVerdict::Duplicate);
+        let reject = StoreFailure::Reject;
         assert_eq!(
-            claim_verdict(&Ok(Claim::InFlight)),
-            ClaimVerdict::Refuse(RejectionKind::DeliveryInProgress.into())
+            claim_verdict(&Ok(Claim::Claimed), reject),
+            ClaimVerdict::Run
         );
         assert_eq!(
-            claim_verdict(&Err(StoreError::new("connection refused"))),
+            claim_verdict(&Ok(Claim::Handled), reject),
+            ClaimVerdict::Duplicate
+        );
+        assert_eq!(
+            claim_verdict(&Ok(Claim::InFlight), StoreFailure::RunHandler),
+            ClaimVerdict::Refuse(RejectionKind::DeliveryInProgress.into())
+        );
+        let failed = Err(StoreError::new("connection refused"));
+        assert_eq!(
+            claim_verdict(&failed, reject),
             ClaimVerdict::Refuse(RejectionKind::StoreUnavailable.into())
+        );
+        assert_eq!(
+            claim_verdict(&failed, StoreFailure::RunHandler),
+            ClaimVerdict::RunUnclaimed
         );
         let duplicate = duplicate_response();
         assert_eq!(duplicate.status(), StatusCode::OK);

@@ -1,6 +1,13 @@
 //! What every service made by one layer shares, behind an `Arc`.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use crate::{replay::DeliveryStore, verify::Verifier};
 
@@ -10,6 +17,47 @@ pub(super) const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// The default claim lease: 15 seconds, three times Ringyo's 5 s attempt time-out.
 pub(super) const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(15);
 
+/// What the layer does with a delivery when its delivery store fails to claim it. See
+/// [`RingyoWebhookLayer::on_store_failure`](super::RingyoWebhookLayer::on_store_failure).
+///
+/// ```
+/// use ringyo_webhook::{middleware::StoreFailure, MemoryDeliveryStore, RingyoWebhookLayer};
+///
+/// let layer = RingyoWebhookLayer::new("whsec_example")?
+///     .delivery_store(MemoryDeliveryStore::new())
+///     .on_store_failure(StoreFailure::RunHandler);
+/// # Ok::<(), ringyo_webhook::SecretError>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreFailure {
+    /// Answer 503 `delivery_store_unavailable` with `Retry-After`, so Ringyo retries later
+    /// (the default): nothing runs twice, at the price of a delay while the store is down.
+    #[default]
+    Reject,
+    /// Run the handler without deduplication: nothing waits, at the price of a possible double
+    /// run of a delivery that was already handled, or is being handled elsewhere.
+    RunHandler,
+}
+
+/// Whether the delivery store is failing, so an outage is logged once, not once a request.
+#[derive(Debug, Default)]
+pub(crate) struct StoreHealth {
+    down: AtomicBool,
+}
+
+impl StoreHealth {
+    /// Notes a failure; true for the first of an outage.
+    pub(crate) fn failed(&self) -> bool {
+        !self.down.swap(true, Ordering::Relaxed)
+    }
+
+    /// Notes a success; true for the first after an outage.
+    pub(crate) fn succeeded(&self) -> bool {
+        self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed)
+    }
+}
+
 /// A layer's settings.
 #[derive(Clone)]
 pub(crate) struct Config {
@@ -17,6 +65,9 @@ pub(crate) struct Config {
     pub(crate) body_limit: usize,
     pub(crate) store: Option<Arc<dyn DeliveryStore>>,
     pub(crate) claim_lease: Duration,
+    pub(crate) on_store_failure: StoreFailure,
+    /// Shared by every service the layer makes.
+    pub(crate) store_health: Arc<StoreHealth>,
 }
 
 impl Config {
@@ -26,6 +77,8 @@ impl Config {
             body_limit: DEFAULT_BODY_LIMIT,
             store: None,
             claim_lease: DEFAULT_CLAIM_LEASE,
+            on_store_failure: StoreFailure::default(),
+            store_health: Arc::default(),
         }
     }
 }
@@ -37,6 +90,7 @@ impl fmt::Debug for Config {
             .field("body_limit", &self.body_limit)
             .field("delivery_store", &self.store.is_some())
             .field("claim_lease", &self.claim_lease)
-            .finish()
+            .field("on_store_failure", &self.on_store_failure)
+            .finish_non_exhaustive()
     }
 }

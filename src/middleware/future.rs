@@ -164,7 +164,7 @@ where
                 StateProj::Claiming { claim, next } => {
                     let claim = ready!(claim.poll(cx));
                     let (request, inner, ticket) = take(next);
-                    after_claim(this.span, &claim, request, inner, ticket)
+                    after_claim(this.config, this.span, &claim, request, inner, ticket)
                 }
                 StateProj::Calling { future, guard } => {
                     let output = ready!(future.poll(cx));
@@ -269,6 +269,7 @@ where
 
 /// The store has answered the claim: run the handler, answer as a duplicate, or refuse.
 fn after_claim<S, B>(
+    config: &Config,
     span: &Span,
     claim: &Result<Claim, StoreError>,
     request: Request<RequestBody>,
@@ -278,7 +279,8 @@ fn after_claim<S, B>(
 where
     S: Service<Request<RequestBody>>,
 {
-    match admit::claim_verdict(claim) {
+    trace::store_health(&config.store_health, claim, config.on_store_failure);
+    match admit::claim_verdict(claim, config.on_store_failure) {
         ClaimVerdict::Run => {
             // Held before the call, so even a service that panics in `call` releases it.
             let guard = ticket.into_guard();
@@ -287,13 +289,17 @@ where
                 guard: Some(guard),
             }
         }
+        ClaimVerdict::RunUnclaimed => State::Calling {
+            future: inner.call(request),
+            guard: None,
+        },
         ClaimVerdict::Duplicate => {
             trace::duplicate(span);
             respond(admit::duplicate_response())
         }
         ClaimVerdict::Refuse(rejection) => {
             let cause = match claim {
-                Err(err) => Cause::Store(err),
+                Err(_) => Cause::Store,
                 Ok(_) => Cause::None,
             };
             reject(span, &rejection, cause)

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use tower_layer::Layer;
 
 use super::{
-    config::{self, Config},
+    config::{self, Config, StoreFailure},
     service::RingyoWebhook,
 };
 use crate::{
@@ -196,6 +196,20 @@ impl RingyoWebhookLayer {
     #[must_use]
     pub fn claim_lease(mut self, lease: Duration) -> Self {
         Arc::make_mut(&mut self.config).claim_lease = lease;
+        self
+    }
+
+    /// Sets what happens to a delivery when the delivery store fails to claim it (unreachable,
+    /// too slow). Default: [`StoreFailure::Reject`], a 503 with `Retry-After` that Ringyo
+    /// retries, so nothing runs twice and nothing is lost, only delayed.
+    /// [`StoreFailure::RunHandler`] runs the handler without deduplication instead, for
+    /// receivers that prefer a possible double run to a delay.
+    ///
+    /// Either way an outage is logged once when it starts (at error level, or warn when
+    /// running unchecked) and once when the store answers again, not once per request.
+    #[must_use]
+    pub fn on_store_failure(mut self, policy: StoreFailure) -> Self {
+        Arc::make_mut(&mut self.config).on_store_failure = policy;
         self
     }
 }

@@ -57,6 +57,7 @@ mod trace;
 
 pub use admit::DUPLICATE_HEADER;
 pub use body::{RequestBody, ResponseBody};
+pub use config::StoreFailure;
 pub use future::ResponseFuture;
 pub use layer::RingyoWebhookLayer;
 pub use service::RingyoWebhook;

@@ -4,10 +4,11 @@
 use http::{header, HeaderMap, StatusCode};
 use tracing::{field, Span};
 
+use super::config::{StoreFailure, StoreHealth};
 use crate::{
     event::EventKind,
     rejection::{Rejection, RejectionKind},
-    replay::StoreError,
+    replay::{Claim, StoreError},
     verify::{describe_header, Verified},
 };
 
@@ -45,8 +46,8 @@ pub(super) enum Cause<'a> {
         body_len: usize,
         secrets: usize,
     },
-    /// The delivery store failed.
-    Store(&'a StoreError),
+    /// The delivery store failed; [`store_health`] has logged it.
+    Store,
 }
 
 /// Records a rejection, and logs it once: with its cause when there is one, else at the level
@@ -57,9 +58,8 @@ pub(super) fn rejected(span: &Span, rejection: &Rejection, cause: Cause<'_>) {
     span.record("status", rejection.status().as_u16());
     let reason = rejection.code();
     match cause {
-        Cause::Store(err) => tracing::error!(
+        Cause::Store => tracing::debug!(
             reason,
-            error = %err,
             "rejected delivery: the delivery store failed to claim it; answering 503 so Ringyo \
              retries"
         ),
@@ -110,4 +110,30 @@ pub(super) fn handled(span: &Span, status: StatusCode) {
     };
     span.record("outcome", outcome);
     tracing::debug!(status = status.as_u16(), "verified delivery {outcome}");
+}
+
+/// Logs a delivery store's outage once when it starts and once when it ends, whatever the
+/// number of requests in between (each of those gets its own debug line).
+pub(super) fn store_health(
+    health: &StoreHealth,
+    claim: &Result<Claim, StoreError>,
+    on_failure: StoreFailure,
+) {
+    match claim {
+        Err(err) if health.failed() => match on_failure {
+            StoreFailure::RunHandler => tracing::warn!(
+                error = %err,
+                "delivery store unavailable: running handlers without deduplication until it \
+                 answers again"
+            ),
+            _ => tracing::error!(
+                error = %err,
+                "delivery store unavailable: answering 503 so Ringyo retries, until it answers \
+                 again"
+            ),
+        },
+        Err(err) => tracing::debug!(error = %err, "delivery store still unavailable"),
+        Ok(_) if health.succeeded() => tracing::info!("delivery store answers again"),
+        Ok(_) => {}
+    }
 }
