@@ -97,6 +97,19 @@ mod with_redis {
         (response.status().as_u16(), duplicate)
     }
 
+    /// Sends until the answer is not 503, for at most about a second.
+    async fn until_served(addr: SocketAddr, body: &str, signature: &str) -> (u16, bool) {
+        let mut answer = (503, false);
+        for _ in 0..40 {
+            answer = send(addr, body, signature).await;
+            if answer.0 != 503 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        answer
+    }
+
     #[tokio::test]
     async fn twenty_copies_over_two_replicas_run_the_handler_once() {
         let Some(url) = redis_url() else { return };
@@ -277,14 +290,7 @@ mod with_redis {
 
         redis.restart();
         let back = std::time::Instant::now();
-        let mut answer = (503, false);
-        for _ in 0..40 {
-            answer = send(addr, &b, &b_signature).await;
-            if answer.0 != 503 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let answer = until_served(addr, &b, &b_signature).await;
         assert_eq!(answer, (200, false), "B is handled once Redis is back");
         assert!(
             back.elapsed() < Duration::from_secs(1),
@@ -340,14 +346,7 @@ mod with_redis {
         );
         assert_eq!(handler.runs.load(Ordering::SeqCst), 0);
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let mut answer = (503, false);
-        for _ in 0..40 {
-            answer = send(addr, &body, &signature).await;
-            if answer.0 != 503 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let answer = until_served(addr, &body, &signature).await;
         assert_eq!(answer, (200, false));
         assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
     }
