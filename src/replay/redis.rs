@@ -76,9 +76,10 @@ return 0
 /// ```no_run
 /// use ringyo_webhook::{replay::RedisDeliveryStore, RingyoWebhookLayer};
 ///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = RedisDeliveryStore::open("redis://127.0.0.1:6379")?.prefix("shop-a:");
 /// let layer = RingyoWebhookLayer::new("whsec_example")?.delivery_store(store);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok(()) }
 /// ```
 #[derive(Clone)]
 pub struct RedisDeliveryStore {
@@ -105,10 +106,20 @@ impl RedisDeliveryStore {
     /// was built with it). It connects on first use and reconnects by itself, so this succeeds
     /// while Redis is down; deliveries are answered 503 until it is up.
     ///
+    /// Call it inside the tokio runtime that serves the layer: the connection's reconnecting
+    /// task is spawned there.
+    ///
     /// # Errors
     ///
-    /// [`StoreError`] if the URL is not a Redis URL.
+    /// [`StoreError`] if the URL is not a Redis URL, or if there is no tokio runtime to run the
+    /// connection on (rather than redis-rs's panic).
     pub fn open(url: &str) -> Result<Self, StoreError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(StoreError::new(
+                "RedisDeliveryStore::open needs a tokio runtime: call it inside the runtime that \
+                 serves the layer",
+            ));
+        }
         let client = redis::Client::open(url).map_err(StoreError::new)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Self::DEFAULT_TIMEOUT))
@@ -247,5 +258,16 @@ impl fmt::Debug for RedisDeliveryStore {
             .field("prefix", &self.inner.prefix)
             .field("timeout", &self.inner.timeout)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opening_outside_a_runtime_is_an_error_not_a_panic() {
+        let err = RedisDeliveryStore::open("redis://127.0.0.1:1").unwrap_err();
+        assert!(err.to_string().contains("tokio runtime"), "{err}");
     }
 }
