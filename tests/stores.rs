@@ -134,12 +134,21 @@ struct Setup {
 }
 
 fn setup(first: Behaviour) -> Setup {
+    setup_with(first, |layer| layer)
+}
+
+/// [`setup`], with the layer changed by `configure`.
+fn setup_with(
+    first: Behaviour,
+    configure: impl FnOnce(RingyoWebhookLayer) -> RingyoWebhookLayer,
+) -> Setup {
     let store = Arc::new(Faulty::default());
     let clock = ManualClock::new(t(60));
     let layer = RingyoWebhookLayer::new(SECRET)
         .unwrap()
         .clock(clock.clone())
         .delivery_store(Arc::clone(&store));
+    let layer = configure(layer);
     let runs = Arc::new(AtomicUsize::new(0));
     let handler = Handler {
         runs: Arc::clone(&runs),
@@ -274,28 +283,19 @@ async fn a_request_dropped_mid_handler_releases_its_claim_through_a_slow_async_s
 
 #[tokio::test]
 async fn a_time_out_layer_releases_the_claim_of_the_request_it_ends() {
-    let store = Arc::new(Faulty::default());
-    store.delay.store(50, Ordering::SeqCst);
-    let runs = Arc::new(AtomicUsize::new(0));
-    let layer = RingyoWebhookLayer::new(SECRET)
-        .unwrap()
-        .clock(|| t(60))
-        .delivery_store(Arc::clone(&store));
-    let app = Router::new()
-        .route("/", post(handle).route_layer(layer))
+    let setup = setup(Behaviour::Hang);
+    setup.store.delay.store(50, Ordering::SeqCst);
+    let app = setup
+        .app
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_millis(300),
-        ))
-        .with_state(Handler {
-            runs: Arc::clone(&runs),
-            first: Behaviour::Hang,
-        });
+        ));
     let delivery = delivery();
     assert_eq!(send(&app, &delivery).await.status(), 408);
-    released(&store, 1).await;
+    released(&setup.store, 1).await;
     assert_eq!(send(&app, &delivery).await.status(), 200);
-    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(setup.runs.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
@@ -348,23 +348,13 @@ async fn an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
 
 #[tokio::test]
 async fn failing_open_runs_the_handler_without_deduplication() {
-    let store = Arc::new(Faulty::default());
-    store.claim_fails.store(true, Ordering::SeqCst);
-    let runs = Arc::new(AtomicUsize::new(0));
-    let layer = RingyoWebhookLayer::new(SECRET)
-        .unwrap()
-        .clock(|| t(60))
-        .delivery_store(Arc::clone(&store))
-        .on_store_failure(StoreFailure::RunHandler);
-    let app = Router::new()
-        .route("/", post(handle).route_layer(layer))
-        .with_state(Handler {
-            runs: Arc::clone(&runs),
-            first: Behaviour::Answer,
-        });
+    let setup = setup_with(Behaviour::Answer, |layer| {
+        layer.on_store_failure(StoreFailure::RunHandler)
+    });
+    setup.store.claim_fails.store(true, Ordering::SeqCst);
     let delivery = delivery();
     // The trade: no delay, and a copy runs again while the store cannot tell.
-    assert_eq!(send(&app, &delivery).await.status(), 200);
-    assert_eq!(send(&app, &delivery).await.status(), 200);
-    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(send(&setup.app, &delivery).await.status(), 200);
+    assert_eq!(send(&setup.app, &delivery).await.status(), 200);
+    assert_eq!(setup.runs.load(Ordering::SeqCst), 2);
 }

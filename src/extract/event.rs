@@ -114,16 +114,18 @@ impl<T: FromEventData> RingyoEvent<T> {
         body: &[u8],
         signature: impl AsRef<[u8]>,
     ) -> Result<Self, Rejection> {
-        let checked = (|| {
-            let signature = signature.as_ref();
-            if signature.trim_ascii().is_empty() {
-                return Err(SignatureError::Missing.into());
-            }
-            let verified = verifier.verify(body, &Signature::parse(signature)?)?;
-            verifier.check_fresh(body, verifier.now())?;
-            Self::parse(body, &verified)
-        })();
-        checked.inspect_err(Rejection::log)
+        Self::check(verifier, body, signature.as_ref()).inspect_err(Rejection::log)
+    }
+
+    /// The checks of [`verify`](Self::verify), in the layer's order; the caller logs a
+    /// rejection, once.
+    fn check(verifier: &Verifier, body: &[u8], signature: &[u8]) -> Result<Self, Rejection> {
+        if signature.trim_ascii().is_empty() {
+            return Err(SignatureError::Missing.into());
+        }
+        let verified = verifier.verify(body, &Signature::parse(signature)?)?;
+        verifier.check_fresh(body, verifier.now())?;
+        Self::parse(body, &verified)
     }
 
     /// Deserializes the verified payload the layer left in a request's extensions, for code

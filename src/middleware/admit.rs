@@ -25,7 +25,7 @@ use crate::{
     event::EventKind,
     extract::VerifiedPayload,
     rejection::{Rejection, RejectionKind},
-    replay::{Claim, ClaimGuard, ClaimToken, DeliveryStore, StoreError},
+    replay::{Claim, ClaimCall, ClaimGuard, ClaimToken, DeliveryStore, StoreError},
     verify::{after, DeliveryId, Signature},
 };
 
@@ -78,6 +78,17 @@ pub(super) struct ClaimTicket {
 }
 
 impl ClaimTicket {
+    /// Asks the store for the claim.
+    pub(super) fn claim(&self) -> ClaimCall {
+        ClaimCall::new(
+            Arc::clone(&self.store),
+            self.id,
+            self.token,
+            self.now,
+            self.lease_until,
+        )
+    }
+
     /// The guard that holds the granted claim while the handler runs.
     pub(super) fn into_guard(self) -> ClaimGuard {
         ClaimGuard::new(self.store, self.id, self.token, self.keep_until)

@@ -255,13 +255,7 @@ where
             guard: None,
         },
         Some(ticket) => State::Claiming {
-            claim: ClaimCall::new(
-                Arc::clone(&ticket.store),
-                ticket.id,
-                ticket.token,
-                ticket.now,
-                ticket.lease_until,
-            ),
+            claim: ticket.claim(),
             next: Some((request, inner, ticket)),
         },
     }

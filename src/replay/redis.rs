@@ -91,7 +91,15 @@ struct Inner {
     connection: ConnectionManager,
     prefix: String,
     timeout: Duration,
-    scripts: [Script; 3],
+    scripts: Scripts,
+}
+
+/// The three Lua scripts, sent by hash once Redis has them.
+#[derive(Clone)]
+struct Scripts {
+    claim: Script,
+    complete: Script,
+    release: Script,
 }
 
 impl RedisDeliveryStore {
@@ -138,11 +146,11 @@ impl RedisDeliveryStore {
                 connection,
                 prefix: Self::DEFAULT_PREFIX.to_owned(),
                 timeout: Self::DEFAULT_TIMEOUT,
-                scripts: [
-                    Script::new(CLAIM),
-                    Script::new(COMPLETE),
-                    Script::new(RELEASE),
-                ],
+                scripts: Scripts {
+                    claim: Script::new(CLAIM),
+                    complete: Script::new(COMPLETE),
+                    release: Script::new(RELEASE),
+                },
             }),
         }
     }
@@ -169,25 +177,22 @@ impl RedisDeliveryStore {
         }
     }
 
-    /// Runs one script on `id`'s key with `args`, within the time-out.
-    fn run<T>(
+    /// Runs the script `which` picks on `id`'s key with `args`, within the time-out. Every
+    /// script answers an integer.
+    fn run(
         &self,
-        script: usize,
+        which: fn(&Scripts) -> &Script,
         id: DeliveryId,
-        args: [String; 2],
-    ) -> StoreFuture<Result<T, StoreError>>
-    where
-        T: redis::FromRedisValue + Send + 'static,
-    {
+        args: Vec<String>,
+    ) -> StoreFuture<Result<i64, StoreError>> {
         let inner = Arc::clone(&self.inner);
         let key = format!("{}{id}", inner.prefix);
         Box::pin(bounded(inner.timeout, async move {
             let mut connection = inner.connection.clone();
-            inner.scripts[script]
+            which(&inner.scripts)
                 .key(key)
-                .arg(&args[0])
-                .arg(&args[1])
-                .invoke_async::<T>(&mut connection)
+                .arg(args)
+                .invoke_async(&mut connection)
                 .await
         }))
     }
@@ -225,7 +230,11 @@ impl DeliveryStore for RedisDeliveryStore {
         _now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreFuture<Result<Claim, StoreError>> {
-        let claimed = self.run::<i64>(0, id, [claim_value(token), unix_ms(lease_until)]);
+        let claimed = self.run(
+            |s| &s.claim,
+            id,
+            vec![claim_value(token), unix_ms(lease_until)],
+        );
         Box::pin(async move {
             match claimed.await? {
                 1 => Ok(Claim::Claimed),
@@ -241,12 +250,16 @@ impl DeliveryStore for RedisDeliveryStore {
         token: ClaimToken,
         keep_until: DateTime<Utc>,
     ) -> StoreFuture<Result<(), StoreError>> {
-        let done = self.run::<i64>(1, id, [claim_value(token), unix_ms(keep_until)]);
+        let done = self.run(
+            |s| &s.complete,
+            id,
+            vec![claim_value(token), unix_ms(keep_until)],
+        );
         Box::pin(async move { done.await.map(drop) })
     }
 
     fn release(&self, id: DeliveryId, token: ClaimToken) -> StoreFuture<Result<(), StoreError>> {
-        let done = self.run::<i64>(2, id, [claim_value(token), String::new()]);
+        let done = self.run(|s| &s.release, id, vec![claim_value(token)]);
         Box::pin(async move { done.await.map(drop) })
     }
 }

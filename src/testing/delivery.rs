@@ -228,12 +228,14 @@ impl std::fmt::Debug for TestDelivery {
 fn unique_now() -> DateTime<Utc> {
     static LAST: AtomicI64 = AtomicI64::new(i64::MIN);
     let now = DateTime::<Utc>::from(SystemTime::now()).timestamp_micros();
+    let next = |last: i64| now.max(last.saturating_add(1));
+    // The closure never refuses, so the update always succeeds and yields the value it replaced.
     let previous = LAST
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-            Some(now.max(last.saturating_add(1)))
+            Some(next(last))
         })
-        .unwrap_or(now);
-    let micros = now.max(previous.saturating_add(1));
+        .unwrap_or_else(|last| last);
+    let micros = next(previous);
     DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }
 

@@ -113,14 +113,14 @@ impl Freshness {
         if age > delta(tolerance.max_age) {
             return Err(out_of_tolerance(format!(
                 "it is {} s old, and at most {} s are accepted",
-                seconds(age),
+                age.num_seconds(),
                 tolerance.max_age.as_secs()
             )));
         }
         if -age > delta(tolerance.max_future) {
             return Err(out_of_tolerance(format!(
                 "it is {} s ahead of this clock, and at most {} s are accepted",
-                seconds(-age),
+                (-age).num_seconds(),
                 tolerance.max_future.as_secs()
             )));
         }
@@ -155,10 +155,6 @@ impl fmt::Debug for Freshness {
 
 fn out_of_tolerance(detail: String) -> Rejection {
     Rejection::new(RejectionKind::TimestampOutOfTolerance).with_detail(detail)
-}
-
-fn seconds(delta: TimeDelta) -> i64 {
-    delta.num_seconds()
 }
 
 /// A `Duration` as chrono's signed delta, saturating (a `Duration` can exceed chrono's range).
