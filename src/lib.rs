@@ -47,6 +47,7 @@
 //! - [`event`]: event names, typed events and lenient payload [`model`]s.
 //! - [`middleware`]: the layer, its service, response future and bodies.
 //! - [`replay`]: delivery stores, for exactly-once handling.
+//! - `inbox` (features `sqlite`, `postgres`): a durable inbox, so a 2xx never outlives a crash.
 //! - [`extract`]: [`RingyoEvent`] and [`VerifiedPayload`], and their axum extractors.
 //! - [`rejection`]: the one table of failures.
 //! - `testing` (feature `test-util`): signed test deliveries and sample payloads.
@@ -55,6 +56,8 @@
 //!
 //! - `axum` (default): the extractors and `IntoResponse` for [`Rejection`].
 //! - `test-util`: `testing`, signing helpers for your own tests.
+//! - `redis`: `RedisDeliveryStore`, one delivery store for every replica.
+//! - `sqlite`, `postgres`: the `inbox` in an embedded SQLite file or in Postgres.
 //!
 //! # Traps this crate handles
 //!
@@ -69,6 +72,9 @@
 
 pub mod event;
 pub mod extract;
+#[cfg(feature = "inbox")]
+#[cfg_attr(docsrs, doc(cfg(feature = "inbox")))]
+pub mod inbox;
 pub mod middleware;
 pub mod rejection;
 pub mod replay;

@@ -118,6 +118,10 @@ kinds! {
     /// was handled already.
     StoreUnavailable => SERVICE_UNAVAILABLE, "delivery_store_unavailable",
         "the receiver cannot check for duplicate deliveries right now; retry later";
+    /// With an [`Inbox`](crate::inbox::Inbox): the delivery could not be committed to the
+    /// database, so it is not acknowledged; Ringyo's retry stores it once the database is back.
+    InboxUnavailable => SERVICE_UNAVAILABLE, "inbox_unavailable",
+        "the receiver cannot store the delivery right now; retry later";
     /// An extractor ran on a route without [`RingyoWebhookLayer`](crate::RingyoWebhookLayer),
     /// so nothing verified the bytes; they are not parsed. A bug in the receiver, not the
     /// sender's fault.
@@ -130,7 +134,7 @@ impl RejectionKind {
     pub fn retry_after(self) -> Option<u32> {
         match self {
             // Ringyo retries on its own schedule anyway; this tells other clients and proxies.
-            Self::DeliveryInProgress | Self::StoreUnavailable => Some(5),
+            Self::DeliveryInProgress | Self::StoreUnavailable | Self::InboxUnavailable => Some(5),
             _ => None,
         }
     }
@@ -198,7 +202,9 @@ impl Rejection {
             | RejectionKind::InvalidEventData => {
                 tracing::warn!(reason, "rejected delivery: {self}");
             }
-            RejectionKind::StoreUnavailable | RejectionKind::MissingLayer => {
+            RejectionKind::StoreUnavailable
+            | RejectionKind::InboxUnavailable
+            | RejectionKind::MissingLayer => {
                 tracing::error!(reason, "rejected delivery: {self}");
             }
             _ => tracing::debug!(reason, "rejected delivery: {self}"),

@@ -8,7 +8,7 @@ use super::payload::VerifiedPayload;
 use crate::{
     event::{envelope, Event, EventKind, FromEventData},
     rejection::{Rejection, RejectionKind},
-    verify::{DeliveryId, Signature, SignatureError, Verified, Verifier},
+    verify::{DeliveryId, Signature, SignatureError, Verifier},
 };
 
 /// A verified Ringyo event, with its `data` typed as `T`.
@@ -125,7 +125,7 @@ impl<T: FromEventData> RingyoEvent<T> {
         }
         let verified = verifier.verify(body, &Signature::parse(signature)?)?;
         verifier.check_fresh(body, verifier.now())?;
-        Self::parse(body, &verified)
+        Self::parse(body, verified.delivery_id())
     }
 
     /// Deserializes the verified payload the layer left in a request's extensions, for code
@@ -145,11 +145,11 @@ impl<T: FromEventData> RingyoEvent<T> {
     ///
     /// As for the extractor, without `webhook_layer_missing`.
     pub fn from_payload(payload: &VerifiedPayload) -> Result<Self, Rejection> {
-        Self::parse(payload.bytes(), payload.verified()).inspect_err(Rejection::log)
+        Self::parse(payload.bytes(), payload.delivery_id()).inspect_err(Rejection::log)
     }
 
-    /// Parses verified bytes; the caller logs a rejection, once.
-    fn parse(body: &[u8], verified: &Verified) -> Result<Self, Rejection> {
+    /// Parses verified bytes, such as a row of the inbox; the caller logs a rejection, once.
+    pub(crate) fn parse(body: &[u8], delivery_id: DeliveryId) -> Result<Self, Rejection> {
         let parsed = envelope::parse::<T>(body).map_err(|err| {
             if let envelope::EnvelopeError::Data(_) = err {
                 // The type's name helps the receiver's developer; it is no business of the
@@ -165,7 +165,7 @@ impl<T: FromEventData> RingyoEvent<T> {
             kind: parsed.kind,
             timestamp: parsed.timestamp,
             webhook_id: parsed.webhook_id,
-            delivery_id: verified.delivery_id(),
+            delivery_id,
             data: parsed.data,
         })
     }
@@ -185,7 +185,7 @@ impl<T: fmt::Debug> fmt::Debug for RingyoEvent<T> {
 
 /// The verified payload the layer left in `extensions`, or the rejection for a route without
 /// the layer (logged here, once, as the receiver's bug it is).
-pub(super) fn payload(extensions: &http::Extensions) -> Result<&VerifiedPayload, Rejection> {
+pub(crate) fn payload(extensions: &http::Extensions) -> Result<&VerifiedPayload, Rejection> {
     extensions.get::<VerifiedPayload>().ok_or_else(|| {
         tracing::error!(
             "a Ringyo webhook extractor ran on a route without RingyoWebhookLayer; refusing to \

@@ -25,5 +25,6 @@ mod axum;
 mod event;
 mod payload;
 
+pub(crate) use event::payload;
 pub use event::RingyoEvent;
 pub use payload::VerifiedPayload;

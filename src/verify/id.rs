@@ -37,6 +37,32 @@ impl DeliveryId {
     }
 }
 
+/// Reads the `Display` form back, as stored in a database column or typed by an operator:
+///
+/// ```
+/// use ringyo_webhook::DeliveryId;
+///
+/// let id: DeliveryId = "ab".repeat(32).parse()?;
+/// assert_eq!(id.to_string(), "ab".repeat(32));
+/// assert!("not an id".parse::<DeliveryId>().is_err());
+/// # Ok::<(), ringyo_webhook::verify::InvalidDeliveryId>(())
+/// ```
+impl std::str::FromStr for DeliveryId {
+    type Err = InvalidDeliveryId;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut bytes = [0; 32];
+        hex::decode_to_slice(text, &mut bytes).map_err(|_| InvalidDeliveryId)?;
+        Ok(Self(bytes))
+    }
+}
+
+/// Text that is not a [`DeliveryId`]: one is exactly 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a delivery id is 64 hex digits")]
+#[non_exhaustive]
+pub struct InvalidDeliveryId;
+
 impl fmt::Display for DeliveryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&hex::encode(self.0))

@@ -34,7 +34,7 @@ mod verifier;
 
 pub(crate) use freshness::after;
 pub use freshness::{Clock, SystemClock};
-pub use id::DeliveryId;
+pub use id::{DeliveryId, InvalidDeliveryId};
 pub use secret::SecretError;
 pub(crate) use signature::describe_header;
 pub use signature::{Signature, SignatureError, SIGNATURE_HEADER};

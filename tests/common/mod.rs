@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses its own part of this module
 
+pub mod inbox;
 pub mod stores;
 
 use std::{

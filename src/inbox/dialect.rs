@@ -1,0 +1,253 @@
+//! [`Dialect`]: where SQLite and Postgres differ for the inbox, and its versioned migrations.
+
+use std::fmt;
+
+use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
+
+use super::store::InboxError;
+
+/// The engine behind a [`SqlInbox`](super::SqlInbox).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// One step of the schema, applied once per database, in order.
+struct Migration {
+    version: i64,
+    description: &'static str,
+    sql: &'static str,
+}
+
+/// The schema's history. A released migration never changes; a new one is appended.
+const SQLITE_MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "inbox",
+    sql: include_str!("migrations/sqlite/0001_inbox.sql"),
+}];
+const POSTGRES_MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "inbox",
+    sql: include_str!("migrations/postgres/0001_inbox.sql"),
+}];
+
+/// The channel a Postgres commit notifies and idle workers listen on.
+const CHANNEL: &str = "ringyo_inbox";
+
+/// Replicas starting together take this advisory lock to migrate one at a time.
+const MIGRATION_LOCK: i64 = 0x7269_6e67_796f_0001; // "ringyo" and the schema's table set
+
+impl Dialect {
+    /// Registers the sqlx drivers this build has. If drivers were registered already (by the
+    /// application), those stay, and connecting says if ours is missing.
+    pub(super) fn install_drivers() {
+        let _ = sqlx::any::install_drivers(&[
+            #[cfg(feature = "sqlite")]
+            sqlx::sqlite::any::DRIVER,
+            #[cfg(feature = "postgres")]
+            sqlx::postgres::any::DRIVER,
+        ]);
+    }
+
+    /// The dialect of a URL, or what to build or write instead.
+    pub(super) fn from_url(url: &str) -> Result<Self, InboxError> {
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        let unsupported = |hint| InboxError::UnsupportedUrl {
+            scheme: scheme.chars().take(20).collect(),
+            hint,
+        };
+        match scheme {
+            "sqlite" if cfg!(feature = "sqlite") => Ok(Self::Sqlite),
+            "postgres" | "postgresql" if cfg!(feature = "postgres") => Ok(Self::Postgres),
+            "sqlite" => Err(unsupported("build with the `sqlite` feature")),
+            "postgres" | "postgresql" => Err(unsupported("build with the `postgres` feature")),
+            _ => Err(unsupported(
+                "use sqlite://PATH or postgres://USER@HOST/DATABASE",
+            )),
+        }
+    }
+
+    /// The URL to connect with: a SQLite file is created if missing, unless a `mode` is given
+    /// (`mode=ro` opens an existing one read-only).
+    pub(super) fn connect_url(self, url: &str) -> String {
+        match self {
+            Self::Sqlite if !url.contains("mode=") => {
+                let separator = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{separator}mode=rwc")
+            }
+            _ => url.to_owned(),
+        }
+    }
+
+    /// SQLite has one writer at a time, so more connections only add waiting.
+    pub(super) fn max_connections(self) -> u32 {
+        match self {
+            Self::Sqlite => 4,
+            Self::Postgres => 10,
+        }
+    }
+
+    /// Settings for each new connection: on SQLite, a commit reaches the disk (WAL with
+    /// `synchronous=FULL`), and a writer waits for the lock rather than failing at once.
+    pub(super) fn on_connect(self) -> &'static [&'static str] {
+        match self {
+            Self::Sqlite => &[
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA synchronous = FULL",
+                "PRAGMA busy_timeout = 5000",
+            ],
+            Self::Postgres => &[],
+        }
+    }
+
+    /// Leases due deliveries. On Postgres, rows another worker is leasing right now are
+    /// skipped rather than waited for; SQLite has one writer, so there is nothing to skip.
+    pub(super) fn claim_sql(self) -> &'static str {
+        match self {
+            Self::Sqlite => {
+                "UPDATE ringyo_inbox SET state = 'running', attempts = attempts + 1, \
+                 lease_token = $1, available_at = $2 \
+                 WHERE delivery_id IN (SELECT delivery_id FROM ringyo_inbox \
+                   WHERE state IN ('pending', 'running') AND available_at <= $3 \
+                   ORDER BY available_at LIMIT $4) \
+                 RETURNING delivery_id, attempts, received_at, payload"
+            }
+            Self::Postgres => {
+                "UPDATE ringyo_inbox SET state = 'running', attempts = attempts + 1, \
+                 lease_token = $1, available_at = $2 \
+                 WHERE delivery_id IN (SELECT delivery_id FROM ringyo_inbox \
+                   WHERE state IN ('pending', 'running') AND available_at <= $3 \
+                   ORDER BY available_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
+                 RETURNING delivery_id, attempts, received_at, payload"
+            }
+        }
+    }
+
+    /// Starts a transaction that writes: on SQLite it takes the write lock at once, so it
+    /// waits for it (busy_timeout) rather than failing when it upgrades from a read.
+    pub(super) async fn begin_write(
+        self,
+        pool: &AnyPool,
+    ) -> Result<Transaction<'static, Any>, InboxError> {
+        match self {
+            Self::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+            Self::Postgres => pool.begin().await,
+        }
+        .map_err(InboxError::database)
+    }
+
+    /// Wakes workers in other processes when `tx` commits (Postgres); a no-op on SQLite,
+    /// whose workers share the process, where the inbox wakes them itself.
+    pub(super) async fn notify(self, tx: &mut Transaction<'static, Any>) -> Result<(), InboxError> {
+        if self == Self::Postgres {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(CHANNEL)
+                .execute(&mut **tx)
+                .await
+                .map_err(InboxError::database)?;
+        }
+        Ok(())
+    }
+
+    /// A connection listening for other processes' commits.
+    #[cfg(feature = "postgres")]
+    pub(super) async fn listen(
+        pool: &AnyPool,
+    ) -> Result<sqlx::postgres::PgListener, InboxError> {
+        let url = pool.connect_options().database_url.clone();
+        let options: sqlx::postgres::PgConnectOptions =
+            url.as_str().parse().map_err(InboxError::database)?;
+        let listener_pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(options);
+        let mut listener = sqlx::postgres::PgListener::connect_with(&listener_pool)
+            .await
+            .map_err(InboxError::database)?;
+        listener.listen(CHANNEL).await.map_err(InboxError::database)?;
+        Ok(listener)
+    }
+
+    fn migrations(self) -> &'static [Migration] {
+        match self {
+            Self::Sqlite => SQLITE_MIGRATIONS,
+            Self::Postgres => POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// Brings the schema up to date: a read when it is (so a read-only database opens), else
+    /// the missing steps in one transaction under a lock that serializes replicas.
+    pub(super) async fn migrate(self, pool: &AnyPool) -> Result<(), InboxError> {
+        let known = self.migrations().last().map_or(0, |step| step.version);
+        // Absent table or no row: not migrated yet.
+        let mut conn = pool.acquire().await.map_err(InboxError::database)?;
+        let found = schema_version(&mut conn).await.unwrap_or(0);
+        drop(conn);
+        if found == known {
+            return Ok(());
+        }
+        check_not_newer(found, known)?;
+        let mut tx = self.begin_write(pool).await?;
+        if self == Self::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *tx)
+                .await
+                .map_err(InboxError::database)?;
+        }
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS ringyo_inbox_migrations \
+             (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(InboxError::database)?;
+        // Under the lock: another replica may have migrated meanwhile.
+        let found = schema_version(&mut *tx)
+            .await
+            .map_err(InboxError::database)?;
+        check_not_newer(found, known)?;
+        let missing = self.migrations().iter().skip_while(|step| step.version <= found);
+        for step in missing.collect::<Vec<_>>() {
+            // A plain string runs as a simple query, which may hold several statements.
+            sqlx::Executor::execute(&mut *tx, step.sql)
+                .await
+                .map_err(InboxError::database)?;
+            sqlx::query(
+                "INSERT INTO ringyo_inbox_migrations (version, description, applied_at) \
+                 VALUES ($1, $2, $3)",
+            )
+            .bind(step.version)
+            .bind(step.description)
+            .bind(super::store::now().timestamp_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(InboxError::database)?;
+            tracing::info!(version = step.version, "migrated the inbox schema: {}", step.description);
+        }
+        tx.commit().await.map_err(InboxError::database)
+    }
+}
+
+impl fmt::Display for Dialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite => "SQLite",
+            Self::Postgres => "Postgres",
+        })
+    }
+}
+
+async fn schema_version(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM ringyo_inbox_migrations")
+        .fetch_one(conn)
+        .await?;
+    row.try_get(0)
+}
+
+fn check_not_newer(found: i64, known: i64) -> Result<(), InboxError> {
+    if found > known {
+        return Err(InboxError::SchemaTooNew { found, known });
+    }
+    Ok(())
+}

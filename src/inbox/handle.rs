@@ -1,0 +1,258 @@
+//! [`Inbox`]: accepts verified deliveries durably and hands them to workers.
+
+use std::{
+    fmt,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{
+    commit::{self, Pending},
+    service::InboxService,
+    store::{now, DeadDelivery, InboxError, InboxStats, InboxStore, NewDelivery, Stored},
+    job::Handler,
+    worker::Worker,
+};
+use crate::{event::{envelope::Head, FromEventData}, extract::VerifiedPayload, verify::DeliveryId};
+
+/// A durable inbox: a delivery is acknowledged only once it is committed, and workers run
+/// your handler on it afterwards, at least once, surviving crashes and restarts.
+///
+/// Ringyo retries a delivery until it sees a 2xx, and never after. A receiver that answers 2xx
+/// and then loses the event (a crash, a deploy, an OOM kill before the work is done) loses it
+/// for good. The inbox closes that gap: [`accept`](Self::accept) (or the
+/// [`service`](Self::service) on your route) returns only after the verified bytes are
+/// committed to the [`InboxStore`], and a [`Worker`] takes them from there.
+///
+/// Deliveries arriving together share one transaction (group commit), so under load the cost
+/// of a durable commit (an fsync) is shared; each caller still hears back only after its own
+/// row is durable. A clone is a handle to the same inbox.
+///
+/// ```no_run
+/// use axum::{routing::post_service, Router};
+/// use ringyo_webhook::{inbox::{Inbox, Job}, Event, RingyoWebhookLayer};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let inbox = Inbox::open("sqlite://ringyo-inbox.db")?;
+/// let layer = RingyoWebhookLayer::new(std::env::var("RINGYO_WEBHOOK_SECRET")?)?;
+/// let app: Router = Router::new()
+///     .route("/webhooks/ringyo", post_service(inbox.service()).route_layer(layer));
+///
+/// let worker = inbox.worker(|job: Job<Event>| async move {
+///     println!("{} (attempt {})", job.event.kind, job.attempt);
+///     Ok::<(), std::convert::Infallible>(())
+/// });
+/// tokio::spawn(worker.run(std::future::pending()));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Inbox {
+    store: Arc<dyn InboxStore>,
+    shared: Arc<Shared>,
+    config: Config,
+}
+
+struct Shared {
+    /// The group-commit task's queue, started by the first delivery.
+    committer: OnceLock<mpsc::Sender<Pending>>,
+    /// Bumped after each commit that stored something new: wakes this process's workers.
+    stored: watch::Sender<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Config {
+    max_batch: usize,
+    commit_timeout: Duration,
+}
+
+impl Inbox {
+    /// The default for [`max_batch`](Self::max_batch).
+    pub const DEFAULT_MAX_BATCH: usize = 256;
+    /// The default for [`commit_timeout`](Self::commit_timeout).
+    pub const DEFAULT_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// An inbox over `store`.
+    pub fn new(store: impl InboxStore) -> Self {
+        Self::from_arc(Arc::new(store))
+    }
+
+    /// An inbox over a store you keep a handle to.
+    pub fn from_arc(store: Arc<dyn InboxStore>) -> Self {
+        Self {
+            store,
+            shared: Arc::new(Shared {
+                committer: OnceLock::new(),
+                stored: watch::Sender::new(0),
+            }),
+            config: Config {
+                max_batch: Self::DEFAULT_MAX_BATCH,
+                commit_timeout: Self::DEFAULT_COMMIT_TIMEOUT,
+            },
+        }
+    }
+
+    /// An inbox in the database at `url`: `sqlite://PATH` or `postgres://...`. See
+    /// [`SqlInbox::open`](super::SqlInbox::open); it connects lazily.
+    ///
+    /// # Errors
+    ///
+    /// As [`SqlInbox::open`](super::SqlInbox::open).
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+    pub fn open(url: &str) -> Result<Self, InboxError> {
+        super::SqlInbox::open(url).map(Self::new)
+    }
+
+    /// The most deliveries one transaction commits; default 256. `1` commits each delivery on
+    /// its own, which the benchmarks compare against. Set it before the first delivery.
+    pub fn max_batch(mut self, max_batch: usize) -> Self {
+        self.config.max_batch = max_batch.max(1);
+        self
+    }
+
+    /// How long a delivery waits for its commit before it is answered 503 (and so retried);
+    /// default 5 s, within the 5 s Ringyo gives a receiver to answer. A commit that finishes
+    /// later still stores the delivery, and the retry is then a duplicate.
+    pub fn commit_timeout(mut self, timeout: Duration) -> Self {
+        self.config.commit_timeout = timeout;
+        self
+    }
+
+    /// Stores a verified delivery; returns once it is durable.
+    ///
+    /// # Errors
+    ///
+    /// [`InboxError`] if the commit failed or did not finish within the commit time-out:
+    /// the delivery must not be acknowledged.
+    pub async fn accept(&self, payload: &VerifiedPayload) -> Result<Stored, InboxError> {
+        self.accept_at(payload, now()).await
+    }
+
+    async fn accept_at(
+        &self,
+        payload: &VerifiedPayload,
+        received_at: DateTime<Utc>,
+    ) -> Result<Stored, InboxError> {
+        let delivery = new_delivery(payload, received_at);
+        let (reply, outcome) = oneshot::channel();
+        let timeout = self.config.commit_timeout;
+        let wait = async {
+            self.committer()
+                .send(Pending { delivery, reply })
+                .await
+                .map_err(|_| InboxError::Closed)?;
+            match outcome.await {
+                Ok(Ok(stored)) => Ok(stored),
+                Ok(Err(err)) => Err(InboxError::database(err)),
+                Err(_) => Err(InboxError::Closed),
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or(Err(InboxError::TimedOut))
+    }
+
+    fn committer(&self) -> &mpsc::Sender<Pending> {
+        self.shared.committer.get_or_init(|| {
+            let (sender, queue) = mpsc::channel(commit::QUEUE);
+            tokio::spawn(commit::run(
+                Arc::clone(&self.store),
+                queue,
+                self.shared.stored.clone(),
+                self.config.max_batch,
+            ));
+            sender
+        })
+    }
+
+    /// A tower service that accepts the deliveries a
+    /// [`RingyoWebhookLayer`](crate::RingyoWebhookLayer) verified: 202 once stored, 200
+    /// with `x-webhook-duplicate: true` for a delivery stored before, 503
+    /// `inbox_unavailable` with `Retry-After` if the commit failed.
+    pub fn service(&self) -> InboxService {
+        InboxService::new(self.clone())
+    }
+
+    /// A worker that runs `handler` on stored deliveries; see [`Worker`].
+    pub fn worker<T, H>(&self, handler: H) -> Worker<T, H>
+    where
+        T: FromEventData + Send + 'static,
+        H: Handler<T>,
+    {
+        Worker::new(self.clone(), handler)
+    }
+
+    /// The store, for workers and administration.
+    pub fn store(&self) -> &Arc<dyn InboxStore> {
+        &self.store
+    }
+
+    /// Counts by state; see [`InboxStats`].
+    ///
+    /// # Errors
+    ///
+    /// [`InboxError`] if the database cannot answer.
+    pub async fn stats(&self) -> Result<InboxStats, InboxError> {
+        self.store.stats().await
+    }
+
+    /// Dead-lettered deliveries, oldest first, at most `limit`.
+    ///
+    /// # Errors
+    ///
+    /// [`InboxError`] if the database cannot answer.
+    pub async fn dead(&self, limit: u32) -> Result<Vec<DeadDelivery>, InboxError> {
+        self.store.dead(limit).await
+    }
+
+    /// Runs a dead-lettered delivery again, from its first attempt; `false` if no delivery
+    /// with that id is dead-lettered.
+    ///
+    /// # Errors
+    ///
+    /// [`InboxError`] if the database cannot answer.
+    pub async fn replay(&self, id: DeliveryId) -> Result<bool, InboxError> {
+        self.store.replay(id, now()).await
+    }
+
+    /// `Ok` while the database answers: for a health check.
+    ///
+    /// # Errors
+    ///
+    /// [`InboxError`] if it does not.
+    pub async fn ping(&self) -> Result<(), InboxError> {
+        self.store.ping().await
+    }
+
+    /// A receiver that changes after each commit storing something new.
+    pub(super) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.stored.subscribe()
+    }
+}
+
+impl fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inbox")
+            .field("max_batch", &self.config.max_batch)
+            .field("commit_timeout", &self.config.commit_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The row for a verified delivery: what the envelope says of itself, read from the bytes
+/// the signature covers, and the bytes.
+fn new_delivery(payload: &VerifiedPayload, received_at: DateTime<Utc>) -> NewDelivery {
+    // A verified body the layer let through without a readable head (freshness off) is still
+    // stored: the worker dead-letters it with the reason, rather than Ringyo's copy being lost.
+    let head = Head::scan(payload.bytes()).unwrap_or_default();
+    NewDelivery {
+        id: payload.delivery_id(),
+        event: head.kind.as_ref().map(ToString::to_string).unwrap_or_default(),
+        timestamp: head.timestamp().ok(),
+        received_at,
+        payload: payload.bytes().clone(),
+    }
+}

@@ -1,0 +1,311 @@
+//! One claimed delivery through the user's handler: [`Job`], [`Handler`], and the decisions
+//! about what becomes of it.
+
+use std::{any::Any, fmt, future::Future, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use tokio::{sync::watch, task::JoinError};
+use tracing::Instrument;
+
+use super::{
+    backoff::Backoff,
+    store::{now, ClaimedDelivery, InboxStore, Settle},
+};
+use crate::{
+    event::{Event, FromEventData},
+    extract::RingyoEvent,
+    replay::ClaimToken,
+    verify::DeliveryId,
+};
+
+/// A stored delivery, as a worker hands it to your handler.
+///
+/// Handling is at least once: a handler that crashed its process, or whose worker lost the
+/// lease, runs again on the same delivery. Make effects idempotent on
+/// [`delivery_id`](Self::delivery_id); `attempt` says whether this is a retry.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Job<T = Event> {
+    /// The event, read afresh from the stored bytes with this build's types.
+    pub event: RingyoEvent<T>,
+    /// This attempt's number, from 1. Attempts whose process died count too.
+    pub attempt: u32,
+    /// When the receiver acknowledged the delivery.
+    pub received_at: DateTime<Utc>,
+}
+
+impl<T> Job<T> {
+    /// The delivery's identity, the same for every attempt and every retry by Ringyo.
+    pub fn delivery_id(&self) -> DeliveryId {
+        self.event.delivery_id
+    }
+}
+
+/// What a [`Worker`](super::Worker) runs on each delivery: any
+/// `Fn(Job<T>) -> impl Future<Output = Result<(), E>>` with `E: Display`.
+///
+/// `Ok` marks the delivery handled. An `Err` or a panic is retried with [`Backoff`] until the
+/// worker's maximum attempts, then dead-lettered with the error's text.
+pub trait Handler<T>: Send + Sync + 'static {
+    /// The handler's error; its text is kept with a dead-lettered delivery.
+    type Error: fmt::Display + Send + 'static;
+    /// What a call returns.
+    type Future: Future<Output = Result<(), Self::Error>> + Send + 'static;
+
+    /// Handles one delivery.
+    fn call(&self, job: Job<T>) -> Self::Future;
+}
+
+impl<T, F, Fut, E> Handler<T> for F
+where
+    F: Fn(Job<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send + 'static,
+    E: fmt::Display + Send + 'static,
+{
+    type Error = E;
+    type Future = Fut;
+
+    fn call(&self, job: Job<T>) -> Fut {
+        self(job)
+    }
+}
+
+/// What the worker's settings say about a claimed delivery.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Policy {
+    pub(super) lease: Duration,
+    pub(super) max_attempts: u32,
+    pub(super) backoff: Backoff,
+}
+
+/// How an attempt ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Attempt {
+    Handled,
+    Failed(String),
+    /// The stored bytes do not fit the handler's type: retrying cannot help.
+    Unreadable(String),
+    /// Earlier attempts used them all up without finishing (their process died).
+    Exhausted,
+}
+
+impl Policy {
+    /// What to record for an attempt that ended at `now`.
+    pub(super) fn settle(&self, attempt: u32, outcome: Attempt, now: DateTime<Utc>) -> Settle {
+        match outcome {
+            Attempt::Handled => Settle::Done { at: now },
+            Attempt::Unreadable(error) => Settle::Dead { at: now, error },
+            Attempt::Exhausted => Settle::Dead {
+                at: now,
+                error: format!(
+                    "{} attempts started without finishing (did the process die?)",
+                    attempt - 1
+                ),
+            },
+            Attempt::Failed(error) if attempt >= self.max_attempts => Settle::Dead { at: now, error },
+            Attempt::Failed(error) => Settle::Retry {
+                at: now + self.backoff.delay(attempt),
+                error,
+            },
+        }
+    }
+}
+
+/// Everything one delivery's task needs.
+pub(super) struct Run<T, H> {
+    pub(super) store: Arc<dyn InboxStore>,
+    pub(super) handler: Arc<H>,
+    pub(super) token: ClaimToken,
+    pub(super) policy: Policy,
+    /// Turns `true` when the worker's shutdown deadline passed: give the delivery back.
+    pub(super) cancel: watch::Receiver<bool>,
+    pub(super) marker: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
+    /// Runs the handler on `delivery`, keeping its lease, and records the outcome.
+    pub(super) async fn run(self, delivery: ClaimedDelivery) {
+        let span = tracing::info_span!(
+            "inbox_job",
+            delivery_id = %delivery.id,
+            attempt = delivery.attempt,
+        );
+        async move {
+            let id = delivery.id;
+            let attempt = delivery.attempt;
+            let outcome = match self.attempt(delivery).await {
+                Some(outcome) => outcome,
+                None => {
+                    tracing::info!("shutdown deadline passed: giving the delivery back");
+                    self.record(id, Settle::Release { at: now() }).await;
+                    return;
+                }
+            };
+            log(&outcome, attempt);
+            let settle = self.policy.settle(attempt, outcome, now());
+            self.record(id, settle).await;
+        }
+        .instrument(span)
+        .await;
+    }
+
+    /// The attempt's outcome, or `None` if the worker cancelled it.
+    async fn attempt(&self, delivery: ClaimedDelivery) -> Option<Attempt> {
+        if delivery.attempt > self.policy.max_attempts {
+            return Some(Attempt::Exhausted);
+        }
+        let event = match RingyoEvent::<T>::parse(&delivery.payload, delivery.id) {
+            Ok(event) => event,
+            Err(rejection) => return Some(Attempt::Unreadable(rejection.to_string())),
+        };
+        let job = Job {
+            event,
+            attempt: delivery.attempt,
+            received_at: delivery.received_at,
+        };
+        // A task of its own: a panic is caught as a JoinError, and cancelling can abort it.
+        let mut handler = tokio::spawn(self.handler.call(job));
+        let mut extend = tokio::time::interval(self.policy.lease / 3);
+        extend.tick().await;
+        let mut cancel = self.cancel.clone();
+        // The guard `wait_for` returns is not `Send`: dropped before the select resumes.
+        let cancelled = async move { cancel.wait_for(|cancelled| *cancelled).await.is_ok() };
+        tokio::pin!(cancelled);
+        loop {
+            tokio::select! {
+                finished = &mut handler => return Some(ended(finished)),
+                _ = extend.tick() => self.extend(delivery.id).await,
+                true = &mut cancelled => {
+                    handler.abort();
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Keeps the lease while the handler runs.
+    async fn extend(&self, id: DeliveryId) {
+        let lease_until = now() + self.policy.lease;
+        match self.store.settle(id, self.token, Settle::Extend { lease_until }).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "the lease was lost (it ran out and another worker took the delivery); \
+                 it may run twice"
+            ),
+            Err(err) => tracing::warn!("cannot extend the lease ({err}); will try again"),
+        }
+    }
+
+    /// Records `settle`, retrying while the database is away, for as long as the lease lasts:
+    /// after that another worker may have the delivery, and it runs again (at least once).
+    async fn record(&self, id: DeliveryId, settle: Settle) {
+        let give_up = tokio::time::Instant::now() + self.policy.lease;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.store.settle(id, self.token, settle.clone()).await {
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::warn!("the lease was lost before the outcome was recorded");
+                    return;
+                }
+                Err(err) if tokio::time::Instant::now() + pause < give_up => {
+                    tracing::warn!("cannot record the outcome ({err}); trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(err) => {
+                    tracing::error!(
+                        "cannot record the outcome ({err}); the delivery will run again when \
+                         its lease runs out"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The attempt's outcome from the handler task's end.
+fn ended<E: fmt::Display>(finished: Result<Result<(), E>, JoinError>) -> Attempt {
+    match finished {
+        Ok(Ok(())) => Attempt::Handled,
+        Ok(Err(err)) => Attempt::Failed(err.to_string()),
+        Err(err) if err.is_panic() => Attempt::Failed(format!(
+            "the handler panicked: {}",
+            panic_message(err.into_panic())
+        )),
+        Err(_) => Attempt::Failed("the handler was cancelled".to_owned()),
+    }
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    payload
+        .downcast::<String>()
+        .map(|message| *message)
+        .or_else(|payload| payload.downcast::<&str>().map(|message| (*message).to_owned()))
+        .unwrap_or_else(|_| "(no message)".to_owned())
+}
+
+fn log(outcome: &Attempt, attempt: u32) {
+    match outcome {
+        Attempt::Handled => tracing::debug!("handled"),
+        Attempt::Failed(error) => tracing::warn!(attempt, "handler failed: {error}"),
+        Attempt::Unreadable(error) => {
+            tracing::error!("stored delivery does not fit the handler's type, dead-lettered: {error}");
+        }
+        Attempt::Exhausted => tracing::error!("attempts used up without finishing, dead-lettered"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            lease: Duration::from_secs(30),
+            max_attempts: 3,
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+        }
+    }
+
+    #[test]
+    fn failures_retry_with_backoff_then_dead_letter() {
+        let now = now();
+        let retry = policy().settle(2, Attempt::Failed("down".into()), now);
+        let Settle::Retry { at, error } = retry else {
+            panic!("{retry:?}")
+        };
+        assert_eq!(error, "down");
+        assert!(at > now + Duration::from_millis(999) && at <= now + Duration::from_secs(2));
+        assert_eq!(
+            policy().settle(3, Attempt::Failed("down".into()), now),
+            Settle::Dead { at: now, error: "down".into() }
+        );
+    }
+
+    #[test]
+    fn unreadable_and_exhausted_deliveries_are_dead_lettered_at_once() {
+        let now = now();
+        assert!(matches!(
+            policy().settle(1, Attempt::Unreadable("bad".into()), now),
+            Settle::Dead { .. }
+        ));
+        let Settle::Dead { error, .. } = policy().settle(4, Attempt::Exhausted, now) else {
+            panic!()
+        };
+        assert!(error.starts_with("3 attempts"), "{error}");
+        assert_eq!(policy().settle(1, Attempt::Handled, now), Settle::Done { at: now });
+    }
+
+    #[test]
+    fn panics_are_failures_with_their_message() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let finished = runtime.block_on(tokio::spawn(async {
+            panic!("boom");
+            #[allow(unreachable_code)]
+            Ok::<(), String>(())
+        }));
+        assert_eq!(ended(finished), Attempt::Failed("the handler panicked: boom".into()));
+    }
+}

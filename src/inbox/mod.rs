@@ -1,0 +1,76 @@
+//! A durable inbox: a delivery is acknowledged only once it is committed, then handled by
+//! workers, at least once, across crashes, restarts and replicas.
+//!
+//! Ringyo's advice is to answer fast and do the work later; answering 2xx and then losing the
+//! event (a crash, a deploy, an OOM kill) loses it for good, since Ringyo does not retry after
+//! a 2xx. With the inbox, the route behind [`RingyoWebhookLayer`](crate::RingyoWebhookLayer)
+//! stores the verified bytes and answers 202 only after the commit; a [`Worker`] then runs
+//! your handler, with a lease, retries with back-off and a dead letter.
+//!
+//! - [`Inbox`]: accepts deliveries (group commit), and lists, replays and counts them.
+//! - [`InboxService`]: the tower service for the webhook route.
+//! - [`Worker`], [`Job`], [`Handler`], [`Backoff`]: running your handler on stored deliveries.
+//! - [`InboxStore`]: the small async trait a database implements; [`SqlInbox`] implements it
+//!   for SQLite (feature `sqlite`: a file, no server) and Postgres (feature `postgres`: one
+//!   database for every replica).
+//!
+//! What is promised, exactly:
+//!
+//! - a 2xx only after the delivery (bytes, id, event name and timestamp, time received) is
+//!   committed: SQLite in WAL mode with `synchronous=FULL`, Postgres with its default
+//!   synchronous commit; otherwise 503 `inbox_unavailable` with `Retry-After`;
+//! - each delivery stored once, across replicas (its id is the primary key); a retry is
+//!   answered 200 with `x-webhook-duplicate: true`;
+//! - stored bytes are re-read with the types of the build that handles them, and a delivery
+//!   they cannot read is dead-lettered with the reason, not retried for ever.
+//!
+//! ```no_run
+//! use axum::{routing::post_service, Router};
+//! use ringyo_webhook::{inbox::{Inbox, Job}, Event, RingyoWebhookLayer};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let inbox = Inbox::open("sqlite://ringyo-inbox.db")?;
+//! let layer = RingyoWebhookLayer::new(std::env::var("RINGYO_WEBHOOK_SECRET")?)?;
+//! let app = Router::new()
+//!     .route("/webhooks/ringyo", post_service(inbox.service()).route_layer(layer));
+//! tokio::spawn(inbox.worker(handle).run(std::future::pending()));
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//!
+//! async fn handle(job: Job<Event>) -> Result<(), std::io::Error> {
+//!     // Idempotent on job.delivery_id(): a crash mid-handler runs it again.
+//!     println!("{} attempt {}", job.event.kind, job.attempt);
+//!     Ok(())
+//! }
+//! ```
+
+mod backoff;
+mod commit;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod dialect;
+mod handle;
+mod job;
+mod service;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+mod store;
+mod worker;
+
+pub use backoff::Backoff;
+pub use handle::Inbox;
+pub use job::{Handler, Job};
+pub use service::{InboxResponseFuture, InboxService};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use sql::SqlInbox;
+pub use store::{
+    ClaimedDelivery, DeadDelivery, InboxError, InboxFuture, InboxStats, InboxStore, NewDelivery,
+    Settle, Stored,
+};
+pub use worker::Worker;
+// The SQL crate whose pool `SqlInbox::with_pool` takes, so users name the same version.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use sqlx;

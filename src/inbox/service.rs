@@ -1,0 +1,102 @@
+//! [`InboxService`]: the endpoint behind the layer that stores each verified delivery.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use tower_service::Service;
+
+use super::{handle::Inbox, store::Stored};
+use crate::{
+    extract::payload,
+    middleware::DUPLICATE_HEADER,
+    rejection::{Rejection, RejectionKind},
+};
+
+/// A tower service that stores the delivery
+/// [`RingyoWebhookLayer`](crate::RingyoWebhookLayer) verified, and answers once it is durable:
+///
+/// - 202 Accepted: stored; a worker will handle it;
+/// - 200 OK with `x-webhook-duplicate: true`: stored before (a retry), not stored again;
+/// - 503 `inbox_unavailable` with `Retry-After`: not stored (the database failed or took
+///   longer than the commit time-out), so Ringyo retries;
+/// - 500 `webhook_layer_missing`: no layer on the route, so nothing verified the bytes.
+///
+/// Made by [`Inbox::service`]; put the layer in front of it:
+///
+/// ```no_run
+/// # fn demo(inbox: ringyo_webhook::inbox::Inbox) -> Result<(), ringyo_webhook::SecretError> {
+/// use axum::{routing::post_service, Router};
+/// use ringyo_webhook::RingyoWebhookLayer;
+///
+/// let layer = RingyoWebhookLayer::new("whsec_example")?;
+/// let app: Router = Router::new()
+///     .route("/webhooks/ringyo", post_service(inbox.service()).route_layer(layer));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct InboxService {
+    inbox: Inbox,
+}
+
+impl InboxService {
+    pub(super) fn new(inbox: Inbox) -> Self {
+        Self { inbox }
+    }
+}
+
+/// The response future of [`InboxService`]. Boxed: it awaits a database commit, next to which
+/// one allocation is nothing.
+pub type InboxResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<Bytes>, Infallible>> + Send>>;
+
+impl<B> Service<Request<B>> for InboxService {
+    type Response = Response<Bytes>;
+    type Error = Infallible;
+    type Future = InboxResponseFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // Only the extension is needed: the body's bytes are the payload's, already buffered.
+        let payload = payload(request.extensions()).cloned();
+        let inbox = self.inbox.clone();
+        Box::pin(async move {
+            let payload = match payload {
+                Ok(payload) => payload,
+                Err(rejection) => return Ok(rejection.to_response()),
+            };
+            Ok(match inbox.accept(&payload).await {
+                Ok(stored) => answer(stored),
+                Err(err) => {
+                    tracing::warn!(
+                        delivery_id = %payload.delivery_id(),
+                        "delivery not stored ({err}); answering 503 so Ringyo retries"
+                    );
+                    Rejection::new(RejectionKind::InboxUnavailable).to_response()
+                }
+            })
+        })
+    }
+}
+
+/// The answer for a stored delivery.
+fn answer(stored: Stored) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::new());
+    match stored {
+        Stored::New => *response.status_mut() = StatusCode::ACCEPTED,
+        Stored::Duplicate => {
+            response
+                .headers_mut()
+                .insert(DUPLICATE_HEADER, HeaderValue::from_static("true"));
+        }
+    }
+    response
+}

@@ -1,0 +1,472 @@
+//! [`SqlInbox`]: the inbox in SQLite or Postgres, through sqlx.
+//!
+//! One implementation over sqlx's `Any` driver: the statements are the same on both engines
+//! (`$N` parameters, `ON CONFLICT DO NOTHING`, `RETURNING`, partial indexes), and the few
+//! differences (connection settings, `SKIP LOCKED`, `NOTIFY`, the migration lock) are the
+//! [`Dialect`]'s. Times are stored as Unix milliseconds, so both engines compare integers.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use sqlx::{
+    any::{AnyConnectOptions, AnyPoolOptions, AnyRow},
+    AnyPool, Row,
+};
+use tokio::sync::{Mutex, OnceCell};
+
+use super::{
+    dialect::Dialect,
+    store::{
+        ClaimedDelivery, DeadDelivery, InboxError, InboxFuture, InboxStats, InboxStore,
+        NewDelivery, Settle, Stored,
+    },
+};
+use crate::{replay::ClaimToken, verify::DeliveryId};
+
+/// The inbox in an embedded SQLite file or in Postgres: [`InboxStore`] over sqlx.
+///
+/// - `sqlite://PATH` (feature `sqlite`): one file, no server, one machine. The file is created
+///   if missing, in WAL mode with `synchronous=FULL`, so a commit survives a power cut.
+/// - `postgres://...` (feature `postgres`): one database for every replica. Claims use
+///   `FOR UPDATE SKIP LOCKED`, and a commit `NOTIFY`s workers in other processes.
+///
+/// Opening connects lazily: a database that is down at start-up makes the inbox answer 503
+/// (and the health check fail) until it is up, with no restart. The schema is created and
+/// migrated on first use, versioned in a table of its own (`ringyo_inbox_migrations`, not
+/// sqlx's, which a database shared with your own migrations already has), under a lock, so
+/// replicas starting together migrate once.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), ringyo_webhook::inbox::InboxError> {
+/// use ringyo_webhook::inbox::{Inbox, SqlInbox};
+///
+/// let store = SqlInbox::open("sqlite://ringyo-inbox.db")?;
+/// store.ping().await?; // optional: fail fast if the database is not there
+/// let inbox = Inbox::new(store);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SqlInbox {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    pool: AnyPool,
+    dialect: Dialect,
+    migrated: OnceCell<()>,
+    /// Postgres only: the connection that `LISTEN`s, made on first use.
+    #[cfg(feature = "postgres")]
+    listener: Mutex<Option<sqlx::postgres::PgListener>>,
+    #[cfg(not(feature = "postgres"))]
+    listener: Mutex<()>,
+}
+
+/// How long a statement may wait for a pooled connection before it fails (and the delivery is
+/// answered 503): a database that is down must not hold requests for sqlx's default 30 s.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl SqlInbox {
+    /// Opens the inbox at `url`, `sqlite://PATH` or `postgres://...`, without connecting yet.
+    ///
+    /// # Errors
+    ///
+    /// [`InboxError::UnsupportedUrl`] for a scheme this build has no feature for, and
+    /// [`InboxError::Database`] for a URL sqlx cannot read, or when called outside a tokio
+    /// runtime. The error never repeats the URL, which may hold a password.
+    pub fn open(url: &str) -> Result<Self, InboxError> {
+        let dialect = Dialect::from_url(url)?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(InboxError::database("SqlInbox::open needs a tokio runtime"));
+        }
+        Dialect::install_drivers();
+        let options: AnyConnectOptions = dialect
+            .connect_url(url)
+            .parse()
+            .map_err(|_| InboxError::database(format!("cannot read the {dialect} URL")))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(dialect.max_connections())
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    for pragma in dialect.on_connect() {
+                        sqlx::query(pragma).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(options);
+        Ok(Self::from_parts(pool, dialect))
+    }
+
+    /// Uses a pool you configured yourself (size, time-outs, TLS), for example to share it
+    /// with your application. On SQLite, set `journal_mode=WAL` and `synchronous=FULL` on its
+    /// connections, as [`open`](Self::open) does: with less, a commit may not survive a
+    /// power cut, and the inbox's promise is only as good as the commit.
+    ///
+    /// # Errors
+    ///
+    /// [`InboxError::UnsupportedUrl`] if the pool's database is not one this build supports.
+    pub fn with_pool(pool: AnyPool) -> Result<Self, InboxError> {
+        let dialect = Dialect::from_url(pool.connect_options().database_url.as_str())?;
+        Ok(Self::from_parts(pool, dialect))
+    }
+
+    fn from_parts(pool: AnyPool, dialect: Dialect) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                pool,
+                dialect,
+                migrated: OnceCell::new(),
+                listener: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Connects, creating and migrating the schema if needed; `Ok` once the database answers.
+    ///
+    /// # Errors
+    ///
+    /// [`InboxError::Database`] if it does not, [`InboxError::SchemaTooNew`] if a newer
+    /// version of this crate migrated it.
+    pub async fn ping(&self) -> Result<(), InboxError> {
+        self.ready().await?;
+        sqlx::query("SELECT 1")
+            .execute(&self.shared.pool)
+            .await
+            .map_err(InboxError::database)?;
+        Ok(())
+    }
+
+    /// Closes the pool's connections, waiting for statements in flight.
+    pub async fn close(&self) {
+        self.shared.pool.close().await;
+    }
+
+    /// The schema, migrated once per process (and again after a failure).
+    async fn ready(&self) -> Result<&AnyPool, InboxError> {
+        let shared = &self.shared;
+        shared
+            .migrated
+            .get_or_try_init(|| shared.dialect.migrate(&shared.pool))
+            .await?;
+        Ok(&shared.pool)
+    }
+
+    async fn store_all(&self, deliveries: &[NewDelivery]) -> Result<Vec<Stored>, InboxError> {
+        let pool = self.ready().await?;
+        let mut tx = self.shared.dialect.begin_write(pool).await?;
+        let mut stored = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let inserted = sqlx::query(
+                "INSERT INTO ringyo_inbox \
+                 (delivery_id, event, event_at, received_at, payload, state, attempts, available_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'pending', 0, $4) \
+                 ON CONFLICT (delivery_id) DO NOTHING",
+            )
+            .bind(delivery.id.to_string())
+            .bind(delivery.event.as_str())
+            .bind(delivery.timestamp.map(|at| at.timestamp_millis()))
+            .bind(delivery.received_at.timestamp_millis())
+            .bind(delivery.payload.as_ref())
+            .execute(&mut *tx)
+            .await
+            .map_err(InboxError::database)?
+            .rows_affected();
+            stored.push(if inserted == 1 {
+                Stored::New
+            } else {
+                Stored::Duplicate
+            });
+        }
+        if stored.contains(&Stored::New) {
+            self.shared.dialect.notify(&mut tx).await?;
+        }
+        tx.commit().await.map_err(InboxError::database)?;
+        Ok(stored)
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+        token: ClaimToken,
+    ) -> Result<Vec<ClaimedDelivery>, InboxError> {
+        let pool = self.ready().await?;
+        let rows = sqlx::query(self.shared.dialect.claim_sql())
+            .bind(token.to_string())
+            .bind(lease_until.timestamp_millis())
+            .bind(now.timestamp_millis())
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .map_err(InboxError::database)?;
+        rows.iter().map(claimed).collect()
+    }
+
+    async fn settle_one(
+        &self,
+        id: DeliveryId,
+        token: ClaimToken,
+        outcome: Settle,
+    ) -> Result<bool, InboxError> {
+        let pool = self.ready().await?;
+        let change = Change::from(outcome);
+        let updated = sqlx::query(
+            "UPDATE ringyo_inbox SET \
+               state = $3, \
+               available_at = COALESCE($4, available_at), \
+               attempts = attempts - $5, \
+               finished_at = $6, \
+               last_error = COALESCE($7, last_error), \
+               lease_token = CASE WHEN $3 = 'running' THEN lease_token ELSE NULL END \
+             WHERE delivery_id = $1 AND lease_token = $2 AND state = 'running'",
+        )
+        .bind(id.to_string())
+        .bind(token.to_string())
+        .bind(change.state)
+        .bind(change.available_at.map(|at| at.timestamp_millis()))
+        .bind(change.attempts_back)
+        .bind(change.finished_at.map(|at| at.timestamp_millis()))
+        .bind(change.error)
+        .execute(pool)
+        .await
+        .map_err(InboxError::database)?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    async fn earliest_due(&self) -> Result<Option<DateTime<Utc>>, InboxError> {
+        let pool = self.ready().await?;
+        let row = sqlx::query(
+            "SELECT MIN(available_at) FROM ringyo_inbox WHERE state IN ('pending', 'running')",
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(InboxError::database)?;
+        get::<Option<i64>>(&row, 0)?.map(millis).transpose()
+    }
+
+    async fn count(&self) -> Result<InboxStats, InboxError> {
+        let pool = self.ready().await?;
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*), MIN(received_at) FROM ringyo_inbox GROUP BY state",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(InboxError::database)?;
+        let mut stats = InboxStats::default();
+        for row in &rows {
+            let count = u64::try_from(get::<i64>(row, 1)?).unwrap_or(0);
+            match get::<String>(row, 0)?.as_str() {
+                "pending" => {
+                    stats.pending = count;
+                    stats.oldest_pending = get::<Option<i64>>(row, 2)?.map(millis).transpose()?;
+                }
+                "running" => stats.running = count,
+                "done" => stats.done = count,
+                _ => stats.dead = count,
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn list_dead(&self, limit: u32) -> Result<Vec<DeadDelivery>, InboxError> {
+        let pool = self.ready().await?;
+        let rows = sqlx::query(
+            "SELECT delivery_id, event, attempts, finished_at, last_error FROM ringyo_inbox \
+             WHERE state = 'dead' ORDER BY finished_at LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await
+        .map_err(InboxError::database)?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeadDelivery {
+                    id: delivery_id(row)?,
+                    event: get(row, 1)?,
+                    attempts: attempts(row, 2)?,
+                    failed_at: millis(get(row, 3)?)?,
+                    error: get::<Option<String>>(row, 4)?.unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn replay_dead(&self, id: DeliveryId, now: DateTime<Utc>) -> Result<bool, InboxError> {
+        let pool = self.ready().await?;
+        let mut tx = self.shared.dialect.begin_write(pool).await?;
+        let updated = sqlx::query(
+            "UPDATE ringyo_inbox SET state = 'pending', attempts = 0, available_at = $2, \
+             finished_at = NULL WHERE delivery_id = $1 AND state = 'dead'",
+        )
+        .bind(id.to_string())
+        .bind(now.timestamp_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(InboxError::database)?
+        .rows_affected();
+        if updated == 1 {
+            self.shared.dialect.notify(&mut tx).await?;
+        }
+        tx.commit().await.map_err(InboxError::database)?;
+        Ok(updated == 1)
+    }
+
+    async fn prune_done(&self, before: DateTime<Utc>) -> Result<u64, InboxError> {
+        let pool = self.ready().await?;
+        let deleted = sqlx::query("DELETE FROM ringyo_inbox WHERE state = 'done' AND finished_at < $1")
+            .bind(before.timestamp_millis())
+            .execute(pool)
+            .await
+            .map_err(InboxError::database)?;
+        Ok(deleted.rows_affected())
+    }
+
+    #[cfg(feature = "postgres")]
+    async fn wait_for_notify(&self) -> Result<(), InboxError> {
+        if self.shared.dialect != Dialect::Postgres {
+            return std::future::pending().await;
+        }
+        let mut listener = self.shared.listener.lock().await;
+        if listener.is_none() {
+            let pool = self.ready().await?;
+            *listener = Some(Dialect::listen(pool).await?);
+        }
+        let Some(connection) = listener.as_mut() else {
+            return Ok(());
+        };
+        if let Err(err) = connection.recv().await {
+            // Connect afresh next time; what was sent meanwhile is found by the next claim.
+            *listener = None;
+            return Err(InboxError::database(err));
+        }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    async fn wait_for_notify(&self) -> Result<(), InboxError> {
+        let _ = &self.shared.listener;
+        std::future::pending().await
+    }
+}
+
+impl InboxStore for SqlInbox {
+    fn store<'a>(&'a self, deliveries: &'a [NewDelivery]) -> InboxFuture<'a, Vec<Stored>> {
+        Box::pin(self.store_all(deliveries))
+    }
+
+    fn claim(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+        token: ClaimToken,
+    ) -> InboxFuture<'_, Vec<ClaimedDelivery>> {
+        Box::pin(self.claim_due(now, lease_until, limit, token))
+    }
+
+    fn settle(&self, id: DeliveryId, token: ClaimToken, outcome: Settle) -> InboxFuture<'_, bool> {
+        Box::pin(self.settle_one(id, token, outcome))
+    }
+
+    fn next_due(&self) -> InboxFuture<'_, Option<DateTime<Utc>>> {
+        Box::pin(self.earliest_due())
+    }
+
+    fn stats(&self) -> InboxFuture<'_, InboxStats> {
+        Box::pin(self.count())
+    }
+
+    fn dead(&self, limit: u32) -> InboxFuture<'_, Vec<DeadDelivery>> {
+        Box::pin(self.list_dead(limit))
+    }
+
+    fn replay(&self, id: DeliveryId, now: DateTime<Utc>) -> InboxFuture<'_, bool> {
+        Box::pin(self.replay_dead(id, now))
+    }
+
+    fn prune(&self, before: DateTime<Utc>) -> InboxFuture<'_, u64> {
+        Box::pin(self.prune_done(before))
+    }
+
+    fn ping(&self) -> InboxFuture<'_, ()> {
+        Box::pin(SqlInbox::ping(self))
+    }
+
+    fn changed_elsewhere(&self) -> InboxFuture<'_, ()> {
+        Box::pin(self.wait_for_notify())
+    }
+}
+
+impl fmt::Debug for SqlInbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the URL or the pool's options: they may hold a password.
+        f.debug_struct("SqlInbox")
+            .field("dialect", &self.shared.dialect)
+            .field("connections", &self.shared.pool.size())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`Settle`] as the columns it writes.
+struct Change {
+    state: &'static str,
+    available_at: Option<DateTime<Utc>>,
+    attempts_back: i64,
+    finished_at: Option<DateTime<Utc>>,
+    error: Option<String>,
+}
+
+impl From<Settle> for Change {
+    fn from(outcome: Settle) -> Self {
+        let change = |state, available_at, finished_at, error| Self {
+            state,
+            available_at,
+            attempts_back: 0,
+            finished_at,
+            error,
+        };
+        match outcome {
+            Settle::Extend { lease_until } => change("running", Some(lease_until), None, None),
+            Settle::Done { at } => change("done", None, Some(at), None),
+            Settle::Retry { at, error } => change("pending", Some(at), None, Some(error)),
+            Settle::Dead { at, error } => change("dead", None, Some(at), Some(error)),
+            Settle::Release { at } => Self {
+                attempts_back: 1,
+                ..change("pending", Some(at), None, None)
+            },
+        }
+    }
+}
+
+fn claimed(row: &AnyRow) -> Result<ClaimedDelivery, InboxError> {
+    Ok(ClaimedDelivery {
+        id: delivery_id(row)?,
+        attempt: attempts(row, 1)?,
+        received_at: millis(get(row, 2)?)?,
+        payload: get::<Vec<u8>>(row, 3)?.into(),
+    })
+}
+
+fn get<T>(row: &AnyRow, column: usize) -> Result<T, InboxError>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(column).map_err(InboxError::database)
+}
+
+fn delivery_id(row: &AnyRow) -> Result<DeliveryId, InboxError> {
+    get::<String>(row, 0)?
+        .parse()
+        .map_err(InboxError::database)
+}
+
+fn attempts(row: &AnyRow, column: usize) -> Result<u32, InboxError> {
+    u32::try_from(get::<i64>(row, column)?).map_err(InboxError::database)
+}
+
+fn millis(value: i64) -> Result<DateTime<Utc>, InboxError> {
+    DateTime::from_timestamp_millis(value)
+        .ok_or_else(|| InboxError::database(format!("{value} ms is not a time")))
+}

@@ -1,0 +1,246 @@
+//! [`InboxStore`]: what a database must do for the inbox, and the values it trades in.
+
+use std::{fmt, future::Future, pin::Pin};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::{
+    replay::ClaimToken,
+    verify::{Clock, DeliveryId, SystemClock},
+};
+
+/// The time now, for the inbox's records (chrono's own clock is not compiled in).
+pub(super) fn now() -> DateTime<Utc> {
+    SystemClock.now()
+}
+
+/// The boxed future an [`InboxStore`] method returns.
+pub type InboxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, InboxError>> + Send + 'a>>;
+
+/// The database behind an [`Inbox`](super::Inbox).
+///
+/// The inbox and its workers know only this trait; [`SqlInbox`](super::SqlInbox) implements
+/// it for SQLite and Postgres. Every method is one transaction. Claims are owned by a
+/// [`ClaimToken`]: a [`settle`](Self::settle) whose token no longer holds the row (its lease
+/// ran out and another worker took it) changes nothing and returns `false`.
+///
+/// The crate's stores pass one behaviour suite (`tests/inbox.rs` in the repository).
+pub trait InboxStore: Send + Sync + 'static {
+    /// Stores deliveries in one transaction, and says for each, in order, whether it is new
+    /// or was stored before (by any replica): a delivery id is stored once. Returns only after
+    /// the commit is durable.
+    fn store<'a>(&'a self, deliveries: &'a [NewDelivery]) -> InboxFuture<'a, Vec<Stored>>;
+
+    /// Takes up to `limit` deliveries that are due at `now` (new, retrying, or whose lease ran
+    /// out), oldest first, leasing them to `token` until `lease_until` and counting an attempt.
+    /// Deliveries another worker is claiming at the same moment are skipped, not waited for.
+    fn claim(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+        token: ClaimToken,
+    ) -> InboxFuture<'_, Vec<ClaimedDelivery>>;
+
+    /// Records what became of a claimed delivery, if `token` still holds it.
+    fn settle(
+        &self,
+        id: DeliveryId,
+        token: ClaimToken,
+        outcome: Settle,
+    ) -> InboxFuture<'_, bool>;
+
+    /// When the next delivery not yet due becomes due (a retry's back-off), if any.
+    fn next_due(&self) -> InboxFuture<'_, Option<DateTime<Utc>>>;
+
+    /// Counts by state, and the oldest pending delivery's time of receipt.
+    fn stats(&self) -> InboxFuture<'_, InboxStats>;
+
+    /// Dead-lettered deliveries, oldest first, at most `limit`.
+    fn dead(&self, limit: u32) -> InboxFuture<'_, Vec<DeadDelivery>>;
+
+    /// Makes a dead-lettered delivery due again at `now` with its attempts reset; `false` if
+    /// there is no dead-lettered delivery with that id.
+    fn replay(&self, id: DeliveryId, now: DateTime<Utc>) -> InboxFuture<'_, bool>;
+
+    /// Deletes handled deliveries finished before `before`; returns how many.
+    fn prune(&self, before: DateTime<Utc>) -> InboxFuture<'_, u64>;
+
+    /// Answers once the database does: for a health check.
+    fn ping(&self) -> InboxFuture<'_, ()>;
+
+    /// Resolves when another process may have stored a delivery (Postgres: `LISTEN`), so idle
+    /// workers wake at once rather than at their next poll. The default never resolves: the
+    /// inbox wakes workers in its own process itself, and polls as the fallback.
+    fn changed_elsewhere(&self) -> InboxFuture<'_, ()> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// A verified delivery to store.
+#[derive(Clone)]
+pub struct NewDelivery {
+    /// The delivery's identity: the unique key.
+    pub id: DeliveryId,
+    /// The event's name as sent (the envelope's `event`), or empty if unreadable.
+    pub event: String,
+    /// The envelope's signed `timestamp`, if it has a readable one.
+    pub timestamp: Option<DateTime<Utc>>,
+    /// When this receiver got it.
+    pub received_at: DateTime<Utc>,
+    /// The verified bytes, exactly as received.
+    pub payload: Bytes,
+}
+
+impl fmt::Debug for NewDelivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the payload: it may hold phone numbers and transcripts.
+        f.debug_struct("NewDelivery")
+            .field("id", &self.id)
+            .field("event", &self.event)
+            .field("timestamp", &self.timestamp)
+            .field("received_at", &self.received_at)
+            .field("len", &self.payload.len())
+            .finish()
+    }
+}
+
+/// Whether [`InboxStore::store`] added a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// New: it will be handled.
+    New,
+    /// Stored before, by this or another replica: a retry of a delivery already accepted.
+    Duplicate,
+}
+
+/// A delivery a worker holds the lease on.
+#[derive(Clone)]
+pub struct ClaimedDelivery {
+    /// The delivery's identity.
+    pub id: DeliveryId,
+    /// This attempt's number, from 1; counts attempts whose worker died too.
+    pub attempt: u32,
+    /// When the receiver got it.
+    pub received_at: DateTime<Utc>,
+    /// The verified bytes, as received.
+    pub payload: Bytes,
+}
+
+impl fmt::Debug for ClaimedDelivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClaimedDelivery")
+            .field("id", &self.id)
+            .field("attempt", &self.attempt)
+            .field("received_at", &self.received_at)
+            .field("len", &self.payload.len())
+            .finish()
+    }
+}
+
+/// What became of a claimed delivery, for [`InboxStore::settle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Settle {
+    /// The handler is still running: keep the lease until then.
+    Extend {
+        /// The new end of the lease.
+        lease_until: DateTime<Utc>,
+    },
+    /// Handled: kept until pruned, so a late retry is still a duplicate.
+    Done {
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// Failed: due again at `at`.
+    Retry {
+        /// When to try again.
+        at: DateTime<Utc>,
+        /// Why it failed, kept for the dead letter.
+        error: String,
+    },
+    /// Failed for good: dead-lettered, kept until replayed.
+    Dead {
+        /// When.
+        at: DateTime<Utc>,
+        /// Why.
+        error: String,
+    },
+    /// Not run (the worker is shutting down): due again at `at`, without counting the attempt.
+    Release {
+        /// When it is due again.
+        at: DateTime<Utc>,
+    },
+}
+
+/// Counts of the inbox's deliveries by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InboxStats {
+    /// Waiting for a worker, retries included.
+    pub pending: u64,
+    /// Held by a worker now (or by one that died, until its lease runs out).
+    pub running: u64,
+    /// Handled, not yet pruned.
+    pub done: u64,
+    /// Dead-lettered.
+    pub dead: u64,
+    /// When the oldest delivery that is pending was received.
+    pub oldest_pending: Option<DateTime<Utc>>,
+}
+
+/// A dead-lettered delivery, as listed by [`InboxStore::dead`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DeadDelivery {
+    /// The delivery's identity, for [`InboxStore::replay`].
+    pub id: DeliveryId,
+    /// The event's name.
+    pub event: String,
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// When it was dead-lettered.
+    pub failed_at: DateTime<Utc>,
+    /// The last attempt's error.
+    pub error: String,
+}
+
+/// The inbox's database failed, or holds something this version cannot read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InboxError {
+    /// The database could not be reached or refused the statement. Usually passes: the layer
+    /// answers 503 so Ringyo retries, workers back off and try again.
+    #[error("inbox database error: {0}")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The URL names no backend this build has.
+    #[error("unsupported inbox URL {scheme:?}: {hint}")]
+    UnsupportedUrl {
+        /// The URL's scheme, without the rest (which may hold a password).
+        scheme: String,
+        /// What would work.
+        hint: &'static str,
+    },
+    /// The database holds inbox tables from a newer version of this crate.
+    #[error("the inbox schema is at version {found}, newer than this build's {known}")]
+    SchemaTooNew {
+        /// The database's version.
+        found: i64,
+        /// The newest this build knows.
+        known: i64,
+    },
+    /// The inbox's background task is gone (its runtime shut down).
+    #[error("the inbox has shut down")]
+    Closed,
+    /// The commit took longer than the inbox's commit time-out.
+    #[error("the commit did not finish in time")]
+    TimedOut,
+}
+
+impl InboxError {
+    /// Wraps a backend's own error.
+    pub fn database(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Database(err.into())
+    }
+}

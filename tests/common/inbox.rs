@@ -1,0 +1,73 @@
+//! Inboxes to test against: a fresh SQLite file always, a fresh Postgres database when
+//! `RINGYO_TEST_POSTGRES_URL` names a server (`.ci/with-postgres` starts one).
+
+use ringyo_webhook::{
+    inbox::{sqlx, SqlInbox},
+    ClaimToken,
+};
+
+/// An inbox database of a test's own, removed when dropped (SQLite) or left to the
+/// throwaway server (Postgres).
+pub struct Database {
+    pub name: &'static str,
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Database {
+    pub fn open(&self) -> SqlInbox {
+        SqlInbox::open(&self.url).unwrap()
+    }
+}
+
+/// A fresh SQLite file in a temporary directory.
+pub fn sqlite() -> Database {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("inbox.db").display());
+    Database {
+        name: "sqlite",
+        url,
+        _dir: Some(dir),
+    }
+}
+
+/// The test server's URL, or `None` (and a note) when there is none outside CI.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("RINGYO_TEST_POSTGRES_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("RINGYO_TEST_POSTGRES_URL is not set: in CI a skipped Postgres test is a failure")
+        }
+        Err(_) => {
+            eprintln!(
+                "skipped: the Postgres cases need a server in RINGYO_TEST_POSTGRES_URL \
+                 (`bash .ci/with-postgres cargo test` starts one)"
+            );
+            None
+        }
+    }
+}
+
+/// A fresh database on the Postgres test server, if there is one.
+pub async fn postgres() -> Option<Database> {
+    use sqlx::Connection;
+    let server = postgres_url()?;
+    let name = format!("inbox_{}", ClaimToken::new());
+    let mut admin = sqlx::postgres::PgConnection::connect(&server).await.unwrap();
+    sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let (base, _) = server.rsplit_once('/').unwrap();
+    Some(Database {
+        name: "postgres",
+        url: format!("{base}/{name}"),
+        _dir: None,
+    })
+}
+
+/// Every engine available here: SQLite, and Postgres when there is a server.
+pub async fn databases() -> Vec<Database> {
+    let mut databases = vec![sqlite()];
+    databases.extend(postgres().await);
+    databases
+}

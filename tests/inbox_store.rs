@@ -1,0 +1,211 @@
+//! The inbox's store behaviour, one suite run against every engine: a fresh SQLite file, and
+//! a fresh Postgres database when `RINGYO_TEST_POSTGRES_URL` names a server.
+
+mod common;
+
+use std::{collections::HashSet, time::Duration};
+
+use bytes::Bytes;
+use chrono::{DateTime, TimeDelta, Utc};
+use common::{inbox::databases, stores::ids};
+use ringyo_webhook::{
+    inbox::{InboxStore, NewDelivery, Settle, SqlInbox, Stored},
+    ClaimToken, Clock, DeliveryId, SystemClock,
+};
+
+fn delivery(id: DeliveryId, received_at: DateTime<Utc>, payload: &str) -> NewDelivery {
+    NewDelivery {
+        id,
+        event: "call.completed".to_owned(),
+        timestamp: Some(received_at),
+        received_at,
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+    }
+}
+
+fn ms(n: i64) -> TimeDelta {
+    TimeDelta::milliseconds(n)
+}
+
+/// Runs `case` on every engine available, each on a database of its own.
+async fn on_every_engine<F, Fut>(case: F)
+where
+    F: Fn(SqlInbox) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for database in databases().await {
+        eprintln!("engine: {}", database.name);
+        let store = database.open();
+        case(store.clone()).await;
+        store.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_is_stored_once_and_its_bytes_come_back_exactly() {
+    on_every_engine(|store| async move {
+        let id = ids();
+        let now = SystemClock.now();
+        let odd = "{\"event\":\"call.completed\",  \"data\":{\"é\":\"\\u0000\"}}\n";
+        let batch = [delivery(id(1), now, odd), delivery(id(2), now, "{}"), delivery(id(1), now, odd)];
+        let stored = store.store(&batch).await.unwrap();
+        assert_eq!(stored, [Stored::New, Stored::New, Stored::Duplicate]);
+        assert_eq!(store.store(&batch[..1]).await.unwrap(), [Stored::Duplicate]);
+
+        let stats = store.stats().await.unwrap();
+        assert_eq!((stats.pending, stats.running, stats.done, stats.dead), (2, 0, 0, 0));
+        assert_eq!(stats.oldest_pending.map(|at| at.timestamp_millis()), Some(now.timestamp_millis()));
+
+        let claimed = store.claim(now, now + ms(30_000), 10, ClaimToken::new()).await.unwrap();
+        let first = claimed.iter().find(|c| c.id == id(1)).unwrap();
+        assert_eq!(first.payload, odd.as_bytes());
+        assert_eq!(first.attempt, 1);
+        assert_eq!(first.received_at.timestamp_millis(), now.timestamp_millis());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_hides_a_delivery_until_it_runs_out_and_only_its_holder_settles() {
+    on_every_engine(|store| async move {
+        let id = ids();
+        let now = SystemClock.now();
+        store.store(&[delivery(id(1), now, "{}")]).await.unwrap();
+        let (first, second) = (ClaimToken::new(), ClaimToken::new());
+        assert_eq!(store.claim(now, now + ms(1000), 10, first).await.unwrap().len(), 1);
+        assert!(store.claim(now + ms(999), now + ms(2000), 10, second).await.unwrap().is_empty());
+
+        // Extended, it stays hidden past the first lease.
+        let extend = Settle::Extend { lease_until: now + ms(5000) };
+        assert!(store.settle(id(1), first, extend).await.unwrap());
+        assert!(store.claim(now + ms(1001), now + ms(9000), 10, second).await.unwrap().is_empty());
+
+        // Run out (the holder died): taken again, as attempt 2; the old holder cannot settle.
+        let again = store.claim(now + ms(5000), now + ms(9000), 10, second).await.unwrap();
+        assert_eq!((again.len(), again[0].attempt), (1, 2));
+        let done = Settle::Done { at: now };
+        assert!(!store.settle(id(1), first, done.clone()).await.unwrap());
+        assert!(store.settle(id(1), second, done).await.unwrap());
+        assert_eq!(store.stats().await.unwrap().done, 1);
+        assert!(store.claim(now + ms(99_000), now + ms(99_999), 10, first).await.unwrap().is_empty());
+        assert_eq!(store.store(&[delivery(id(1), now, "{}")]).await.unwrap(), [Stored::Duplicate]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_comes_due_at_its_time_and_a_release_does_not_count_an_attempt() {
+    on_every_engine(|store| async move {
+        let id = ids();
+        let now = SystemClock.now();
+        store.store(&[delivery(id(1), now, "{}"), delivery(id(2), now, "{}")]).await.unwrap();
+        let token = ClaimToken::new();
+        assert_eq!(store.claim(now, now + ms(1000), 10, token).await.unwrap().len(), 2);
+
+        let retry = Settle::Retry { at: now + ms(10_000), error: "down".into() };
+        assert!(store.settle(id(1), token, retry).await.unwrap());
+        assert!(store.settle(id(2), token, Settle::Release { at: now }).await.unwrap());
+        assert_eq!(store.next_due().await.unwrap().map(|at| at.timestamp_millis()), Some(now.timestamp_millis()));
+
+        let released = store.claim(now, now + ms(1000), 10, token).await.unwrap();
+        assert_eq!(released.iter().map(|c| (c.id, c.attempt)).collect::<Vec<_>>(), [(id(2), 1)]);
+        assert!(store.settle(id(2), token, Settle::Done { at: now }).await.unwrap());
+        assert_eq!(store.next_due().await.unwrap().map(|at| at.timestamp_millis()), Some((now + ms(10_000)).timestamp_millis()));
+        assert!(store.claim(now + ms(9_999), now + ms(20_000), 10, token).await.unwrap().is_empty());
+        let retried = store.claim(now + ms(10_000), now + ms(20_000), 10, token).await.unwrap();
+        assert_eq!(retried.iter().map(|c| (c.id, c.attempt)).collect::<Vec<_>>(), [(id(1), 2)]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_is_listed_with_its_error_and_replays_from_the_first_attempt() {
+    on_every_engine(|store| async move {
+        let id = ids();
+        let now = SystemClock.now();
+        store.store(&[delivery(id(1), now, "{}")]).await.unwrap();
+        let token = ClaimToken::new();
+        store.claim(now, now + ms(1000), 10, token).await.unwrap();
+        let dead = Settle::Dead { at: now + ms(5), error: "the handler panicked: boom".into() };
+        assert!(store.settle(id(1), token, dead).await.unwrap());
+        assert!(store.claim(now + ms(99_000), now + ms(99_999), 10, token).await.unwrap().is_empty());
+
+        let listed = store.dead(10).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].id, listed[0].attempts), (id(1), 1));
+        assert_eq!(listed[0].event, "call.completed");
+        assert_eq!(listed[0].error, "the handler panicked: boom");
+        assert_eq!(store.stats().await.unwrap().dead, 1);
+
+        assert!(!store.replay(id(2), now).await.unwrap());
+        assert!(store.replay(id(1), now).await.unwrap());
+        assert!(!store.replay(id(1), now).await.unwrap(), "no longer dead");
+        let replayed = store.claim(now, now + ms(1000), 10, token).await.unwrap();
+        assert_eq!(replayed.iter().map(|c| (c.id, c.attempt)).collect::<Vec<_>>(), [(id(1), 1)]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pruning_deletes_only_deliveries_handled_before_the_cut() {
+    on_every_engine(|store| async move {
+        let id = ids();
+        let now = SystemClock.now();
+        let batch: Vec<_> = (1..=4).map(|n| delivery(id(n), now, "{}")).collect();
+        store.store(&batch).await.unwrap();
+        let token = ClaimToken::new();
+        store.claim(now, now + ms(1000), 3, token).await.unwrap();
+        let claimed: HashSet<_> = (1..=4).map(&id).collect();
+        let mut settled = claimed.iter().copied();
+        let (old, new, dead) = (settled.next().unwrap(), settled.next().unwrap(), settled.next().unwrap());
+        // Three of the four were claimed; settle whichever they were.
+        for (which, outcome) in [
+            (old, Settle::Done { at: now - ms(10_000) }),
+            (new, Settle::Done { at: now }),
+            (dead, Settle::Dead { at: now - ms(10_000), error: "x".into() }),
+        ] {
+            store.settle(which, token, outcome).await.unwrap();
+        }
+        let before = store.stats().await.unwrap();
+        let pruned = store.prune(now - ms(1)).await.unwrap();
+        let after = store.stats().await.unwrap();
+        assert!(pruned <= 1);
+        assert_eq!(after.done, before.done - pruned);
+        assert_eq!(after.dead, before.dead, "dead letters are never pruned");
+        assert_eq!(after.pending + after.running, before.pending + before.running);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_claimers_never_share_a_delivery() {
+    on_every_engine(|store| async move {
+        let id = ids();
+        let now = SystemClock.now();
+        let batch: Vec<_> = (0..60).map(|n| delivery(id(n), now, "{}")).collect();
+        store.store(&batch).await.unwrap();
+        let claimers = (0..4).map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for _ in 0..40 {
+                    let token = ClaimToken::new();
+                    let claimed = store.claim(now, now + ms(60_000), 3, token).await.unwrap();
+                    if claimed.is_empty() {
+                        break;
+                    }
+                    mine.extend(claimed.into_iter().map(|c| c.id));
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                mine
+            })
+        });
+        let mut all = Vec::new();
+        for claimer in claimers.collect::<Vec<_>>() {
+            all.extend(claimer.await.unwrap());
+        }
+        let unique: HashSet<_> = all.iter().collect();
+        assert_eq!((all.len(), unique.len()), (60, 60));
+    })
+    .await;
+}
