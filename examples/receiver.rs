@@ -1,31 +1,37 @@
-//! A Ringyo webhook receiver: verify, acknowledge fast, process in the background.
+//! A Ringyo webhook receiver: verify, store durably, acknowledge, process in the background.
 //!
 //! ```text
 //! cargo run --example receiver
 //! ```
 //!
-//! Reads `RINGYO_WEBHOOK_SECRET` (without it, starts with a development secret that it prints)
-//! and `RINGYO_BIND` (default `127.0.0.1:3000`), and serves `POST /webhooks/ringyo`. With
-//! `RINGYO_REDIS_URL` (and `--features redis`) replicas share one delivery store in Redis. Each
-//! verified event is queued on a bounded channel and answered 202 at once, as Ringyo asks
-//! (answer within 5 s, do heavy work in the background); a background task logs it. When the
-//! queue is full the answer is 503, so Ringyo retries later instead of the event being dropped.
-//! Stale timestamps are refused, and a delivery store answers Ringyo's retries of an event
-//! already queued with 200 without queueing it twice.
-//! Ctrl-C or SIGTERM stops accepting connections, finishes in-flight requests, and drains the
-//! queue before exiting.
+//! Reads `RINGYO_WEBHOOK_SECRET` (without it, starts with a development secret that it prints),
+//! `RINGYO_BIND` (default `127.0.0.1:3000`), `RINGYO_INBOX_URL` (default
+//! `sqlite://ringyo-inbox.db`, a file in the working directory; or `postgres://...`, shared by
+//! replicas) and `RINGYO_WORK_MS` (default 0: simulated work per event, a stand-in for a slow
+//! downstream call). It serves `POST /webhooks/ringyo` and `GET /healthz`.
+//!
+//! Each verified delivery is committed to the inbox and only then answered 202, as Ringyo asks
+//! (answer within 5 s, do heavy work in the background); a crash after that loses nothing,
+//! because the worker finds the delivery in the inbox after the restart. A retry of a stored
+//! delivery gets 200 and is not stored twice; if the database cannot commit, the answer is 503,
+//! so Ringyo retries. The worker logs `processed event` once per finished delivery. `/healthz`
+//! answers 200 while the database does and 503 when it does not. Ctrl-C or SIGTERM stops
+//! accepting connections, finishes in-flight requests and running handlers, and leaves the rest
+//! in the inbox for the next start.
 
 use std::{env::VarError, future::Future, net::SocketAddr, process::ExitCode, time::Duration};
 
 use axum::{
     extract::State,
-    http::{header, StatusCode},
-    response::{IntoResponse, Response},
-    routing::post,
-    Router,
+    http::StatusCode,
+    routing::{get, post_service},
+    Json, Router,
 };
-use ringyo_webhook::{Event, MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer, SecretError};
-use tokio::{net::TcpListener, sync::mpsc};
+use ringyo_webhook::{
+    inbox::{Handler, Inbox, Job},
+    Event, RingyoWebhookLayer, SecretError,
+};
+use tokio::{net::TcpListener, sync::watch};
 use tower_http::timeout::TimeoutLayer;
 
 /// The path Ringyo is configured to POST to.
@@ -38,12 +44,15 @@ pub(crate) const DEVELOPMENT_SECRET: &str = "whsec_ringyo_local_development_only
 /// Where the receiver listens unless `RINGYO_BIND` says otherwise.
 const DEFAULT_BIND: &str = "127.0.0.1:3000";
 
-/// How many verified events may wait for the background task.
-const QUEUE_CAPACITY: usize = 1024;
+/// The inbox unless `RINGYO_INBOX_URL` says otherwise: a SQLite file in the working directory.
+pub(crate) const DEFAULT_INBOX_URL: &str = "sqlite://ringyo-inbox.db";
 
 /// How long one request may take, body included. Ringyo gives up after 5 s; the bound keeps a
 /// peer that trickles its body from holding a request, or a graceful shutdown, for ever.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the health check waits for the database.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -55,7 +64,7 @@ async fn main() -> ExitCode {
         .init();
     match start().await {
         Ok(()) => {
-            tracing::info!("queue drained, bye");
+            tracing::info!("stopped; what was not processed waits in the inbox");
             ExitCode::SUCCESS
         }
         Err(problem) => {
@@ -68,22 +77,21 @@ async fn main() -> ExitCode {
 
 async fn start() -> Result<(), String> {
     let layer = layer_from(std::env::var("RINGYO_WEBHOOK_SECRET"))?;
-    let layer = with_store(layer, std::env::var("RINGYO_REDIS_URL").ok())?;
+    let inbox = inbox_from(std::env::var("RINGYO_INBOX_URL"))?;
+    let work = work_from(std::env::var("RINGYO_WORK_MS"))?;
     let bind = bind_from(std::env::var("RINGYO_BIND").ok())?;
+    if let Err(err) = inbox.ping().await {
+        // Not fatal: the receiver answers 503 (and /healthz fails) until the database is up.
+        tracing::warn!("the inbox database is not reachable yet ({err}); answering 503 until it is");
+    }
     let listener = TcpListener::bind(bind)
         .await
         .map_err(|err| cannot_listen(bind, &err))?;
     let addr = listener.local_addr().map_err(|err| err.to_string())?;
     tracing::info!("listening on http://{addr}{PATH}");
-    run(
-        listener,
-        layer,
-        QUEUE_CAPACITY,
-        log_event,
-        shutdown_signal(),
-    )
-    .await
-    .map_err(|err| format!("the receiver stopped: {err}"))
+    run(listener, layer, inbox, process(work), shutdown_signal())
+        .await
+        .map_err(|err| format!("the receiver stopped: {err}"))
 }
 
 /// The layer for the secret in `RINGYO_WEBHOOK_SECRET`, or the development secret if it is
@@ -117,28 +125,35 @@ pub(crate) fn layer_from(secret: Result<String, VarError>) -> Result<RingyoWebho
     Ok(layer)
 }
 
-/// The delivery store, so each delivery runs once although Ringyo retries until it sees a 2xx:
-/// in Redis at `RINGYO_REDIS_URL`, shared by every replica (with `--features redis`), else in
-/// this process's memory.
-pub(crate) fn with_store(
-    layer: RingyoWebhookLayer,
-    redis_url: Option<String>,
-) -> Result<RingyoWebhookLayer, String> {
-    match redis_url {
-        None => Ok(layer.delivery_store(MemoryDeliveryStore::new())),
-        #[cfg(feature = "redis")]
-        Some(url) => {
-            let store = ringyo_webhook::replay::RedisDeliveryStore::open(&url)
-                .map_err(|err| format!("RINGYO_REDIS_URL cannot be used: {err}"))?;
-            tracing::info!("deliveries are deduplicated in Redis, across every replica");
-            Ok(layer.delivery_store(store))
-        }
-        #[cfg(not(feature = "redis"))]
-        Some(_) => Err(
-            "RINGYO_REDIS_URL is set, but this receiver was built without Redis; \
-                        run it with `cargo run --features redis --example receiver`"
-                .to_owned(),
-        ),
+/// The inbox at `RINGYO_INBOX_URL`, or the SQLite file in the working directory.
+pub(crate) fn inbox_from(url: Result<String, VarError>) -> Result<Inbox, String> {
+    let url = match url {
+        Ok(url) => url,
+        Err(VarError::NotPresent) => DEFAULT_INBOX_URL.to_owned(),
+        // Not printed: a database URL may hold a password.
+        Err(VarError::NotUnicode(_)) => return Err("RINGYO_INBOX_URL is not valid UTF-8".into()),
+    };
+    let inbox = Inbox::open(&url).map_err(|err| format!("RINGYO_INBOX_URL cannot be used: {err}"))?;
+    tracing::info!("deliveries are stored in {}", redacted(&url));
+    Ok(inbox)
+}
+
+/// A database URL without its password, for the log.
+fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://...{}", &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// The simulated work per event in `RINGYO_WORK_MS`, or none.
+pub(crate) fn work_from(work: Result<String, VarError>) -> Result<Duration, String> {
+    match work {
+        Err(VarError::NotPresent) => Ok(Duration::ZERO),
+        Ok(ms) => ms.trim().parse().map(Duration::from_millis).map_err(|_| {
+            format!("RINGYO_WORK_MS is {ms:?}, which is not a whole number of milliseconds")
+        }),
+        Err(VarError::NotUnicode(_)) => Err("RINGYO_WORK_MS is not valid UTF-8".into()),
     }
 }
 
@@ -160,68 +175,74 @@ pub(crate) fn cannot_listen(addr: SocketAddr, err: &std::io::Error) -> String {
     format!("cannot listen on {addr}: {reason}; set RINGYO_BIND to another address")
 }
 
-/// Serves the webhook route until `shutdown` resolves, then drains the queue.
-///
-/// `process` runs in one background task, once per verified event, in arrival order.
-pub(crate) async fn run<P, Fut>(
+/// Serves the webhook route and runs the inbox's worker until `shutdown` resolves; then
+/// finishes in-flight requests and lets running handlers end.
+pub(crate) async fn run<H>(
     listener: TcpListener,
     layer: RingyoWebhookLayer,
-    queue_capacity: usize,
-    mut process: P,
+    inbox: Inbox,
+    handler: H,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
-    P: FnMut(RingyoEvent) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send,
+    H: Handler<Event>,
 {
-    let (queue, mut events) = mpsc::channel(queue_capacity);
-    let worker = tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            process(event).await;
-        }
-    });
+    let (stop, stopped) = watch::channel(false);
+    let mut stopped_worker = stopped.clone();
+    let worker = tokio::spawn(inbox.worker(handler).run(async move {
+        let _ = stopped_worker.wait_for(|stop| *stop).await;
+    }));
 
     let app = Router::new()
-        .route(PATH, post(enqueue).route_layer(layer))
+        .route(PATH, post_service(inbox.service()).route_layer(layer))
+        .route("/healthz", get(health))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
-        .with_state(queue);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-
-    // Serving is over, so every clone of the sender is dropped: the worker empties the queue
-    // and then sees the channel closed.
-    worker.await.map_err(std::io::Error::other)
+        .with_state(inbox);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
+        .await;
+    // Whatever ended serving, the worker stops too (a no-op if the signal already did).
+    drop(stopped);
+    worker.await.map_err(std::io::Error::other)?;
+    served
 }
 
-async fn enqueue(State(queue): State<mpsc::Sender<RingyoEvent>>, event: RingyoEvent) -> Response {
-    match queue.try_send(event) {
-        Ok(()) => StatusCode::ACCEPTED.into_response(),
-        Err(err) => {
-            tracing::warn!("event queue unavailable ({err}); answering 503 so Ringyo retries");
-            // The crate's JSON error shape, trailing newline included.
-            let body = serde_json::json!({
-                "error": "queue_full",
-                "message": "the receiver is busy; retry later",
-            });
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [
-                    (header::RETRY_AFTER, "5"),
-                    (header::CONTENT_TYPE, "application/json"),
-                ],
-                format!("{body}\n"),
-            )
-                .into_response()
-        }
+/// 200 while the inbox's database answers, 503 when it does not.
+async fn health(State(inbox): State<Inbox>) -> (StatusCode, Json<serde_json::Value>) {
+    match tokio::time::timeout(HEALTH_TIMEOUT, inbox.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))),
+        Ok(Err(err)) => unhealthy(&err.to_string()),
+        Err(_) => unhealthy("the database did not answer in time"),
     }
 }
 
-/// The background work: here, a log line without payload values.
-async fn log_event(event: RingyoEvent) {
+fn unhealthy(reason: &str) -> (StatusCode, Json<serde_json::Value>) {
+    tracing::warn!("health check failed: {reason}");
+    let body = serde_json::json!({ "status": "unavailable", "reason": "inbox database unreachable" });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+}
+
+/// The background work: `work` of simulated downstream calls, then a log line without
+/// payload values.
+pub(crate) fn process(work: Duration) -> impl Handler<Event> {
+    move |job: Job<Event>| async move {
+        if !work.is_zero() {
+            tokio::time::sleep(work).await;
+        }
+        log_event(&job);
+        Ok::<(), std::convert::Infallible>(())
+    }
+}
+
+/// The `processed event` line for a finished delivery.
+pub(crate) fn log_event(job: &Job<Event>) {
+    let event = &job.event;
     let subject = match &event.data {
         Event::CallCompleted(call) | Event::CallFailed(call) => call.id.clone(),
         Event::AppointmentCreated(appointment) => appointment.id.clone(),
@@ -231,6 +252,7 @@ async fn log_event(event: RingyoEvent) {
         event = %event.kind,
         delivery_id = %event.delivery_id,
         timestamp = %event.timestamp,
+        attempt = job.attempt,
         subject = subject.as_deref().unwrap_or("-"),
         "processed event"
     );
@@ -261,5 +283,5 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-    tracing::info!("shutting down: finishing in-flight requests and queued events");
+    tracing::info!("shutting down: finishing in-flight requests and running handlers");
 }

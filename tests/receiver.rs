@@ -1,4 +1,5 @@
-//! The receiver example, driven through real HTTP: queueing, back-pressure, graceful shutdown.
+//! The receiver example, driven through real HTTP: store, acknowledge, process, health, and
+//! graceful shutdown that leaves unprocessed deliveries in the inbox for the next start.
 
 mod common;
 
@@ -9,7 +10,7 @@ mod receiver;
 use std::{net::SocketAddr, time::Duration};
 
 use common::{envelope, read_response, sign, status_of};
-use ringyo_webhook::RingyoEvent;
+use ringyo_webhook::{inbox::Job, Event};
 use serde_json::json;
 use tokio::{
     io::AsyncWriteExt,
@@ -24,26 +25,39 @@ struct Receiver {
     done: JoinHandle<std::io::Result<()>>,
 }
 
-/// Starts the example's `run` with a processing step that reports each event, after `delay`.
-async fn start(queue: usize, delay: Duration) -> (Receiver, mpsc::UnboundedReceiver<String>) {
+/// Starts the example's `run` on the inbox at `url`, with a handler that reports each event
+/// it starts and finishes, taking `work` in between.
+async fn start(url: &str, work: Duration) -> (Receiver, mpsc::UnboundedReceiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let (report, reports) = mpsc::unbounded_channel();
-    let process = move |event: RingyoEvent| {
+    let handler = move |job: Job<Event>| {
         let report = report.clone();
         async move {
-            report.send(format!("started {}", event.kind)).unwrap();
-            tokio::time::sleep(delay).await;
-            report.send(format!("done {}", event.kind)).unwrap();
+            let _ = report.send(format!("started {}", job.event.kind));
+            tokio::time::sleep(work).await;
+            let _ = report.send(format!("done {} attempt {}", job.event.kind, job.attempt));
+            Ok::<(), String>(())
         }
     };
-    let layer = common::layer().delivery_store(ringyo_webhook::MemoryDeliveryStore::new());
+    let inbox = receiver::inbox_from(Ok(url.to_owned())).unwrap();
     let shutdown = async move {
         let _ = stopped.await;
     };
-    let done = tokio::spawn(receiver::run(listener, layer, queue, process, shutdown));
+    let done = tokio::spawn(receiver::run(listener, common::layer(), inbox, handler, shutdown));
     (Receiver { addr, stop, done }, reports)
+}
+
+impl Receiver {
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.done)
+            .await
+            .expect("receiver did not stop")
+            .unwrap()
+            .unwrap();
+    }
 }
 
 type Answer = (u16, serde_json::Value, reqwest::header::HeaderMap);
@@ -57,56 +71,62 @@ async fn send_body(addr: SocketAddr, body: Vec<u8>) -> Answer {
     common::deliver(addr, receiver::PATH, body, Some(&signature)).await
 }
 
+async fn health(addr: SocketAddr) -> u16 {
+    let url = format!("http://{addr}/healthz");
+    common::client().get(url).send().await.unwrap().status().as_u16()
+}
+
 #[tokio::test]
-async fn verified_event_is_acknowledged_then_processed_in_background() {
-    let (receiver, mut reports) = start(8, Duration::ZERO).await;
+async fn verified_event_is_stored_acknowledged_then_processed_in_background() {
+    let database = common::inbox::sqlite();
+    let (receiver, mut reports) = start(&database.url, Duration::ZERO).await;
     let (status, _, _) = send(receiver.addr, "call.completed").await;
     assert_eq!(status, 202);
     assert_eq!(reports.recv().await.unwrap(), "started call.completed");
-    assert_eq!(reports.recv().await.unwrap(), "done call.completed");
+    assert_eq!(reports.recv().await.unwrap(), "done call.completed attempt 1");
 
     let (status, json, _) =
         common::deliver(receiver.addr, receiver::PATH, b"{}".to_vec(), None).await;
     assert_eq!(status, 401);
     assert_eq!(json["error"], "missing_signature");
-    receiver.stop.send(()).unwrap();
-    receiver.done.await.unwrap().unwrap();
+    assert_eq!(health(receiver.addr).await, 200);
+    receiver.stop().await;
 }
 
 #[tokio::test]
-async fn full_queue_answers_503_so_ringyo_retries() {
-    // One event being processed (slowly), one waiting: the queue of one is then full.
-    let (receiver, mut reports) = start(1, Duration::from_secs(1)).await;
-    assert_eq!(send(receiver.addr, "call.started").await.0, 202);
-    assert_eq!(reports.recv().await.unwrap(), "started call.started");
-    assert_eq!(send(receiver.addr, "call.ringing").await.0, 202);
-
-    let (status, json, headers) = send(receiver.addr, "call.answered").await;
-    assert_eq!(status, 503);
-    assert_eq!(json["error"], "queue_full");
-    assert_eq!(headers["retry-after"], "5");
-
-    // Nothing accepted is lost: both accepted events are processed before shutdown ends.
-    receiver.stop.send(()).unwrap();
-    receiver.done.await.unwrap().unwrap();
-    let mut seen = Vec::new();
+async fn a_retry_of_a_stored_delivery_is_a_duplicate_and_runs_once() {
+    let database = common::inbox::sqlite();
+    let (receiver, mut reports) = start(&database.url, Duration::ZERO).await;
+    let body = envelope("appointment.created", json!({"id": "apt_1"}));
+    let (first, _, _) = send_body(receiver.addr, body.clone()).await;
+    let (again, _, headers) = send_body(receiver.addr, body).await;
+    assert_eq!((first, again), (202, 200));
+    assert_eq!(headers["x-webhook-duplicate"], "true");
+    receiver.stop().await;
+    let mut runs = 0;
     while let Ok(report) = reports.try_recv() {
-        seen.push(report);
+        runs += usize::from(report.starts_with("done"));
     }
-    assert_eq!(
-        seen,
-        [
-            "done call.started",
-            "started call.ringing",
-            "done call.ringing"
-        ]
-    );
+    assert_eq!(runs, 1);
 }
 
 #[tokio::test]
-async fn shutdown_finishes_in_flight_requests_and_drains_the_queue() {
-    let (receiver, mut reports) = start(16, Duration::from_millis(20)).await;
-    for n in 0..5 {
+async fn an_unreachable_database_is_503_for_deliveries_and_health() {
+    // Nothing listens on port 1: the database is down from the start.
+    let (receiver, _reports) = start("postgres://postgres@127.0.0.1:1/ringyo", Duration::ZERO).await;
+    let (status, json, headers) = send(receiver.addr, "call.completed").await;
+    assert_eq!(status, 503);
+    assert_eq!(json["error"], "inbox_unavailable");
+    assert_eq!(headers["retry-after"], "5");
+    assert_eq!(health(receiver.addr).await, 503);
+    receiver.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_finishes_requests_and_handlers_and_leaves_the_rest_for_the_next_start() {
+    let database = common::inbox::sqlite();
+    let (receiver, mut reports) = start(&database.url, Duration::from_millis(300)).await;
+    for n in 0..12 {
         let body = envelope("credits.low", json!({ "balance": n }));
         assert_eq!(send_body(receiver.addr, body).await.0, 202);
     }
@@ -134,17 +154,34 @@ async fn shutdown_finishes_in_flight_requests_and_drains_the_queue() {
     let response = read_response(&mut stream).await;
     assert_eq!(status_of(&response), 202, "{response}");
     drop(stream);
-
-    tokio::time::timeout(Duration::from_secs(10), receiver.done)
+    tokio::time::timeout(Duration::from_secs(30), receiver.done)
         .await
         .expect("receiver did not stop")
         .unwrap()
         .unwrap();
-    let mut done = 0;
+    let (mut started, mut done) = (0, 0);
     while let Ok(report) = reports.try_recv() {
+        started += usize::from(report.starts_with("started"));
         done += usize::from(report.starts_with("done"));
     }
-    assert_eq!(done, 6, "every accepted event is processed before exit");
+    assert_eq!(started, done, "a handler that started was let finish");
+    assert!(done < 13, "the worker stopped claiming; some wait in the inbox");
+
+    // The next start processes exactly what was left: 13 accepted in all, each once.
+    let (receiver, mut reports) = start(&database.url, Duration::ZERO).await;
+    let mut more = 0;
+    while done + more < 13 {
+        let report = tokio::time::timeout(Duration::from_secs(10), reports.recv())
+            .await
+            .expect("a stored delivery was not processed after the restart")
+            .unwrap();
+        more += usize::from(report.starts_with("done"));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    receiver.stop().await;
+    while let Ok(report) = reports.try_recv() {
+        assert!(!report.starts_with("done"), "processed twice: {report}");
+    }
 }
 
 #[test]
@@ -156,18 +193,20 @@ fn configuration_problems_are_sentences_that_say_what_to_do() {
          Ringyo's secrets have none"
     );
     assert!(problem("").starts_with("RINGYO_WEBHOOK_SECRET is empty;"));
-    let layer = receiver::layer_from(Ok("whsec_x".into())).unwrap();
-    #[cfg(not(feature = "redis"))]
-    assert!(
-        receiver::with_store(layer, Some("redis://127.0.0.1:1".into()))
-            .unwrap_err()
-            .contains("--features redis")
-    );
-    #[cfg(feature = "redis")]
-    assert!(receiver::with_store(layer, Some("not a url".into()))
-        .unwrap_err()
-        .starts_with("RINGYO_REDIS_URL cannot be used"));
     assert!(receiver::layer_from(Err(std::env::VarError::NotPresent)).is_ok());
+    assert_eq!(
+        receiver::inbox_from(Ok("mysql://user:hunter2@db/x".into())).unwrap_err(),
+        "RINGYO_INBOX_URL cannot be used: unsupported inbox URL \"mysql\": use sqlite://PATH \
+         or postgres://USER@HOST/DATABASE"
+    );
+    assert_eq!(
+        receiver::work_from(Ok("soon".into())).unwrap_err(),
+        "RINGYO_WORK_MS is \"soon\", which is not a whole number of milliseconds"
+    );
+    assert_eq!(
+        receiver::work_from(Err(std::env::VarError::NotPresent)).unwrap(),
+        Duration::ZERO
+    );
 
     assert_eq!(
         receiver::bind_from(None).unwrap().to_string(),

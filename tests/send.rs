@@ -14,24 +14,24 @@ use std::net::SocketAddr;
 
 use ringyo_webhook::{
     testing::{Fault, DEVELOPMENT_SECRET},
-    EventKind, MemoryDeliveryStore, RingyoWebhookLayer,
+    EventKind, RingyoWebhookLayer,
 };
 use send::Options;
 use tokio::net::TcpListener;
 
-/// The receiver example as `cargo run --example receiver` starts it, on an ephemeral port.
+/// The receiver example as `cargo run --example receiver` starts it, on an ephemeral port,
+/// with an inbox file of its own (kept for as long as the test runs).
 async fn start_receiver() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let layer = RingyoWebhookLayer::new(DEVELOPMENT_SECRET)
-        .unwrap()
-        .delivery_store(MemoryDeliveryStore::new());
-    let process = |_| async {};
+    let layer = RingyoWebhookLayer::new(DEVELOPMENT_SECRET).unwrap();
+    let database = Box::leak(Box::new(common::inbox::sqlite()));
+    let inbox = receiver::inbox_from(Ok(database.url.clone())).unwrap();
     tokio::spawn(receiver::run(
         listener,
         layer,
-        64,
-        process,
+        inbox,
+        receiver::process(std::time::Duration::ZERO),
         std::future::pending(),
     ));
     addr

@@ -9,6 +9,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
 use tower_service::Service;
 
 use super::{handle::Inbox, store::Stored};
@@ -53,10 +54,10 @@ impl InboxService {
 /// The response future of [`InboxService`]. Boxed: it awaits a database commit, next to which
 /// one allocation is nothing.
 pub type InboxResponseFuture =
-    Pin<Box<dyn Future<Output = Result<Response<Bytes>, Infallible>> + Send>>;
+    Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>>;
 
 impl<B> Service<Request<B>> for InboxService {
-    type Response = Response<Bytes>;
+    type Response = Response<Full<Bytes>>;
     type Error = Infallible;
     type Future = InboxResponseFuture;
 
@@ -71,7 +72,7 @@ impl<B> Service<Request<B>> for InboxService {
         Box::pin(async move {
             let payload = match payload {
                 Ok(payload) => payload,
-                Err(rejection) => return Ok(rejection.to_response()),
+                Err(rejection) => return Ok(rejection.to_response().map(Full::new)),
             };
             Ok(match inbox.accept(&payload).await {
                 Ok(stored) => answer(stored),
@@ -80,7 +81,9 @@ impl<B> Service<Request<B>> for InboxService {
                         delivery_id = %payload.delivery_id(),
                         "delivery not stored ({err}); answering 503 so Ringyo retries"
                     );
-                    Rejection::new(RejectionKind::InboxUnavailable).to_response()
+                    Rejection::new(RejectionKind::InboxUnavailable)
+                        .to_response()
+                        .map(Full::new)
                 }
             })
         })
@@ -88,8 +91,8 @@ impl<B> Service<Request<B>> for InboxService {
 }
 
 /// The answer for a stored delivery.
-fn answer(stored: Stored) -> Response<Bytes> {
-    let mut response = Response::new(Bytes::new());
+fn answer(stored: Stored) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
     match stored {
         Stored::New => *response.status_mut() = StatusCode::ACCEPTED,
         Stored::Duplicate => {
