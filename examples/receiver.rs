@@ -82,7 +82,9 @@ async fn start() -> Result<(), String> {
     let bind = bind_from(std::env::var("RINGYO_BIND").ok())?;
     if let Err(err) = inbox.ping().await {
         // Not fatal: the receiver answers 503 (and /healthz fails) until the database is up.
-        tracing::warn!("the inbox database is not reachable yet ({err}); answering 503 until it is");
+        tracing::warn!(
+            "the inbox database is not reachable yet ({err}); answering 503 until it is"
+        );
     }
     let listener = TcpListener::bind(bind)
         .await
@@ -133,7 +135,8 @@ pub(crate) fn inbox_from(url: Result<String, VarError>) -> Result<Inbox, String>
         // Not printed: a database URL may hold a password.
         Err(VarError::NotUnicode(_)) => return Err("RINGYO_INBOX_URL is not valid UTF-8".into()),
     };
-    let inbox = Inbox::open(&url).map_err(|err| format!("RINGYO_INBOX_URL cannot be used: {err}"))?;
+    let inbox =
+        Inbox::open(&url).map_err(|err| format!("RINGYO_INBOX_URL cannot be used: {err}"))?;
     tracing::info!("deliveries are stored in {}", redacted(&url));
     Ok(inbox)
 }
@@ -224,7 +227,8 @@ async fn health(State(inbox): State<Inbox>) -> (StatusCode, Json<serde_json::Val
 
 fn unhealthy(reason: &str) -> (StatusCode, Json<serde_json::Value>) {
     tracing::warn!("health check failed: {reason}");
-    let body = serde_json::json!({ "status": "unavailable", "reason": "inbox database unreachable" });
+    let body =
+        serde_json::json!({ "status": "unavailable", "reason": "inbox database unreachable" });
     (StatusCode::SERVICE_UNAVAILABLE, Json(body))
 }
 

@@ -63,12 +63,20 @@ fn receiver_process() {
                     .open(&log)
                     .await
                     .map_err(|err| err.to_string())?;
-                file.write_all(line.as_bytes()).await.map_err(|err| err.to_string())
+                file.write_all(line.as_bytes())
+                    .await
+                    .map_err(|err| err.to_string())
             }
         };
-        receiver::run(listener, common::layer(), inbox, handler, std::future::pending())
-            .await
-            .unwrap();
+        receiver::run(
+            listener,
+            common::layer(),
+            inbox,
+            handler,
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
     });
 }
 
@@ -136,7 +144,10 @@ fn processed(log: &Path) -> HashMap<String, usize> {
 }
 
 /// Waits (bounded) until the log holds every id in `expected`.
-async fn until_processed(log: &Path, expected: impl Iterator<Item = String>) -> HashMap<String, usize> {
+async fn until_processed(
+    log: &Path,
+    expected: impl Iterator<Item = String>,
+) -> HashMap<String, usize> {
     let expected: HashSet<String> = expected.collect();
     for _ in 0..600 {
         let counts = processed(log);
@@ -146,7 +157,10 @@ async fn until_processed(log: &Path, expected: impl Iterator<Item = String>) -> 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let counts = processed(log);
-    let missing: Vec<_> = expected.iter().filter(|id| !counts.contains_key(*id)).collect();
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|id| !counts.contains_key(*id))
+        .collect();
     panic!("never processed: {missing:?}");
 }
 
@@ -217,7 +231,10 @@ async fn a_receiver_killed_mid_stream_loses_no_acknowledged_delivery() {
     }
     let counts = until_processed(log.path(), (0..DELIVERIES).map(|n| format!("call_{n}"))).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let counts = processed(log.path()).into_iter().chain(counts).collect::<HashMap<_, _>>();
+    let counts = processed(log.path())
+        .into_iter()
+        .chain(counts)
+        .collect::<HashMap<_, _>>();
     second.kill().await;
 
     let twice: Vec<_> = counts.iter().filter(|(_, runs)| **runs > 1).collect();
@@ -246,7 +263,10 @@ async fn two_receivers_on_one_postgres_store_and_process_each_delivery_once() {
     for n in 0..20 {
         // The same delivery to both at once, as a retry behind a load balancer can.
         let body = call(n);
-        let (a, b) = tokio::join!(post(&client, one.addr, &body), post(&client, two.addr, &body));
+        let (a, b) = tokio::join!(
+            post(&client, one.addr, &body),
+            post(&client, two.addr, &body)
+        );
         let mut statuses = [a.unwrap(), b.unwrap()];
         statuses.sort_unstable();
         assert_eq!(statuses, [200, 202], "call_{n}");

@@ -47,16 +47,29 @@ async fn a_delivery_is_stored_once_and_its_bytes_come_back_exactly() {
         let id = ids();
         let now = SystemClock.now();
         let odd = "{\"event\":\"call.completed\",  \"data\":{\"é\":\"\\u0000\"}}\n";
-        let batch = [delivery(id(1), now, odd), delivery(id(2), now, "{}"), delivery(id(1), now, odd)];
+        let batch = [
+            delivery(id(1), now, odd),
+            delivery(id(2), now, "{}"),
+            delivery(id(1), now, odd),
+        ];
         let stored = store.store(&batch).await.unwrap();
         assert_eq!(stored, [Stored::New, Stored::New, Stored::Duplicate]);
         assert_eq!(store.store(&batch[..1]).await.unwrap(), [Stored::Duplicate]);
 
         let stats = store.stats().await.unwrap();
-        assert_eq!((stats.pending, stats.running, stats.done, stats.dead), (2, 0, 0, 0));
-        assert_eq!(stats.oldest_pending.map(|at| at.timestamp_millis()), Some(now.timestamp_millis()));
+        assert_eq!(
+            (stats.pending, stats.running, stats.done, stats.dead),
+            (2, 0, 0, 0)
+        );
+        assert_eq!(
+            stats.oldest_pending.map(|at| at.timestamp_millis()),
+            Some(now.timestamp_millis())
+        );
 
-        let claimed = store.claim(now, now + ms(30_000), 10, ClaimToken::new()).await.unwrap();
+        let claimed = store
+            .claim(now, now + ms(30_000), 10, ClaimToken::new())
+            .await
+            .unwrap();
         let first = claimed.iter().find(|c| c.id == id(1)).unwrap();
         assert_eq!(first.payload, odd.as_bytes());
         assert_eq!(first.attempt, 1);
@@ -72,23 +85,50 @@ async fn a_lease_hides_a_delivery_until_it_runs_out_and_only_its_holder_settles(
         let now = SystemClock.now();
         store.store(&[delivery(id(1), now, "{}")]).await.unwrap();
         let (first, second) = (ClaimToken::new(), ClaimToken::new());
-        assert_eq!(store.claim(now, now + ms(1000), 10, first).await.unwrap().len(), 1);
-        assert!(store.claim(now + ms(999), now + ms(2000), 10, second).await.unwrap().is_empty());
+        assert_eq!(
+            store
+                .claim(now, now + ms(1000), 10, first)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(store
+            .claim(now + ms(999), now + ms(2000), 10, second)
+            .await
+            .unwrap()
+            .is_empty());
 
         // Extended, it stays hidden past the first lease.
-        let extend = Settle::Extend { lease_until: now + ms(5000) };
+        let extend = Settle::Extend {
+            lease_until: now + ms(5000),
+        };
         assert!(store.settle(id(1), first, extend).await.unwrap());
-        assert!(store.claim(now + ms(1001), now + ms(9000), 10, second).await.unwrap().is_empty());
+        assert!(store
+            .claim(now + ms(1001), now + ms(9000), 10, second)
+            .await
+            .unwrap()
+            .is_empty());
 
         // Run out (the holder died): taken again, as attempt 2; the old holder cannot settle.
-        let again = store.claim(now + ms(5000), now + ms(9000), 10, second).await.unwrap();
+        let again = store
+            .claim(now + ms(5000), now + ms(9000), 10, second)
+            .await
+            .unwrap();
         assert_eq!((again.len(), again[0].attempt), (1, 2));
         let done = Settle::Done { at: now };
         assert!(!store.settle(id(1), first, done.clone()).await.unwrap());
         assert!(store.settle(id(1), second, done).await.unwrap());
         assert_eq!(store.stats().await.unwrap().done, 1);
-        assert!(store.claim(now + ms(99_000), now + ms(99_999), 10, first).await.unwrap().is_empty());
-        assert_eq!(store.store(&[delivery(id(1), now, "{}")]).await.unwrap(), [Stored::Duplicate]);
+        assert!(store
+            .claim(now + ms(99_000), now + ms(99_999), 10, first)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store.store(&[delivery(id(1), now, "{}")]).await.unwrap(),
+            [Stored::Duplicate]
+        );
     })
     .await;
 }
@@ -98,22 +138,74 @@ async fn a_retry_comes_due_at_its_time_and_a_release_does_not_count_an_attempt()
     on_every_engine(|store| async move {
         let id = ids();
         let now = SystemClock.now();
-        store.store(&[delivery(id(1), now, "{}"), delivery(id(2), now, "{}")]).await.unwrap();
+        store
+            .store(&[delivery(id(1), now, "{}"), delivery(id(2), now, "{}")])
+            .await
+            .unwrap();
         let token = ClaimToken::new();
-        assert_eq!(store.claim(now, now + ms(1000), 10, token).await.unwrap().len(), 2);
+        assert_eq!(
+            store
+                .claim(now, now + ms(1000), 10, token)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
 
-        let retry = Settle::Retry { at: now + ms(10_000), error: "down".into() };
+        let retry = Settle::Retry {
+            at: now + ms(10_000),
+            error: "down".into(),
+        };
         assert!(store.settle(id(1), token, retry).await.unwrap());
-        assert!(store.settle(id(2), token, Settle::Release { at: now }).await.unwrap());
-        assert_eq!(store.next_due().await.unwrap().map(|at| at.timestamp_millis()), Some(now.timestamp_millis()));
+        assert!(store
+            .settle(id(2), token, Settle::Release { at: now })
+            .await
+            .unwrap());
+        assert_eq!(
+            store
+                .next_due()
+                .await
+                .unwrap()
+                .map(|at| at.timestamp_millis()),
+            Some(now.timestamp_millis())
+        );
 
         let released = store.claim(now, now + ms(1000), 10, token).await.unwrap();
-        assert_eq!(released.iter().map(|c| (c.id, c.attempt)).collect::<Vec<_>>(), [(id(2), 1)]);
-        assert!(store.settle(id(2), token, Settle::Done { at: now }).await.unwrap());
-        assert_eq!(store.next_due().await.unwrap().map(|at| at.timestamp_millis()), Some((now + ms(10_000)).timestamp_millis()));
-        assert!(store.claim(now + ms(9_999), now + ms(20_000), 10, token).await.unwrap().is_empty());
-        let retried = store.claim(now + ms(10_000), now + ms(20_000), 10, token).await.unwrap();
-        assert_eq!(retried.iter().map(|c| (c.id, c.attempt)).collect::<Vec<_>>(), [(id(1), 2)]);
+        assert_eq!(
+            released
+                .iter()
+                .map(|c| (c.id, c.attempt))
+                .collect::<Vec<_>>(),
+            [(id(2), 1)]
+        );
+        assert!(store
+            .settle(id(2), token, Settle::Done { at: now })
+            .await
+            .unwrap());
+        assert_eq!(
+            store
+                .next_due()
+                .await
+                .unwrap()
+                .map(|at| at.timestamp_millis()),
+            Some((now + ms(10_000)).timestamp_millis())
+        );
+        assert!(store
+            .claim(now + ms(9_999), now + ms(20_000), 10, token)
+            .await
+            .unwrap()
+            .is_empty());
+        let retried = store
+            .claim(now + ms(10_000), now + ms(20_000), 10, token)
+            .await
+            .unwrap();
+        assert_eq!(
+            retried
+                .iter()
+                .map(|c| (c.id, c.attempt))
+                .collect::<Vec<_>>(),
+            [(id(1), 2)]
+        );
     })
     .await;
 }
@@ -126,9 +218,16 @@ async fn a_dead_letter_is_listed_with_its_error_and_replays_from_the_first_attem
         store.store(&[delivery(id(1), now, "{}")]).await.unwrap();
         let token = ClaimToken::new();
         store.claim(now, now + ms(1000), 10, token).await.unwrap();
-        let dead = Settle::Dead { at: now + ms(5), error: "the handler panicked: boom".into() };
+        let dead = Settle::Dead {
+            at: now + ms(5),
+            error: "the handler panicked: boom".into(),
+        };
         assert!(store.settle(id(1), token, dead).await.unwrap());
-        assert!(store.claim(now + ms(99_000), now + ms(99_999), 10, token).await.unwrap().is_empty());
+        assert!(store
+            .claim(now + ms(99_000), now + ms(99_999), 10, token)
+            .await
+            .unwrap()
+            .is_empty());
 
         let listed = store.dead(10).await.unwrap();
         assert_eq!(listed.len(), 1);
@@ -141,7 +240,13 @@ async fn a_dead_letter_is_listed_with_its_error_and_replays_from_the_first_attem
         assert!(store.replay(id(1), now).await.unwrap());
         assert!(!store.replay(id(1), now).await.unwrap(), "no longer dead");
         let replayed = store.claim(now, now + ms(1000), 10, token).await.unwrap();
-        assert_eq!(replayed.iter().map(|c| (c.id, c.attempt)).collect::<Vec<_>>(), [(id(1), 1)]);
+        assert_eq!(
+            replayed
+                .iter()
+                .map(|c| (c.id, c.attempt))
+                .collect::<Vec<_>>(),
+            [(id(1), 1)]
+        );
     })
     .await;
 }
@@ -157,12 +262,27 @@ async fn pruning_deletes_only_deliveries_handled_before_the_cut() {
         store.claim(now, now + ms(1000), 3, token).await.unwrap();
         let claimed: HashSet<_> = (1..=4).map(&id).collect();
         let mut settled = claimed.iter().copied();
-        let (old, new, dead) = (settled.next().unwrap(), settled.next().unwrap(), settled.next().unwrap());
+        let (old, new, dead) = (
+            settled.next().unwrap(),
+            settled.next().unwrap(),
+            settled.next().unwrap(),
+        );
         // Three of the four were claimed; settle whichever they were.
         for (which, outcome) in [
-            (old, Settle::Done { at: now - ms(10_000) }),
+            (
+                old,
+                Settle::Done {
+                    at: now - ms(10_000),
+                },
+            ),
             (new, Settle::Done { at: now }),
-            (dead, Settle::Dead { at: now - ms(10_000), error: "x".into() }),
+            (
+                dead,
+                Settle::Dead {
+                    at: now - ms(10_000),
+                    error: "x".into(),
+                },
+            ),
         ] {
             store.settle(which, token, outcome).await.unwrap();
         }
@@ -172,7 +292,10 @@ async fn pruning_deletes_only_deliveries_handled_before_the_cut() {
         assert!(pruned <= 1);
         assert_eq!(after.done, before.done - pruned);
         assert_eq!(after.dead, before.dead, "dead letters are never pruned");
-        assert_eq!(after.pending + after.running, before.pending + before.running);
+        assert_eq!(
+            after.pending + after.running,
+            before.pending + before.running
+        );
     })
     .await;
 }

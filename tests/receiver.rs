@@ -45,7 +45,13 @@ async fn start(url: &str, work: Duration) -> (Receiver, mpsc::UnboundedReceiver<
     let shutdown = async move {
         let _ = stopped.await;
     };
-    let done = tokio::spawn(receiver::run(listener, common::layer(), inbox, handler, shutdown));
+    let done = tokio::spawn(receiver::run(
+        listener,
+        common::layer(),
+        inbox,
+        handler,
+        shutdown,
+    ));
     (Receiver { addr, stop, done }, reports)
 }
 
@@ -73,7 +79,13 @@ async fn send_body(addr: SocketAddr, body: Vec<u8>) -> Answer {
 
 async fn health(addr: SocketAddr) -> u16 {
     let url = format!("http://{addr}/healthz");
-    common::client().get(url).send().await.unwrap().status().as_u16()
+    common::client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 #[tokio::test]
@@ -83,7 +95,10 @@ async fn verified_event_is_stored_acknowledged_then_processed_in_background() {
     let (status, _, _) = send(receiver.addr, "call.completed").await;
     assert_eq!(status, 202);
     assert_eq!(reports.recv().await.unwrap(), "started call.completed");
-    assert_eq!(reports.recv().await.unwrap(), "done call.completed attempt 1");
+    assert_eq!(
+        reports.recv().await.unwrap(),
+        "done call.completed attempt 1"
+    );
 
     let (status, json, _) =
         common::deliver(receiver.addr, receiver::PATH, b"{}".to_vec(), None).await;
@@ -113,7 +128,8 @@ async fn a_retry_of_a_stored_delivery_is_a_duplicate_and_runs_once() {
 #[tokio::test]
 async fn an_unreachable_database_is_503_for_deliveries_and_health() {
     // Nothing listens on port 1: the database is down from the start.
-    let (receiver, _reports) = start("postgres://postgres@127.0.0.1:1/ringyo", Duration::ZERO).await;
+    let (receiver, _reports) =
+        start("postgres://postgres@127.0.0.1:1/ringyo", Duration::ZERO).await;
     let (status, json, headers) = send(receiver.addr, "call.completed").await;
     assert_eq!(status, 503);
     assert_eq!(json["error"], "inbox_unavailable");
@@ -165,7 +181,10 @@ async fn shutdown_finishes_requests_and_handlers_and_leaves_the_rest_for_the_nex
         done += usize::from(report.starts_with("done"));
     }
     assert_eq!(started, done, "a handler that started was let finish");
-    assert!(done < 13, "the worker stopped claiming; some wait in the inbox");
+    assert!(
+        done < 13,
+        "the worker stopped claiming; some wait in the inbox"
+    );
 
     // The next start processes exactly what was left: 13 accepted in all, each once.
     let (receiver, mut reports) = start(&database.url, Duration::ZERO).await;

@@ -42,7 +42,7 @@ pub(super) async fn run(
                 }
                 if outcomes.contains(&Stored::New) {
                     // Wake this process's workers; other processes hear the database's NOTIFY.
-                    stored.send_modify(|count| *count = count.wrapping_add(1));
+                    super::handle::wake(&stored);
                 }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     // The caller may have timed out and gone; the row stands either way.

@@ -152,9 +152,7 @@ impl Dialect {
 
     /// A connection listening for other processes' commits.
     #[cfg(feature = "postgres")]
-    pub(super) async fn listen(
-        pool: &AnyPool,
-    ) -> Result<sqlx::postgres::PgListener, InboxError> {
+    pub(super) async fn listen(pool: &AnyPool) -> Result<sqlx::postgres::PgListener, InboxError> {
         let url = pool.connect_options().database_url.clone();
         let options: sqlx::postgres::PgConnectOptions =
             url.as_str().parse().map_err(InboxError::database)?;
@@ -164,7 +162,10 @@ impl Dialect {
         let mut listener = sqlx::postgres::PgListener::connect_with(&listener_pool)
             .await
             .map_err(InboxError::database)?;
-        listener.listen(CHANNEL).await.map_err(InboxError::database)?;
+        listener
+            .listen(CHANNEL)
+            .await
+            .map_err(InboxError::database)?;
         Ok(listener)
     }
 
@@ -207,7 +208,10 @@ impl Dialect {
             .await
             .map_err(InboxError::database)?;
         check_not_newer(found, known)?;
-        let missing = self.migrations().iter().skip_while(|step| step.version <= found);
+        let missing = self
+            .migrations()
+            .iter()
+            .skip_while(|step| step.version <= found);
         for step in missing.collect::<Vec<_>>() {
             // A plain string runs as a simple query, which may hold several statements.
             sqlx::Executor::execute(&mut *tx, step.sql)
@@ -223,7 +227,11 @@ impl Dialect {
             .execute(&mut *tx)
             .await
             .map_err(InboxError::database)?;
-            tracing::info!(version = step.version, "migrated the inbox schema: {}", step.description);
+            tracing::info!(
+                version = step.version,
+                "migrated the inbox schema: {}",
+                step.description
+            );
         }
         tx.commit().await.map_err(InboxError::database)
     }

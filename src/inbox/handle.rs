@@ -11,12 +11,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     commit::{self, Pending},
+    job::Handler,
     service::InboxService,
     store::{now, DeadDelivery, InboxError, InboxStats, InboxStore, NewDelivery, Stored},
-    job::Handler,
     worker::Worker,
 };
-use crate::{event::{envelope::Head, FromEventData}, extract::VerifiedPayload, verify::DeliveryId};
+use crate::{
+    event::{envelope::Head, FromEventData},
+    extract::VerifiedPayload,
+    verify::DeliveryId,
+};
 
 /// A durable inbox: a delivery is acknowledged only once it is committed, and workers run
 /// your handler on it afterwards, at least once, surviving crashes and restarts.
@@ -215,7 +219,11 @@ impl Inbox {
     ///
     /// [`InboxError`] if the database cannot answer.
     pub async fn replay(&self, id: DeliveryId) -> Result<bool, InboxError> {
-        self.store.replay(id, now()).await
+        let replayed = self.store.replay(id, now()).await?;
+        if replayed {
+            wake(&self.shared.stored);
+        }
+        Ok(replayed)
     }
 
     /// `Ok` while the database answers: for a health check.
@@ -242,6 +250,11 @@ impl fmt::Debug for Inbox {
     }
 }
 
+/// Bumps the counter idle workers watch.
+pub(super) fn wake(stored: &watch::Sender<u64>) {
+    stored.send_modify(|count| *count = count.wrapping_add(1));
+}
+
 /// The row for a verified delivery: what the envelope says of itself, read from the bytes
 /// the signature covers, and the bytes.
 fn new_delivery(payload: &VerifiedPayload, received_at: DateTime<Utc>) -> NewDelivery {
@@ -250,7 +263,11 @@ fn new_delivery(payload: &VerifiedPayload, received_at: DateTime<Utc>) -> NewDel
     let head = Head::scan(payload.bytes()).unwrap_or_default();
     NewDelivery {
         id: payload.delivery_id(),
-        event: head.kind.as_ref().map(ToString::to_string).unwrap_or_default(),
+        event: head
+            .kind
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         timestamp: head.timestamp().ok(),
         received_at,
         payload: payload.bytes().clone(),

@@ -102,7 +102,9 @@ impl Policy {
                     attempt - 1
                 ),
             },
-            Attempt::Failed(error) if attempt >= self.max_attempts => Settle::Dead { at: now, error },
+            Attempt::Failed(error) if attempt >= self.max_attempts => {
+                Settle::Dead { at: now, error }
+            }
             Attempt::Failed(error) => Settle::Retry {
                 at: now + self.backoff.delay(attempt),
                 error,
@@ -186,7 +188,11 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
     /// Keeps the lease while the handler runs.
     async fn extend(&self, id: DeliveryId) {
         let lease_until = now() + self.policy.lease;
-        match self.store.settle(id, self.token, Settle::Extend { lease_until }).await {
+        match self
+            .store
+            .settle(id, self.token, Settle::Extend { lease_until })
+            .await
+        {
             Ok(true) => {}
             Ok(false) => tracing::warn!(
                 "the lease was lost (it ran out and another worker took the delivery); \
@@ -242,7 +248,11 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
     payload
         .downcast::<String>()
         .map(|message| *message)
-        .or_else(|payload| payload.downcast::<&str>().map(|message| (*message).to_owned()))
+        .or_else(|payload| {
+            payload
+                .downcast::<&str>()
+                .map(|message| (*message).to_owned())
+        })
         .unwrap_or_else(|_| "(no message)".to_owned())
 }
 
@@ -251,7 +261,9 @@ fn log(outcome: &Attempt, attempt: u32) {
         Attempt::Handled => tracing::debug!("handled"),
         Attempt::Failed(error) => tracing::warn!(attempt, "handler failed: {error}"),
         Attempt::Unreadable(error) => {
-            tracing::error!("stored delivery does not fit the handler's type, dead-lettered: {error}");
+            tracing::error!(
+                "stored delivery does not fit the handler's type, dead-lettered: {error}"
+            );
         }
         Attempt::Exhausted => tracing::error!("attempts used up without finishing, dead-lettered"),
     }
@@ -280,7 +292,10 @@ mod tests {
         assert!(at > now + Duration::from_millis(999) && at <= now + Duration::from_secs(2));
         assert_eq!(
             policy().settle(3, Attempt::Failed("down".into()), now),
-            Settle::Dead { at: now, error: "down".into() }
+            Settle::Dead {
+                at: now,
+                error: "down".into()
+            }
         );
     }
 
@@ -295,17 +310,25 @@ mod tests {
             panic!()
         };
         assert!(error.starts_with("3 attempts"), "{error}");
-        assert_eq!(policy().settle(1, Attempt::Handled, now), Settle::Done { at: now });
+        assert_eq!(
+            policy().settle(1, Attempt::Handled, now),
+            Settle::Done { at: now }
+        );
     }
 
     #[test]
     fn panics_are_failures_with_their_message() {
-        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let finished = runtime.block_on(tokio::spawn(async {
             panic!("boom");
             #[allow(unreachable_code)]
             Ok::<(), String>(())
         }));
-        assert_eq!(ended(finished), Attempt::Failed("the handler panicked: boom".into()));
+        assert_eq!(
+            ended(finished),
+            Attempt::Failed("the handler panicked: boom".into())
+        );
     }
 }

@@ -315,11 +315,12 @@ impl SqlInbox {
 
     async fn prune_done(&self, before: DateTime<Utc>) -> Result<u64, InboxError> {
         let pool = self.ready().await?;
-        let deleted = sqlx::query("DELETE FROM ringyo_inbox WHERE state = 'done' AND finished_at < $1")
-            .bind(before.timestamp_millis())
-            .execute(pool)
-            .await
-            .map_err(InboxError::database)?;
+        let deleted =
+            sqlx::query("DELETE FROM ringyo_inbox WHERE state = 'done' AND finished_at < $1")
+                .bind(before.timestamp_millis())
+                .execute(pool)
+                .await
+                .map_err(InboxError::database)?;
         Ok(deleted.rows_affected())
     }
 
@@ -457,9 +458,7 @@ where
 }
 
 fn delivery_id(row: &AnyRow) -> Result<DeliveryId, InboxError> {
-    get::<String>(row, 0)?
-        .parse()
-        .map_err(InboxError::database)
+    get::<String>(row, 0)?.parse().map_err(InboxError::database)
 }
 
 fn attempts(row: &AnyRow, column: usize) -> Result<u32, InboxError> {

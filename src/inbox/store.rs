@@ -44,12 +44,7 @@ pub trait InboxStore: Send + Sync + 'static {
     ) -> InboxFuture<'_, Vec<ClaimedDelivery>>;
 
     /// Records what became of a claimed delivery, if `token` still holds it.
-    fn settle(
-        &self,
-        id: DeliveryId,
-        token: ClaimToken,
-        outcome: Settle,
-    ) -> InboxFuture<'_, bool>;
+    fn settle(&self, id: DeliveryId, token: ClaimToken, outcome: Settle) -> InboxFuture<'_, bool>;
 
     /// When the next delivery not yet due becomes due (a retry's back-off), if any.
     fn next_due(&self) -> InboxFuture<'_, Option<DateTime<Utc>>>;

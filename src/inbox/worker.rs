@@ -205,7 +205,8 @@ where
                             tracing::warn!("cannot claim deliveries ({err}); retrying");
                             failing = true;
                         }
-                        wake_at = Instant::now() + self.config.poll_interval.min(Duration::from_secs(1));
+                        wake_at =
+                            Instant::now() + self.config.poll_interval.min(Duration::from_secs(1));
                     }
                 }
             }
@@ -213,7 +214,8 @@ where
                 () = &mut shutdown => return,
                 _ = stored.changed() => {}
                 () = woken.notified() => {}
-                Some(_) = running.join_next(), if free == 0 => {}
+                // A finished job frees a slot, and may have scheduled a retry due before the poll.
+                Some(_) = running.join_next() => {}
                 () = tokio::time::sleep_until(wake_at) => {}
             }
         }

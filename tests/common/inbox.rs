@@ -36,7 +36,9 @@ pub fn postgres_url() -> Option<String> {
     match std::env::var("RINGYO_TEST_POSTGRES_URL") {
         Ok(url) => Some(url),
         Err(_) if std::env::var_os("CI").is_some() => {
-            panic!("RINGYO_TEST_POSTGRES_URL is not set: in CI a skipped Postgres test is a failure")
+            panic!(
+                "RINGYO_TEST_POSTGRES_URL is not set: in CI a skipped Postgres test is a failure"
+            )
         }
         Err(_) => {
             eprintln!(
@@ -53,7 +55,9 @@ pub async fn postgres() -> Option<Database> {
     use sqlx::Connection;
     let server = postgres_url()?;
     let name = format!("inbox_{}", ClaimToken::new());
-    let mut admin = sqlx::postgres::PgConnection::connect(&server).await.unwrap();
+    let mut admin = sqlx::postgres::PgConnection::connect(&server)
+        .await
+        .unwrap();
     sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
         .await
         .unwrap();

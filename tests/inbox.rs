@@ -1,0 +1,493 @@
+//! The inbox through real HTTP on 127.0.0.1: what is acknowledged, when, and what workers do
+//! with it: retries, dead letters, leases, wake-ups, shutdown and group commit.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{routing::post_service, Router};
+use chrono::{DateTime, Utc};
+use common::{envelope, sign};
+use ringyo_webhook::{
+    inbox::{
+        sqlx, Backoff, ClaimedDelivery, DeadDelivery, Inbox, InboxError, InboxFuture, InboxStats,
+        InboxStore, Job, NewDelivery, Settle, SqlInbox, Stored,
+    },
+    ClaimToken, DeliveryId, Event,
+};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+const PATH: &str = "/webhooks/ringyo";
+
+/// The webhook route in front of `inbox`, as README shows it.
+async fn serve(inbox: &Inbox) -> SocketAddr {
+    let app = Router::new().route(
+        PATH,
+        post_service(inbox.service()).route_layer(common::layer()),
+    );
+    common::serve(app).await
+}
+
+async fn send(
+    addr: SocketAddr,
+    body: &[u8],
+) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+    common::deliver(addr, PATH, body.to_vec(), Some(&sign(body))).await
+}
+
+fn credits(n: usize) -> Vec<u8> {
+    envelope("credits.low", json!({ "balance": n }))
+}
+
+/// A handler that reports `(balance, attempt)` of each job it runs, then returns `result`.
+fn reporting(
+    result: fn(u32) -> Result<(), String>,
+) -> (
+    impl Fn(
+            Job<Event>,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync
+        + 'static,
+    mpsc::UnboundedReceiver<(i64, u32)>,
+) {
+    let (report, reports) = mpsc::unbounded_channel();
+    let handler = move |job: Job<Event>| {
+        let report = report.clone();
+        Box::pin(async move {
+            let Event::CreditsLow(credits) = &job.event.data else {
+                return Err("unexpected event".to_owned());
+            };
+            #[allow(clippy::cast_possible_truncation)]
+            let balance = credits.balance.map_or(-1, |b| b as i64);
+            let _ = report.send((balance, job.attempt));
+            result(job.attempt)
+        })
+            as std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+    };
+    (handler, reports)
+}
+
+async fn next(reports: &mut mpsc::UnboundedReceiver<(i64, u32)>) -> (i64, u32) {
+    tokio::time::timeout(Duration::from_secs(10), reports.recv())
+        .await
+        .expect("the handler did not run")
+        .unwrap()
+}
+
+/// Polls `stats` (bounded) until `done` says it is what the test waits for.
+async fn until(inbox: &Inbox, done: impl Fn(&InboxStats) -> bool) -> InboxStats {
+    for _ in 0..200 {
+        let stats = inbox.stats().await.unwrap();
+        if done(&stats) {
+            return stats;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "inbox never reached the state: {:?}",
+        inbox.stats().await.unwrap()
+    );
+}
+
+fn quick_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(20), Duration::from_millis(50))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_or_panicking_handler_is_retried_then_dead_lettered_and_can_be_replayed() {
+    let database = common::inbox::sqlite();
+    let inbox = Inbox::new(database.open());
+    let addr = serve(&inbox).await;
+    let (handler, mut reports) = reporting(|attempt| match attempt {
+        1 => Err("downstream is down".to_owned()),
+        2 => panic!("boom"),
+        _ => Err("still down".to_owned()),
+    });
+    let worker = inbox
+        .worker(handler)
+        .backoff(quick_backoff())
+        .max_attempts(3);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+
+    assert_eq!(send(addr, &credits(7)).await.0, 202);
+    for attempt in 1..=3 {
+        assert_eq!(next(&mut reports).await, (7, attempt));
+    }
+    let stats = until(&inbox, |stats| stats.dead == 1).await;
+    assert_eq!((stats.pending, stats.running, stats.done), (0, 0, 0));
+    let dead = inbox.dead(10).await.unwrap();
+    assert_eq!(
+        (dead[0].attempts, dead[0].error.as_str()),
+        (3, "still down")
+    );
+    assert_eq!(dead[0].event, "credits.low");
+
+    // Replayed: from attempt 1 again (which fails again: the handler is still broken).
+    assert!(inbox.replay(dead[0].id).await.unwrap());
+    assert_eq!(next(&mut reports).await, (7, 1));
+    stop.send(()).unwrap();
+    running.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panic_is_recorded_with_its_message() {
+    let database = common::inbox::sqlite();
+    let inbox = Inbox::new(database.open());
+    let addr = serve(&inbox).await;
+    let (handler, _reports) = reporting(|_| panic!("boom at the bank"));
+    let running = tokio::spawn(
+        inbox
+            .worker(handler)
+            .max_attempts(1)
+            .run(std::future::pending()),
+    );
+    assert_eq!(send(addr, &credits(1)).await.0, 202);
+    until(&inbox, |stats| stats.dead == 1).await;
+    let dead = inbox.dead(10).await.unwrap();
+    assert_eq!(dead[0].error, "the handler panicked: boom at the bank");
+    running.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stored_delivery_the_handlers_type_cannot_read_is_dead_lettered_with_the_reason() {
+    #[derive(Debug, serde::Deserialize)]
+    struct Strict {
+        #[allow(dead_code)]
+        balance: String,
+    }
+    let database = common::inbox::sqlite();
+    let inbox = Inbox::new(database.open());
+    let addr = serve(&inbox).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let worker = inbox.worker(move |_: Job<Strict>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<(), String>(()) }
+    });
+    let running = tokio::spawn(worker.backoff(quick_backoff()).run(std::future::pending()));
+    // Verified and stored: the bytes are Ringyo's; only this build's type does not fit them.
+    assert_eq!(send(addr, &credits(3)).await.0, 202);
+    until(&inbox, |stats| stats.dead == 1).await;
+    let dead = inbox.dead(10).await.unwrap();
+    assert_eq!(dead[0].attempts, 1, "not retried");
+    assert!(dead[0].error.contains("data.balance"), "{}", dead[0].error);
+    assert!(
+        !dead[0].error.contains('3'),
+        "no body value in the reason: {}",
+        dead[0].error
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    running.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stored_delivery_wakes_an_idle_worker_at_once_not_at_its_next_poll() {
+    let database = common::inbox::sqlite();
+    let inbox = Inbox::new(database.open());
+    let addr = serve(&inbox).await;
+    let (handler, mut reports) = reporting(|_| Ok(()));
+    let worker = inbox.worker(handler).poll_interval(Duration::from_secs(60));
+    let running = tokio::spawn(worker.run(std::future::pending()));
+    tokio::time::sleep(Duration::from_millis(200)).await; // idle, waiting
+
+    let sent = Instant::now();
+    assert_eq!(send(addr, &credits(5)).await.0, 202);
+    assert_eq!(next(&mut reports).await, (5, 1));
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        sent.elapsed()
+    );
+    running.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_postgres_a_delivery_stored_by_one_replica_wakes_another_replicas_worker() {
+    let Some(database) = common::inbox::postgres().await else {
+        return;
+    };
+    // Two pools on one database: two replicas, as far as the database can tell.
+    let (front, back) = (Inbox::new(database.open()), Inbox::new(database.open()));
+    let addr = serve(&front).await;
+    let (handler, mut reports) = reporting(|_| Ok(()));
+    let worker = back.worker(handler).poll_interval(Duration::from_secs(60));
+    let running = tokio::spawn(worker.run(std::future::pending()));
+    // The listener connects on the worker's first idle wait.
+    assert_eq!(send(addr, &credits(0)).await.0, 202);
+    assert_eq!(next(&mut reports).await, (0, 1));
+
+    let sent = Instant::now();
+    assert_eq!(send(addr, &credits(9)).await.0, 202);
+    assert_eq!(next(&mut reports).await, (9, 1));
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        sent.elapsed()
+    );
+    running.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_handler_keeps_its_lease_so_a_second_worker_does_not_run_it_again() {
+    let database = common::inbox::sqlite();
+    let inbox = Inbox::new(database.open());
+    let addr = serve(&inbox).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let slow = |runs: Arc<AtomicUsize>| {
+        move |_: Job<Event>| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                Ok::<(), String>(())
+            }
+        }
+    };
+    let lease = Duration::from_millis(300);
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let worker = inbox
+                .worker(slow(Arc::clone(&runs)))
+                .lease(lease)
+                .poll_interval(Duration::from_millis(50));
+            tokio::spawn(worker.run(std::future::pending()))
+        })
+        .collect();
+    assert_eq!(send(addr, &credits(1)).await.0, 202);
+    until(&inbox, |stats| stats.done == 1).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "five leases long, run once");
+    for worker in workers {
+        worker.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_lets_handlers_finish_within_the_grace_then_gives_the_rest_back() {
+    let database = common::inbox::sqlite();
+    let inbox = Inbox::new(database.open());
+    let addr = serve(&inbox).await;
+    for n in 0..2 {
+        assert_eq!(send(addr, &credits(n)).await.0, 202);
+    }
+    let (started, mut starts) = mpsc::unbounded_channel();
+    let worker = inbox
+        .worker(move |job: Job<Event>| {
+            let started = started.clone();
+            async move {
+                let _ = started.send(());
+                // One quick, one that outlives the grace period.
+                let Event::CreditsLow(credits) = &job.event.data else {
+                    unreachable!()
+                };
+                let slow = credits.balance == Some(1.0);
+                let work = if slow { 10_000 } else { 50 };
+                tokio::time::sleep(Duration::from_millis(work)).await;
+                Ok::<(), String>(())
+            }
+        })
+        .shutdown_grace(Duration::from_millis(300));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(5), starts.recv())
+            .await
+            .unwrap();
+    }
+    let stopping = Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the worker overran its grace period")
+        .unwrap();
+    assert!(stopping.elapsed() < Duration::from_secs(2));
+
+    let stats = inbox.stats().await.unwrap();
+    assert_eq!((stats.done, stats.pending, stats.running), (1, 1, 0));
+    // Given back without using up an attempt.
+    let (handler, mut reports) = reporting(|_| Ok(()));
+    let running = tokio::spawn(inbox.worker(handler).run(std::future::pending()));
+    assert_eq!(next(&mut reports).await, (1, 1));
+    running.abort();
+}
+
+/// A store in front of a real one that can be made to fail, and counts transactions.
+struct Flaky {
+    inner: SqlInbox,
+    failing: AtomicBool,
+    transactions: AtomicUsize,
+}
+
+impl InboxStore for Flaky {
+    fn store<'a>(&'a self, deliveries: &'a [NewDelivery]) -> InboxFuture<'a, Vec<Stored>> {
+        self.transactions.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Box::pin(async { Err(InboxError::database("disk I/O error")) });
+        }
+        self.inner.store(deliveries)
+    }
+    fn claim(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+        token: ClaimToken,
+    ) -> InboxFuture<'_, Vec<ClaimedDelivery>> {
+        self.inner.claim(now, lease_until, limit, token)
+    }
+    fn settle(&self, id: DeliveryId, token: ClaimToken, outcome: Settle) -> InboxFuture<'_, bool> {
+        self.inner.settle(id, token, outcome)
+    }
+    fn next_due(&self) -> InboxFuture<'_, Option<DateTime<Utc>>> {
+        self.inner.next_due()
+    }
+    fn stats(&self) -> InboxFuture<'_, InboxStats> {
+        self.inner.stats()
+    }
+    fn dead(&self, limit: u32) -> InboxFuture<'_, Vec<DeadDelivery>> {
+        self.inner.dead(limit)
+    }
+    fn replay(&self, id: DeliveryId, now: DateTime<Utc>) -> InboxFuture<'_, bool> {
+        self.inner.replay(id, now)
+    }
+    fn prune(&self, before: DateTime<Utc>) -> InboxFuture<'_, u64> {
+        self.inner.prune(before)
+    }
+    fn ping(&self) -> InboxFuture<'_, ()> {
+        InboxStore::ping(&self.inner)
+    }
+}
+
+fn flaky(database: &common::inbox::Database) -> Arc<Flaky> {
+    Arc::new(Flaky {
+        inner: database.open(),
+        failing: AtomicBool::new(false),
+        transactions: AtomicUsize::new(0),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_commit_is_503_with_retry_after_and_the_retry_is_stored_once_it_heals() {
+    let database = common::inbox::sqlite();
+    let store = flaky(&database);
+    let inbox = Inbox::from_arc(store.clone());
+    let addr = serve(&inbox).await;
+    store.failing.store(true, Ordering::SeqCst);
+    let (status, json, headers) = send(addr, &credits(1)).await;
+    assert_eq!(status, 503);
+    assert_eq!(json["error"], "inbox_unavailable");
+    assert_eq!(headers["retry-after"], "5");
+    assert_eq!(
+        inbox.stats().await.unwrap(),
+        InboxStats::default(),
+        "nothing stored"
+    );
+
+    store.failing.store(false, Ordering::SeqCst);
+    assert_eq!(send(addr, &credits(1)).await.0, 202);
+    assert_eq!(inbox.stats().await.unwrap().pending, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_arriving_together_share_commits_and_each_is_answered_after_its_own() {
+    for (max_batch, shared) in [(Inbox::DEFAULT_MAX_BATCH, true), (1, false)] {
+        let database = common::inbox::sqlite();
+        let store = flaky(&database);
+        let inbox = Inbox::from_arc(store.clone()).max_batch(max_batch);
+        let addr = serve(&inbox).await;
+        let sends: Vec<_> = (0..64)
+            .map(|n| tokio::spawn(async move { send(addr, &credits(n)).await.0 }))
+            .collect();
+        for sent in sends {
+            assert_eq!(sent.await.unwrap(), 202);
+        }
+        assert_eq!(
+            inbox.stats().await.unwrap().pending,
+            64,
+            "each row durable before its 202"
+        );
+        let transactions = store.transactions.load(Ordering::SeqCst);
+        if shared {
+            assert!(
+                transactions < 64,
+                "{transactions} transactions for 64 deliveries"
+            );
+        } else {
+            assert_eq!(transactions, 64);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_database_is_503_and_acknowledges_nothing() {
+    let database = common::inbox::sqlite();
+    database.open().ping().await.unwrap(); // created and migrated
+    let read_only = Inbox::new(SqlInbox::open(&format!("{}?mode=ro", database.url)).unwrap());
+    let addr = serve(&read_only).await;
+    let (status, json, _) = send(addr, &credits(1)).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (503, Some("inbox_unavailable"))
+    );
+    assert_eq!(read_only.stats().await.unwrap(), InboxStats::default());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_is_503_and_acknowledges_nothing_it_could_not_store() {
+    use sqlx::{any::AnyPoolOptions, Executor, Row};
+    let database = common::inbox::sqlite();
+    let setup = database.open();
+    setup.ping().await.unwrap();
+    setup.close().await;
+    // SQLite's own limit on the file's size stands in for a full disk: the same SQLITE_FULL.
+    let options = AnyPoolOptions::new().after_connect(|conn, _| {
+        Box::pin(async move {
+            let pages: i64 = conn.fetch_one("PRAGMA page_count").await?.try_get(0)?;
+            conn.execute("PRAGMA journal_mode = WAL").await?;
+            conn.execute("PRAGMA synchronous = FULL").await?;
+            conn.execute(format!("PRAGMA max_page_count = {}", pages + 8).as_str())
+                .await?;
+            Ok(())
+        })
+    });
+    let pool = options.connect(&database.url).await.unwrap();
+    let inbox = Inbox::new(SqlInbox::with_pool(pool).unwrap());
+    let addr = serve(&inbox).await;
+    let big = |n: usize| {
+        envelope(
+            "credits.low",
+            json!({ "balance": n, "note": "x".repeat(16 * 1024) }),
+        )
+    };
+    let mut acknowledged = 0;
+    let mut refused = 0;
+    for n in 0..20 {
+        match send(addr, &big(n)).await {
+            (202, _, _) => acknowledged += 1,
+            (503, json, _) => {
+                assert_eq!(json["error"], "inbox_unavailable");
+                refused += 1;
+            }
+            (status, json, _) => panic!("{status} {json}"),
+        }
+    }
+    assert!(refused > 0, "the disk never filled");
+    assert_eq!(
+        inbox.stats().await.unwrap().pending,
+        acknowledged,
+        "every 202 is a stored row"
+    );
+}

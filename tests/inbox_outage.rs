@@ -1,0 +1,110 @@
+//! The receiver example against a Postgres that is down at start-up and goes down mid-run:
+//! 503s while it is away, then deliveries stored and processed again, with no restart.
+//!
+//! Its own test binary: it stops the shared test server, which no other test may see.
+
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/receiver.rs"]
+mod receiver;
+
+use std::{net::SocketAddr, time::Duration};
+
+use common::{envelope, sign};
+use ringyo_webhook::{inbox::Job, Event};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+/// Runs one of the command lines `.ci/with-postgres` exports to stop or start its server.
+fn server(command: &str) {
+    let line = std::env::var(command)
+        .unwrap_or_else(|_| panic!("{command} is not set; run under .ci/with-postgres"));
+    let status = std::process::Command::new("sh")
+        .args(["-c", &line])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{command} failed");
+}
+
+async fn send(addr: SocketAddr, n: u32) -> u16 {
+    let body = envelope("credits.low", json!({ "balance": n }));
+    common::deliver(addr, receiver::PATH, body.clone(), Some(&sign(&body)))
+        .await
+        .0
+}
+
+async fn health(addr: SocketAddr) -> u16 {
+    let url = format!("http://{addr}/healthz");
+    common::client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Sends delivery `n` until it is acknowledged (2xx), as Ringyo retries (bounded).
+async fn until_acknowledged(addr: SocketAddr, n: u32) {
+    for _ in 0..100 {
+        // 200 too: a commit that outlived its request's time-out stored the first copy.
+        if let 200 | 202 = send(addr, n).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("delivery {n} never acknowledged after the database came back");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_down_at_start_and_mid_run_is_503_then_recovers_without_a_restart() {
+    let Some(database) = common::inbox::postgres().await else {
+        return;
+    };
+    server("RINGYO_TEST_POSTGRES_STOP");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (report, mut reports) = mpsc::unbounded_channel();
+    let handler = move |job: Job<Event>| {
+        let report = report.clone();
+        async move {
+            let _ = report.send(job.event.delivery_id);
+            Ok::<(), String>(())
+        }
+    };
+    let inbox = receiver::inbox_from(Ok(database.url.clone())).unwrap();
+    let running = tokio::spawn(receiver::run(
+        listener,
+        common::layer(),
+        inbox,
+        handler,
+        std::future::pending(),
+    ));
+
+    // Down from the start: nothing acknowledged, and the health check says so.
+    assert_eq!(send(addr, 1).await, 503);
+    assert_eq!(health(addr).await, 503);
+
+    server("RINGYO_TEST_POSTGRES_START");
+    until_acknowledged(addr, 1).await;
+    assert_eq!(health(addr).await, 200);
+    tokio::time::timeout(Duration::from_secs(20), reports.recv())
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Down mid-run.
+    server("RINGYO_TEST_POSTGRES_STOP");
+    assert_eq!(send(addr, 2).await, 503);
+    assert_eq!(health(addr).await, 503);
+    server("RINGYO_TEST_POSTGRES_START");
+    until_acknowledged(addr, 2).await;
+    assert_eq!(health(addr).await, 200);
+    tokio::time::timeout(Duration::from_secs(20), reports.recv())
+        .await
+        .expect("the worker did not recover")
+        .unwrap();
+    running.abort();
+}
