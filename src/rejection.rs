@@ -118,7 +118,7 @@ kinds! {
     /// was handled already.
     StoreUnavailable => SERVICE_UNAVAILABLE, "delivery_store_unavailable",
         "the receiver cannot check for duplicate deliveries right now; retry later";
-    /// With an [`Inbox`](crate::inbox::Inbox): the delivery could not be committed to the
+    /// With the durable inbox (`inbox::Inbox`): the delivery could not be committed to the
     /// database, so it is not acknowledged; Ringyo's retry stores it once the database is back.
     InboxUnavailable => SERVICE_UNAVAILABLE, "inbox_unavailable",
         "the receiver cannot store the delivery right now; retry later";

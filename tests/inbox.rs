@@ -17,8 +17,8 @@ use chrono::{DateTime, Utc};
 use common::{envelope, sign};
 use ringyo_webhook::{
     inbox::{
-        sqlx, Backoff, ClaimedDelivery, DeadDelivery, Inbox, InboxError, InboxFuture, InboxStats,
-        InboxStore, Job, NewDelivery, Settle, SqlInbox, Stored,
+        sqlx, Backoff, ClaimedDelivery, DeadDelivery, Handler, Inbox, InboxError, InboxFuture,
+        InboxStats, InboxStore, Job, NewDelivery, Settle, SqlInbox, Stored,
     },
     ClaimToken, DeliveryId, Event,
 };
@@ -50,20 +50,11 @@ fn credits(n: usize) -> Vec<u8> {
 /// A handler that reports `(balance, attempt)` of each job it runs, then returns `result`.
 fn reporting(
     result: fn(u32) -> Result<(), String>,
-) -> (
-    impl Fn(
-            Job<Event>,
-        )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
-        + Send
-        + Sync
-        + 'static,
-    mpsc::UnboundedReceiver<(i64, u32)>,
-) {
+) -> (impl Handler<Event>, mpsc::UnboundedReceiver<(i64, u32)>) {
     let (report, reports) = mpsc::unbounded_channel();
     let handler = move |job: Job<Event>| {
         let report = report.clone();
-        Box::pin(async move {
+        async move {
             let Event::CreditsLow(credits) = &job.event.data else {
                 return Err("unexpected event".to_owned());
             };
@@ -71,8 +62,7 @@ fn reporting(
             let balance = credits.balance.map_or(-1, |b| b as i64);
             let _ = report.send((balance, job.attempt));
             result(job.attempt)
-        })
-            as std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        }
     };
     (handler, reports)
 }

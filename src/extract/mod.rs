@@ -25,6 +25,7 @@ mod axum;
 mod event;
 mod payload;
 
+#[cfg(feature = "inbox")]
 pub(crate) use event::payload;
 pub use event::RingyoEvent;
 pub use payload::VerifiedPayload;

@@ -204,7 +204,7 @@ impl Dialect {
         .await
         .map_err(InboxError::database)?;
         // Under the lock: another replica may have migrated meanwhile.
-        let found = schema_version(&mut *tx)
+        let found = schema_version(&mut tx)
             .await
             .map_err(InboxError::database)?;
         check_not_newer(found, known)?;
