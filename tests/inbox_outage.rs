@@ -36,14 +36,7 @@ async fn send(addr: SocketAddr, n: u32) -> u16 {
 }
 
 async fn health(addr: SocketAddr) -> u16 {
-    let url = format!("http://{addr}/healthz");
-    common::client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    common::get_status(addr, "/healthz").await
 }
 
 /// Sends delivery `n` until it is acknowledged (2xx), as Ringyo retries (bounded).
@@ -83,28 +76,24 @@ async fn postgres_down_at_start_and_mid_run_is_503_then_recovers_without_a_resta
         std::future::pending(),
     ));
 
-    // Down from the start: nothing acknowledged, and the health check says so.
-    assert_eq!(send(addr, 1).await, 503);
-    assert_eq!(health(addr).await, 503);
-
-    server("RINGYO_TEST_POSTGRES_START");
-    until_acknowledged(addr, 1).await;
-    assert_eq!(health(addr).await, 200);
-    tokio::time::timeout(Duration::from_secs(20), reports.recv())
-        .await
-        .unwrap()
-        .unwrap();
-
-    // Down mid-run.
-    server("RINGYO_TEST_POSTGRES_STOP");
-    assert_eq!(send(addr, 2).await, 503);
-    assert_eq!(health(addr).await, 503);
-    server("RINGYO_TEST_POSTGRES_START");
-    until_acknowledged(addr, 2).await;
-    assert_eq!(health(addr).await, 200);
-    tokio::time::timeout(Duration::from_secs(20), reports.recv())
-        .await
-        .expect("the worker did not recover")
-        .unwrap();
+    // Down from the start (delivery 1), then down mid-run (delivery 2).
+    for n in 1..=2 {
+        if n == 2 {
+            server("RINGYO_TEST_POSTGRES_STOP");
+        }
+        assert_eq!(
+            send(addr, n).await,
+            503,
+            "nothing acknowledged while it is down"
+        );
+        assert_eq!(health(addr).await, 503);
+        server("RINGYO_TEST_POSTGRES_START");
+        until_acknowledged(addr, n).await;
+        assert_eq!(health(addr).await, 200);
+        tokio::time::timeout(Duration::from_secs(20), reports.recv())
+            .await
+            .expect("the worker did not recover")
+            .unwrap();
+    }
     running.abort();
 }

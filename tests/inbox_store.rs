@@ -27,6 +27,12 @@ fn ms(n: i64) -> TimeDelta {
     TimeDelta::milliseconds(n)
 }
 
+/// Claims what is due at `at` for `token`, leased a minute, as `(id, attempt)` pairs.
+async fn due(store: &SqlInbox, at: DateTime<Utc>, token: ClaimToken) -> Vec<(DeliveryId, u32)> {
+    let claimed = store.claim(at, at + ms(60_000), 10, token).await.unwrap();
+    claimed.iter().map(|c| (c.id, c.attempt)).collect()
+}
+
 /// Runs `case` on every engine available, each on a database of its own.
 async fn on_every_engine<F, Fut>(case: F)
 where
@@ -138,19 +144,10 @@ async fn a_retry_comes_due_at_its_time_and_a_release_does_not_count_an_attempt()
     on_every_engine(|store| async move {
         let id = ids();
         let now = SystemClock.now();
-        store
-            .store(&[delivery(id(1), now, "{}"), delivery(id(2), now, "{}")])
-            .await
-            .unwrap();
+        let batch = [delivery(id(1), now, "{}"), delivery(id(2), now, "{}")];
+        store.store(&batch).await.unwrap();
         let token = ClaimToken::new();
-        assert_eq!(
-            store
-                .claim(now, now + ms(1000), 10, token)
-                .await
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(due(&store, now, token).await.len(), 2);
 
         let retry = Settle::Retry {
             at: now + ms(10_000),
@@ -161,51 +158,26 @@ async fn a_retry_comes_due_at_its_time_and_a_release_does_not_count_an_attempt()
             .settle(id(2), token, Settle::Release { at: now })
             .await
             .unwrap());
-        assert_eq!(
+        let next_due = || async {
             store
                 .next_due()
                 .await
                 .unwrap()
-                .map(|at| at.timestamp_millis()),
-            Some(now.timestamp_millis())
-        );
+                .map(|at| at.timestamp_millis())
+        };
+        assert_eq!(next_due().await, Some(now.timestamp_millis()));
 
-        let released = store.claim(now, now + ms(1000), 10, token).await.unwrap();
-        assert_eq!(
-            released
-                .iter()
-                .map(|c| (c.id, c.attempt))
-                .collect::<Vec<_>>(),
-            [(id(2), 1)]
-        );
+        assert_eq!(due(&store, now, token).await, [(id(2), 1)], "not counted");
         assert!(store
             .settle(id(2), token, Settle::Done { at: now })
             .await
             .unwrap());
         assert_eq!(
-            store
-                .next_due()
-                .await
-                .unwrap()
-                .map(|at| at.timestamp_millis()),
+            next_due().await,
             Some((now + ms(10_000)).timestamp_millis())
         );
-        assert!(store
-            .claim(now + ms(9_999), now + ms(20_000), 10, token)
-            .await
-            .unwrap()
-            .is_empty());
-        let retried = store
-            .claim(now + ms(10_000), now + ms(20_000), 10, token)
-            .await
-            .unwrap();
-        assert_eq!(
-            retried
-                .iter()
-                .map(|c| (c.id, c.attempt))
-                .collect::<Vec<_>>(),
-            [(id(1), 2)]
-        );
+        assert!(due(&store, now + ms(9_999), token).await.is_empty());
+        assert_eq!(due(&store, now + ms(10_000), token).await, [(id(1), 2)]);
     })
     .await;
 }
@@ -217,17 +189,13 @@ async fn a_dead_letter_is_listed_with_its_error_and_replays_from_the_first_attem
         let now = SystemClock.now();
         store.store(&[delivery(id(1), now, "{}")]).await.unwrap();
         let token = ClaimToken::new();
-        store.claim(now, now + ms(1000), 10, token).await.unwrap();
+        due(&store, now, token).await;
         let dead = Settle::Dead {
             at: now + ms(5),
             error: "the handler panicked: boom".into(),
         };
         assert!(store.settle(id(1), token, dead).await.unwrap());
-        assert!(store
-            .claim(now + ms(99_000), now + ms(99_999), 10, token)
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(due(&store, now + ms(99_000), token).await.is_empty());
 
         let listed = store.dead(10).await.unwrap();
         assert_eq!(listed.len(), 1);
@@ -239,14 +207,7 @@ async fn a_dead_letter_is_listed_with_its_error_and_replays_from_the_first_attem
         assert!(!store.replay(id(2), now).await.unwrap());
         assert!(store.replay(id(1), now).await.unwrap());
         assert!(!store.replay(id(1), now).await.unwrap(), "no longer dead");
-        let replayed = store.claim(now, now + ms(1000), 10, token).await.unwrap();
-        assert_eq!(
-            replayed
-                .iter()
-                .map(|c| (c.id, c.attempt))
-                .collect::<Vec<_>>(),
-            [(id(1), 1)]
-        );
+        assert_eq!(due(&store, now, token).await, [(id(1), 1)]);
     })
     .await;
 }
@@ -331,4 +292,18 @@ async fn concurrent_claimers_never_share_a_delivery() {
         assert_eq!((all.len(), unique.len()), (60, 60));
     })
     .await;
+}
+
+#[test]
+fn urls_that_cannot_hold_an_inbox_are_refused_without_repeating_them() {
+    for url in [
+        "sqlite::memory:",
+        "sqlite://x.db?mode=memory",
+        "mysql://u:hunter2@db/x",
+        "x",
+    ] {
+        let err = SqlInbox::open(url).unwrap_err().to_string();
+        assert!(err.starts_with("unsupported inbox URL"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
 }

@@ -78,14 +78,7 @@ async fn send_body(addr: SocketAddr, body: Vec<u8>) -> Answer {
 }
 
 async fn health(addr: SocketAddr) -> u16 {
-    let url = format!("http://{addr}/healthz");
-    common::client()
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    common::get_status(addr, "/healthz").await
 }
 
 #[tokio::test]

@@ -58,6 +58,10 @@ impl Dialect {
             hint,
         };
         match scheme {
+            // Each pooled connection would get a database of its own, gone with the process.
+            "sqlite" if url.contains(":memory:") || url.contains("mode=memory") => Err(
+                unsupported("an in-memory SQLite database is not durable; name a file"),
+            ),
             "sqlite" if cfg!(feature = "sqlite") => Ok(Self::Sqlite),
             "postgres" | "postgresql" if cfg!(feature = "postgres") => Ok(Self::Postgres),
             "sqlite" => Err(unsupported("build with the `sqlite` feature")),

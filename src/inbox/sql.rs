@@ -36,6 +36,10 @@ use crate::{replay::ClaimToken, verify::DeliveryId};
 /// sqlx's, which a database shared with your own migrations already has), under a lock, so
 /// replicas starting together migrate once.
 ///
+/// Leases and retry times are read off each process's clock, so keep replicas' clocks in
+/// step (NTP does): one running ahead by more than a lease would take deliveries another
+/// replica still holds, and they would run twice.
+///
 /// ```no_run
 /// # async fn demo() -> Result<(), ringyo_webhook::inbox::InboxError> {
 /// use ringyo_webhook::inbox::{Inbox, SqlInbox};

@@ -44,6 +44,12 @@ pub async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
+/// The status of `GET path`, such as a health route's.
+pub async fn get_status(addr: SocketAddr, path: &str) -> u16 {
+    let url = format!("http://{addr}{path}");
+    client().get(url).send().await.unwrap().status().as_u16()
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
