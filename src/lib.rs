@@ -57,7 +57,8 @@
 //! - `axum` (default): the extractors and `IntoResponse` for [`Rejection`].
 //! - `test-util`: `testing`, signing helpers for your own tests.
 //! - `redis`: `RedisDeliveryStore`, one delivery store for every replica.
-//! - `sqlite`, `postgres`: the `inbox` in an embedded SQLite file or in Postgres.
+//! - `sqlite`, `postgres`: the `inbox` in an embedded SQLite file or in Postgres;
+//!   `postgres-tls` adds TLS to Postgres.
 //!
 //! # Traps this crate handles
 //!

@@ -470,3 +470,35 @@ async fn a_full_disk_is_503_and_acknowledges_nothing_it_could_not_store() {
         "every 202 is a stored row"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stored_bytes_are_read_afresh_by_whatever_type_the_worker_of_the_day_uses() {
+    let database = common::inbox::sqlite();
+    let inbox = Inbox::new(database.open());
+    let addr = serve(&inbox).await;
+    // Stored by one release; no worker ran.
+    let body = envelope("credits.low", json!({ "balance": 4, "currency": "EUR" }));
+    assert_eq!(send(addr, &body).await.0, 202);
+
+    // Handled by a later one, whose type reads a field the first never knew.
+    #[derive(Debug, serde::Deserialize)]
+    struct CreditsV2 {
+        currency: String,
+    }
+    let (seen, mut seen_by) = mpsc::unbounded_channel();
+    let worker = Inbox::new(database.open()).worker(move |job: Job<CreditsV2>| {
+        let seen = seen.clone();
+        async move {
+            let _ = seen.send((job.event.data.currency, job.event.timestamp));
+            Ok::<(), String>(())
+        }
+    });
+    let running = tokio::spawn(worker.run(std::future::pending()));
+    let (currency, timestamp) = tokio::time::timeout(Duration::from_secs(10), seen_by.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(currency, "EUR");
+    assert_eq!(timestamp, common::SENT_AT.parse::<DateTime<Utc>>().unwrap());
+    running.abort();
+}

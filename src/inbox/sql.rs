@@ -28,7 +28,8 @@ use crate::{replay::ClaimToken, verify::DeliveryId};
 /// - `sqlite://PATH` (feature `sqlite`): one file, no server, one machine. The file is created
 ///   if missing, in WAL mode with `synchronous=FULL`, so a commit survives a power cut.
 /// - `postgres://...` (feature `postgres`): one database for every replica. Claims use
-///   `FOR UPDATE SKIP LOCKED`, and a commit `NOTIFY`s workers in other processes.
+///   `FOR UPDATE SKIP LOCKED`, and a commit `NOTIFY`s workers in other processes. For TLS
+///   (`?sslmode=require`, as managed databases ask), add the feature `postgres-tls`.
 ///
 /// Opening connects lazily: a database that is down at start-up makes the inbox answer 503
 /// (and the health check fail) until it is up, with no restart. The schema is created and
