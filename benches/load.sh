@@ -24,6 +24,21 @@
 #
 #   bash benches/load.sh 10 3 stores    # only the store part
 #
+# Then, only when asked (`inbox` as the third argument, or `bash benches/inbox.sh`), the durable
+# inbox at 2 KiB under wrk -c64: `queue` (the in-memory receiver it replaced: layer, try_send on
+# a bounded channel, 202, a task draining it) against `inbox-sqlite` / `inbox-postgres` (layer,
+# Inbox::service(), group commit) and `-single` (max_batch(1): one transaction per delivery),
+# each with a worker (concurrency $LOAD_WORKER_CONCURRENCY, default 64, a handler that only
+# counts) in the server's process. Each
+# run gets a fresh database: a new SQLite file in a directory on disk ($LOAD_INBOX_DIR, default
+# /var/tmp), a new Postgres database (CREATE DATABASE via psql) on the server at
+# $RINGYO_TEST_POSTGRES_URL, which `bash .ci/with-postgres` provides; without it, SQLite only.
+# Every request is a distinct pre-signed delivery. It reports 2xx/s, non-2xx answers, and the
+# time from each 202 to its handler starting (p50, p99), and fails if a 202'd delivery was not
+# handled after the drain, or if the handler count differs from the 202s.
+#
+#   bash .ci/with-postgres bash benches/inbox.sh 10 3    # the same as: load.sh 10 3 inbox
+#
 # Every request goes to 127.0.0.1 only, and each run stops after its duration.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,16 +46,19 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${1:-10}
 ROUNDS=${2:-3}
 PARTS=${3:-all}
-case "$PARTS" in all | stores) ;; *) echo "third argument: all or stores" >&2; exit 1 ;; esac
+case "$PARTS" in all | stores | inbox) ;; *) echo "third argument: all, stores or inbox" >&2; exit 1 ;; esac
 PORT=${LOAD_PORT:-38517}
 URL="http://127.0.0.1:$PORT/webhooks/ringyo"
 # Distinct deliveries per measured run: room for 40 000 req/s (about twice this VM's rate).
 POOL=$((SECONDS_PER_RUN * 40000)) WARM_POOL=60000
+# The inbox part's `queue` mode, at -c64, reaches about 55 000 req/s on that VM.
+if [ "$PARTS" = inbox ]; then POOL=$((SECONDS_PER_RUN * 80000)) WARM_POOL=100000; fi
 WORK=$(mktemp -d)
-REDIS_PID=
+REDIS_PID= INBOX_DIR=
 cleanup() {
   if [ -n "$REDIS_PID" ]; then kill "$REDIS_PID" 2>/dev/null || true; wait "$REDIS_PID" 2>/dev/null || true; fi
   rm -rf "$WORK"
+  if [ -n "$INBOX_DIR" ]; then rm -rf "$INBOX_DIR"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -50,7 +68,7 @@ if ! command -v wrk >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null || {
     echo "cannot install wrk: run 'apt-get install wrk' and retry" >&2; exit 1; }
 fi
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+if [ "$PARTS" != inbox ] && { ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; }; then
   echo "installing redis-server (Debian package)" >&2
   (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null || {
     echo "cannot install redis-server: run 'apt-get install redis-server' and retry" >&2; exit 1; }
@@ -97,17 +115,25 @@ function init(args)
   end
   file:close()
 end
+-- LOAD_DELAY_MS: each connection waits that long before each request (a paced load).
+local pause = tonumber(os.getenv("LOAD_DELAY_MS") or "")
+if pause then
+  function delay() return pause end
+end
 function request()
   local this = requests[next_request]
   next_request = next_request % #requests + 1 -- a wrap would send duplicates: load.sh checks
   return this
 end
+-- RESULT req/s p50 p99 errors requests non-2xx 2xx/s (wrk counts a status above 399 as an
+-- error, and every completed response as a request, so 2xx = requests - status errors)
 function done(summary, latency, requests)
   local errors = summary.errors.status + summary.errors.connect + summary.errors.read
     + summary.errors.write + summary.errors.timeout
-  io.write(string.format("RESULT %.1f %.1f %.1f %d %d\n",
+  io.write(string.format("RESULT %.1f %.1f %.1f %d %d %d %.1f\n",
     summary.requests / (summary.duration / 1e6), latency:percentile(50), latency:percentile(99),
-    errors, summary.requests))
+    errors, summary.requests, summary.errors.status,
+    (summary.requests - summary.errors.status) / (summary.duration / 1e6)))
 end
 LUA
 
@@ -148,8 +174,8 @@ run_pool() { # mode -> "req/s p50_us p99_us handled/requests"
   stats=$(curl -sS --max-time 5 "http://127.0.0.1:$PORT/stats")
   kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
   local warm_errors warm_requests rps p50 p99 errors requests handled
-  read -r _ _ _ _ warm_errors warm_requests <<<"$warm"
-  read -r _ rps p50 p99 errors requests <<<"$out"
+  read -r _ _ _ _ warm_errors warm_requests _ <<<"$warm"
+  read -r _ rps p50 p99 errors requests _ <<<"$out"
   read -r _ handled <<<"$stats"
   [ "$warm_errors" = 0 ] && [ "$errors" = 0 ] || {
     echo "$1: $warm_errors + $errors errors (409 and 503 count)" >&2; exit 1; }
@@ -166,7 +192,7 @@ run_pool() { # mode -> "req/s p50_us p99_us handled/requests"
 median() { sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}'; }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), pinned: ${PIN_SERVER[*]:-no}"
-echo "each run: ${SECONDS_PER_RUN}s, wrk -t1 -c32, ${ROUNDS} rounds, median round shown"
+echo "each run: ${SECONDS_PER_RUN}s, wrk -t1 -c$([ "$PARTS" = inbox ] && echo 64 || echo 32), ${ROUNDS} rounds, median round shown"
 echo
 if [ "$PARTS" = all ]; then
 echo "| body | server | req/s | p50 | p99 | req/s vs manual | req/s vs none | req/s vs parse |"
@@ -194,6 +220,14 @@ done
 echo
 fi
 
+# Distinct pre-signed 2 KiB deliveries, for the parts with a store or an inbox.
+make_pools() {
+  "$BIN" pool 2048 0 "$WARM_POOL" "$WORK/warm.txt"
+  "$BIN" pool 2048 "$WARM_POOL" "$POOL" "$WORK/pool.txt"
+  echo "distinct deliveries: $WARM_POOL for each warm-up, $POOL for each measured run"
+}
+
+if [ "$PARTS" != inbox ]; then
 # The delivery stores, 2 KiB.
 free_port() { # the first port from $1 on that nothing listens on, in 50 tries
   for port in $(seq "$1" $(($1 + 49))); do
@@ -210,9 +244,7 @@ for _ in $(seq 1 100); do
 done
 [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] || { echo "redis-server did not start" >&2; exit 1; }
 echo "redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') on 127.0.0.1:$REDIS_PORT, pinned: ${PIN_LOAD[*]:-no}"
-"$BIN" pool 2048 0 "$WARM_POOL" "$WORK/warm.txt"
-"$BIN" pool 2048 "$WARM_POOL" "$POOL" "$WORK/pool.txt"
-echo "distinct deliveries: $WARM_POOL for each warm-up, $POOL for each measured run"
+make_pools
 echo
 echo "| body | server | req/s | p50 | p99 | handler ran | req/s vs layer | req/s vs layer-memory |"
 echo "|---|---|---|---|---|---|---|---|"
@@ -240,3 +272,184 @@ echo "one delivery at a time, in-process (load_server roundtrip, 5 rounds of 200
 "${PIN_SERVER[@]}" "$BIN" roundtrip "redis://127.0.0.1:$REDIS_PORT" 2000 5
 echo "a bare PING, one client (redis-benchmark -c 1 -n 20000):"
 "${PIN_SERVER[@]}" redis-benchmark -p "$REDIS_PORT" -t ping -c 1 -n 20000 -q 2>/dev/null | tr '\r' '\n' | grep 'requests per second'
+fi
+
+# The durable inbox, 2 KiB, wrk -c64: `queue` (in memory) against the inbox on SQLite and
+# Postgres, group commit and one transaction per delivery.
+if [ "$PARTS" = inbox ]; then
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every figure)"
+CONNECTIONS=64
+# How long the worker may take, after wrk stops, to start the handler on every 202'd delivery.
+DRAIN_LIMIT=${LOAD_DRAIN_SECONDS:-120}
+INBOX_MODES=(queue inbox-sqlite inbox-sqlite-single)
+if [ -n "${RINGYO_TEST_POSTGRES_URL:-}" ]; then
+  INBOX_MODES+=(inbox-postgres inbox-postgres-single)
+  command -v psql >/dev/null || { echo "psql is needed for the Postgres modes" >&2; exit 1; }
+  PG_BASE=${RINGYO_TEST_POSTGRES_URL%/*}
+  # Pinned like redis-server, to wrk's core: the postmaster and its processes now, and the
+  # backends it forks later inherit the postmaster's affinity.
+  pg_pin=no
+  if [ ${#PIN_LOAD[@]} -gt 0 ] && [ -r "${RINGYO_TEST_POSTGRES_DATA:-}/postmaster.pid" ]; then
+    postmaster=$(head -n 1 "$RINGYO_TEST_POSTGRES_DATA/postmaster.pid")
+    for pid in "$postmaster" $(pgrep -P "$postmaster"); do
+      taskset -a -p -c "${PIN_LOAD[2]}" "$pid" >/dev/null
+    done
+    pg_pin="${PIN_LOAD[*]}"
+  fi
+  echo "PostgreSQL $(psql "$RINGYO_TEST_POSTGRES_URL" -Atqc "SELECT current_setting('server_version') \
+    || ', synchronous_commit ' || current_setting('synchronous_commit') \
+    || ', fsync ' || current_setting('fsync') || ', wal_sync_method ' \
+    || current_setting('wal_sync_method')") on 127.0.0.1, a new database per run, pinned: $pg_pin"
+else
+  echo "RINGYO_TEST_POSTGRES_URL is not set: SQLite modes only" \
+    "(for Postgres too: bash .ci/with-postgres bash benches/inbox.sh)"
+fi
+INBOX_DIR=$(mktemp -d "${LOAD_INBOX_DIR:-/var/tmp}/ringyo-inbox-load.XXXXXX")
+echo "SQLite: a new file per run in $INBOX_DIR ($(df -T "$INBOX_DIR" | awk 'NR == 2 { print $2 " on " $1 }'))"
+make_pools
+echo
+
+value_of() { awk -v key="$1" '$1 == key { print $2 }'; } # a value from a "key value" report
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # user + system, all threads
+core_ticks() { awk '/^cpu[0-9]+ / { printf "%d ", $2 + $3 + $4 + $7 + $8 }' /proc/stat; } # busy, per core
+report() { # /stats or /latency of the server under test; it must answer
+  curl -sS --max-time 5 "http://127.0.0.1:$PORT/$1" || { echo "$mode: the server stopped answering" >&2; exit 1; }
+}
+
+# mode -> "2xx/s p50_us p99_us non-2xx 202s handled-without-202 handover_p50 handover_p99
+#          handler-first backlog drain_s server-core-busy-%"
+run_inbox() {
+  local url= db=
+  case "$1" in
+    inbox-sqlite*) url="sqlite://$INBOX_DIR/$1-$round.db" ;;
+    inbox-postgres*)
+      db="ringyo_load_${1//-/_}_${round}_$$"
+      psql "$RINGYO_TEST_POSTGRES_URL" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $db" >/dev/null
+      url="$PG_BASE/$db" ;;
+  esac
+  LOAD_INBOX_URL=$url "${PIN_SERVER[@]}" "$BIN" serve "$1" "127.0.0.1:$PORT" & SERVER=$!
+  trap 'kill "$SERVER" 2>/dev/null || true' EXIT
+  wait_ready
+  # Another process on the port would answer in its place.
+  kill -0 "$SERVER" 2>/dev/null || { echo "$1: the server exited at start" >&2; exit 1; }
+  local warm out
+  warm=$(POOL_FILE="$WORK/warm.txt" "${PIN_LOAD[@]}" \
+    wrk -t1 -c"$CONNECTIONS" -d1s --timeout 5s -s "$WORK/pool.lua" "$URL" | grep '^RESULT')
+  # The server's CPU time, and each core's busy time whatever ran on it (core 1: wrk, and
+  # Postgres), from the measured run's first answer (wrk first reads the pool) to its end.
+  sleep 1 # the warm-up's last requests finish
+  local answered ticks cores busy started ended
+  answered=$(report stats | awk '/^answered_/ { n += $2 } END { print n }') || exit 1
+  POOL_FILE="$WORK/pool.txt" "${PIN_LOAD[@]}" \
+    wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --timeout 5s -s "$WORK/pool.lua" "$URL" \
+    >"$WORK/wrk.out" & local load=$!
+  until [ "$(report stats | awk '/^answered_/ { n += $2 } END { print n }')" -gt "$answered" ]; do
+    kill -0 "$load" 2>/dev/null || break
+    sleep 0.02
+  done
+  ticks=$(cpu_ticks "$SERVER") cores=$(core_ticks) started=$(date +%s.%N)
+  wait "$load" || { echo "$1: wrk failed" >&2; exit 1; }
+  ended=$(date +%s.%N)
+  out=$(grep '^RESULT' "$WORK/wrk.out")
+  busy=$(awk "BEGIN { printf \"%.0f\", ($(cpu_ticks "$SERVER") - $ticks) / $(getconf CLK_TCK) * 100 / ($ended - $started) }")
+  cores=$(paste -d' ' <(tr ' ' '\n' <<<"$cores" | grep .) <(core_ticks | tr ' ' '\n' | grep .) \
+    | awk -v hz="$(getconf CLK_TCK)" -v s="$(awk "BEGIN { print $ended - $started }")" \
+      '{ printf "%s%.0f", (NR > 1 ? "/" : ""), ($2 - $1) / hz * 100 / s }')
+  # The drain (bounded): until the handler has started on every delivery answered 202, and
+  # the handler count is the 202s plus the deliveries committed whose request wrk cut off at
+  # the end of a run (their 202 was never sent; matched by delivery id, see /latency).
+  local stats latency backlog stopped now drained=no
+  stats=$(report stats) || exit 1
+  backlog=$(($(value_of answered_202 <<<"$stats") - $(value_of handled <<<"$stats")))
+  stopped=$(date +%s.%N) now=$stopped
+  local handled acked unacked
+  while awk "BEGIN { exit !($now - $stopped < $DRAIN_LIMIT) }"; do
+    latency=$(report latency) || exit 1
+    stats=$(report stats) || exit 1
+    handled=$(value_of handled <<<"$stats") acked=$(value_of answered_202 <<<"$stats")
+    unacked=$(value_of handled_unacked <<<"$latency")
+    if [ "$(value_of acked_unhandled <<<"$latency")" = 0 ] && [ $((handled - unacked)) = "$acked" ]; then
+      drained=yes; break
+    fi
+    sleep 0.1
+    now=$(date +%s.%N)
+  done
+  local drain
+  drain=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $stopped }")
+  kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
+  if [ -n "$db" ]; then
+    psql "$RINGYO_TEST_POSTGRES_URL" -v ON_ERROR_STOP=1 -qc "DROP DATABASE $db WITH (FORCE)" >/dev/null
+  fi
+  rm -f "$INBOX_DIR/$1-$round.db"*
+  local warm_errors warm_requests warm_status ok_rps p50 p99 errors requests status
+  read -r _ _ _ _ warm_errors warm_requests warm_status _ <<<"$warm"
+  read -r _ _ p50 p99 errors requests status ok_rps <<<"$out"
+  local duplicates others reruns
+  duplicates=$(value_of answered_200 <<<"$stats") others=$(value_of answered_other <<<"$stats")
+  reruns=$(value_of reruns <<<"$latency")
+  [ $((warm_requests + CONNECTIONS)) -le "$WARM_POOL" ] && [ $((requests + CONNECTIONS)) -le "$POOL" ] || {
+    echo "$1: the pool of distinct deliveries ran out ($warm_requests warm-up, $requests measured" \
+      "requests); raise POOL" >&2; exit 1; }
+  # Non-2xx answers and socket errors are reported, not fatal: they are what is measured.
+  if [ $((duplicates + others + warm_errors + errors)) -gt 0 ]; then
+    echo "$1 round $round: NOT ACKNOWLEDGED: $duplicates answered 200 (duplicate), $others answered" \
+      "neither 202 nor 200; wrk: $((warm_status + status)) status errors, $((warm_errors + errors)) errors" \
+      "in all (status, connect, read, write, time-out)" >&2
+  fi
+  [ "$(value_of acked_unhandled <<<"$latency")" = 0 ] || {
+    echo "$1: FAILED: $(value_of acked_unhandled <<<"$latency") deliveries answered 202 were not" \
+      "handled ${DRAIN_LIMIT}s after the load stopped" >&2; exit 1; }
+  # At most one cut-off request per connection, at the end of the warm-up and of the run.
+  [ "$drained" = yes ] && [ "$unacked" -le $((2 * CONNECTIONS)) ] && [ "$reruns" = 0 ] || {
+    echo "$1: FAILED: the handler ran $handled times ($reruns reruns) for $acked deliveries" \
+      "answered 202 and $unacked committed whose request was cut off" >&2; exit 1; }
+  echo "$ok_rps $p50 $p99 $((duplicates + others)) $acked $unacked $(value_of p50_us <<<"$latency")" \
+    "$(value_of p99_us <<<"$latency") $(value_of handler_first <<<"$latency") $backlog $drain $busy $cores"
+}
+
+# One pass over every mode, $ROUNDS rounds, and its table. With a pace, each connection waits
+# that many ms before each request: a load every mode keeps up with, for the time from 2xx to
+# the handler's start when there is no backlog.
+inbox_pass() { # [pace_ms]
+  local pace=${1:-} mode line group
+  if [ -n "$pace" ]; then
+    echo "paced: each of the $CONNECTIONS connections waits ${pace} ms before each request"
+  else
+    echo "saturated: each of the $CONNECTIONS connections sends its next request on the last answer"
+  fi
+  declare -A results=()
+  for round in $(seq 1 "$ROUNDS"); do
+    for mode in "${INBOX_MODES[@]}"; do
+      line=$(LOAD_DELAY_MS=$pace run_inbox "$mode")
+      echo "round $round $mode${pace:+ (paced)}: $line" >&2
+      results[$mode]+="$line"$'\n'
+    done
+  done
+  declare -A rps=() p50=() p99=() bad=() acked=() cut=() h50=() h99=() first=() backlog=() drain=() busy=() cores=()
+  for mode in "${INBOX_MODES[@]}"; do
+    line=$(printf '%s' "${results[$mode]}" | median)
+    read -r rps[$mode] p50[$mode] p99[$mode] bad[$mode] acked[$mode] cut[$mode] h50[$mode] \
+      h99[$mode] first[$mode] backlog[$mode] drain[$mode] busy[$mode] cores[$mode] <<<"$line"
+  done
+  echo "| body | mode | 2xx/s | p50 | p99 | vs queue | group commit vs single | non-2xx | 202s (all handled) | handled, 202 cut off | 2xx to handler p50 | p99 | backlog at stop | drain | server CPU | cores busy |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  for mode in "${INBOX_MODES[@]}"; do
+    case "$mode" in
+      inbox-*-single) group=1.000 ;;
+      inbox-*) group=$(awk "BEGIN { printf \"%.3f\", ${rps[$mode]} / ${rps[$mode-single]} }") ;;
+      *) group=- ;;
+    esac
+    printf '| 2048 | %s | %.0f | %.0f µs | %.0f µs | %.3f | %s | %d | %d | %d | %d µs | %d µs | %d | %s s | %d%% | %s%% |\n' \
+      "$mode" "${rps[$mode]}" "${p50[$mode]}" "${p99[$mode]}" \
+      "$(awk "BEGIN { print ${rps[$mode]} / ${rps[queue]} }")" "$group" "${bad[$mode]}" \
+      "${acked[$mode]}" "${cut[$mode]}" "${h50[$mode]}" "${h99[$mode]}" "${backlog[$mode]}" "${drain[$mode]}" \
+      "${busy[$mode]}" "${cores[$mode]}"
+  done
+  echo
+}
+inbox_pass
+# 64 connections a request each 64 ms or so: about 1,000 deliveries/s, under what the slowest
+# mode (Postgres, a transaction per delivery) commits.
+inbox_pass "${LOAD_PACE_MS:-64}"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+fi

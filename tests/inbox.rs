@@ -18,7 +18,7 @@ use common::{envelope, sign};
 use ringyo_webhook::{
     inbox::{
         sqlx, Backoff, ClaimedDelivery, DeadDelivery, Handler, Inbox, InboxError, InboxFuture,
-        InboxStats, InboxStore, Job, NewDelivery, Settle, SqlInbox, Stored,
+        InboxStats, InboxStore, Job, NewDelivery, Settlement, SqlInbox, Stored,
     },
     ClaimToken, DeliveryId, Event,
 };
@@ -308,6 +308,9 @@ struct Flaky {
     inner: SqlInbox,
     failing: AtomicBool,
     transactions: AtomicUsize,
+    /// Calls to `settle`, and the settlements they carried.
+    settle_calls: AtomicUsize,
+    settlements: AtomicUsize,
 }
 
 impl InboxStore for Flaky {
@@ -327,8 +330,11 @@ impl InboxStore for Flaky {
     ) -> InboxFuture<'_, Vec<ClaimedDelivery>> {
         self.inner.claim(now, lease_until, limit, token)
     }
-    fn settle(&self, id: DeliveryId, token: ClaimToken, outcome: Settle) -> InboxFuture<'_, bool> {
-        self.inner.settle(id, token, outcome)
+    fn settle<'a>(&'a self, settlements: &'a [Settlement]) -> InboxFuture<'a, Vec<bool>> {
+        self.settle_calls.fetch_add(1, Ordering::SeqCst);
+        self.settlements
+            .fetch_add(settlements.len(), Ordering::SeqCst);
+        self.inner.settle(settlements)
     }
     fn next_due(&self) -> InboxFuture<'_, Option<DateTime<Utc>>> {
         self.inner.next_due()
@@ -355,6 +361,8 @@ fn flaky(database: &common::inbox::Database) -> Arc<Flaky> {
         inner: database.open(),
         failing: AtomicBool::new(false),
         transactions: AtomicUsize::new(0),
+        settle_calls: AtomicUsize::new(0),
+        settlements: AtomicUsize::new(0),
     })
 }
 
@@ -408,6 +416,41 @@ async fn deliveries_arriving_together_share_commits_and_each_is_answered_after_i
             assert_eq!(transactions, 64);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handlers_finishing_together_share_the_commit_of_their_outcomes() {
+    let database = common::inbox::sqlite();
+    let store = flaky(&database);
+    let inbox = Inbox::from_arc(store.clone());
+    let addr = serve(&inbox).await;
+    for n in 0..64 {
+        assert_eq!(send(addr, &credits(n)).await.0, 202);
+    }
+    // Sixteen at a time, released together.
+    let together = Arc::new(tokio::sync::Barrier::new(16));
+    let worker = inbox
+        .worker(move |_: Job<Event>| {
+            let together = Arc::clone(&together);
+            async move {
+                together.wait().await;
+                Ok::<(), String>(())
+            }
+        })
+        .concurrency(16);
+    let running = tokio::spawn(worker.run(std::future::pending()));
+    let stats = until(&inbox, |stats| stats.done == 64).await;
+    running.abort();
+    assert_eq!((stats.pending, stats.running, stats.dead), (0, 0, 0));
+    let (calls, settlements) = (
+        store.settle_calls.load(Ordering::SeqCst),
+        store.settlements.load(Ordering::SeqCst),
+    );
+    assert!(settlements >= 64, "{settlements}");
+    assert!(
+        calls <= settlements / 2,
+        "{calls} transactions for {settlements} outcomes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

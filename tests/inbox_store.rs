@@ -9,7 +9,7 @@ use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
 use common::{inbox::databases, stores::ids};
 use ringyo_webhook::{
-    inbox::{InboxStore, NewDelivery, Settle, SqlInbox, Stored},
+    inbox::{InboxStore, NewDelivery, Settle, Settlement, SqlInbox, Stored},
     ClaimToken, Clock, DeliveryId, SystemClock,
 };
 
@@ -31,6 +31,16 @@ fn ms(n: i64) -> TimeDelta {
 async fn due(store: &SqlInbox, at: DateTime<Utc>, token: ClaimToken) -> Vec<(DeliveryId, u32)> {
     let claimed = store.claim(at, at + ms(60_000), 10, token).await.unwrap();
     claimed.iter().map(|c| (c.id, c.attempt)).collect()
+}
+
+/// Settles one delivery on its own; whether `token` still held it.
+async fn settle(store: &SqlInbox, id: DeliveryId, token: ClaimToken, outcome: Settle) -> bool {
+    let held = store
+        .settle(&[Settlement { id, token, outcome }])
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    held[0]
 }
 
 /// Runs `case` on every engine available, each on a database of its own.
@@ -109,7 +119,7 @@ async fn a_lease_hides_a_delivery_until_it_runs_out_and_only_its_holder_settles(
         let extend = Settle::Extend {
             lease_until: now + ms(5000),
         };
-        assert!(store.settle(id(1), first, extend).await.unwrap());
+        assert!(settle(&store, id(1), first, extend).await);
         assert!(store
             .claim(now + ms(1001), now + ms(9000), 10, second)
             .await
@@ -123,8 +133,8 @@ async fn a_lease_hides_a_delivery_until_it_runs_out_and_only_its_holder_settles(
             .unwrap();
         assert_eq!((again.len(), again[0].attempt), (1, 2));
         let done = Settle::Done { at: now };
-        assert!(!store.settle(id(1), first, done.clone()).await.unwrap());
-        assert!(store.settle(id(1), second, done).await.unwrap());
+        assert!(!settle(&store, id(1), first, done.clone()).await);
+        assert!(settle(&store, id(1), second, done).await);
         assert_eq!(store.stats().await.unwrap().done, 1);
         assert!(store
             .claim(now + ms(99_000), now + ms(99_999), 10, first)
@@ -153,11 +163,8 @@ async fn a_retry_comes_due_at_its_time_and_a_release_does_not_count_an_attempt()
             at: now + ms(10_000),
             error: "down".into(),
         };
-        assert!(store.settle(id(1), token, retry).await.unwrap());
-        assert!(store
-            .settle(id(2), token, Settle::Release { at: now })
-            .await
-            .unwrap());
+        assert!(settle(&store, id(1), token, retry).await);
+        assert!(settle(&store, id(2), token, Settle::Release { at: now }).await);
         let next_due = || async {
             store
                 .next_due()
@@ -168,10 +175,7 @@ async fn a_retry_comes_due_at_its_time_and_a_release_does_not_count_an_attempt()
         assert_eq!(next_due().await, Some(now.timestamp_millis()));
 
         assert_eq!(due(&store, now, token).await, [(id(2), 1)], "not counted");
-        assert!(store
-            .settle(id(2), token, Settle::Done { at: now })
-            .await
-            .unwrap());
+        assert!(settle(&store, id(2), token, Settle::Done { at: now }).await);
         assert_eq!(
             next_due().await,
             Some((now + ms(10_000)).timestamp_millis())
@@ -194,7 +198,7 @@ async fn a_dead_letter_is_listed_with_its_error_and_replays_from_the_first_attem
             at: now + ms(5),
             error: "the handler panicked: boom".into(),
         };
-        assert!(store.settle(id(1), token, dead).await.unwrap());
+        assert!(settle(&store, id(1), token, dead).await);
         assert!(due(&store, now + ms(99_000), token).await.is_empty());
 
         let listed = store.dead(10).await.unwrap();
@@ -220,43 +224,66 @@ async fn pruning_deletes_only_deliveries_handled_before_the_cut() {
         let batch: Vec<_> = (1..=4).map(|n| delivery(id(n), now, "{}")).collect();
         store.store(&batch).await.unwrap();
         let token = ClaimToken::new();
-        store.claim(now, now + ms(1000), 3, token).await.unwrap();
-        let claimed: HashSet<_> = (1..=4).map(&id).collect();
-        let mut settled = claimed.iter().copied();
-        let (old, new, dead) = (
-            settled.next().unwrap(),
-            settled.next().unwrap(),
-            settled.next().unwrap(),
-        );
-        // Three of the four were claimed; settle whichever they were.
-        for (which, outcome) in [
-            (
-                old,
-                Settle::Done {
-                    at: now - ms(10_000),
-                },
-            ),
+        let claimed = due(&store, now, token).await;
+        let [old, new, dead, _] = [0, 1, 2, 3].map(|at| claimed[at].0);
+        let long_ago = now - ms(10_000);
+        let settlements = [
+            (old, Settle::Done { at: long_ago }),
             (new, Settle::Done { at: now }),
             (
                 dead,
                 Settle::Dead {
-                    at: now - ms(10_000),
+                    at: long_ago,
                     error: "x".into(),
                 },
             ),
-        ] {
-            store.settle(which, token, outcome).await.unwrap();
-        }
-        let before = store.stats().await.unwrap();
-        let pruned = store.prune(now - ms(1)).await.unwrap();
+        ]
+        .map(|(id, outcome)| Settlement { id, token, outcome });
+        assert_eq!(store.settle(&settlements).await.unwrap(), [true; 3]);
+
+        assert_eq!(store.prune(now - ms(1)).await.unwrap(), 1);
         let after = store.stats().await.unwrap();
-        assert!(pruned <= 1);
-        assert_eq!(after.done, before.done - pruned);
-        assert_eq!(after.dead, before.dead, "dead letters are never pruned");
         assert_eq!(
-            after.pending + after.running,
-            before.pending + before.running
+            (after.running, after.done, after.dead),
+            (1, 1, 1),
+            "only the old handled one is gone; dead letters are never pruned"
         );
+        assert_eq!(store.prune(now - ms(1)).await.unwrap(), 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settlements_in_one_call_apply_each_only_where_its_token_holds() {
+    on_every_engine(|store| async move {
+        let id = ids();
+        let now = SystemClock.now();
+        let batch: Vec<_> = (1..=3).map(|n| delivery(id(n), now, "{}")).collect();
+        store.store(&batch).await.unwrap();
+        let (mine, stranger) = (ClaimToken::new(), ClaimToken::new());
+        assert_eq!(due(&store, now, mine).await.len(), 3);
+
+        let done = Settle::Done { at: now };
+        let settlements = [
+            (id(3), mine, done.clone()),
+            (id(1), stranger, done.clone()),
+            (id(2), mine, done),
+            (id(1), mine, Settle::Release { at: now }),
+        ]
+        .map(|(id, token, outcome)| Settlement { id, token, outcome });
+        assert_eq!(
+            store.settle(&settlements).await.unwrap(),
+            [true, false, true, true],
+            "answers in the order asked"
+        );
+        let stats = store.stats().await.unwrap();
+        assert_eq!((stats.pending, stats.running, stats.done), (1, 0, 2));
+        assert_eq!(
+            due(&store, now, mine).await,
+            [(id(1), 1)],
+            "released, not done"
+        );
+        assert!(store.settle(&[]).await.unwrap().is_empty());
     })
     .await;
 }

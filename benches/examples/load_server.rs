@@ -14,6 +14,17 @@
 //! at `$LOAD_REDIS_URL`, default `redis://127.0.0.1:6379`, under a key prefix of its own).
 //! Every server also answers `GET /stats` with how many times its handler ran.
 //!
+//! The durable inbox (`benches/inbox.sh`): `queue` is the in-memory receiver the inbox
+//! replaced: the layer, then a handler that `try_send`s the `RingyoEvent` on a bounded tokio
+//! channel and answers 202, with a task draining it. `inbox-sqlite`, `inbox-sqlite-single`,
+//! `inbox-postgres`, `inbox-postgres-single`: the layer, then `Inbox::service()` on the
+//! database at `$LOAD_INBOX_URL` (`sqlite://PATH` or `postgres://...`), with group commit
+//! (default `max_batch`) or one transaction per delivery (`max_batch(1)`), and a worker
+//! (concurrency `$LOAD_WORKER_CONCURRENCY`, default 64, as many as wrk's connections) in the
+//! same process whose handler only counts. In these modes `GET /stats`
+//! also counts the webhook route's answers by status, and `GET /latency` gives the time from a
+//! delivery's 202 to its handler starting (matched by delivery id), p50 and p99.
+//!
 //! `payload` writes a signed `call.transcript.ready` body of about BYTES to BODY_FILE and prints
 //! its signature. With a store every copy of one body after the first is a duplicate (answered
 //! 200 without running the handler), so `pool` writes COUNT distinct deliveries instead, one a
@@ -24,26 +35,38 @@
 //! generator can have the other core.
 
 use std::{
+    collections::HashMap,
     convert::Infallible,
+    future::Future,
     io::{BufWriter, Write},
-    sync::atomic::{AtomicU64, Ordering},
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        LazyLock, Mutex,
+    },
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use axum::{
     body::{Body, Bytes},
-    http::{HeaderMap, Request, StatusCode},
-    routing::{get, post},
+    extract::State,
+    http::{HeaderMap, Request, Response, StatusCode},
+    middleware::map_response,
+    routing::{get, post, post_service},
     Json, Router,
 };
 use hmac::{Hmac, Mac};
 use ringyo_webhook::{
-    replay::RedisDeliveryStore, testing::TestDelivery, MemoryDeliveryStore, RingyoEvent,
-    RingyoWebhookLayer,
+    inbox::{Inbox, Job},
+    replay::RedisDeliveryStore,
+    testing::TestDelivery,
+    DeliveryId, MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer, VerifiedPayload,
 };
 use serde_json::Value;
 use sha2::Sha256;
-use tower::ServiceExt;
+use tokio::sync::mpsc;
+use tower::{Service, ServiceExt};
 
 const SECRET: &str = "whsec_load_test_secret";
 const PATH: &str = "/webhooks/ringyo";
@@ -53,6 +76,17 @@ const MEMORY_CAPACITY: usize = 2_000_000;
 
 /// How many times a handler ran, for `GET /stats`: with a store, a duplicate does not run it.
 static HANDLED: AtomicU64 = AtomicU64::new(0);
+/// The webhook route's answers in the `queue` and `inbox-*` modes, for `GET /stats`: 202
+/// (accepted), 200 (a duplicate) and anything else.
+static ANSWERED_202: AtomicU64 = AtomicU64::new(0);
+static ANSWERED_200: AtomicU64 = AtomicU64::new(0);
+static ANSWERED_OTHER: AtomicU64 = AtomicU64::new(0);
+/// The `queue` mode's channel: far above what a run sends, so `try_send` never finds it full
+/// (a full queue would answer 503, which `inbox.sh` reports).
+const QUEUE_CAPACITY: usize = 1 << 22;
+/// The time from each delivery's 202 to its handler starting, in the `queue` and `inbox-*`
+/// modes.
+static HANDOVER: LazyLock<Handover> = LazyLock::new(Handover::default);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -133,6 +167,21 @@ fn serve(mode: &str, addr: &str) -> Result<(), Box<dyn std::error::Error>> {
         "layer" | "layer-memory" | "layer-redis" => {
             Router::new().route(PATH, post(verified).route_layer(layer(mode, &redis_url)?))
         }
+        "queue"
+        | "inbox-sqlite"
+        | "inbox-sqlite-single"
+        | "inbox-postgres"
+        | "inbox-postgres-single" => {
+            let service = if mode == "queue" {
+                queue()
+            } else {
+                runtime.block_on(inbox(mode))?
+            };
+            Router::new()
+                .route(PATH, service.route_layer(RingyoWebhookLayer::new(SECRET)?))
+                .layer(map_response(count_answer))
+                .route("/latency", get(|| async { HANDOVER.report() }))
+        }
         "manual" => Router::new().route(PATH, post(hand_written)),
         "none" => Router::new().route(
             PATH,
@@ -153,13 +202,207 @@ fn serve(mode: &str, addr: &str) -> Result<(), Box<dyn std::error::Error>> {
     }
     .route(
         "/stats",
-        get(|| async { format!("handled {}\n", HANDLED.load(Ordering::Relaxed)) }),
+        get(|| async {
+            format!(
+                "handled {}\nanswered_202 {}\nanswered_200 {}\nanswered_other {}\n",
+                HANDLED.load(Ordering::Relaxed),
+                ANSWERED_202.load(Ordering::Relaxed),
+                ANSWERED_200.load(Ordering::Relaxed),
+                ANSWERED_OTHER.load(Ordering::Relaxed),
+            )
+        }),
     );
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         axum::serve(listener, app).await
     })?;
     Ok(())
+}
+
+/// The `queue` route: today's in-memory receiver before the inbox (`examples/receiver.rs`
+/// until the inbox replaced it): `try_send` the event on a bounded channel, answer 202 (503 if
+/// full), and a task drains the channel, running the handler (here: count) on each event.
+fn queue() -> axum::routing::MethodRouter {
+    let (sender, mut events) = mpsc::channel::<RingyoEvent<Value>>(QUEUE_CAPACITY);
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            HANDOVER.started(event.delivery_id);
+            HANDLED.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let enqueue = |State(queue): State<mpsc::Sender<RingyoEvent<Value>>>,
+                   event: RingyoEvent<Value>| async move {
+        match queue.try_send(event) {
+            Ok(()) => StatusCode::ACCEPTED,
+            Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    };
+    post_service(Acked(axum::handler::Handler::with_state(enqueue, sender)))
+}
+
+/// An `inbox-*` route: `Inbox::service()` on `$LOAD_INBOX_URL` (created and migrated here,
+/// before serving), and a worker (concurrency `$LOAD_WORKER_CONCURRENCY`, default 64) whose
+/// handler only counts.
+async fn inbox(mode: &str) -> Result<axum::routing::MethodRouter, Box<dyn std::error::Error>> {
+    let url = std::env::var("LOAD_INBOX_URL").map_err(|_| "LOAD_INBOX_URL is not set")?;
+    let engine = if mode.starts_with("inbox-sqlite") {
+        "sqlite://"
+    } else {
+        "postgres://"
+    };
+    if !url.starts_with(engine) {
+        return Err(format!("{mode} needs a {engine} LOAD_INBOX_URL").into());
+    }
+    let mut inbox = Inbox::open(&url)?;
+    if mode.ends_with("-single") {
+        inbox = inbox.max_batch(1);
+    }
+    inbox.ping().await?;
+    let worker = inbox
+        .worker(|job: Job<Value>| async move {
+            HANDOVER.started(job.delivery_id());
+            HANDLED.fetch_add(1, Ordering::Relaxed);
+            Ok::<(), String>(())
+        })
+        .concurrency(worker_concurrency()?);
+    tokio::spawn(worker.run(std::future::pending()));
+    Ok(post_service(Acked(inbox.service())))
+}
+
+fn worker_concurrency() -> Result<usize, Box<dyn std::error::Error>> {
+    match std::env::var("LOAD_WORKER_CONCURRENCY") {
+        Ok(value) => Ok(value.parse()?),
+        Err(_) => Ok(64),
+    }
+}
+
+/// Counts the webhook route's answers by status.
+async fn count_answer(response: axum::response::Response) -> axum::response::Response {
+    match response.status() {
+        StatusCode::ACCEPTED => &ANSWERED_202,
+        StatusCode::OK => &ANSWERED_200,
+        _ => &ANSWERED_OTHER,
+    }
+    .fetch_add(1, Ordering::Relaxed);
+    response
+}
+
+/// Wraps the service behind the layer: when its response resolves with 202, records the
+/// instant for the delivery's id (from the `VerifiedPayload` the layer put in the request).
+#[derive(Clone)]
+struct Acked<S>(S);
+
+impl<S, B> Service<Request<Body>> for Acked<S>
+where
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible>,
+    S::Future: Send + 'static,
+    B: 'static,
+{
+    type Response = Response<B>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<B>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let id = request
+            .extensions()
+            .get::<VerifiedPayload>()
+            .map(VerifiedPayload::delivery_id);
+        let answer = self.0.call(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            if let (Some(id), StatusCode::ACCEPTED) = (id, response.status()) {
+                HANDOVER.acked(id);
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Matches each delivery's 202 with its handler's start. Usually the 202 comes first; the
+/// handler may also start before the 202 is recorded (the worker claims the row as soon as it
+/// is committed), which counts as a negative time.
+#[derive(Default)]
+struct Handover {
+    open: Mutex<HashMap<DeliveryId, Mark>>,
+    /// Handler start minus 202, in µs.
+    micros: Mutex<Vec<i64>>,
+    /// Handler starts for a delivery already handled (a rerun); none are expected.
+    reruns: AtomicU64,
+}
+
+enum Mark {
+    Acked(Instant),
+    Started(Instant),
+}
+
+impl Handover {
+    fn acked(&self, id: DeliveryId) {
+        let now = Instant::now();
+        let mut open = self.open.lock().expect("not poisoned");
+        match open.remove(&id) {
+            Some(Mark::Started(at)) => self.sample(-micros(now - at)),
+            _ => {
+                open.insert(id, Mark::Acked(now));
+            }
+        }
+    }
+
+    fn started(&self, id: DeliveryId) {
+        let now = Instant::now();
+        let mut open = self.open.lock().expect("not poisoned");
+        match open.remove(&id) {
+            Some(Mark::Acked(at)) => self.sample(micros(now - at)),
+            Some(mark @ Mark::Started(_)) => {
+                open.insert(id, mark);
+                self.reruns.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                open.insert(id, Mark::Started(now));
+            }
+        }
+    }
+
+    fn sample(&self, micros: i64) {
+        self.micros.lock().expect("not poisoned").push(micros);
+    }
+
+    /// `samples`, p50 and p99 in µs, how many handlers started before their 202 was recorded,
+    /// and what is unmatched: 202s whose handler has not started, handlers whose delivery was
+    /// never answered 202 (its request was cut off after the row was committed), reruns.
+    fn report(&self) -> String {
+        let mut micros = self.micros.lock().expect("not poisoned").clone();
+        micros.sort_unstable();
+        let percentile = |p: usize| {
+            micros
+                .get((micros.len() * p / 100).min(micros.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
+        let open = self.open.lock().expect("not poisoned");
+        let acked_unhandled = open
+            .values()
+            .filter(|mark| matches!(mark, Mark::Acked(_)))
+            .count();
+        format!(
+            "samples {}\np50_us {}\np99_us {}\nhandler_first {}\nacked_unhandled {}\n\
+             handled_unacked {}\nreruns {}\n",
+            micros.len(),
+            percentile(50),
+            percentile(99),
+            micros.iter().filter(|&&micros| micros < 0).count(),
+            acked_unhandled,
+            open.len() - acked_unhandled,
+            self.reruns.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// Deliveries one at a time through the layer, in this process (`oneshot`, no HTTP): `rounds`

@@ -7,10 +7,10 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
 use super::{
-    commit::{self, Pending},
+    commit::Batcher,
     job::Handler,
     service::InboxService,
     store::{now, DeadDelivery, InboxError, InboxStats, InboxStore, NewDelivery, Stored},
@@ -60,8 +60,8 @@ pub struct Inbox {
 }
 
 struct Shared {
-    /// The group-commit task's queue, started by the first delivery.
-    committer: OnceLock<mpsc::Sender<Pending>>,
+    /// The group-commit task, started by the first delivery.
+    committer: OnceLock<Batcher<NewDelivery, Stored>>,
     /// Bumped after each commit that stored something new: wakes this process's workers.
     stored: watch::Sender<u64>,
 }
@@ -141,34 +141,46 @@ impl Inbox {
         received_at: DateTime<Utc>,
     ) -> Result<Stored, InboxError> {
         let delivery = new_delivery(payload, received_at);
-        let (reply, outcome) = oneshot::channel();
-        let timeout = self.config.commit_timeout;
-        let wait = async {
-            self.committer()
-                .send(Pending { delivery, reply })
-                .await
-                .map_err(|_| InboxError::Closed)?;
-            match outcome.await {
-                Ok(Ok(stored)) => Ok(stored),
-                Ok(Err(err)) => Err(InboxError::database(err)),
-                Err(_) => Err(InboxError::Closed),
-            }
-        };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .unwrap_or(Err(InboxError::TimedOut))
+        tokio::time::timeout(
+            self.config.commit_timeout,
+            self.committer().submit(delivery),
+        )
+        .await
+        .unwrap_or(Err(InboxError::TimedOut))
     }
 
-    fn committer(&self) -> &mpsc::Sender<Pending> {
+    fn committer(&self) -> &Batcher<NewDelivery, Stored> {
         self.shared.committer.get_or_init(|| {
-            let (sender, queue) = mpsc::channel(commit::QUEUE);
-            tokio::spawn(commit::run(
-                Arc::clone(&self.store),
-                queue,
-                self.shared.stored.clone(),
+            let store = Arc::clone(&self.store);
+            let stored = self.shared.stored.clone();
+            let mut failing = false;
+            Batcher::spawn(
                 self.config.max_batch,
-            ));
-            sender
+                move |deliveries| {
+                    let store = Arc::clone(&store);
+                    async move { store.store(&deliveries).await }
+                },
+                move |result| match result {
+                    Ok(outcomes) => {
+                        if failing {
+                            tracing::info!("the inbox commits again");
+                            failing = false;
+                        }
+                        if outcomes.contains(&Stored::New) {
+                            // This process's workers; other processes hear the database's NOTIFY.
+                            wake(&stored);
+                        }
+                    }
+                    // Once per outage, not once per delivery.
+                    Err(err) if !failing => {
+                        tracing::error!(
+                            "the inbox cannot commit deliveries ({err}); answering 503 until it can"
+                        );
+                        failing = true;
+                    }
+                    Err(_) => {}
+                },
+            )
         })
     }
 

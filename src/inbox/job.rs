@@ -9,7 +9,8 @@ use tracing::Instrument;
 
 use super::{
     backoff::Backoff,
-    store::{now, ClaimedDelivery, InboxStore, Settle},
+    commit::Batcher,
+    store::{now, ClaimedDelivery, Settle, Settlement},
 };
 use crate::{
     event::{Event, FromEventData},
@@ -115,7 +116,8 @@ impl Policy {
 
 /// Everything one delivery's task needs.
 pub(super) struct Run<T, H> {
-    pub(super) store: Arc<dyn InboxStore>,
+    /// The worker's group commit for outcomes and lease extensions.
+    pub(super) settler: Batcher<Settlement, bool>,
     pub(super) handler: Arc<H>,
     pub(super) token: ClaimToken,
     pub(super) policy: Policy,
@@ -188,11 +190,7 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
     /// Keeps the lease while the handler runs.
     async fn extend(&self, id: DeliveryId) {
         let lease_until = now() + self.policy.lease;
-        match self
-            .store
-            .settle(id, self.token, Settle::Extend { lease_until })
-            .await
-        {
+        match self.settle(id, Settle::Extend { lease_until }).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!(
                 "the lease was lost (it ran out and another worker took the delivery); \
@@ -202,13 +200,18 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
         }
     }
 
+    async fn settle(&self, id: DeliveryId, outcome: Settle) -> Result<bool, super::InboxError> {
+        let token = self.token;
+        self.settler.submit(Settlement { id, token, outcome }).await
+    }
+
     /// Records `settle`, retrying while the database is away, for as long as the lease lasts:
     /// after that another worker may have the delivery, and it runs again (at least once).
     async fn record(&self, id: DeliveryId, settle: Settle) {
         let give_up = tokio::time::Instant::now() + self.policy.lease;
         let mut pause = Duration::from_millis(100);
         loop {
-            match self.store.settle(id, self.token, settle.clone()).await {
+            match self.settle(id, settle.clone()).await {
                 Ok(true) => return,
                 Ok(false) => {
                     tracing::warn!("the lease was lost before the outcome was recorded");

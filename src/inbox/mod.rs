@@ -67,7 +67,7 @@ pub use service::{InboxResponseFuture, InboxService};
 pub use sql::SqlInbox;
 pub use store::{
     ClaimedDelivery, DeadDelivery, InboxError, InboxFuture, InboxStats, InboxStore, NewDelivery,
-    Settle, Stored,
+    Settle, Settlement, Stored,
 };
 pub use worker::Worker;
 // The SQL crate whose pool `SqlInbox::with_pool` takes, so users name the same version.

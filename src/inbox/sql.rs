@@ -18,7 +18,7 @@ use super::{
     dialect::Dialect,
     store::{
         ClaimedDelivery, DeadDelivery, InboxError, InboxFuture, InboxStats, InboxStore,
-        NewDelivery, Settle, Stored,
+        NewDelivery, Settle, Settlement, Stored,
     },
 };
 use crate::{replay::ClaimToken, verify::DeliveryId};
@@ -209,35 +209,41 @@ impl SqlInbox {
         rows.iter().map(claimed).collect()
     }
 
-    async fn settle_one(
-        &self,
-        id: DeliveryId,
-        token: ClaimToken,
-        outcome: Settle,
-    ) -> Result<bool, InboxError> {
+    async fn settle_all(&self, settlements: &[Settlement]) -> Result<Vec<bool>, InboxError> {
         let pool = self.ready().await?;
-        let change = Change::from(outcome);
-        let updated = sqlx::query(
-            "UPDATE ringyo_inbox SET \
-               state = $3, \
-               available_at = COALESCE($4, available_at), \
-               attempts = attempts - $5, \
-               finished_at = $6, \
-               last_error = COALESCE($7, last_error), \
-               lease_token = CASE WHEN $3 = 'running' THEN lease_token ELSE NULL END \
-             WHERE delivery_id = $1 AND lease_token = $2 AND state = 'running'",
-        )
-        .bind(id.to_string())
-        .bind(token.to_string())
-        .bind(change.state)
-        .bind(change.available_at.map(|at| at.timestamp_millis()))
-        .bind(change.attempts_back)
-        .bind(change.finished_at.map(|at| at.timestamp_millis()))
-        .bind(change.error)
-        .execute(pool)
-        .await
-        .map_err(InboxError::database)?;
-        Ok(updated.rows_affected() == 1)
+        let mut tx = self.shared.dialect.begin_write(pool).await?;
+        // In id order, so two workers' batches lock shared rows (a lease that changed hands)
+        // in the same order and never deadlock.
+        let mut order: Vec<usize> = (0..settlements.len()).collect();
+        order.sort_by_key(|&at| settlements[at].id);
+        let mut held = vec![false; settlements.len()];
+        for at in order {
+            let Settlement { id, token, outcome } = &settlements[at];
+            let change = Change::from(outcome.clone());
+            let updated = sqlx::query(
+                "UPDATE ringyo_inbox SET \
+                   state = $3, \
+                   available_at = COALESCE($4, available_at), \
+                   attempts = attempts - $5, \
+                   finished_at = $6, \
+                   last_error = COALESCE($7, last_error), \
+                   lease_token = CASE WHEN $3 = 'running' THEN lease_token ELSE NULL END \
+                 WHERE delivery_id = $1 AND lease_token = $2 AND state = 'running'",
+            )
+            .bind(id.to_string())
+            .bind(token.to_string())
+            .bind(change.state)
+            .bind(change.available_at.map(|at| at.timestamp_millis()))
+            .bind(change.attempts_back)
+            .bind(change.finished_at.map(|at| at.timestamp_millis()))
+            .bind(change.error)
+            .execute(&mut *tx)
+            .await
+            .map_err(InboxError::database)?;
+            held[at] = updated.rows_affected() == 1;
+        }
+        tx.commit().await.map_err(InboxError::database)?;
+        Ok(held)
     }
 
     async fn earliest_due(&self) -> Result<Option<DateTime<Utc>>, InboxError> {
@@ -372,8 +378,8 @@ impl InboxStore for SqlInbox {
         Box::pin(self.claim_due(now, lease_until, limit, token))
     }
 
-    fn settle(&self, id: DeliveryId, token: ClaimToken, outcome: Settle) -> InboxFuture<'_, bool> {
-        Box::pin(self.settle_one(id, token, outcome))
+    fn settle<'a>(&'a self, settlements: &'a [Settlement]) -> InboxFuture<'a, Vec<bool>> {
+        Box::pin(self.settle_all(settlements))
     }
 
     fn next_due(&self) -> InboxFuture<'_, Option<DateTime<Utc>>> {

@@ -22,8 +22,8 @@ pub type InboxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, InboxError>>
 ///
 /// The inbox and its workers know only this trait; [`SqlInbox`](super::SqlInbox) implements
 /// it for SQLite and Postgres. Every method is one transaction. Claims are owned by a
-/// [`ClaimToken`]: a [`settle`](Self::settle) whose token no longer holds the row (its lease
-/// ran out and another worker took it) changes nothing and returns `false`.
+/// [`ClaimToken`]: a [`Settlement`] whose token no longer holds the row (its lease ran out
+/// and another worker took it) changes nothing, and [`settle`](Self::settle) says `false`.
 ///
 /// The crate's stores pass one behaviour suite (`tests/inbox.rs` in the repository).
 pub trait InboxStore: Send + Sync + 'static {
@@ -43,8 +43,10 @@ pub trait InboxStore: Send + Sync + 'static {
         token: ClaimToken,
     ) -> InboxFuture<'_, Vec<ClaimedDelivery>>;
 
-    /// Records what became of a claimed delivery, if `token` still holds it.
-    fn settle(&self, id: DeliveryId, token: ClaimToken, outcome: Settle) -> InboxFuture<'_, bool>;
+    /// Records what became of claimed deliveries, in one transaction, and says for each, in
+    /// order, whether its token still held it (only then is it changed). Returns only after
+    /// the commit is durable.
+    fn settle<'a>(&'a self, settlements: &'a [Settlement]) -> InboxFuture<'a, Vec<bool>>;
 
     /// When the next delivery not yet due becomes due (a retry's back-off), if any.
     fn next_due(&self) -> InboxFuture<'_, Option<DateTime<Utc>>>;
@@ -134,7 +136,18 @@ impl fmt::Debug for ClaimedDelivery {
     }
 }
 
-/// What became of a claimed delivery, for [`InboxStore::settle`].
+/// What became of one claimed delivery, for [`InboxStore::settle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// The delivery.
+    pub id: DeliveryId,
+    /// The claim that must still hold it.
+    pub token: ClaimToken,
+    /// What to record.
+    pub outcome: Settle,
+}
+
+/// What became of a claimed delivery, in a [`Settlement`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Settle {

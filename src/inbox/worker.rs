@@ -10,9 +10,10 @@ use tokio::{
 
 use super::{
     backoff::Backoff,
+    commit::Batcher,
     handle::Inbox,
     job::{Handler, Policy, Run},
-    store::{now, InboxStore},
+    store::{now, InboxStore, Settlement},
 };
 use crate::{event::FromEventData, replay::ClaimToken};
 
@@ -24,6 +25,9 @@ use crate::{event::FromEventData, replay::ClaimToken};
 /// the last attempt dead-lettered (see [`Inbox::dead`] and [`Inbox::replay`]), never dropped.
 /// If the process dies mid-handler, the lease runs out and a worker (here after a restart, or
 /// in another replica) takes the delivery again.
+///
+/// Outcomes of handlers that finish together share one transaction, as accepted deliveries
+/// do, so a fast handler is not held to one delivery per disk flush.
 ///
 /// It wakes as soon as this process stores a delivery, and on Postgres when another replica
 /// does (`LISTEN/NOTIFY`); it also polls, as the fallback. It deletes handled deliveries after
@@ -66,6 +70,9 @@ struct Config {
 
 /// How often a worker deletes handled deliveries past the retention.
 const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
+/// The most outcomes one transaction records (each running handler queues at most two: an
+/// extension and its outcome).
+const MAX_SETTLE_BATCH: usize = 256;
 
 impl<T, H> Worker<T, H>
 where
@@ -150,9 +157,10 @@ where
             Arc::clone(&woken),
             self.config.poll_interval,
         ));
+        let settler = settler(&store);
         let (cancel, cancelled) = watch::channel(false);
         let mut running = JoinSet::new();
-        self.claim_until(shutdown, &store, &woken, &cancelled, &mut running)
+        self.claim_until(shutdown, &store, &woken, &settler, &cancelled, &mut running)
             .await;
         listener.abort();
         tracing::info!(running = running.len(), "worker stopping: no new claims");
@@ -175,6 +183,7 @@ where
         shutdown: impl Future<Output = ()>,
         store: &Arc<dyn InboxStore>,
         woken: &Notify,
+        settler: &Batcher<Settlement, bool>,
         cancelled: &watch::Receiver<bool>,
         running: &mut JoinSet<()>,
     ) {
@@ -191,7 +200,7 @@ where
             let free = self.config.concurrency.saturating_sub(running.len());
             let mut wake_at = Instant::now() + self.config.poll_interval;
             if free > 0 {
-                match self.claim(store, free, cancelled, running).await {
+                match self.claim(store, free, settler, cancelled, running).await {
                     Ok(true) => continue,
                     Ok(false) => {
                         failing = false;
@@ -227,6 +236,7 @@ where
         &self,
         store: &Arc<dyn InboxStore>,
         free: usize,
+        settler: &Batcher<Settlement, bool>,
         cancelled: &watch::Receiver<bool>,
         running: &mut JoinSet<()>,
     ) -> Result<bool, super::InboxError> {
@@ -239,7 +249,7 @@ where
         let filled = claimed.len() == free;
         for delivery in claimed {
             let run = Run::<T, H> {
-                store: Arc::clone(store),
+                settler: settler.clone(),
                 handler: Arc::clone(&self.handler),
                 token,
                 policy: self.config.policy,
@@ -259,6 +269,20 @@ where
             Err(err) => tracing::warn!("cannot prune handled deliveries ({err})"),
         }
     }
+}
+
+/// The worker's group commit for its handlers' outcomes: finishing together, they share one
+/// transaction, as accepted deliveries do. A handler's own task logs a failure.
+fn settler(store: &Arc<dyn InboxStore>) -> Batcher<Settlement, bool> {
+    let store = Arc::clone(store);
+    Batcher::spawn(
+        MAX_SETTLE_BATCH,
+        move |settlements| {
+            let store = Arc::clone(&store);
+            async move { store.settle(&settlements).await }
+        },
+        |_| {},
+    )
 }
 
 /// Wakes the worker whenever another process may have stored a delivery.
