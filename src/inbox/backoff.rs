@@ -52,7 +52,9 @@ impl Backoff {
 
     /// The step for `attempt`, less up to half of it by `unit` in [0, 1).
     fn jittered(&self, attempt: u32, unit: f64) -> Duration {
-        let doublings = attempt.saturating_sub(1).min(32);
+        // 2^31 times any base of a second or more is past every sensible cap; 2^32 would
+        // overflow the multiplier itself.
+        let doublings = attempt.saturating_sub(1).min(31);
         let step = self
             .base
             .checked_mul(1 << doublings)
@@ -78,7 +80,11 @@ mod tests {
             .map(|attempt| backoff.jittered(attempt, 0.0).as_secs())
             .collect();
         assert_eq!(steps, [1, 2, 4, 8, 10, 10]);
-        assert_eq!(backoff.jittered(u32::MAX, 0.0), Duration::from_secs(10));
+        for attempt in [32, 33, 34, 64, u32::MAX] {
+            assert_eq!(backoff.jittered(attempt, 0.0), Duration::from_secs(10));
+        }
+        let tiny = Backoff::new(Duration::from_nanos(1), Duration::from_secs(3600));
+        assert_eq!(tiny.jittered(40, 0.0), Duration::from_nanos(1 << 31));
     }
 
     #[test]

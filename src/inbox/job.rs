@@ -324,11 +324,14 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let finished = runtime.block_on(tokio::spawn(async {
-            panic!("boom");
-            #[allow(unreachable_code)]
-            Ok::<(), String>(())
-        }));
+        let finished = runtime.block_on(async {
+            tokio::spawn(async {
+                panic!("boom");
+                #[allow(unreachable_code)]
+                Ok::<(), String>(())
+            })
+            .await
+        });
         assert_eq!(
             ended(finished),
             Attempt::Failed("the handler panicked: boom".into())
