@@ -5,21 +5,31 @@
 //! ```
 //!
 //! Reads `RINGYO_WEBHOOK_SECRET` (without it, starts with a development secret that it prints),
-//! `RINGYO_BIND` (default `127.0.0.1:3000`), `RINGYO_INBOX_URL` (default
-//! `sqlite://ringyo-inbox.db`, a file in the working directory; or `postgres://...`, shared by
-//! replicas) and `RINGYO_WORK_MS` (default 0: simulated work per event, a stand-in for a slow
-//! downstream call). It serves `POST /webhooks/ringyo` and `GET /healthz`.
+//! `RINGYO_BIND` (default `127.0.0.1:3000`), `RINGYO_ADMIN_BIND` (default `127.0.0.1:9090`),
+//! `RINGYO_INBOX_URL` (default `sqlite://ringyo-inbox.db`, a file in the working directory; or
+//! `postgres://...`, shared by replicas) and `RINGYO_WORK_MS` (default 0: simulated work per
+//! event, a stand-in for a slow downstream call). On `RINGYO_BIND` it serves only
+//! `POST /webhooks/ringyo`, the one thing the internet should reach; on `RINGYO_ADMIN_BIND`,
+//! for the orchestrator and Prometheus, `GET /healthz` (liveness: 200 while the process
+//! serves), `GET /readyz` (200 while the inbox's database answers, else 503) and
+//! `GET /metrics` (Prometheus text format; see README for the metrics and alerts).
 //!
 //! Each verified delivery is committed to the inbox and only then answered 202, as Ringyo asks
 //! (answer within 5 s, do heavy work in the background); a crash after that loses nothing,
 //! because the worker finds the delivery in the inbox after the restart. A retry of a stored
 //! delivery gets 200 and is not stored twice; if the database cannot commit, the answer is 503,
-//! so Ringyo retries. The worker logs `processed event` once per finished delivery. `/healthz`
-//! answers 200 while the database does and 503 when it does not. Ctrl-C or SIGTERM stops
+//! so Ringyo retries. The worker logs `processed event` once per finished delivery. Ctrl-C or
+//! SIGTERM stops
 //! accepting connections, finishes in-flight requests and running handlers, and leaves the rest
 //! in the inbox for the next start.
 
-use std::{env::VarError, future::Future, net::SocketAddr, process::ExitCode, time::Duration};
+use std::{
+    env::VarError,
+    future::{Future, IntoFuture},
+    net::SocketAddr,
+    process::ExitCode,
+    time::Duration,
+};
 
 use axum::{
     extract::State,
@@ -27,6 +37,7 @@ use axum::{
     routing::{get, post_service},
     Json, Router,
 };
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use ringyo_webhook::{
     inbox::{Handler, Inbox, Job},
     Event, RingyoWebhookLayer, SecretError,
@@ -42,7 +53,18 @@ pub(crate) const PATH: &str = "/webhooks/ringyo";
 pub(crate) const DEVELOPMENT_SECRET: &str = "whsec_ringyo_local_development_only";
 
 /// Where the receiver listens unless `RINGYO_BIND` says otherwise.
-const DEFAULT_BIND: &str = "127.0.0.1:3000";
+pub(crate) const DEFAULT_BIND: &str = "127.0.0.1:3000";
+
+/// Where health checks and metrics are served unless `RINGYO_ADMIN_BIND` says otherwise: apart
+/// from the webhook, so the internet-facing port exposes nothing else.
+pub(crate) const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:9090";
+
+/// Histogram buckets for every `_seconds` metric, in seconds: from verifying a small body
+/// (tens of µs) to a handler near Ringyo's 5 s limit.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
 
 /// The inbox unless `RINGYO_INBOX_URL` says otherwise: a SQLite file in the working directory.
 pub(crate) const DEFAULT_INBOX_URL: &str = "sqlite://ringyo-inbox.db";
@@ -79,21 +101,79 @@ async fn start() -> Result<(), String> {
     let layer = layer_from(std::env::var("RINGYO_WEBHOOK_SECRET"))?;
     let inbox = inbox_from(std::env::var("RINGYO_INBOX_URL"))?;
     let work = work_from(std::env::var("RINGYO_WORK_MS"))?;
-    let bind = bind_from(std::env::var("RINGYO_BIND").ok())?;
+    let bind = bind_from(
+        "RINGYO_BIND",
+        std::env::var("RINGYO_BIND").ok(),
+        DEFAULT_BIND,
+    )?;
+    let admin_bind = bind_from(
+        "RINGYO_ADMIN_BIND",
+        std::env::var("RINGYO_ADMIN_BIND").ok(),
+        DEFAULT_ADMIN_BIND,
+    )?;
+    let metrics = install_metrics()?;
     if let Err(err) = inbox.ping().await {
-        // Not fatal: the receiver answers 503 (and /healthz fails) until the database is up.
+        // Not fatal: the receiver answers 503 (and /readyz fails) until the database is up.
         tracing::warn!(
             "the inbox database is not reachable yet ({err}); answering 503 until it is"
         );
     }
-    let listener = TcpListener::bind(bind)
+    let listeners = Listeners {
+        webhook: listen("RINGYO_BIND", bind).await?,
+        admin: listen("RINGYO_ADMIN_BIND", admin_bind).await?,
+    };
+    let addr = listeners
+        .webhook
+        .local_addr()
+        .map_err(|err| err.to_string())?;
+    let admin = listeners
+        .admin
+        .local_addr()
+        .map_err(|err| err.to_string())?;
+    tracing::info!("listening on http://{addr}{PATH}; health and metrics on http://{admin}");
+    let admin_routes = admin_routes(inbox.clone(), metrics);
+    run(
+        listeners,
+        layer,
+        inbox,
+        process(work),
+        admin_routes,
+        shutdown_signal(),
+    )
+    .await
+    .map_err(|err| format!("the receiver stopped: {err}"))
+}
+
+/// The webhook's listener, and the admin routes' listener.
+pub(crate) struct Listeners {
+    pub(crate) webhook: TcpListener,
+    pub(crate) admin: TcpListener,
+}
+
+async fn listen(variable: &str, addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
         .await
-        .map_err(|err| cannot_listen(bind, &err))?;
-    let addr = listener.local_addr().map_err(|err| err.to_string())?;
-    tracing::info!("listening on http://{addr}{PATH}");
-    run(listener, layer, inbox, process(work), shutdown_signal())
-        .await
-        .map_err(|err| format!("the receiver stopped: {err}"))
+        .map_err(|err| cannot_listen(variable, addr, &err))
+}
+
+/// Installs the Prometheus recorder the crate's metrics go to (once per process); `/metrics`
+/// renders it.
+pub(crate) fn install_metrics() -> Result<PrometheusHandle, String> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .and_then(PrometheusBuilder::install_recorder)
+        .map_err(|err| format!("cannot install the metrics recorder: {err}"))?;
+    ringyo_webhook::metrics::describe();
+    // Without upkeep, the recorder's histograms grow without bound.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
 }
 
 /// The layer for the secret in `RINGYO_WEBHOOK_SECRET`, or the development secret if it is
@@ -160,73 +240,92 @@ pub(crate) fn work_from(work: Result<String, VarError>) -> Result<Duration, Stri
     }
 }
 
-/// The address in `RINGYO_BIND`, or the default.
-pub(crate) fn bind_from(bind: Option<String>) -> Result<SocketAddr, String> {
-    let bind = bind.unwrap_or_else(|| DEFAULT_BIND.to_owned());
+/// The address in `variable` (its value `bind`), or `default`.
+pub(crate) fn bind_from(
+    variable: &str,
+    bind: Option<String>,
+    default: &str,
+) -> Result<SocketAddr, String> {
+    let bind = bind.unwrap_or_else(|| default.to_owned());
     bind.parse().map_err(|_| {
-        format!("RINGYO_BIND is {bind:?}, which is not an address and port such as {DEFAULT_BIND}")
+        format!("{variable} is {bind:?}, which is not an address and port such as {default}")
     })
 }
 
-/// Why the receiver cannot listen on `addr`, and what to do about it.
-pub(crate) fn cannot_listen(addr: SocketAddr, err: &std::io::Error) -> String {
+/// Why the receiver cannot listen on `addr` (from `variable`), and what to do about it.
+pub(crate) fn cannot_listen(variable: &str, addr: SocketAddr, err: &std::io::Error) -> String {
     let reason = match err.kind() {
         std::io::ErrorKind::AddrInUse => "address in use".to_owned(),
         std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
         _ => err.to_string(),
     };
-    format!("cannot listen on {addr}: {reason}; set RINGYO_BIND to another address")
+    format!("cannot listen on {addr}: {reason}; set {variable} to another address")
 }
 
-/// Serves the webhook route and runs the inbox's worker until `shutdown` resolves; then
-/// finishes in-flight requests and lets running handlers end.
+/// Serves the webhook route and the admin routes, and runs the inbox's worker, until
+/// `shutdown` resolves; then finishes in-flight requests and lets running handlers end.
 pub(crate) async fn run<H>(
-    listener: TcpListener,
+    listeners: Listeners,
     layer: RingyoWebhookLayer,
     inbox: Inbox,
     handler: H,
+    admin_routes: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
     H: Handler<Event>,
 {
     let (stop, stopped) = watch::channel(false);
-    let mut stopped_worker = stopped.clone();
-    let worker = tokio::spawn(inbox.worker(handler).run(async move {
-        let _ = stopped_worker.wait_for(|stop| *stop).await;
-    }));
+    let stopping = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let worker = tokio::spawn(inbox.worker(handler).run(stopping(stopped.clone())));
 
     let app = Router::new()
         .route(PATH, post_service(inbox.service()).route_layer(layer))
-        .route("/healthz", get(health))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
-        ))
-        .with_state(inbox);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop.send(true);
-        })
-        .await;
+        ));
+    let webhook = axum::serve(listeners.webhook, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let admin = axum::serve(listeners.admin, admin_routes)
+        .with_graceful_shutdown(stopping(stopped.clone()));
+    let (served, admin_served) = tokio::join!(webhook.into_future(), admin.into_future());
     // Whatever ended serving, the worker stops too (a no-op if the signal already did).
     drop(stopped);
     worker.await.map_err(std::io::Error::other)?;
-    served
+    served.and(admin_served)
+}
+
+/// `/healthz`, `/readyz` and `/metrics`, for the admin listener.
+pub(crate) fn admin_routes(inbox: Inbox, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(ready))
+        .with_state(inbox)
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
 }
 
 /// 200 while the inbox's database answers, 503 when it does not.
-async fn health(State(inbox): State<Inbox>) -> (StatusCode, Json<serde_json::Value>) {
+async fn ready(State(inbox): State<Inbox>) -> (StatusCode, Json<serde_json::Value>) {
     match tokio::time::timeout(HEALTH_TIMEOUT, inbox.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))),
-        Ok(Err(err)) => unhealthy(&err.to_string()),
-        Err(_) => unhealthy("the database did not answer in time"),
+        Ok(Err(err)) => not_ready(&err.to_string()),
+        Err(_) => not_ready("the database did not answer in time"),
     }
 }
 
-fn unhealthy(reason: &str) -> (StatusCode, Json<serde_json::Value>) {
-    tracing::warn!("health check failed: {reason}");
+fn not_ready(reason: &str) -> (StatusCode, Json<serde_json::Value>) {
+    tracing::warn!("readiness check failed: {reason}");
     let body =
         serde_json::json!({ "status": "unavailable", "reason": "inbox database unreachable" });
     (StatusCode::SERVICE_UNAVAILABLE, Json(body))

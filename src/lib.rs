@@ -50,6 +50,7 @@
 //! - `inbox` (features `sqlite`, `postgres`): a durable inbox, so a 2xx never outlives a crash.
 //! - [`extract`]: [`RingyoEvent`] and [`VerifiedPayload`], and their axum extractors.
 //! - [`rejection`]: the one table of failures.
+//! - `metrics` (feature `metrics`): counters and histograms through the `metrics` facade.
 //! - `testing` (feature `test-util`): signed test deliveries and sample payloads.
 //!
 //! # Features
@@ -59,6 +60,7 @@
 //! - `redis`: `RedisDeliveryStore`, one delivery store for every replica.
 //! - `sqlite`, `postgres`: the `inbox` in an embedded SQLite file or in Postgres;
 //!   `postgres-tls` adds TLS to Postgres.
+//! - `metrics`: counters, gauges and histograms through the `metrics` facade.
 //!
 //! # Traps this crate handles
 //!
@@ -76,6 +78,12 @@ pub mod extract;
 #[cfg(feature = "inbox")]
 #[cfg_attr(docsrs, doc(cfg(feature = "inbox")))]
 pub mod inbox;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+// Without the feature, only the recording hooks, each empty.
+#[cfg(not(feature = "metrics"))]
+mod metrics;
 pub mod middleware;
 pub mod rejection;
 pub mod replay;

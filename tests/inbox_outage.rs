@@ -35,8 +35,8 @@ async fn send(addr: SocketAddr, n: u32) -> u16 {
         .0
 }
 
-async fn health(addr: SocketAddr) -> u16 {
-    common::get_status(addr, "/healthz").await
+async fn ready(admin: SocketAddr) -> u16 {
+    common::get_status(admin, "/readyz").await
 }
 
 /// Sends delivery `n` until it is acknowledged (2xx), as Ringyo retries (bounded).
@@ -57,8 +57,8 @@ async fn postgres_down_at_start_and_mid_run_is_503_then_recovers_without_a_resta
         return;
     };
     server("RINGYO_TEST_POSTGRES_STOP");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (webhook, addr) = common::local_listener().await;
+    let (admin, admin_addr) = common::local_listener().await;
     let (report, mut reports) = mpsc::unbounded_channel();
     let handler = move |job: Job<Event>| {
         let report = report.clone();
@@ -68,11 +68,13 @@ async fn postgres_down_at_start_and_mid_run_is_503_then_recovers_without_a_resta
         }
     };
     let inbox = receiver::inbox_from(Ok(database.url.clone())).unwrap();
+    let admin_routes = receiver::admin_routes(inbox.clone(), common::detached_metrics());
     let running = tokio::spawn(receiver::run(
-        listener,
+        receiver::Listeners { webhook, admin },
         common::layer(),
         inbox,
         handler,
+        admin_routes,
         std::future::pending(),
     ));
 
@@ -86,10 +88,10 @@ async fn postgres_down_at_start_and_mid_run_is_503_then_recovers_without_a_resta
             503,
             "nothing acknowledged while it is down"
         );
-        assert_eq!(health(addr).await, 503);
+        assert_eq!(ready(admin_addr).await, 503);
         server("RINGYO_TEST_POSTGRES_START");
         until_acknowledged(addr, n).await;
-        assert_eq!(health(addr).await, 200);
+        assert_eq!(ready(admin_addr).await, 200);
         tokio::time::timeout(Duration::from_secs(20), reports.recv())
             .await
             .expect("the worker did not recover")

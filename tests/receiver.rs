@@ -7,9 +7,10 @@ mod common;
 #[path = "../examples/receiver.rs"]
 mod receiver;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::OnceLock, time::Duration};
 
 use common::{envelope, read_response, sign, status_of};
+use metrics_exporter_prometheus::PrometheusHandle;
 use ringyo_webhook::{inbox::Job, Event};
 use serde_json::json;
 use tokio::{
@@ -21,15 +22,27 @@ use tokio::{
 
 struct Receiver {
     addr: SocketAddr,
+    admin: SocketAddr,
     stop: oneshot::Sender<()>,
     done: JoinHandle<std::io::Result<()>>,
+}
+
+/// The example's Prometheus recorder, installed once for this test process.
+fn metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            // `install_metrics` spawns its upkeep on the runtime of the first test to get here.
+            receiver::install_metrics().unwrap()
+        })
+        .clone()
 }
 
 /// Starts the example's `run` on the inbox at `url`, with a handler that reports each event
 /// it starts and finishes, taking `work` in between.
 async fn start(url: &str, work: Duration) -> (Receiver, mpsc::UnboundedReceiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (webhook, addr) = common::local_listener().await;
+    let (admin_listener, admin) = common::local_listener().await;
     let (stop, stopped) = oneshot::channel::<()>();
     let (report, reports) = mpsc::unbounded_channel();
     let handler = move |job: Job<Event>| {
@@ -45,14 +58,26 @@ async fn start(url: &str, work: Duration) -> (Receiver, mpsc::UnboundedReceiver<
     let shutdown = async move {
         let _ = stopped.await;
     };
+    let listeners = receiver::Listeners {
+        webhook,
+        admin: admin_listener,
+    };
+    let admin_routes = receiver::admin_routes(inbox.clone(), metrics());
     let done = tokio::spawn(receiver::run(
-        listener,
+        listeners,
         common::layer(),
         inbox,
         handler,
+        admin_routes,
         shutdown,
     ));
-    (Receiver { addr, stop, done }, reports)
+    let receiver = Receiver {
+        addr,
+        admin,
+        stop,
+        done,
+    };
+    (receiver, reports)
 }
 
 impl Receiver {
@@ -77,8 +102,9 @@ async fn send_body(addr: SocketAddr, body: Vec<u8>) -> Answer {
     common::deliver(addr, receiver::PATH, body, Some(&signature)).await
 }
 
-async fn health(addr: SocketAddr) -> u16 {
-    common::get_status(addr, "/healthz").await
+/// `/readyz` on the admin listener.
+async fn ready(receiver: &Receiver) -> u16 {
+    common::get_status(receiver.admin, "/readyz").await
 }
 
 #[tokio::test]
@@ -97,7 +123,7 @@ async fn verified_event_is_stored_acknowledged_then_processed_in_background() {
         common::deliver(receiver.addr, receiver::PATH, b"{}".to_vec(), None).await;
     assert_eq!(status, 401);
     assert_eq!(json["error"], "missing_signature");
-    assert_eq!(health(receiver.addr).await, 200);
+    assert_eq!(ready(&receiver).await, 200);
     receiver.stop().await;
 }
 
@@ -119,7 +145,36 @@ async fn a_retry_of_a_stored_delivery_is_a_duplicate_and_runs_once() {
 }
 
 #[tokio::test]
-async fn an_unreachable_database_is_503_for_deliveries_and_health() {
+async fn the_webhook_port_serves_only_the_webhook_and_the_admin_port_health_and_metrics() {
+    let database = common::inbox::sqlite();
+    let (receiver, mut reports) = start(&database.url, Duration::ZERO).await;
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(common::get_status(receiver.addr, path).await, 404, "{path}");
+    }
+    assert_eq!(send(receiver.addr, "call.completed").await.0, 202);
+    assert_eq!(reports.recv().await.unwrap(), "started call.completed");
+    assert_eq!(common::get_status(receiver.admin, "/healthz").await, 200);
+    assert_eq!(ready(&receiver).await, 200);
+    let metrics = common::client()
+        .get(format!("http://{}/metrics", receiver.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains("ringyo_webhook_deliveries_total{outcome=\"accepted\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE ringyo_webhook_verify_duration_seconds histogram"),
+        "{text}"
+    );
+    receiver.stop().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_503_for_deliveries_and_readiness() {
     // Nothing listens on port 1: the database is down from the start.
     let (receiver, _reports) =
         start("postgres://postgres@127.0.0.1:1/ringyo", Duration::ZERO).await;
@@ -127,7 +182,12 @@ async fn an_unreachable_database_is_503_for_deliveries_and_health() {
     assert_eq!(status, 503);
     assert_eq!(json["error"], "inbox_unavailable");
     assert_eq!(headers["retry-after"], "5");
-    assert_eq!(health(receiver.addr).await, 503);
+    assert_eq!(ready(&receiver).await, 503);
+    assert_eq!(
+        common::get_status(receiver.admin, "/healthz").await,
+        200,
+        "alive, only not ready"
+    );
     receiver.stop().await;
 }
 
@@ -220,13 +280,31 @@ fn configuration_problems_are_sentences_that_say_what_to_do() {
         Duration::ZERO
     );
 
+    let bind = |variable, value: Option<&str>, default| {
+        receiver::bind_from(variable, value.map(str::to_owned), default)
+    };
     assert_eq!(
-        receiver::bind_from(None).unwrap().to_string(),
+        bind("RINGYO_BIND", None, receiver::DEFAULT_BIND)
+            .unwrap()
+            .to_string(),
         "127.0.0.1:3000"
     );
     assert_eq!(
-        receiver::bind_from(Some("localhost".into())).unwrap_err(),
-        "RINGYO_BIND is \"localhost\", which is not an address and port such as 127.0.0.1:3000"
+        bind("RINGYO_ADMIN_BIND", None, receiver::DEFAULT_ADMIN_BIND)
+            .unwrap()
+            .to_string(),
+        "127.0.0.1:9090",
+        "health and metrics apart from the webhook, on loopback"
+    );
+    assert_eq!(
+        bind(
+            "RINGYO_ADMIN_BIND",
+            Some("localhost"),
+            receiver::DEFAULT_ADMIN_BIND
+        )
+        .unwrap_err(),
+        "RINGYO_ADMIN_BIND is \"localhost\", which is not an address and port such as \
+         127.0.0.1:9090"
     );
 }
 
@@ -236,7 +314,7 @@ async fn address_in_use_is_a_sentence_that_names_the_fix() {
     let addr = taken.local_addr().unwrap();
     let err = TcpListener::bind(addr).await.unwrap_err();
     assert_eq!(
-        receiver::cannot_listen(addr, &err),
+        receiver::cannot_listen("RINGYO_BIND", addr, &err),
         format!("cannot listen on {addr}: address in use; set RINGYO_BIND to another address")
     );
 }

@@ -22,16 +22,18 @@ use tokio::net::TcpListener;
 /// The receiver example as `cargo run --example receiver` starts it, on an ephemeral port,
 /// with an inbox file of its own (kept for as long as the test runs).
 async fn start_receiver() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (webhook, addr) = common::local_listener().await;
+    let (admin, _) = common::local_listener().await;
     let layer = RingyoWebhookLayer::new(DEVELOPMENT_SECRET).unwrap();
     let database = Box::leak(Box::new(common::inbox::sqlite()));
     let inbox = receiver::inbox_from(Ok(database.url.clone())).unwrap();
+    let admin_routes = receiver::admin_routes(inbox.clone(), common::detached_metrics());
     tokio::spawn(receiver::run(
-        listener,
+        receiver::Listeners { webhook, admin },
         layer,
         inbox,
         receiver::process(std::time::Duration::ZERO),
+        admin_routes,
         std::future::pending(),
     ));
     addr

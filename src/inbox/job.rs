@@ -15,6 +15,7 @@ use super::{
 use crate::{
     event::{Event, FromEventData},
     extract::RingyoEvent,
+    metrics::record::{self, HandlerTimer},
     replay::ClaimToken,
     verify::DeliveryId,
 };
@@ -142,11 +143,17 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
                 None => {
                     tracing::info!("shutdown deadline passed: giving the delivery back");
                     self.record(id, Settle::Release { at: now() }).await;
+                    record::inbox_attempt("released");
                     return;
                 }
             };
             log(&outcome, attempt);
             let settle = self.policy.settle(attempt, outcome, now());
+            record::inbox_attempt(match settle {
+                Settle::Done { .. } => "handled",
+                Settle::Retry { .. } => "retry",
+                _ => "dead",
+            });
             self.record(id, settle).await;
         }
         .instrument(span)
@@ -167,6 +174,7 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
             attempt: delivery.attempt,
             received_at: delivery.received_at,
         };
+        let timer = HandlerTimer::start(Some(&job.event.kind));
         // A task of its own: a panic is caught as a JoinError, and cancelling can abort it.
         let mut handler = tokio::spawn(self.handler.call(job));
         let mut extend = tokio::time::interval(self.policy.lease / 3);
@@ -177,7 +185,10 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
         tokio::pin!(cancelled);
         loop {
             tokio::select! {
-                finished = &mut handler => return Some(ended(finished)),
+                finished = &mut handler => {
+                    record::inbox_handler(timer);
+                    return Some(ended(finished));
+                }
                 _ = extend.tick() => self.extend(delivery.id).await,
                 true = &mut cancelled => {
                     handler.abort();

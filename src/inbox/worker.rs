@@ -157,12 +157,19 @@ where
             Arc::clone(&woken),
             self.config.poll_interval,
         ));
+        #[cfg(feature = "metrics")]
+        let counting = tokio::spawn(count_for_metrics(
+            Arc::clone(&store),
+            self.config.poll_interval,
+        ));
         let settler = settler(&store);
         let (cancel, cancelled) = watch::channel(false);
         let mut running = JoinSet::new();
         self.claim_until(shutdown, &store, &woken, &settler, &cancelled, &mut running)
             .await;
         listener.abort();
+        #[cfg(feature = "metrics")]
+        counting.abort();
         tracing::info!(running = running.len(), "worker stopping: no new claims");
         let deadline = tokio::time::sleep(self.config.shutdown_grace);
         tokio::pin!(deadline);
@@ -283,6 +290,20 @@ fn settler(store: &Arc<dyn InboxStore>) -> Batcher<Settlement, bool> {
         },
         |_| {},
     )
+}
+
+/// Keeps the inbox gauges current: counts the inbox every `every`.
+#[cfg(feature = "metrics")]
+async fn count_for_metrics(store: Arc<dyn InboxStore>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // A failure is the claim loop's to report; the gauges keep their last values.
+        if let Ok(stats) = store.stats().await {
+            crate::metrics::record::inbox_stats(&stats, now());
+        }
+    }
 }
 
 /// Wakes the worker whenever another process may have stored a delivery.

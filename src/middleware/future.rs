@@ -25,6 +25,8 @@ use super::{
     trace::{self, Cause},
 };
 use crate::{
+    metrics::record::{self, HandlerTimer, Stopwatch},
+    middleware::DUPLICATE_HEADER,
     rejection::{Rejection, RejectionKind},
     replay::{Claim, ClaimCall, ClaimGuard, SettleCall, StoreError},
     verify::Signature,
@@ -71,12 +73,13 @@ pin_project! {
             parts: Option<Parts>,
             inner: Option<S>,
             signature: Signature,
+            started: Stopwatch,
         },
         /// Asking the delivery store for the claim.
         Claiming {
             #[pin]
             claim: ClaimCall,
-            next: Option<(Request<RequestBody>, S, ClaimTicket)>,
+            next: Option<(Request<RequestBody>, S, ClaimTicket, HandlerTimer)>,
         },
         /// Running the inner service, holding the claim (if any) until it answers: dropped
         /// with this state, the guard releases the claim.
@@ -84,6 +87,7 @@ pin_project! {
             #[pin]
             future: F,
             guard: Option<ClaimGuard>,
+            timer: HandlerTimer,
         },
         /// Recording the handler's outcome in the store, with the answer waiting.
         Settling {
@@ -126,6 +130,7 @@ where
                 parts: Some(parts),
                 inner: Some(inner),
                 signature,
+                started: Stopwatch::start(),
             },
             config,
             span,
@@ -156,21 +161,33 @@ where
                     parts,
                     inner,
                     signature,
+                    started,
                 } => {
                     let read = ready!(buffer::poll_collect(body, buffer, cx));
+                    record::body_read(*started);
                     let (parts, inner) = (take(parts), take(inner));
                     after_body(this.config, this.span, parts, inner, read, signature)
                 }
                 StateProj::Claiming { claim, next } => {
                     let claim = ready!(claim.poll(cx));
-                    let (request, inner, ticket) = take(next);
-                    after_claim(this.config, this.span, &claim, request, inner, ticket)
+                    let (request, inner, ticket, timer) = take(next);
+                    after_claim(
+                        this.config,
+                        this.span,
+                        &claim,
+                        request,
+                        inner,
+                        ticket,
+                        timer,
+                    )
                 }
-                StateProj::Calling { future, guard } => {
+                StateProj::Calling {
+                    future,
+                    guard,
+                    timer,
+                } => {
                     let output = ready!(future.poll(cx));
-                    if let Ok(response) = &output {
-                        trace::handled(this.span, response.status());
-                    }
+                    answered(this.span, *timer, &output);
                     let Some(guard) = guard.take() else {
                         return Poll::Ready(finish(output));
                     };
@@ -222,7 +239,10 @@ where
         Err(rejection) => return reject(span, &rejection, Cause::None),
     };
     let body_len = bytes.len();
-    match admit::admit(config, bytes, signature) {
+    let verifying = Stopwatch::start();
+    let admitted = admit::admit(config, bytes, signature);
+    record::verified(verifying);
+    match admitted {
         Ok(admitted) => pass(span, parts, inner, admitted),
         Err(rejection) => {
             let cause = if rejection.kind() == RejectionKind::SignatureMismatch {
@@ -246,6 +266,7 @@ where
     S: Service<Request<RequestBody>>,
 {
     trace::verified(span, admitted.payload.verified(), admitted.kind.as_ref());
+    let timer = HandlerTimer::start(admitted.kind.as_ref());
     let body = RequestBody::new(admitted.payload.bytes().clone());
     parts.extensions.insert(admitted.payload);
     let request = Request::from_parts(parts, body);
@@ -253,10 +274,11 @@ where
         None => State::Calling {
             future: inner.call(request),
             guard: None,
+            timer,
         },
         Some(ticket) => State::Claiming {
             claim: ticket.claim(),
-            next: Some((request, inner, ticket)),
+            next: Some((request, inner, ticket, timer)),
         },
     }
 }
@@ -269,6 +291,7 @@ fn after_claim<S, B>(
     request: Request<RequestBody>,
     mut inner: S,
     ticket: ClaimTicket,
+    timer: HandlerTimer,
 ) -> ServiceState<S, B>
 where
     S: Service<Request<RequestBody>>,
@@ -281,11 +304,13 @@ where
             State::Calling {
                 future: inner.call(request),
                 guard: Some(guard),
+                timer,
             }
         }
         ClaimVerdict::RunUnclaimed => State::Calling {
             future: inner.call(request),
             guard: None,
+            timer,
         },
         ClaimVerdict::Duplicate => {
             trace::duplicate(span);
@@ -298,6 +323,18 @@ where
             };
             reject(span, &rejection, cause)
         }
+    }
+}
+
+/// Records the inner service's answer to a verified delivery.
+fn answered<R, E>(span: &Span, timer: HandlerTimer, output: &Result<Response<R>, E>) {
+    match output {
+        Ok(response) => {
+            trace::handled(span, response.status());
+            let duplicate = response.headers().contains_key(DUPLICATE_HEADER);
+            record::answered(timer, Some(response.status()), duplicate);
+        }
+        Err(_) => record::answered(timer, None, false),
     }
 }
 

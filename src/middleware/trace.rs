@@ -7,6 +7,7 @@ use tracing::{field, Span};
 use super::config::{StoreFailure, StoreHealth};
 use crate::{
     event::EventKind,
+    metrics::record,
     rejection::{Rejection, RejectionKind},
     replay::{Claim, StoreError},
     verify::{describe_header, Verified},
@@ -53,6 +54,7 @@ pub(super) enum Cause<'a> {
 /// Records a rejection, and logs it once: with its cause when there is one, else at the level
 /// its kind deserves ([`Rejection::log`]).
 pub(super) fn rejected(span: &Span, rejection: &Rejection, cause: Cause<'_>) {
+    record::rejected(rejection.kind());
     span.record("outcome", "rejected");
     span.record("reason", rejection.code());
     span.record("status", rejection.status().as_u16());
@@ -95,6 +97,7 @@ fn log_mismatch(headers: &HeaderMap, body_len: usize, secrets: usize) {
 
 /// Records a delivery answered as a duplicate.
 pub(super) fn duplicate(span: &Span) {
+    record::duplicate();
     span.record("outcome", "duplicate");
     span.record("status", 200);
     tracing::debug!("delivery already handled; answering 200 without running the handler");
@@ -112,7 +115,7 @@ pub(super) fn handled(span: &Span, status: StatusCode) {
     tracing::debug!(status = status.as_u16(), "verified delivery {outcome}");
 }
 
-/// Logs a delivery store's outage once when it starts and once when it ends, whatever the
+/// Logs (and counts) a delivery store's outage once when it starts and once when it ends, whatever the
 /// number of requests in between (each of those gets its own debug line).
 pub(super) fn store_health(
     health: &StoreHealth,
@@ -120,20 +123,27 @@ pub(super) fn store_health(
     on_failure: StoreFailure,
 ) {
     match claim {
-        Err(err) if health.failed() => match on_failure {
-            StoreFailure::RunHandler => tracing::warn!(
-                error = %err,
-                "delivery store unavailable: running handlers without deduplication until it \
-                 answers again"
-            ),
-            _ => tracing::error!(
-                error = %err,
-                "delivery store unavailable: answering 503 so Ringyo retries, until it answers \
-                 again"
-            ),
-        },
+        Err(err) if health.failed() => {
+            record::store_outage();
+            store_down(err, on_failure);
+        }
         Err(err) => tracing::debug!(error = %err, "delivery store still unavailable"),
         Ok(_) if health.succeeded() => tracing::info!("delivery store answers again"),
         Ok(_) => {}
+    }
+}
+
+fn store_down(err: &StoreError, on_failure: StoreFailure) {
+    match on_failure {
+        StoreFailure::RunHandler => tracing::warn!(
+            error = %err,
+            "delivery store unavailable: running handlers without deduplication until it \
+             answers again"
+        ),
+        _ => tracing::error!(
+            error = %err,
+            "delivery store unavailable: answering 503 so Ringyo retries, until it answers \
+             again"
+        ),
     }
 }

@@ -6,7 +6,10 @@ use chrono::{DateTime, Utc};
 use redis::{aio::ConnectionManager, aio::ConnectionManagerConfig, Script};
 
 use super::store::{Claim, ClaimToken, DeliveryStore, StoreError, StoreFuture};
-use crate::verify::DeliveryId;
+use crate::{
+    metrics::record::{self, Stopwatch},
+    verify::DeliveryId,
+};
 
 /// Claims a free key for a token until the lease ends; says what holds it otherwise.
 /// KEYS[1]: the delivery; ARGV[1]: the claim's value; ARGV[2]: the lease's end, Unix ms.
@@ -177,24 +180,31 @@ impl RedisDeliveryStore {
         }
     }
 
-    /// Runs the script `which` picks on `id`'s key with `args`, within the time-out. Every
-    /// script answers an integer.
+    /// Runs the script `which` picks (`op`, for the metrics) on `id`'s key with `args`,
+    /// within the time-out. Every script answers an integer.
     fn run(
         &self,
+        op: &'static str,
         which: fn(&Scripts) -> &Script,
         id: DeliveryId,
         args: Vec<String>,
     ) -> StoreFuture<Result<i64, StoreError>> {
         let inner = Arc::clone(&self.inner);
         let key = format!("{}{id}", inner.prefix);
-        Box::pin(bounded(inner.timeout, async move {
-            let mut connection = inner.connection.clone();
-            which(&inner.scripts)
-                .key(key)
-                .arg(args)
-                .invoke_async(&mut connection)
-                .await
-        }))
+        Box::pin(async move {
+            let round_trip = Stopwatch::start();
+            let answer = bounded(inner.timeout, async {
+                let mut connection = inner.connection.clone();
+                which(&inner.scripts)
+                    .key(key)
+                    .arg(args)
+                    .invoke_async(&mut connection)
+                    .await
+            })
+            .await;
+            record::store_round_trip(round_trip, "redis", op, answer.is_ok());
+            answer
+        })
     }
 }
 
@@ -231,6 +241,7 @@ impl DeliveryStore for RedisDeliveryStore {
         lease_until: DateTime<Utc>,
     ) -> StoreFuture<Result<Claim, StoreError>> {
         let claimed = self.run(
+            "claim",
             |s| &s.claim,
             id,
             vec![claim_value(token), unix_ms(lease_until)],
@@ -251,6 +262,7 @@ impl DeliveryStore for RedisDeliveryStore {
         keep_until: DateTime<Utc>,
     ) -> StoreFuture<Result<(), StoreError>> {
         let done = self.run(
+            "complete",
             |s| &s.complete,
             id,
             vec![claim_value(token), unix_ms(keep_until)],
@@ -259,7 +271,7 @@ impl DeliveryStore for RedisDeliveryStore {
     }
 
     fn release(&self, id: DeliveryId, token: ClaimToken) -> StoreFuture<Result<(), StoreError>> {
-        let done = self.run(|s| &s.release, id, vec![claim_value(token)]);
+        let done = self.run("release", |s| &s.release, id, vec![claim_value(token)]);
         Box::pin(async move { done.await.map(drop) })
     }
 }

@@ -44,6 +44,21 @@ pub async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
+/// A listener on an ephemeral port of 127.0.0.1, and its address.
+pub async fn local_listener() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+/// A Prometheus handle whose recorder is not installed, for the receiver's `/metrics` where a
+/// test does not read it (a process has one global recorder).
+pub fn detached_metrics() -> metrics_exporter_prometheus::PrometheusHandle {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle()
+}
+
 /// The status of `GET path`, such as a health route's.
 pub async fn get_status(addr: SocketAddr, path: &str) -> u16 {
     let url = format!("http://{addr}{path}");

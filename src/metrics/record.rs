@@ -1,0 +1,198 @@
+//! The hooks the layer, the delivery stores and the inbox call. Without the feature `metrics`
+//! each is empty and its timers are zero-sized, so nothing is measured or kept.
+
+#![cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+
+#[cfg(feature = "metrics")]
+use std::time::Instant;
+
+#[cfg(feature = "metrics")]
+use metrics::{counter, histogram};
+
+#[cfg(feature = "metrics")]
+use super::names::*;
+use crate::{event::EventKind, rejection::RejectionKind};
+
+/// When something started, kept only when metrics are on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stopwatch {
+    #[cfg(feature = "metrics")]
+    started: Instant,
+}
+
+impl Stopwatch {
+    pub(crate) fn start() -> Self {
+        Self {
+            #[cfg(feature = "metrics")]
+            started: Instant::now(),
+        }
+    }
+
+    #[cfg(feature = "metrics")]
+    fn seconds(self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+}
+
+/// A handler's start and the event it runs on, for [`HANDLER_SECONDS`] and
+/// [`INBOX_HANDLER_SECONDS`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HandlerTimer {
+    #[cfg(feature = "metrics")]
+    watch: Stopwatch,
+    #[cfg(feature = "metrics")]
+    event: &'static str,
+}
+
+impl HandlerTimer {
+    pub(crate) fn start(kind: Option<&EventKind>) -> Self {
+        Self {
+            #[cfg(feature = "metrics")]
+            watch: Stopwatch::start(),
+            #[cfg(feature = "metrics")]
+            event: event_label(kind),
+        }
+    }
+}
+
+/// The event's name as a label: one of the names this crate knows, else `other`, so a sender
+/// cannot grow the label set.
+#[cfg(feature = "metrics")]
+fn event_label(kind: Option<&EventKind>) -> &'static str {
+    kind.and_then(|kind| {
+        EventKind::KNOWN
+            .iter()
+            .copied()
+            .find(|known| *known == kind.as_str())
+    })
+    .unwrap_or("other")
+}
+
+/// The body has been read (or failed to be).
+pub(crate) fn body_read(watch: Stopwatch) {
+    #[cfg(feature = "metrics")]
+    histogram!(BODY_READ_SECONDS).record(watch.seconds());
+}
+
+/// The signature has been checked and the envelope read.
+pub(crate) fn verified(watch: Stopwatch) {
+    #[cfg(feature = "metrics")]
+    histogram!(VERIFY_SECONDS).record(watch.seconds());
+}
+
+/// The layer refused a delivery.
+pub(crate) fn rejected(kind: RejectionKind) {
+    #[cfg(feature = "metrics")]
+    {
+        let outcome = match kind {
+            RejectionKind::DeliveryInProgress => "in_flight",
+            RejectionKind::TimestampOutOfTolerance => "stale",
+            _ => "rejected",
+        };
+        counter!(DELIVERIES_TOTAL, "outcome" => outcome, "code" => kind.code()).increment(1);
+    }
+}
+
+/// The layer's delivery store knew the delivery: answered 200 without the handler.
+pub(crate) fn duplicate() {
+    #[cfg(feature = "metrics")]
+    counter!(DELIVERIES_TOTAL, "outcome" => "duplicate").increment(1);
+}
+
+/// The service behind the layer answered a verified delivery with `status`; `duplicate` if it
+/// said the delivery was already stored (the inbox's 200).
+pub(crate) fn answered(timer: HandlerTimer, status: Option<http::StatusCode>, duplicate: bool) {
+    #[cfg(feature = "metrics")]
+    {
+        histogram!(HANDLER_SECONDS, "event" => timer.event).record(timer.watch.seconds());
+        match status {
+            Some(status) if status.is_success() && duplicate => {
+                counter!(DELIVERIES_TOTAL, "outcome" => "duplicate").increment(1);
+            }
+            Some(status) if status.is_success() => {
+                counter!(DELIVERIES_TOTAL, "outcome" => "accepted").increment(1);
+            }
+            Some(status) => {
+                let code = status.as_u16().to_string();
+                counter!(DELIVERIES_TOTAL, "outcome" => "handler_error", "code" => code)
+                    .increment(1);
+            }
+            None => {
+                counter!(DELIVERIES_TOTAL, "outcome" => "handler_error", "code" => "error")
+                    .increment(1);
+            }
+        }
+    }
+}
+
+/// A delivery store stopped answering (once per outage).
+pub(crate) fn store_outage() {
+    #[cfg(feature = "metrics")]
+    counter!(STORE_OUTAGES_TOTAL).increment(1);
+}
+
+/// One delivery store round trip.
+#[cfg(feature = "redis")]
+pub(crate) fn store_round_trip(watch: Stopwatch, store: &'static str, op: &'static str, ok: bool) {
+    #[cfg(feature = "metrics")]
+    histogram!(
+        STORE_SECONDS,
+        "store" => store,
+        "op" => op,
+        "result" => if ok { "ok" } else { "error" }
+    )
+    .record(watch.seconds());
+}
+
+/// A worker's count of the inbox.
+#[cfg(all(feature = "inbox", feature = "metrics"))]
+pub(crate) fn inbox_stats(stats: &crate::inbox::InboxStats, now: chrono::DateTime<chrono::Utc>) {
+    #[cfg(feature = "metrics")]
+    {
+        use metrics::gauge;
+        #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+        for (state, count) in [
+            ("pending", stats.pending),
+            ("running", stats.running),
+            ("done", stats.done),
+            ("dead", stats.dead),
+        ] {
+            gauge!(INBOX_DELIVERIES, "state" => state).set(count as f64);
+        }
+        let age = stats
+            .oldest_pending
+            .and_then(|at| (now - at).to_std().ok())
+            .unwrap_or_default();
+        gauge!(INBOX_OLDEST_PENDING_SECONDS).set(age.as_secs_f64());
+    }
+}
+
+/// The inbox worker's handler returned (or panicked).
+#[cfg(feature = "inbox")]
+pub(crate) fn inbox_handler(timer: HandlerTimer) {
+    #[cfg(feature = "metrics")]
+    histogram!(INBOX_HANDLER_SECONDS, "event" => timer.event).record(timer.watch.seconds());
+}
+
+/// What an inbox attempt came to: `handled`, `retry`, `dead` or `released`.
+#[cfg(feature = "inbox")]
+pub(crate) fn inbox_attempt(result: &'static str) {
+    #[cfg(feature = "metrics")]
+    counter!(INBOX_ATTEMPTS_TOTAL, "result" => result).increment(1);
+}
+
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_labels_are_known_names_or_other() {
+        assert_eq!(
+            event_label(Some(&EventKind::CallCompleted)),
+            "call.completed"
+        );
+        assert_eq!(event_label(Some(&"call.voicemail".into())), "other");
+        assert_eq!(event_label(Some(&"\u{1b}[31m".into())), "other");
+        assert_eq!(event_label(None), "other");
+    }
+}
