@@ -24,6 +24,12 @@
 #
 #   bash benches/load.sh 10 3 stores    # only the store part
 #
+# Only when asked (`metrics` as the third argument): the layer at 256 B and 2 KiB, built with
+# the feature `metrics` and recording into a Prometheus recorder, against the same server built
+# without the feature, interleaved in the same rounds.
+#
+#   bash benches/load.sh 10 3 metrics
+#
 # Then, only when asked (`inbox` as the third argument, or `bash benches/inbox.sh`), the durable
 # inbox at 2 KiB under wrk -c64: `queue` (the in-memory receiver it replaced: layer, try_send on
 # a bounded channel, 202, a task draining it) against `inbox-sqlite` / `inbox-postgres` (layer,
@@ -46,7 +52,7 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${1:-10}
 ROUNDS=${2:-3}
 PARTS=${3:-all}
-case "$PARTS" in all | stores | inbox) ;; *) echo "third argument: all, stores or inbox" >&2; exit 1 ;; esac
+case "$PARTS" in all | stores | inbox | metrics) ;; *) echo "third argument: all, stores, inbox or metrics" >&2; exit 1 ;; esac
 PORT=${LOAD_PORT:-38517}
 URL="http://127.0.0.1:$PORT/webhooks/ringyo"
 # Distinct deliveries per measured run: room for 40 000 req/s (about twice this VM's rate).
@@ -68,7 +74,7 @@ if ! command -v wrk >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null || {
     echo "cannot install wrk: run 'apt-get install wrk' and retry" >&2; exit 1; }
 fi
-if [ "$PARTS" != inbox ] && { ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; }; then
+if [ "$PARTS" != inbox ] && [ "$PARTS" != metrics ] && { ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; }; then
   echo "installing redis-server (Debian package)" >&2
   (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null || {
     echo "cannot install redis-server: run 'apt-get install redis-server' and retry" >&2; exit 1; }
@@ -145,9 +151,9 @@ wait_ready() {
   echo "server did not start" >&2; exit 1
 }
 
-run() { # mode size -> "req/s p50_us p99_us"
+run() { # mode size -> "req/s p50_us p99_us" (the server: $RUN_BIN, default $BIN)
   # `run` is called as $(run ...), a subshell: its trap stops its own server, even on Ctrl-C.
-  "${PIN_SERVER[@]}" "$BIN" serve "$1" "127.0.0.1:$PORT" & SERVER=$!
+  "${PIN_SERVER[@]}" "${RUN_BIN:-$BIN}" serve "$1" "127.0.0.1:$PORT" & SERVER=$!
   trap 'kill "$SERVER" 2>/dev/null || true' EXIT
   wait_ready
   SIG=$SIG BODY_FILE="$WORK/body-$2.json" "${PIN_LOAD[@]}" wrk -t1 -c32 -d1s -s "$WORK/post.lua" "$URL" >/dev/null
@@ -227,7 +233,41 @@ make_pools() {
   echo "distinct deliveries: $WARM_POOL for each warm-up, $POOL for each measured run"
 }
 
-if [ "$PARTS" != inbox ]; then
+# The feature `metrics`: the layer recording into a Prometheus recorder, against the layer
+# built without the feature (nothing compiled in), interleaved in the same rounds.
+if [ "$PARTS" = metrics ]; then
+cp "$BIN" "$WORK/load_server_off"
+cargo build -q --release -p ringyo-webhook-benches --example load_server --features metrics
+cp "$BIN" "$WORK/load_server_on"
+[ "$("$WORK/load_server_off" features)" = "metrics off" ] && [ "$("$WORK/load_server_on" features)" = "metrics on" ] || {
+  echo "the two builds do not differ in the feature metrics" >&2; exit 1; }
+echo "| body | server | req/s | p50 | p99 | req/s on / off |"
+echo "|---|---|---|---|---|---|"
+for size in 256 2048; do
+  SIG=$("$BIN" payload "$size" "$WORK/body-$size.json")
+  declare -A results=()
+  for round in $(seq 1 "$ROUNDS"); do
+    results[off]+="$(RUN_BIN="$WORK/load_server_off" run layer "$size")"$'\n'
+    results[on]+="$(RUN_BIN="$WORK/load_server_on" LOAD_METRICS=1 run layer "$size")"$'\n'
+    results[compiled]+="$(RUN_BIN="$WORK/load_server_on" run layer "$size")"$'\n'
+  done
+  declare -A rps=() p50=() p99=()
+  for which in off on compiled; do
+    line=$(printf '%s' "${results[$which]}" | median)
+    read -r rps[$which] p50[$which] p99[$which] <<<"$line"
+    echo "round results $size $which: $(printf '%s' "${results[$which]}" | awk '{ printf "%s ", $1 }')" >&2
+  done
+  for which in off on compiled; do
+    printf '| %s | layer, metrics %s | %.0f | %.0f µs | %.0f µs | %.3f |\n' "$size" "$which" "${rps[$which]}" \
+      "${p50[$which]}" "${p99[$which]}" "$(awk "BEGIN { print ${rps[$which]} / ${rps[off]} }")"
+  done
+  unset results rps p50 p99
+done
+# Leave the default build (without the feature) for the other parts.
+cargo build -q --release -p ringyo-webhook-benches --example load_server
+fi
+
+if [ "$PARTS" != inbox ] && [ "$PARTS" != metrics ]; then
 # The delivery stores, 2 KiB.
 free_port() { # the first port from $1 on that nothing listens on, in 50 tries
   for port in $(seq "$1" $(($1 + 49))); do

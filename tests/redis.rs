@@ -350,4 +350,65 @@ mod with_redis {
         assert_eq!(answer, (200, false));
         assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
     }
+
+    /// Samples of the Redis round-trip histogram recorded since the recorder was installed,
+    /// by `op` and `result`.
+    fn round_trips(
+        snapshotter: &metrics_util::debugging::Snapshotter,
+    ) -> std::collections::BTreeMap<(String, String), usize> {
+        let mut seen = std::collections::BTreeMap::new();
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            let key = key.key();
+            if key.name() != ringyo_webhook::metrics::STORE_SECONDS {
+                continue;
+            }
+            let label = |name: &str| {
+                key.labels()
+                    .find(|label| label.key() == name)
+                    .map(|label| label.value().to_owned())
+                    .unwrap_or_default()
+            };
+            assert_eq!(label("store"), "redis");
+            if let metrics_util::debugging::DebugValue::Histogram(samples) = value {
+                *seen.entry((label("op"), label("result"))).or_default() += samples.len();
+            }
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn each_round_trip_is_timed_by_operation_and_result() {
+        let Some(url) = redis_url() else { return };
+        // This process's recorder; other tests here may add samples of their own, never fewer.
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        recorder.install().unwrap();
+        let handler = Handler {
+            runs: Arc::default(),
+            delays: Arc::from([(0, 200)]),
+        };
+        let addr = replica(store(&url), handler.clone(), Duration::from_secs(5)).await;
+        for n in 0..2 {
+            let (body, signature) = TestDelivery::new("credits.low")
+                .secret(SECRET)
+                .data(serde_json::json!({ "balance": n }))
+                .body_and_signature();
+            assert_eq!(send(addr, &body, &signature.unwrap()).await, (200, false));
+        }
+        // A store whose server is gone: its claim fails, and is timed as an error.
+        let gone = RedisDeliveryStore::open("redis://127.0.0.1:1")
+            .unwrap()
+            .timeout(Duration::from_millis(300));
+        let unreachable = replica(gone, handler, Duration::from_secs(5)).await;
+        let (body, signature) = TestDelivery::new("credits.low")
+            .secret(SECRET)
+            .body_and_signature();
+        assert_eq!(send(unreachable, &body, &signature.unwrap()).await.0, 503);
+
+        let seen = round_trips(&snapshotter);
+        let count = |op: &str, result: &str| seen.get(&(op.into(), result.into())).copied();
+        assert!(count("claim", "ok") >= Some(2), "{seen:?}");
+        assert!(count("complete", "ok") >= Some(2), "{seen:?}");
+        assert!(count("claim", "error") >= Some(1), "{seen:?}");
+    }
 }

@@ -7,7 +7,12 @@
 //! target/release/examples/load_server payload <BYTES> <BODY_FILE>
 //! target/release/examples/load_server pool <BYTES> <FIRST> <COUNT> <POOL_FILE>
 //! target/release/examples/load_server roundtrip <REDIS_URL> <COUNT> <ROUNDS>
+//! target/release/examples/load_server features
 //! ```
+//!
+//! Built with the feature `metrics` and run with `LOAD_METRICS` set, every mode records the
+//! crate's metrics into a Prometheus recorder (the receiver example's buckets, upkeep every
+//! 5 s), as a receiver serving `/metrics` does; `features` says whether it was built so.
 //!
 //! Modes: `layer`, `manual`, `none`, `parse` (verification), and `layer-memory`,
 //! `layer-redis`: `layer` with a `MemoryDeliveryStore` or a `RedisDeliveryStore` (on the Redis
@@ -108,6 +113,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             out.flush()?;
             Ok(())
         }
+        ["features"] => {
+            println!(
+                "metrics {}",
+                if cfg!(feature = "metrics") {
+                    "on"
+                } else {
+                    "off"
+                }
+            );
+            Ok(())
+        }
         ["serve", mode] => serve(mode, "127.0.0.1:3000"),
         ["serve", mode, addr] => serve(mode, addr),
         ["roundtrip", url, count, rounds] => roundtrip(url, count.parse()?, rounds.parse()?),
@@ -163,6 +179,9 @@ fn serve(mode: &str, addr: &str) -> Result<(), Box<dyn std::error::Error>> {
     let _entered = runtime.enter();
     let redis_url =
         std::env::var("LOAD_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    if std::env::var_os("LOAD_METRICS").is_some() {
+        record_metrics()?;
+    }
     let app = match mode {
         "layer" | "layer-memory" | "layer-redis" => {
             Router::new().route(PATH, post(verified).route_layer(layer(mode, &redis_url)?))
@@ -217,6 +236,36 @@ fn serve(mode: &str, addr: &str) -> Result<(), Box<dyn std::error::Error>> {
         axum::serve(listener, app).await
     })?;
     Ok(())
+}
+
+/// Installs a Prometheus recorder for the crate's metrics.
+#[cfg(feature = "metrics")]
+fn record_metrics() -> Result<(), Box<dyn std::error::Error>> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let buckets = [
+        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)?
+        .install_recorder()?;
+    ringyo_webhook::metrics::describe();
+    // A task on the server's runtime, as the receiver example does; not a thread: a second
+    // thread would switch glibc's malloc from its single-threaded fast path to locking, which
+    // costs this single-threaded server about a tenth of its throughput whatever it records.
+    tokio::spawn(async move {
+        let mut upkeep = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            upkeep.tick().await;
+            handle.run_upkeep();
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(feature = "metrics"))]
+fn record_metrics() -> Result<(), Box<dyn std::error::Error>> {
+    Err("LOAD_METRICS is set, but load_server was built without the feature metrics".into())
 }
 
 /// The `queue` route: today's in-memory receiver before the inbox (`examples/receiver.rs`

@@ -5,6 +5,11 @@
 //! installed (for example `metrics-exporter-prometheus`); with none installed, recording costs
 //! a few loads. With the feature off, none of this is compiled in.
 //!
+//! Install the recorder before serving: the metrics recorded on every delivery are registered
+//! once, when the first delivery is recorded, with the recorder installed then (the facade ties
+//! a handle to the recorder it was registered with), so that a delivery pays for an atomic add
+//! and a histogram sample, not a lookup by name and labels.
+//!
 //! Names and labels follow Prometheus conventions (base units, `_total`, `_seconds`). No label
 //! ever holds a secret, a body value or anything unbounded: no delivery ids, and event names
 //! only from the crate's known list (any other is `other`).
