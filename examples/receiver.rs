@@ -131,13 +131,12 @@ async fn start() -> Result<(), String> {
         .local_addr()
         .map_err(|err| err.to_string())?;
     tracing::info!("listening on http://{addr}{PATH}; health and metrics on http://{admin}");
-    let admin_routes = admin_routes(inbox.clone(), metrics);
     run(
         listeners,
         layer,
         inbox,
         process(work),
-        admin_routes,
+        metrics,
         shutdown_signal(),
     )
     .await
@@ -263,23 +262,34 @@ pub(crate) fn cannot_listen(variable: &str, addr: SocketAddr, err: &std::io::Err
 }
 
 /// Serves the webhook route and the admin routes, and runs the inbox's worker, until
-/// `shutdown` resolves; then finishes in-flight requests and lets running handlers end.
+/// `shutdown` resolves. Then `/readyz` turns 503 (take this replica out of rotation), the
+/// webhook finishes its in-flight requests, running handlers end, and only then do the admin
+/// routes stop, so `/metrics` is scraped to the last handled delivery.
 pub(crate) async fn run<H>(
     listeners: Listeners,
     layer: RingyoWebhookLayer,
     inbox: Inbox,
     handler: H,
-    admin_routes: Router,
+    metrics: PrometheusHandle,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
     H: Handler<Event>,
 {
     let (stop, stopped) = watch::channel(false);
-    let stopping = |mut stopped: watch::Receiver<bool>| async move {
+    let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let worker = tokio::spawn(inbox.worker(handler).run(stopping(stopped.clone())));
+    let worker = tokio::spawn(inbox.worker(handler).run(until_stopped(stopped.clone())));
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_routes = admin_routes(inbox.clone(), metrics, stopped.clone());
+    let admin = tokio::spawn(
+        axum::serve(listeners.admin, admin_routes)
+            .with_graceful_shutdown(async move {
+                let _ = admin_stopped.await;
+            })
+            .into_future(),
+    );
 
     let app = Router::new()
         .route(PATH, post_service(inbox.service()).route_layer(layer))
@@ -287,47 +297,64 @@ where
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ));
-    let webhook = axum::serve(listeners.webhook, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stop.send(true);
-    });
-    let admin = axum::serve(listeners.admin, admin_routes)
-        .with_graceful_shutdown(stopping(stopped.clone()));
-    let (served, admin_served) = tokio::join!(webhook.into_future(), admin.into_future());
+    let served = axum::serve(listeners.webhook, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
+        .await;
     // Whatever ended serving, the worker stops too (a no-op if the signal already did).
     drop(stopped);
     worker.await.map_err(std::io::Error::other)?;
+    let _ = admin_stop.send(());
+    let admin_served = admin.await.map_err(std::io::Error::other)?;
     served.and(admin_served)
 }
 
-/// `/healthz`, `/readyz` and `/metrics`, for the admin listener.
-pub(crate) fn admin_routes(inbox: Inbox, metrics: PrometheusHandle) -> Router {
+/// `/healthz`, `/readyz` and `/metrics`, for the admin listener; `/readyz` answers 503 once
+/// `stopping` turns `true`.
+fn admin_routes(
+    inbox: Inbox,
+    metrics: PrometheusHandle,
+    stopping: watch::Receiver<bool>,
+) -> Router {
     Router::new()
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
         )
         .route("/readyz", get(ready))
-        .with_state(inbox)
+        .with_state((inbox, stopping))
         .route(
             "/metrics",
             get(move || std::future::ready(metrics.render())),
         )
 }
 
-/// 200 while the inbox's database answers, 503 when it does not.
-async fn ready(State(inbox): State<Inbox>) -> (StatusCode, Json<serde_json::Value>) {
+/// 200 while the inbox's database answers and the receiver is not shutting down, else 503.
+async fn ready(
+    State((inbox, stopping)): State<(Inbox, watch::Receiver<bool>)>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    if *stopping.borrow() {
+        return not_ready("shutting down");
+    }
+    let unreachable = "inbox database unreachable";
     match tokio::time::timeout(HEALTH_TIMEOUT, inbox.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))),
-        Ok(Err(err)) => not_ready(&err.to_string()),
-        Err(_) => not_ready("the database did not answer in time"),
+        Ok(Err(err)) => {
+            // The detail goes to the log, not to whoever asks.
+            tracing::warn!("readiness: the inbox database does not answer ({err})");
+            not_ready(unreachable)
+        }
+        Err(_) => {
+            tracing::warn!("readiness: the inbox database did not answer in time");
+            not_ready(unreachable)
+        }
     }
 }
 
 fn not_ready(reason: &str) -> (StatusCode, Json<serde_json::Value>) {
-    tracing::warn!("readiness check failed: {reason}");
-    let body =
-        serde_json::json!({ "status": "unavailable", "reason": "inbox database unreachable" });
+    let body = serde_json::json!({ "status": "unavailable", "reason": reason });
     (StatusCode::SERVICE_UNAVAILABLE, Json(body))
 }
 

@@ -545,3 +545,22 @@ async fn stored_bytes_are_read_afresh_by_whatever_type_the_worker_of_the_day_use
     assert_eq!(timestamp, common::SENT_AT.parse::<DateTime<Utc>>().unwrap());
     running.abort();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handler_error_with_nul_characters_is_dead_lettered_on_every_engine() {
+    for database in common::inbox::databases().await {
+        let inbox = Inbox::new(database.open());
+        let addr = serve(&inbox).await;
+        assert_eq!(send(addr, &credits(1)).await.0, 202);
+        // Postgres refuses NUL in text: unstripped, the outcome could never be recorded.
+        let worker = inbox
+            .worker(|_: Job<Event>| async { Err::<(), _>("bad\0news".to_owned()) })
+            .max_attempts(1)
+            .poll_interval(Duration::from_millis(50));
+        let running = tokio::spawn(worker.run(std::future::pending()));
+        until(&inbox, |stats| stats.dead == 1).await;
+        running.abort();
+        let dead = inbox.dead(10).await.unwrap();
+        assert_eq!(dead[0].error, "badnews", "{}", database.name);
+    }
+}

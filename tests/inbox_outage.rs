@@ -68,13 +68,12 @@ async fn postgres_down_at_start_and_mid_run_is_503_then_recovers_without_a_resta
         }
     };
     let inbox = receiver::inbox_from(Ok(database.url.clone())).unwrap();
-    let admin_routes = receiver::admin_routes(inbox.clone(), common::detached_metrics());
     let running = tokio::spawn(receiver::run(
         receiver::Listeners { webhook, admin },
         common::layer(),
         inbox,
         handler,
-        admin_routes,
+        common::detached_metrics(),
         std::future::pending(),
     ));
 

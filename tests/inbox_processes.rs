@@ -69,13 +69,12 @@ fn receiver_process() {
                     .map_err(|err| err.to_string())
             }
         };
-        let admin_routes = receiver::admin_routes(inbox.clone(), common::detached_metrics());
         receiver::run(
             receiver::Listeners { webhook, admin },
             common::layer(),
             inbox,
             handler,
-            admin_routes,
+            common::detached_metrics(),
             std::future::pending(),
         )
         .await

@@ -23,7 +23,7 @@ use ringyo_webhook::{
     inbox::{Inbox, Job},
     metrics::{
         DELIVERIES_TOTAL, HANDLER_SECONDS, INBOX_ATTEMPTS_TOTAL, INBOX_DELIVERIES,
-        INBOX_HANDLER_SECONDS, STORE_OUTAGES_TOTAL, VERIFY_SECONDS,
+        INBOX_HANDLER_SECONDS, INBOX_OLDEST_PENDING_SECONDS, STORE_OUTAGES_TOTAL, VERIFY_SECONDS,
     },
     replay::{Claim, StoreError, StoreFuture},
     testing::TestDelivery,
@@ -69,6 +69,25 @@ fn recorded() -> BTreeMap<String, f64> {
         moved.insert(name, value);
     }
     moved
+}
+
+/// Adds what is recorded to `moved` (counts add up, gauges take the latest value) until
+/// `done` holds, for at most 5 s.
+async fn until(moved: &mut BTreeMap<String, f64>, done: impl Fn(&BTreeMap<String, f64>) -> bool) {
+    for _ in 0..200 {
+        for (key, value) in recorded() {
+            if key.starts_with(INBOX_DELIVERIES) || key.starts_with(INBOX_OLDEST_PENDING_SECONDS) {
+                moved.insert(key, value);
+            } else {
+                *moved.entry(key).or_default() += value;
+            }
+        }
+        if done(moved) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("never happened: {moved:?}");
 }
 
 fn only<'a>(moved: &'a BTreeMap<String, f64>, name: &str) -> BTreeMap<&'a str, f64> {
@@ -226,17 +245,17 @@ async fn the_inbox_counts_attempts_by_result_and_its_rows_by_state() {
         200,
         "a retry of a stored delivery"
     );
-    let running = tokio::spawn(worker.run(std::future::pending()));
     let mut moved = BTreeMap::new();
-    for _ in 0..200 {
-        moved.extend(recorded());
-        let gauge = moved.get(&format!("{INBOX_DELIVERIES}{{state=done}}"));
-        if gauge == Some(&3.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let handled = format!("{INBOX_ATTEMPTS_TOTAL}{{result=handled}}");
+    let running = tokio::spawn(worker.run(std::future::pending()));
+    until(&mut moved, |moved| moved.get(&handled) == Some(&3.0)).await;
     running.abort();
+    // A worker counts the inbox as it starts, then every 15 s: a fresh one shows the end.
+    let idle = inbox.worker(|_: Job<Event>| async { Ok::<(), String>(()) });
+    let counting = tokio::spawn(idle.run(std::future::pending()));
+    let done = format!("{INBOX_DELIVERIES}{{state=done}}");
+    until(&mut moved, |moved| moved.get(&done) == Some(&3.0)).await;
+    counting.abort();
     assert_eq!(
         only(&moved, INBOX_ATTEMPTS_TOTAL),
         BTreeMap::from([("{result=handled}", 3.0), ("{result=retry}", 1.0)])
@@ -327,6 +346,49 @@ async fn a_store_outage_is_counted_once_and_each_refused_delivery_by_its_code() 
         BTreeMap::from([
             ("{code=delivery_store_unavailable,outcome=rejected}", 4.0),
             ("{outcome=accepted}", 1.0),
+        ])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_whose_handler_panics_or_times_out_is_counted_as_aborted() {
+    let _turn = TURN.lock().await;
+    let handler = |event: RingyoEvent<Event>| async move {
+        match event.kind.as_str() {
+            "call.failed" => panic!("the handler's bug"),
+            _ => {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                StatusCode::NO_CONTENT
+            }
+        }
+    };
+    let app = Router::new()
+        .route(PATH, post(handler).route_layer(common::layer()))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(200),
+        ));
+    let addr = common::serve(app).await;
+    recorded();
+
+    let body = envelope("call.failed", json!({}));
+    let signature = sign(&body);
+    let cut = common::client()
+        .post(format!("http://{addr}{PATH}"))
+        .header("x-ringyo-signature", signature)
+        .body(body)
+        .send()
+        .await;
+    assert!(cut.is_err(), "the connection dies with the panic: {cut:?}");
+    let slow = envelope("call.completed", json!({}));
+    assert_eq!(send_signed(addr, slow).await, 408);
+
+    let moved = recorded();
+    assert_eq!(
+        only(&moved, DELIVERIES_TOTAL),
+        BTreeMap::from([
+            ("{code=dropped,outcome=aborted}", 1.0),
+            ("{code=panic,outcome=aborted}", 1.0),
         ])
     );
 }

@@ -62,13 +62,12 @@ async fn start(url: &str, work: Duration) -> (Receiver, mpsc::UnboundedReceiver<
         webhook,
         admin: admin_listener,
     };
-    let admin_routes = receiver::admin_routes(inbox.clone(), metrics());
     let done = tokio::spawn(receiver::run(
         listeners,
         common::layer(),
         inbox,
         handler,
-        admin_routes,
+        metrics(),
         shutdown,
     ));
     let receiver = Receiver {
@@ -219,6 +218,9 @@ async fn shutdown_finishes_requests_and_handlers_and_leaves_the_rest_for_the_nex
         !receiver.done.is_finished(),
         "stopped before the in-flight request ended"
     );
+    // Draining: out of rotation, still scraped.
+    assert_eq!(common::get_status(receiver.admin, "/readyz").await, 503);
+    assert_eq!(common::get_status(receiver.admin, "/metrics").await, 200);
     stream.write_all(&body[10..]).await.unwrap();
     let response = read_response(&mut stream).await;
     assert_eq!(status_of(&response), 202, "{response}");

@@ -27,13 +27,12 @@ async fn start_receiver() -> SocketAddr {
     let layer = RingyoWebhookLayer::new(DEVELOPMENT_SECRET).unwrap();
     let database = Box::leak(Box::new(common::inbox::sqlite()));
     let inbox = receiver::inbox_from(Ok(database.url.clone())).unwrap();
-    let admin_routes = receiver::admin_routes(inbox.clone(), common::detached_metrics());
     tokio::spawn(receiver::run(
         receiver::Listeners { webhook, admin },
         layer,
         inbox,
         receiver::process(std::time::Duration::ZERO),
-        admin_routes,
+        common::detached_metrics(),
         std::future::pending(),
     ));
     addr

@@ -43,7 +43,7 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     pub(super) fn spawn<C, F, A>(max_batch: usize, mut commit: C, mut after: A) -> Self
     where
         C: FnMut(Vec<I>) -> F + Send + 'static,
-        F: Future<Output = Result<Vec<O>, InboxError>> + Send,
+        F: Future<Output = Result<Vec<O>, InboxError>> + Send + 'static,
         A: FnMut(&Result<Vec<O>, InboxError>) + Send + 'static,
     {
         let (queue, mut pending) = mpsc::channel::<Pending<I, O>>(QUEUE);
@@ -55,7 +55,11 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
                     .drain(..)
                     .map(|pending| (pending.item, pending.reply))
                     .unzip();
-                let result = commit(items).await;
+                // A task of its own: a store that panics fails this batch, not the committer.
+                let result = match tokio::spawn(commit(items)).await {
+                    Ok(result) => result,
+                    Err(err) => Err(InboxError::database(format!("the store failed: {err}"))),
+                };
                 after(&result);
                 // A caller may have timed out and gone; the write stands either way.
                 match result {

@@ -142,19 +142,21 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
                 Some(outcome) => outcome,
                 None => {
                     tracing::info!("shutdown deadline passed: giving the delivery back");
-                    self.record(id, Settle::Release { at: now() }).await;
-                    record::inbox_attempt("released");
+                    let recorded = self.record(id, Settle::Release { at: now() }).await;
+                    record::inbox_attempt(if recorded { "released" } else { "lost" });
                     return;
                 }
             };
             log(&outcome, attempt);
             let settle = self.policy.settle(attempt, outcome, now());
-            record::inbox_attempt(match settle {
+            let result = match settle {
                 Settle::Done { .. } => "handled",
                 Settle::Retry { .. } => "retry",
                 _ => "dead",
-            });
-            self.record(id, settle).await;
+            };
+            // Counted once it is recorded: otherwise the delivery runs again, and counts then.
+            let recorded = self.record(id, settle).await;
+            record::inbox_attempt(if recorded { result } else { "lost" });
         }
         .instrument(span)
         .await;
@@ -218,15 +220,16 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
 
     /// Records `settle`, retrying while the database is away, for as long as the lease lasts:
     /// after that another worker may have the delivery, and it runs again (at least once).
-    async fn record(&self, id: DeliveryId, settle: Settle) {
+    /// Whether it was recorded.
+    async fn record(&self, id: DeliveryId, settle: Settle) -> bool {
         let give_up = tokio::time::Instant::now() + self.policy.lease;
         let mut pause = Duration::from_millis(100);
         loop {
             match self.settle(id, settle.clone()).await {
-                Ok(true) => return,
+                Ok(true) => return true,
                 Ok(false) => {
                     tracing::warn!("the lease was lost before the outcome was recorded");
-                    return;
+                    return false;
                 }
                 Err(err) if tokio::time::Instant::now() + pause < give_up => {
                     tracing::warn!("cannot record the outcome ({err}); trying again");
@@ -238,7 +241,7 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
                         "cannot record the outcome ({err}); the delivery will run again when \
                          its lease runs out"
                     );
-                    return;
+                    return false;
                 }
             }
         }

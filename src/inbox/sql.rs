@@ -169,7 +169,7 @@ impl SqlInbox {
                  ON CONFLICT (delivery_id) DO NOTHING",
             )
             .bind(delivery.id.to_string())
-            .bind(delivery.event.as_str())
+            .bind(text_column(&delivery.event, MAX_EVENT_LEN))
             .bind(delivery.timestamp.map(|at| at.timestamp_millis()))
             .bind(delivery.received_at.timestamp_millis())
             .bind(delivery.payload.as_ref())
@@ -442,14 +442,43 @@ impl From<Settle> for Change {
         match outcome {
             Settle::Extend { lease_until } => change("running", Some(lease_until), None, None),
             Settle::Done { at } => change("done", None, Some(at), None),
-            Settle::Retry { at, error } => change("pending", Some(at), None, Some(error)),
-            Settle::Dead { at, error } => change("dead", None, Some(at), Some(error)),
+            Settle::Retry { at, error } => change(
+                "pending",
+                Some(at),
+                None,
+                Some(text_column(&error, MAX_ERROR_LEN)),
+            ),
+            Settle::Dead { at, error } => change(
+                "dead",
+                None,
+                Some(at),
+                Some(text_column(&error, MAX_ERROR_LEN)),
+            ),
             Settle::Release { at } => Self {
                 attempts_back: 1,
                 ..change("pending", Some(at), None, None)
             },
         }
     }
+}
+
+/// How much of an event's name and of a handler's error the inbox keeps.
+const MAX_EVENT_LEN: usize = 256;
+const MAX_ERROR_LEN: usize = 4096;
+
+/// `text` as a text column takes it on every engine: without NUL characters (Postgres refuses
+/// them, and one refused row would fail every delivery or outcome sharing its transaction),
+/// cut to at most `max` bytes on a character boundary.
+fn text_column(text: &str, max: usize) -> String {
+    let mut kept: String = text.chars().filter(|&c| c != '\0').collect();
+    if kept.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|&at| kept.is_char_boundary(at))
+            .unwrap_or(0);
+        kept.truncate(cut);
+    }
+    kept
 }
 
 fn claimed(row: &AnyRow) -> Result<ClaimedDelivery, InboxError> {
@@ -479,4 +508,17 @@ fn attempts(row: &AnyRow, column: usize) -> Result<u32, InboxError> {
 fn millis(value: i64) -> Result<DateTime<Utc>, InboxError> {
     DateTime::from_timestamp_millis(value)
         .ok_or_else(|| InboxError::database(format!("{value} ms is not a time")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_columns_lose_nul_characters_and_stop_at_a_character_boundary() {
+        assert_eq!(text_column("panicked: \0boom\0", 100), "panicked: boom");
+        assert_eq!(text_column("ééé", 5), "éé");
+        assert_eq!(text_column("abc", 3), "abc");
+        assert_eq!(text_column("", 3), "");
+    }
 }

@@ -152,24 +152,22 @@ where
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let store = Arc::clone(self.inbox.store());
         let woken = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen_elsewhere(
+        // Background helpers that end when claiming does, or when this future is dropped.
+        let listener = AbortOnDrop(tokio::spawn(listen_elsewhere(
             Arc::clone(&store),
             Arc::clone(&woken),
             self.config.poll_interval,
-        ));
+        )));
         #[cfg(feature = "metrics")]
-        let counting = tokio::spawn(count_for_metrics(
-            Arc::clone(&store),
-            self.config.poll_interval,
-        ));
+        let counting = AbortOnDrop(tokio::spawn(count_for_metrics(Arc::clone(&store))));
         let settler = settler(&store);
         let (cancel, cancelled) = watch::channel(false);
         let mut running = JoinSet::new();
         self.claim_until(shutdown, &store, &woken, &settler, &cancelled, &mut running)
             .await;
-        listener.abort();
+        drop(listener);
         #[cfg(feature = "metrics")]
-        counting.abort();
+        drop(counting);
         tracing::info!(running = running.len(), "worker stopping: no new claims");
         let deadline = tokio::time::sleep(self.config.shutdown_grace);
         tokio::pin!(deadline);
@@ -292,10 +290,15 @@ fn settler(store: &Arc<dyn InboxStore>) -> Batcher<Settlement, bool> {
     )
 }
 
-/// Keeps the inbox gauges current: counts the inbox every `every`.
+/// How often a worker counts the inbox for its gauges: a count reads the whole table, and
+/// Prometheus scrapes every 15 s or more.
 #[cfg(feature = "metrics")]
-async fn count_for_metrics(store: Arc<dyn InboxStore>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
+const COUNT_EVERY: Duration = Duration::from_secs(15);
+
+/// Keeps the inbox gauges current: counts the inbox every [`COUNT_EVERY`].
+#[cfg(feature = "metrics")]
+async fn count_for_metrics(store: Arc<dyn InboxStore>) {
+    let mut tick = tokio::time::interval(COUNT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -303,6 +306,15 @@ async fn count_for_metrics(store: Arc<dyn InboxStore>, every: Duration) {
         if let Ok(stats) = store.stats().await {
             crate::metrics::record::inbox_stats(&stats, now());
         }
+    }
+}
+
+/// A spawned task that is aborted when this handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

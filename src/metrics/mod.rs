@@ -30,10 +30,12 @@
 //! `outcome` is `accepted` (verified, and the service behind the layer answered 2xx),
 //! `duplicate` (answered 200 without running it again), `handler_error` (verified, and the
 //! service answered otherwise, for example the inbox's 503), `in_flight` (409, another copy
-//! is being handled), `stale` (401, outside the freshness window) or `rejected` (any other
-//! refusal). Every outcome but `accepted` and `duplicate` has a `code`: the stable error code
-//! of the answer (`invalid_signature`, `timestamp_out_of_tolerance`, ...), or the status for a
-//! `handler_error`.
+//! is being handled), `stale` (401, outside the freshness window), `rejected` (any other
+//! refusal) or `aborted` (never answered: the request was dropped, by a time-out above the
+//! layer or a client that went away, or the handler panicked). Every outcome but `accepted`
+//! and `duplicate` has a `code`: the stable error code of the answer (`invalid_signature`,
+//! `timestamp_out_of_tolerance`, ...), the status for a `handler_error`, and `dropped` or
+//! `panic` for an `aborted` one. Each request is counted once.
 //!
 //! ```
 //! // At start-up, after installing a recorder: units and help text for every metric.

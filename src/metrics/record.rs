@@ -56,6 +56,55 @@ impl HandlerTimer {
     }
 }
 
+impl HandlerTimer {
+    /// The same event, timed from now: the handler starts after the store's claim.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
+    pub(crate) fn restart(mut self) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            self.watch = Stopwatch::start();
+        }
+        self
+    }
+}
+
+/// Whether a delivery's response future was counted: one that is dropped before it answers
+/// (the client went away, a time-out above the layer, a handler that panicked) is counted as
+/// `aborted` when dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    /// Inside `poll`: a drop while this holds means a panic unwound through it.
+    #[cfg(feature = "metrics")]
+    polling: bool,
+    #[cfg(feature = "metrics")]
+    finished: bool,
+}
+
+impl Tally {
+    pub(crate) fn polling(&mut self, polling: bool) {
+        #[cfg(feature = "metrics")]
+        {
+            self.polling = polling;
+        }
+    }
+
+    pub(crate) fn finished(&mut self) {
+        #[cfg(feature = "metrics")]
+        {
+            self.finished = true;
+        }
+    }
+
+    /// The future is dropped; `uncounted` if its state had not been counted yet.
+    pub(crate) fn dropped(&self, uncounted: bool) {
+        #[cfg(feature = "metrics")]
+        if uncounted && !self.finished {
+            let code = if self.polling { "panic" } else { "dropped" };
+            counter!(DELIVERIES_TOTAL, "outcome" => "aborted", "code" => code).increment(1);
+        }
+    }
+}
+
 /// Where the event's name is in [`EventKind::KNOWN`], or one past the end (`other`), so a
 /// sender cannot grow the label set.
 #[cfg(feature = "metrics")]

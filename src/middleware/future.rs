@@ -25,7 +25,7 @@ use super::{
     trace::{self, Cause},
 };
 use crate::{
-    metrics::record::{self, HandlerTimer, Stopwatch},
+    metrics::record::{self, HandlerTimer, Stopwatch, Tally},
     middleware::DUPLICATE_HEADER,
     rejection::{Rejection, RejectionKind},
     replay::{Claim, ClaimCall, ClaimGuard, SettleCall, StoreError},
@@ -43,6 +43,22 @@ pin_project! {
         state: ServiceState<S, B>,
         config: Arc<Config>,
         span: Span,
+        tally: Tally,
+    }
+
+    impl<S, B> PinnedDrop for ResponseFuture<S, B>
+    where
+        S: Service<Request<RequestBody>>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // Rejections and duplicates are counted when decided, answers when they come.
+            let uncounted = matches!(
+                &*this.state,
+                State::Buffering { .. } | State::Claiming { .. } | State::Calling { .. }
+            );
+            this.tally.dropped(uncounted);
+        }
     }
 }
 
@@ -108,6 +124,7 @@ where
             state: respond(rejection.to_response()),
             config,
             span,
+            tally: Tally::default(),
         }
     }
 
@@ -134,6 +151,7 @@ where
             },
             config,
             span,
+            tally: Tally::default(),
         }
     }
 }
@@ -147,62 +165,75 @@ where
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         let _entered = this.span.enter();
-        loop {
-            let next = match this.state.as_mut().project() {
-                StateProj::Respond { response } => {
-                    let response = take(response).map(ResponseBody::own);
-                    return Poll::Ready(Ok(response));
-                }
-                StateProj::Buffering {
-                    body,
-                    buffer,
-                    parts,
-                    inner,
-                    signature,
-                    started,
-                } => {
-                    let read = ready!(buffer::poll_collect(body, buffer, cx));
-                    record::body_read(*started);
-                    let (parts, inner) = (take(parts), take(inner));
-                    after_body(this.config, this.span, parts, inner, read, signature)
-                }
-                StateProj::Claiming { claim, next } => {
-                    let claim = ready!(claim.poll(cx));
-                    let (request, inner, ticket, timer) = take(next);
-                    after_claim(
-                        this.config,
-                        this.span,
-                        &claim,
-                        request,
-                        inner,
-                        ticket,
-                        timer,
-                    )
-                }
-                StateProj::Calling {
-                    future,
-                    guard,
-                    timer,
-                } => {
-                    let output = ready!(future.poll(cx));
-                    answered(this.span, *timer, &output);
-                    let Some(guard) = guard.take() else {
-                        return Poll::Ready(finish(output));
-                    };
-                    State::Settling {
-                        settle: guard.settle(admit::is_handled(&output)),
-                        output: Some(output),
-                    }
-                }
-                StateProj::Settling { settle, output } => {
-                    ready!(settle.poll(cx));
-                    return Poll::Ready(finish(take(output)));
-                }
-            };
-            this.state.set(next);
+        this.tally.polling(true);
+        let output = poll_state(this.state, this.config, this.span, cx);
+        this.tally.polling(false);
+        if output.is_ready() {
+            this.tally.finished();
         }
+        output
+    }
+}
+
+/// Drives the state machine until it answers or waits.
+fn poll_state<S, B, ResBody>(
+    mut state: Pin<&mut ServiceState<S, B>>,
+    config: &Config,
+    span: &Span,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<ResponseBody<ResBody>>, S::Error>>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResBody>>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    loop {
+        let next = match state.as_mut().project() {
+            StateProj::Respond { response } => {
+                let response = take(response).map(ResponseBody::own);
+                return Poll::Ready(Ok(response));
+            }
+            StateProj::Buffering {
+                body,
+                buffer,
+                parts,
+                inner,
+                signature,
+                started,
+            } => {
+                let read = ready!(buffer::poll_collect(body, buffer, cx));
+                record::body_read(*started);
+                let (parts, inner) = (take(parts), take(inner));
+                after_body(config, span, parts, inner, read, signature)
+            }
+            StateProj::Claiming { claim, next } => {
+                let claim = ready!(claim.poll(cx));
+                let (request, inner, ticket, timer) = take(next);
+                after_claim(config, span, &claim, request, inner, ticket, timer)
+            }
+            StateProj::Calling {
+                future,
+                guard,
+                timer,
+            } => {
+                let output = ready!(future.poll(cx));
+                answered(span, *timer, &output);
+                let Some(guard) = guard.take() else {
+                    return Poll::Ready(finish(output));
+                };
+                State::Settling {
+                    settle: guard.settle(admit::is_handled(&output)),
+                    output: Some(output),
+                }
+            }
+            StateProj::Settling { settle, output } => {
+                ready!(settle.poll(cx));
+                return Poll::Ready(finish(take(output)));
+            }
+        };
+        state.set(next);
     }
 }
 
@@ -304,13 +335,13 @@ where
             State::Calling {
                 future: inner.call(request),
                 guard: Some(guard),
-                timer,
+                timer: timer.restart(),
             }
         }
         ClaimVerdict::RunUnclaimed => State::Calling {
             future: inner.call(request),
             guard: None,
-            timer,
+            timer: timer.restart(),
         },
         ClaimVerdict::Duplicate => {
             trace::duplicate(span);
