@@ -358,3 +358,62 @@ async fn failing_open_runs_the_handler_without_deduplication() {
     assert_eq!(send(&setup.app, &delivery).await.status(), 200);
     assert_eq!(setup.runs.load(Ordering::SeqCst), 2);
 }
+
+/// Real HTTP: a memory store at its cap keeps every claim in flight, and refuses a new
+/// delivery with 503 and `Retry-After` rather than forget one (its retry would run twice).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_memory_store_refuses_a_new_delivery_rather_than_forget_one_in_flight() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let (counted, open) = (Arc::clone(&runs), Arc::clone(&gate));
+    let handler = move |_: RingyoEvent| {
+        let (runs, gate) = (Arc::clone(&counted), Arc::clone(&open));
+        async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            gate.notified().await;
+            StatusCode::NO_CONTENT
+        }
+    };
+    let layer = common::layer().delivery_store(MemoryDeliveryStore::with_capacity(1));
+    let addr = common::serve(Router::new().route("/", post(handler).route_layer(layer))).await;
+    let first = common::envelope("credits.low", serde_json::json!({ "balance": 1 }));
+    let second = common::envelope("credits.low", serde_json::json!({ "balance": 2 }));
+    let send = |body: Vec<u8>| async move {
+        let signature = common::sign(&body);
+        common::deliver(addr, "/", body, Some(&signature)).await
+    };
+
+    let ran = |times: usize| {
+        let runs = Arc::clone(&runs);
+        async move {
+            for _ in 0..400 {
+                if runs.load(Ordering::SeqCst) >= times {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("the handler did not run {times} times");
+        }
+    };
+    let held = tokio::spawn(send(first.clone()));
+    ran(1).await;
+    let (status, json, headers) = send(second.clone()).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (503, Some("delivery_store_unavailable"))
+    );
+    assert_eq!(headers["retry-after"], "5");
+    assert_eq!(
+        send(first).await.0,
+        409,
+        "the first is still known to be in flight"
+    );
+    gate.notify_one();
+    assert_eq!(held.await.unwrap().0, 204);
+    // Handled, the first makes room; the retry of the second runs.
+    let retried = tokio::spawn(send(second));
+    ran(2).await;
+    gate.notify_one();
+    assert_eq!(retried.await.unwrap().0, 204);
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "each ran once");
+}

@@ -18,11 +18,13 @@ use crate::verify::DeliveryId;
 /// ends. Expired entries are dropped as new ones arrive.
 ///
 /// **At the cap** ([`DEFAULT_CAPACITY`](Self::DEFAULT_CAPACITY) entries unless set), room is
-/// made by forgetting the handled delivery that would expire soonest, or, if every entry is an
-/// in-flight claim, the claim whose lease ends soonest. A copy of a forgotten delivery is
-/// handled again: the cap bounds memory under any flood of distinct valid deliveries, at the
-/// price of exactly-once for the oldest entries. Size the cap above your peak number of events
-/// per tolerance window (each entry takes about 150 bytes).
+/// made by forgetting the handled delivery that would expire soonest; a copy of a forgotten
+/// delivery is handled again. The cap bounds memory under any flood of distinct valid
+/// deliveries, at the price of exactly-once for the oldest handled entries. A claim in flight
+/// is never forgotten (its retry would run beside it): when every entry is one, a new claim
+/// fails, and the layer answers 503 with `Retry-After`, so Ringyo retries once a handler
+/// finishes. Size the cap above your peak number of events per tolerance window (each entry
+/// takes about 150 bytes).
 ///
 /// It is per process: replicas behind a load balancer each have their own, so use a shared
 /// store there.
@@ -88,17 +90,21 @@ impl MemoryDeliveryStore {
         token: ClaimToken,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-    ) -> Claim {
+    ) -> Result<Claim, StoreError> {
         let mut state = self.lock();
         state.purge(now);
         if let Some(entry) = state.entries.get(&id) {
-            return if entry.handled {
+            return Ok(if entry.handled {
                 Claim::Handled
             } else {
                 Claim::InFlight
-            };
+            });
         }
-        state.make_room(self.capacity);
+        if !state.make_room(self.capacity) {
+            return Err(StoreError::new(
+                "the memory delivery store is full of deliveries being handled",
+            ));
+        }
         state.insert(
             id,
             Entry {
@@ -107,7 +113,7 @@ impl MemoryDeliveryStore {
                 token: Some(token),
             },
         );
-        Claim::Claimed
+        Ok(Claim::Claimed)
     }
 }
 
@@ -145,18 +151,16 @@ impl State {
         }
     }
 
-    /// Forgets entries until one more fits: the handled entry nearest expiry first, or else the
-    /// claim nearest its lease's end.
-    fn make_room(&mut self, capacity: usize) {
+    /// Forgets handled entries, nearest expiry first, until one more fits; `false` if only
+    /// claims in flight are left and none fits.
+    fn make_room(&mut self, capacity: usize) -> bool {
         while self.entries.len() >= capacity {
-            let oldest = self
-                .handled
-                .first()
-                .or_else(|| self.in_flight.first())
-                .copied();
-            let Some((_, id)) = oldest else { return };
+            let Some(&(_, id)) = self.handled.first() else {
+                return false;
+            };
             self.remove(&id);
         }
+        true
     }
 }
 
@@ -169,7 +173,7 @@ impl DeliveryStore for MemoryDeliveryStore {
         lease_until: DateTime<Utc>,
     ) -> StoreFuture<Result<Claim, StoreError>> {
         let claim = self.claim_now(id, token, now, lease_until);
-        Box::pin(std::future::ready(Ok(claim)))
+        Box::pin(std::future::ready(claim))
     }
 
     fn complete(
@@ -183,17 +187,16 @@ impl DeliveryStore for MemoryDeliveryStore {
             // Handled already, or claimed since by another request whose claim stands.
             Some(entry) if entry.handled || entry.token != Some(token) => {}
             held => {
-                // The claim may have been forgotten at the cap meanwhile: then this is a new
-                // entry.
-                if held.is_none() {
-                    state.make_room(self.capacity);
+                // The claim's lease may have run out and been purged meanwhile: then this is a
+                // new entry, kept if there is room.
+                if held.is_some() || state.make_room(self.capacity) {
+                    let handled = Entry {
+                        handled: true,
+                        until: keep_until,
+                        token: None,
+                    };
+                    state.insert(id, handled);
                 }
-                let handled = Entry {
-                    handled: true,
-                    until: keep_until,
-                    token: None,
-                };
-                state.insert(id, handled);
             }
         }
         Box::pin(std::future::ready(Ok(())))
@@ -255,62 +258,153 @@ mod tests {
     #[test]
     fn claim_then_complete_then_duplicate() {
         let store = MemoryDeliveryStore::new();
-        assert_eq!(store.claim_now(id(1), TOKEN, t(0), t(1)), Claim::Claimed);
-        assert_eq!(store.claim_now(id(1), TOKEN, t(0), t(1)), Claim::InFlight);
+        assert_eq!(
+            store.claim_now(id(1), TOKEN, t(0), t(1)).unwrap(),
+            Claim::Claimed
+        );
+        assert_eq!(
+            store.claim_now(id(1), TOKEN, t(0), t(1)).unwrap(),
+            Claim::InFlight
+        );
         drop(store.complete(id(1), TOKEN, t(60)));
-        assert_eq!(store.claim_now(id(1), TOKEN, t(30), t(31)), Claim::Handled);
+        assert_eq!(
+            store.claim_now(id(1), TOKEN, t(30), t(31)).unwrap(),
+            Claim::Handled
+        );
         // After keep_until the entry is gone (the timestamp check refuses such replays).
-        assert_eq!(store.claim_now(id(1), TOKEN, t(61), t(62)), Claim::Claimed);
+        assert_eq!(
+            store.claim_now(id(1), TOKEN, t(61), t(62)).unwrap(),
+            Claim::Claimed
+        );
     }
 
     #[test]
     fn released_claim_can_be_claimed_again_but_handled_stays() {
         let store = MemoryDeliveryStore::new();
-        assert_eq!(store.claim_now(id(1), TOKEN, t(0), t(1)), Claim::Claimed);
+        assert_eq!(
+            store.claim_now(id(1), TOKEN, t(0), t(1)).unwrap(),
+            Claim::Claimed
+        );
         drop(store.release(id(1), TOKEN));
-        assert_eq!(store.claim_now(id(1), TOKEN, t(0), t(1)), Claim::Claimed);
+        assert_eq!(
+            store.claim_now(id(1), TOKEN, t(0), t(1)).unwrap(),
+            Claim::Claimed
+        );
         drop(store.complete(id(1), TOKEN, t(60)));
         drop(store.release(id(1), TOKEN));
-        assert_eq!(store.claim_now(id(1), TOKEN, t(0), t(1)), Claim::Handled);
+        assert_eq!(
+            store.claim_now(id(1), TOKEN, t(0), t(1)).unwrap(),
+            Claim::Handled
+        );
     }
 
     #[test]
     fn abandoned_claim_expires_with_its_lease() {
         let store = MemoryDeliveryStore::new();
-        assert_eq!(store.claim_now(id(1), TOKEN, t(0), t(1)), Claim::Claimed);
-        assert_eq!(store.claim_now(id(1), TOKEN, t(1), t(2)), Claim::InFlight);
-        assert_eq!(store.claim_now(id(1), TOKEN, t(2), t(3)), Claim::Claimed);
+        assert_eq!(
+            store.claim_now(id(1), TOKEN, t(0), t(1)).unwrap(),
+            Claim::Claimed
+        );
+        assert_eq!(
+            store.claim_now(id(1), TOKEN, t(1), t(2)).unwrap(),
+            Claim::InFlight
+        );
+        assert_eq!(
+            store.claim_now(id(1), TOKEN, t(2), t(3)).unwrap(),
+            Claim::Claimed
+        );
         assert_eq!(store.len(), 1);
     }
 
     #[test]
     fn cap_holds_under_a_flood_and_forgets_oldest_handled_first() {
         let store = MemoryDeliveryStore::with_capacity(100);
-        assert_eq!(store.claim_now(id(0), TOKEN, t(0), t(1)), Claim::Claimed); // stays in flight
+        assert_eq!(
+            store.claim_now(id(0), TOKEN, t(0), t(1)).unwrap(),
+            Claim::Claimed
+        ); // stays in flight
         for n in 1..1000 {
-            assert_eq!(store.claim_now(id(n), TOKEN, t(0), t(1)), Claim::Claimed);
+            assert_eq!(
+                store.claim_now(id(n), TOKEN, t(0), t(1)).unwrap(),
+                Claim::Claimed
+            );
             drop(store.complete(id(n), TOKEN, t(60) + TimeDelta::seconds(n.into())));
             assert!(store.len() <= 100);
         }
         assert_eq!(store.len(), 100);
         // The in-flight claim survived; the newest handled ones are remembered.
-        assert_eq!(store.claim_now(id(0), TOKEN, t(0), t(1)), Claim::InFlight);
-        assert_eq!(store.claim_now(id(999), TOKEN, t(0), t(1)), Claim::Handled);
-        assert_eq!(store.claim_now(id(1), TOKEN, t(0), t(1)), Claim::Claimed);
+        assert_eq!(
+            store.claim_now(id(0), TOKEN, t(0), t(1)).unwrap(),
+            Claim::InFlight
+        );
+        assert_eq!(
+            store.claim_now(id(999), TOKEN, t(0), t(1)).unwrap(),
+            Claim::Handled
+        );
+        assert_eq!(
+            store.claim_now(id(1), TOKEN, t(0), t(1)).unwrap(),
+            Claim::Claimed
+        );
+    }
+
+    #[test]
+    fn at_the_cap_claims_in_flight_are_never_forgotten_and_a_new_one_is_refused() {
+        let store = MemoryDeliveryStore::with_capacity(2);
+        assert_eq!(
+            store.claim_now(id(1), TOKEN, t(0), t(9)).unwrap(),
+            Claim::Claimed
+        );
+        assert_eq!(
+            store.claim_now(id(2), TOKEN, t(0), t(9)).unwrap(),
+            Claim::Claimed
+        );
+        assert!(store.claim_now(id(3), TOKEN, t(0), t(9)).is_err());
+        // Both retries still see their delivery in flight: neither runs twice.
+        assert_eq!(
+            store.claim_now(id(1), TOKEN, t(1), t(9)).unwrap(),
+            Claim::InFlight
+        );
+        assert_eq!(
+            store.claim_now(id(2), TOKEN, t(1), t(9)).unwrap(),
+            Claim::InFlight
+        );
+        // Once one is handled, it is what the next claim's room is made from.
+        drop(store.complete(id(1), TOKEN, t(60)));
+        assert_eq!(
+            store.claim_now(id(3), TOKEN, t(1), t(9)).unwrap(),
+            Claim::Claimed
+        );
+        assert_eq!(
+            store.claim_now(id(2), TOKEN, t(1), t(9)).unwrap(),
+            Claim::InFlight
+        );
+        assert_eq!(store.len(), 2);
     }
 
     #[test]
     fn a_late_settle_does_not_touch_the_claim_that_replaced_it() {
         let store = MemoryDeliveryStore::new();
         let (first, second) = (ClaimToken::from_raw(1), ClaimToken::from_raw(2));
-        assert_eq!(store.claim_now(id(1), first, t(0), t(1)), Claim::Claimed);
+        assert_eq!(
+            store.claim_now(id(1), first, t(0), t(1)).unwrap(),
+            Claim::Claimed
+        );
         // The first lease runs out; a retry claims the delivery.
-        assert_eq!(store.claim_now(id(1), second, t(2), t(3)), Claim::Claimed);
+        assert_eq!(
+            store.claim_now(id(1), second, t(2), t(3)).unwrap(),
+            Claim::Claimed
+        );
         // The first request finishes late: neither its release nor its completion counts.
         drop(store.release(id(1), first));
         drop(store.complete(id(1), first, t(60)));
-        assert_eq!(store.claim_now(id(1), first, t(2), t(3)), Claim::InFlight);
+        assert_eq!(
+            store.claim_now(id(1), first, t(2), t(3)).unwrap(),
+            Claim::InFlight
+        );
         drop(store.complete(id(1), second, t(60)));
-        assert_eq!(store.claim_now(id(1), first, t(2), t(3)), Claim::Handled);
+        assert_eq!(
+            store.claim_now(id(1), first, t(2), t(3)).unwrap(),
+            Claim::Handled
+        );
     }
 }
