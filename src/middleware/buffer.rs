@@ -54,11 +54,18 @@ pub(super) fn too_large(limit: usize) -> Rejection {
         .with_detail(format!("at most {limit} bytes are accepted"))
 }
 
+/// How far past the bytes received the buffer may reserve. A peer that announces a large body
+/// and sends little gets little: memory follows the bytes that arrived, not the bytes
+/// announced (500 connections announcing 1 MiB and sending a few bytes each would otherwise
+/// hold 500 MiB).
+const RESERVE_AHEAD: usize = 64 * 1024;
+
 /// A body being collected.
 ///
 /// A body that arrives in one chunk (the common case) is kept as that chunk, with no copy. A
-/// body in several chunks is copied once into a buffer sized from the `Content-Length` when
-/// known, and grown geometrically but never beyond the limit otherwise.
+/// body in several chunks is copied into a buffer that grows geometrically with the bytes
+/// received, at most [`RESERVE_AHEAD`] past them at first, never past the `Content-Length`
+/// when known, nor past the limit.
 #[derive(Debug, Default)]
 pub(super) struct Buffer {
     first: Option<Bytes>,
@@ -90,8 +97,17 @@ impl Buffer {
             self.first = Some(chunk);
         } else {
             if self.rest.capacity() < len {
-                let grown = self.rest.capacity().saturating_mul(2);
-                let target = len.max(self.expected).max(grown).min(self.limit.max(len));
+                let ceiling = if self.expected > 0 {
+                    self.expected
+                } else {
+                    self.limit
+                };
+                let ahead = self
+                    .rest
+                    .capacity()
+                    .saturating_mul(2)
+                    .max(len.saturating_add(RESERVE_AHEAD));
+                let target = len.max(ahead.min(ceiling));
                 self.rest.reserve_exact(target - self.rest.len());
             }
             if let Some(first) = self.first.take() {
@@ -149,7 +165,7 @@ mod tests {
     }
 
     #[test]
-    fn announced_length_sizes_the_buffer_once() {
+    fn a_small_announced_length_sizes_the_buffer_once() {
         let mut buffer = Buffer::new(300, 1000);
         buffer.push(Bytes::from(vec![1; 100]));
         buffer.push(Bytes::from(vec![2; 100]));
@@ -157,6 +173,33 @@ mod tests {
         buffer.push(Bytes::from(vec![3; 100]));
         assert_eq!(buffer.rest.capacity(), capacity);
         assert_eq!(capacity, 300);
+    }
+
+    #[test]
+    fn memory_follows_the_bytes_received_not_the_bytes_announced() {
+        let mib = 1024 * 1024;
+        let mut buffer = Buffer::new(mib, mib);
+        buffer.push(Bytes::from_static(b"{\"event\":"));
+        buffer.push(Bytes::from_static(b"\"call."));
+        assert!(
+            buffer.rest.capacity() <= RESERVE_AHEAD + 64,
+            "{}",
+            buffer.rest.capacity()
+        );
+        // As bytes arrive it grows, at most twice what arrived (or the first step), up to the
+        // announced length.
+        let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
+        while buffer.len + chunk.len() <= mib {
+            buffer.push(chunk.clone());
+            let bound = (2 * buffer.len).max(buffer.len + RESERVE_AHEAD).min(mib);
+            assert!(
+                buffer.rest.capacity() <= bound,
+                "{} for {}",
+                buffer.rest.capacity(),
+                buffer.len
+            );
+        }
+        assert!(buffer.rest.capacity() <= mib);
     }
 
     /// Collects `chunks` through `Limited`, as the layer does.
