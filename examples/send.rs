@@ -38,10 +38,16 @@ Options:
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let options = match Options::parse(
-        std::env::args().skip(1),
-        std::env::var("RINGYO_WEBHOOK_SECRET").ok(),
-    ) {
+    let env_secret = match std::env::var("RINGYO_WEBHOOK_SECRET") {
+        Ok(secret) => Some(secret),
+        Err(std::env::VarError::NotPresent) => None,
+        // Not the development secret in its place, and not the value: it may be the secret.
+        Err(std::env::VarError::NotUnicode(_)) => {
+            eprintln!("error: RINGYO_WEBHOOK_SECRET is not valid UTF-8; Ringyo's secrets are");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = match Options::parse(std::env::args().skip(1), env_secret) {
         Ok(Some(options)) => options,
         Ok(None) => {
             println!("{USAGE}");

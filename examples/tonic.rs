@@ -16,13 +16,14 @@ use tonic::{service::Routes, transport::Server};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let secret = std::env::var("RINGYO_WEBHOOK_SECRET")?;
+    // Not `std::env::var(..)?`: its error would print a secret that is not UTF-8.
+    let layer = RingyoWebhookLayer::from_env("RINGYO_WEBHOOK_SECRET")?;
     let listener = TcpListener::bind("127.0.0.1:3000").await?;
     println!(
         "gRPC and POST /webhooks/ringyo on {}",
         listener.local_addr()?
     );
-    serve(listener, RingyoWebhookLayer::new(secret)?).await?;
+    serve(listener, layer).await?;
     Ok(())
 }
 

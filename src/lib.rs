@@ -30,8 +30,8 @@
 //! }
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let secret = std::env::var("RINGYO_WEBHOOK_SECRET")?;
-//! let layer = RingyoWebhookLayer::new(secret)?;
+//! // Unlike `std::env::var`'s, its error never repeats the value.
+//! let layer = RingyoWebhookLayer::from_env("RINGYO_WEBHOOK_SECRET")?;
 //! // On the method router: a wrong path keeps axum's 404 and a wrong method its 405.
 //! let app = Router::new().route("/webhooks/ringyo", post(handle).route_layer(layer));
 //!

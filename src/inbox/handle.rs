@@ -41,7 +41,7 @@ use crate::{
 ///
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let inbox = Inbox::open("sqlite://ringyo-inbox.db")?;
-/// let layer = RingyoWebhookLayer::new(std::env::var("RINGYO_WEBHOOK_SECRET")?)?;
+/// let layer = RingyoWebhookLayer::from_env("RINGYO_WEBHOOK_SECRET")?;
 /// let app: Router = Router::new()
 ///     .route("/webhooks/ringyo", post_service(inbox.service()).route_layer(layer));
 ///

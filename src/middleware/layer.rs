@@ -115,6 +115,16 @@ impl RingyoWebhookLayer {
         Verifier::new(secret).map(Self::from_verifier)
     }
 
+    /// A layer that verifies with the secret in the environment variable `variable`; see
+    /// [`Verifier::from_env`]. Its errors never hold the variable's value.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretError`] if the variable is unset, not UTF-8, or not a usable secret.
+    pub fn from_env(variable: &'static str) -> Result<Self, SecretError> {
+        Verifier::from_env(variable).map(Self::from_verifier)
+    }
+
     /// A layer around a [`Verifier`] built elsewhere, with its secrets and its freshness
     /// window.
     pub fn from_verifier(verifier: Verifier) -> Self {

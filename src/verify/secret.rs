@@ -34,6 +34,30 @@ pub enum SecretError {
          or a copy-paste slip?); Ringyo's secrets have none"
     )]
     SurroundingWhitespace,
+    /// The environment variable meant to hold the secret is not set.
+    #[error("{variable} is not set; set it to the endpoint's signing secret (whsec_...)")]
+    NotSet {
+        /// The variable's name.
+        variable: &'static str,
+    },
+    /// The environment variable holds bytes that are not UTF-8. Its value is not repeated:
+    /// it is probably the secret, garbled.
+    #[error("{variable} is not valid UTF-8; Ringyo's secrets are")]
+    NotUnicode {
+        /// The variable's name.
+        variable: &'static str,
+    },
+}
+
+/// The secret in the environment variable `variable`.
+///
+/// Unlike `std::env::var`'s error, whose message repeats a value that is not UTF-8, what this
+/// returns never holds the value.
+pub(super) fn from_env(variable: &'static str) -> Result<String, SecretError> {
+    std::env::var(variable).map_err(|err| match err {
+        std::env::VarError::NotPresent => SecretError::NotSet { variable },
+        std::env::VarError::NotUnicode(_) => SecretError::NotUnicode { variable },
+    })
 }
 
 /// One secret's HMAC-SHA256 state after the key blocks, computed once and cloned per request.
@@ -73,6 +97,28 @@ impl HmacKey {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_variable_that_is_not_utf8_is_refused_without_its_value() {
+        use std::os::unix::ffi::OsStrExt;
+        // A name of this test's own: no other test reads or writes it.
+        let variable = "RINGYO_TEST_GARBLED_SECRET_VARIABLE";
+        std::env::set_var(variable, std::ffi::OsStr::from_bytes(b"whsec_hunter2\xff"));
+        let err = from_env(variable).unwrap_err();
+        assert_eq!(err, SecretError::NotUnicode { variable });
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+        // What `std::env::var` would have printed.
+        let std_err = std::env::var(variable).unwrap_err().to_string();
+        assert!(std_err.contains("hunter2"), "{std_err}");
+        assert_eq!(
+            from_env("RINGYO_TEST_UNSET_SECRET_VARIABLE"),
+            Err(SecretError::NotSet {
+                variable: "RINGYO_TEST_UNSET_SECRET_VARIABLE"
+            })
+        );
+    }
+
     use super::*;
 
     #[test]

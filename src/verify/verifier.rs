@@ -116,6 +116,24 @@ impl Verifier {
         })
     }
 
+    /// A verifier with the secret in the environment variable `variable`.
+    ///
+    /// ```
+    /// use ringyo_webhook::{SecretError, Verifier};
+    ///
+    /// let err = Verifier::from_env("RINGYO_DOCTEST_UNSET_VARIABLE").unwrap_err();
+    /// assert_eq!(err, SecretError::NotSet { variable: "RINGYO_DOCTEST_UNSET_VARIABLE" });
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SecretError::NotSet`] or [`SecretError::NotUnicode`], which never repeat the value
+    /// (`std::env::var`'s error prints a value that is not UTF-8, which would put a garbled
+    /// secret in a log), and then as [`new`](Self::new).
+    pub fn from_env(variable: &'static str) -> Result<Self, SecretError> {
+        Self::new(super::secret::from_env(variable)?)
+    }
+
     /// Adds another secret that deliveries may be signed with, for rotation.
     ///
     /// Secrets are tried in the order they were added, so put the current one first.
