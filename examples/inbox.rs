@@ -67,10 +67,12 @@ pub(crate) async fn run(args: &[String], url: &str) -> Result<String, String> {
                     format!(
                         "{}  {}  {} attempts  failed {}  {}",
                         d.id,
-                        d.event,
+                        // Escaped: a name or an error may hold newlines or a terminal's
+                        // escape codes.
+                        d.event.escape_debug(),
                         d.attempts,
                         d.failed_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                        d.error
+                        d.error.escape_debug()
                     )
                 })
                 .collect();

@@ -378,8 +378,10 @@ pub(crate) fn log_event(job: &Job<Event>) {
         Event::AppointmentCreated(appointment) => appointment.id.clone(),
         _ => None,
     };
+    // Signed strings as `&str` fields, which log escaped: an event name may hold a newline or
+    // a terminal's escape codes.
     tracing::info!(
-        event = %event.kind,
+        event = event.kind.as_str(),
         delivery_id = %event.delivery_id,
         timestamp = %event.timestamp,
         attempt = job.attempt,

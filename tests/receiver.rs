@@ -329,3 +329,47 @@ fn development_secret_is_the_one_the_test_kit_and_sender_use() {
     );
     assert_eq!(receiver::PATH, ringyo_webhook::testing::DEFAULT_PATH);
 }
+
+/// Signed strings reach the log escaped: a newline in an event's name does not start a forged
+/// log line, and a terminal's escape codes are not sent to the terminal.
+#[tokio::test]
+async fn signed_strings_in_log_lines_are_escaped() {
+    let (logs, _guard) = common::Captured::start(tracing_subscriber::fmt::format::FmtSpan::NONE);
+    let database = common::inbox::sqlite();
+    let inbox = receiver::inbox_from(Ok(database.url.clone())).unwrap();
+    let (webhook, addr) = common::local_listener().await;
+    let (admin, _) = common::local_listener().await;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(receiver::run(
+        receiver::Listeners { webhook, admin },
+        common::layer(),
+        inbox,
+        receiver::process(Duration::ZERO),
+        common::detached_metrics(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let hostile = "call.completed\nINFO forged: all is well \u{1b}[2J";
+    let body = envelope(hostile, json!({ "id": "call_1\r\nforged" }));
+    assert_eq!(send_body(addr, body).await.0, 202);
+    for _ in 0..200 {
+        if logs.text().contains("processed event") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send(()).unwrap();
+    done.await.unwrap().unwrap();
+    let text = logs.text();
+    let line = text
+        .lines()
+        .find(|line| line.contains("processed event"))
+        .unwrap_or_else(|| panic!("no processed event in {text}"));
+    assert!(line.contains(r"call.completed\nINFO forged"), "{line}");
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(
+        !text.lines().any(|line| line.starts_with("INFO forged")),
+        "{text}"
+    );
+}

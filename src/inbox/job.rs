@@ -276,10 +276,12 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
 fn log(outcome: &Attempt, attempt: u32) {
     match outcome {
         Attempt::Handled => tracing::debug!("handled"),
-        Attempt::Failed(error) => tracing::warn!(attempt, "handler failed: {error}"),
+        // Errors as `&str` fields, which log escaped: a handler's error may quote the event.
+        Attempt::Failed(error) => tracing::warn!(attempt, error = error.as_str(), "handler failed"),
         Attempt::Unreadable(error) => {
             tracing::error!(
-                "stored delivery does not fit the handler's type, dead-lettered: {error}"
+                error = error.as_str(),
+                "stored delivery does not fit the handler's type, dead-lettered"
             );
         }
         Attempt::Exhausted => tracing::error!("attempts used up without finishing, dead-lettered"),
