@@ -19,16 +19,16 @@
 //! because the worker finds the delivery in the inbox after the restart. A retry of a stored
 //! delivery gets 200 and is not stored twice; if the database cannot commit, the answer is 503,
 //! so Ringyo retries. The worker logs `processed event` once per finished delivery. Ctrl-C or
-//! SIGTERM stops
-//! accepting connections, finishes in-flight requests and running handlers, and leaves the rest
-//! in the inbox for the next start.
+//! SIGTERM stops accepting connections, finishes in-flight requests and running handlers, and
+//! leaves the rest in the inbox for the next start.
+//!
+//! Both servers close a connection that does not finish its request headers within 10 s
+//! (silent, trickling, or idle between requests), serve at most 1 024 connections at once, and
+//! give open connections 20 s to finish at shutdown ([`ServerLimits`]); a request, body
+//! included, has 10 s.
 
 use std::{
-    env::VarError,
-    future::{Future, IntoFuture},
-    net::SocketAddr,
-    process::ExitCode,
-    time::Duration,
+    env::VarError, future::Future, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration,
 };
 
 use axum::{
@@ -37,12 +37,20 @@ use axum::{
     routing::{get, post_service},
     Json, Router,
 };
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use ringyo_webhook::{
     inbox::{Handler, Inbox, Job},
     Event, RingyoWebhookLayer, SecretError,
 };
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::TcpListener,
+    sync::{watch, OwnedSemaphorePermit, Semaphore},
+    task::JoinSet,
+};
 use tower_http::timeout::TimeoutLayer;
 
 /// The path Ringyo is configured to POST to.
@@ -137,6 +145,7 @@ async fn start() -> Result<(), String> {
         inbox,
         process(work),
         metrics,
+        ServerLimits::default(),
         shutdown_signal(),
     )
     .await
@@ -271,6 +280,7 @@ pub(crate) async fn run<H>(
     inbox: Inbox,
     handler: H,
     metrics: PrometheusHandle,
+    limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
@@ -283,13 +293,9 @@ where
     let worker = tokio::spawn(inbox.worker(handler).run(until_stopped(stopped.clone())));
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_routes = admin_routes(inbox.clone(), metrics, stopped.clone());
-    let admin = tokio::spawn(
-        axum::serve(listeners.admin, admin_routes)
-            .with_graceful_shutdown(async move {
-                let _ = admin_stopped.await;
-            })
-            .into_future(),
-    );
+    let admin = tokio::spawn(serve(listeners.admin, admin_routes, limits, async move {
+        let _ = admin_stopped.await;
+    }));
 
     let app = Router::new()
         .route(PATH, post_service(inbox.service()).route_layer(layer))
@@ -297,12 +303,11 @@ where
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ));
-    let served = axum::serve(listeners.webhook, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop.send(true);
-        })
-        .await;
+    let served = serve(listeners.webhook, app, limits, async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    })
+    .await;
     // Whatever ended serving, the worker stops too (a no-op if the signal already did).
     drop(stopped);
     worker.await.map_err(std::io::Error::other)?;
@@ -356,6 +361,121 @@ async fn ready(
 fn not_ready(reason: &str) -> (StatusCode, Json<serde_json::Value>) {
     let body = serde_json::json!({ "status": "unavailable", "reason": reason });
     (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+}
+
+/// How the receiver's servers treat connections; [`Default`] gives the documented defaults.
+///
+/// A client that connects and sends nothing, trickles its headers, or keeps an idle
+/// connection open is closed after `header_read_timeout` (hyper's timer runs whenever it waits
+/// for a request's headers, idle keep-alive included); a trickled body is cut off by the
+/// request time-out (10 s). At most `max_connections` are served at once: more wait in the
+/// kernel's accept queue. On shutdown, connections finish their requests for up to
+/// `shutdown_deadline`, then are closed, so a stalled client cannot keep the process alive
+/// past an orchestrator's patience.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ServerLimits {
+    /// Default 10 s.
+    pub(crate) header_read_timeout: Duration,
+    /// Default 1 024.
+    pub(crate) max_connections: usize,
+    /// Default 20 s, inside the usual 30 s between SIGTERM and SIGKILL.
+    pub(crate) shutdown_deadline: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            shutdown_deadline: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Serves `app` on `listener` within `limits` until `shutdown` resolves, then lets open
+/// connections finish their requests for up to the shutdown deadline.
+///
+/// Not `axum::serve`: it has no header-read time-out, no cap on connections and no deadline
+/// on its graceful shutdown, and each of those lets a client that holds connections open
+/// (sending nothing, or a header line now and then) exhaust the server or delay its stop.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (closing, close) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        // A slot first: past the cap, new connections wait in the accept queue.
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = Arc::clone(&slots).acquire_owned() => slot.map_err(std::io::Error::other)?,
+        };
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // A connection reset before it was accepted, or out of descriptors: go on.
+                Err(err) => {
+                    tracing::debug!("accept failed: {err}");
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        connections.spawn(connection(stream, app.clone(), limits, close.clone(), slot));
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    let finished = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(limits.shutdown_deadline, finished)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            "shutdown deadline passed: closing the connections still open"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+/// One connection, HTTP/1.1, until it closes or is closed.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    limits: ServerLimits,
+    mut close: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    tokio::pin!(conn);
+    // The guard `wait_for` returns is not `Send`: dropped before the select resumes.
+    let closing = async move {
+        let _ = close.wait_for(|close| *close).await;
+    };
+    tokio::select! {
+        served = conn.as_mut() => {
+            if let Err(err) = served {
+                tracing::debug!("connection ended: {err}");
+            }
+        }
+        () = closing => {
+            // Finish the request in flight, then close.
+            conn.as_mut().graceful_shutdown();
+            if let Err(err) = conn.await {
+                tracing::debug!("connection ended: {err}");
+            }
+        }
+    }
 }
 
 /// The background work: `work` of simulated downstream calls, then a log line without

@@ -74,6 +74,7 @@ async fn postgres_down_at_start_and_mid_run_is_503_then_recovers_without_a_resta
         inbox,
         handler,
         common::detached_metrics(),
+        receiver::ServerLimits::default(),
         std::future::pending(),
     ));
 

@@ -75,6 +75,7 @@ fn receiver_process() {
             inbox,
             handler,
             common::detached_metrics(),
+            receiver::ServerLimits::default(),
             std::future::pending(),
         )
         .await

@@ -41,6 +41,15 @@ fn metrics() -> PrometheusHandle {
 /// Starts the example's `run` on the inbox at `url`, with a handler that reports each event
 /// it starts and finishes, taking `work` in between.
 async fn start(url: &str, work: Duration) -> (Receiver, mpsc::UnboundedReceiver<String>) {
+    start_limited(url, work, receiver::ServerLimits::default()).await
+}
+
+/// [`start`], with the servers' `limits`.
+async fn start_limited(
+    url: &str,
+    work: Duration,
+    limits: receiver::ServerLimits,
+) -> (Receiver, mpsc::UnboundedReceiver<String>) {
     let (webhook, addr) = common::local_listener().await;
     let (admin_listener, admin) = common::local_listener().await;
     let (stop, stopped) = oneshot::channel::<()>();
@@ -68,6 +77,7 @@ async fn start(url: &str, work: Duration) -> (Receiver, mpsc::UnboundedReceiver<
         inbox,
         handler,
         metrics(),
+        limits,
         shutdown,
     ));
     let receiver = Receiver {
@@ -346,6 +356,7 @@ async fn signed_strings_in_log_lines_are_escaped() {
         inbox,
         receiver::process(Duration::ZERO),
         common::detached_metrics(),
+        receiver::ServerLimits::default(),
         async move {
             let _ = stopped.await;
         },
@@ -372,4 +383,146 @@ async fn signed_strings_in_log_lines_are_escaped() {
         !text.lines().any(|line| line.starts_with("INFO forged")),
         "{text}"
     );
+}
+
+/// Whether the server closed `stream` within `within`: reading gives end-of-file or an error.
+async fn closed_within(
+    mut stream: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+    within: Duration,
+) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let read = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // a response (the idle client's 408, say): read on to the close
+            }
+        }
+    };
+    tokio::time::timeout(within, read).await.is_ok()
+}
+
+/// Clients that hold connections without finishing a request: they are closed after the
+/// header-read time-out, and a genuine delivery is served meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_that_stall_mid_headers_send_nothing_or_idle_are_closed_and_others_served() {
+    let database = common::inbox::sqlite();
+    let limits = receiver::ServerLimits {
+        header_read_timeout: Duration::from_millis(500),
+        ..receiver::ServerLimits::default()
+    };
+    let (receiver, _reports) = start_limited(&database.url, Duration::ZERO, limits).await;
+    let addr = receiver.addr;
+    let mut hostile = Vec::new();
+    for n in 0..90 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        match n % 3 {
+            // Headers a line at a time, forever (bounded here by the test's own time-out).
+            0 => {
+                stream
+                    .write_all(b"POST /webhooks/ringyo HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+                    .await
+                    .unwrap();
+                let (reader, mut writer) = stream.into_split();
+                tokio::spawn(async move {
+                    for _ in 0..100 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if writer.write_all(b"x-slow: 1\r\n").await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                hostile.push(Box::new(reader) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
+            }
+            // Nothing at all.
+            1 => hostile.push(Box::new(stream)),
+            // One request, then an idle keep-alive connection.
+            _ => {
+                stream
+                    .write_all(b"GET /nothing HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+                    .await
+                    .unwrap();
+                hostile.push(Box::new(stream));
+            }
+        }
+    }
+    let started = std::time::Instant::now();
+    assert_eq!(
+        send(addr, "call.completed").await.0,
+        202,
+        "served meanwhile"
+    );
+    let closed = futures_util::future::join_all(
+        hostile
+            .into_iter()
+            .map(|stream| closed_within(stream, Duration::from_secs(5))),
+    )
+    .await;
+    assert!(closed.iter().all(|closed| *closed), "{closed:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    receiver.stop().await;
+}
+
+/// A client stalled mid-body cannot keep the receiver from stopping: past the shutdown
+/// deadline its connection is closed and the process goes on to stop.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_client_does_not_hold_the_shutdown_past_its_deadline() {
+    let database = common::inbox::sqlite();
+    let limits = receiver::ServerLimits {
+        shutdown_deadline: Duration::from_millis(500),
+        ..receiver::ServerLimits::default()
+    };
+    let (receiver, _reports) = start_limited(&database.url, Duration::ZERO, limits).await;
+    let body = envelope("call.completed", json!({}));
+    let head = format!(
+        "POST {} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-ringyo-signature: {}\r\ncontent-length: {}\r\n\r\n",
+        receiver::PATH,
+        sign(&body),
+        body.len()
+    );
+    let mut stalled = TcpStream::connect(receiver.addr).await.unwrap();
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(&body[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let started = std::time::Instant::now();
+    receiver.stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), receiver.done)
+        .await
+        .expect("the stalled client held the shutdown")
+        .unwrap()
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "it waited for the request"
+    );
+    assert!(closed_within(Box::new(stalled), Duration::from_secs(1)).await);
+}
+
+/// Past the cap, a connection waits for a slot rather than being served beside the others;
+/// slots free up as stalled connections time out, and it is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_connection_cap_a_client_waits_for_a_slot_and_is_then_served() {
+    let database = common::inbox::sqlite();
+    let limits = receiver::ServerLimits {
+        header_read_timeout: Duration::from_millis(600),
+        max_connections: 2,
+        ..receiver::ServerLimits::default()
+    };
+    let (receiver, _reports) = start_limited(&database.url, Duration::ZERO, limits).await;
+    let silent = [
+        TcpStream::connect(receiver.addr).await.unwrap(),
+        TcpStream::connect(receiver.addr).await.unwrap(),
+    ];
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(send(receiver.addr, "call.completed").await.0, 202);
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "served only once a slot was free: {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+    receiver.stop().await;
 }

@@ -33,6 +33,7 @@ async fn start_receiver() -> SocketAddr {
         inbox,
         receiver::process(std::time::Duration::ZERO),
         common::detached_metrics(),
+        receiver::ServerLimits::default(),
         std::future::pending(),
     ));
     addr
