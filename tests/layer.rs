@@ -196,12 +196,12 @@ async fn old_secret_verifies_and_is_reported() {
 }
 
 #[tokio::test]
-async fn content_length_over_limit_is_413_before_the_body_is_sent() {
+async fn content_length_over_twice_the_limit_is_413_before_the_body_is_sent() {
     let (router, handled) = app(1024);
     let addr = serve(router).await;
     // Only the head is sent: an answer proves the body was never waited for.
     let head = format!(
-        "POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-ringyo-signature: {}\r\ncontent-length: 1025\r\n\r\n",
+        "POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-ringyo-signature: {}\r\ncontent-length: 2049\r\n\r\n",
         "ab".repeat(32)
     );
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -398,4 +398,43 @@ async fn body_exactly_at_the_limit_passes_and_one_byte_more_is_413() {
         assert_eq!(response.status(), expected);
     }
     assert_eq!(handled.load(Ordering::SeqCst), 2);
+}
+
+/// A client that sends its whole body before it reads the answer (Python's `http.client`,
+/// Node's `http`, many SDKs) sees the 413 for a body over the limit, with a `Content-Length`
+/// or chunked, rather than a reset connection: the layer reads the rest and throws it away.
+#[tokio::test]
+async fn a_client_that_sends_all_before_reading_sees_the_413() {
+    let (router, handled) = app(1024);
+    let addr = serve(router).await;
+    let body = vec![b'x'; 2000];
+    let signature = "ab".repeat(32);
+    let with_length = format!(
+        "POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-ringyo-signature: {signature}\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    let chunked = format!(
+        "POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-ringyo-signature: {signature}\r\n\
+         transfer-encoding: chunked\r\n\r\n"
+    );
+    let mut chunked_body = Vec::new();
+    for part in body.chunks(300) {
+        chunked_body.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        chunked_body.extend_from_slice(part);
+        chunked_body.extend_from_slice(b"\r\n");
+    }
+    chunked_body.extend_from_slice(b"0\r\n\r\n");
+    for (head, body) in [(with_length, body.clone()), (chunked, chunked_body)] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        // Everything, in small writes with pauses, before reading a byte.
+        stream.write_all(head.as_bytes()).await.unwrap();
+        for part in body.chunks(256) {
+            stream.write_all(part).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let response = read_response(&mut stream).await;
+        assert_raw_rejection(&response, 413, "payload_too_large");
+    }
+    assert_eq!(handled.load(Ordering::SeqCst), 0);
 }

@@ -1,8 +1,10 @@
 //! Collects a streamed body into one contiguous buffer, never past a limit.
 //!
-//! The limit is http-body-util's [`Limited`], which refuses a frame that would cross it before
-//! the frame is buffered; [`Buffer`] only joins what it lets through, without a copy when the
-//! body comes in one chunk.
+//! A frame that would cross the limit is not buffered. The body is then read on and thrown
+//! away, up to one more limit's worth, before the 413 is answered: a client that sends its
+//! whole body before it reads the answer (Python's `http.client`, Node's `http`, many SDKs)
+//! would otherwise find its connection reset, the server having closed it with bytes unread,
+//! and never see the 413. Past that budget the connection is closed as before.
 
 use std::{
     pin::Pin,
@@ -11,7 +13,6 @@ use std::{
 
 use bytes::{Buf, Bytes};
 use http_body::Body;
-use http_body_util::{LengthLimitError, Limited};
 
 use crate::rejection::{Rejection, RejectionKind};
 
@@ -20,7 +21,7 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Reads `body` into `buffer` until it ends, or answers why it cannot.
 pub(super) fn poll_collect<B>(
-    mut body: Pin<&mut Limited<B>>,
+    mut body: Pin<&mut B>,
     buffer: &mut Buffer,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Bytes, Rejection>>
@@ -32,16 +33,34 @@ where
         match ready!(body.as_mut().poll_frame(cx)) {
             Some(Ok(frame)) => {
                 // Trailers carry nothing that is signed.
-                if let Ok(mut data) = frame.into_data() {
-                    buffer.push(data.copy_to_bytes(data.remaining()));
+                let Ok(mut data) = frame.into_data() else {
+                    continue;
+                };
+                let chunk = data.copy_to_bytes(data.remaining());
+                if let Some(left) = &mut buffer.discarding {
+                    // Over the limit: thrown away, within the budget.
+                    match left.checked_sub(chunk.len()) {
+                        Some(still) => *left = still,
+                        None => return Poll::Ready(Err(too_large(buffer.limit))),
+                    }
+                } else if buffer.len.saturating_add(chunk.len()) > buffer.limit {
+                    // One more limit's worth, this chunk included.
+                    let budget = buffer.limit.saturating_sub(chunk.len());
+                    buffer.discard_the_rest(budget);
+                } else {
+                    buffer.push(chunk);
                 }
             }
-            Some(Err(err)) if err.is::<LengthLimitError>() => {
+            Some(Err(_)) if buffer.discarding.is_some() => {
                 return Poll::Ready(Err(too_large(buffer.limit)));
             }
             Some(Err(err)) => {
+                let err: BoxError = err.into();
                 tracing::debug!(error = %err, "the request body failed mid-read");
                 return Poll::Ready(Err(Rejection::new(RejectionKind::BodyReadFailed)));
+            }
+            None if buffer.discarding.is_some() => {
+                return Poll::Ready(Err(too_large(buffer.limit)));
             }
             None => return Poll::Ready(Ok(std::mem::take(buffer).finish())),
         }
@@ -73,17 +92,39 @@ pub(super) struct Buffer {
     len: usize,
     expected: usize,
     limit: usize,
+    /// Over the limit: how many more bytes may be read and thrown away.
+    discarding: Option<usize>,
 }
 
 impl Buffer {
-    /// A buffer for a body that announces `expected` bytes (0 if unknown), which [`Limited`]
-    /// keeps to at most `limit`.
+    /// A buffer for a body that announces `expected` bytes (0 if unknown), to hold at most
+    /// `limit`. A body that announces more than the limit is read only to be thrown away, and
+    /// answered 413.
     pub(super) fn new(expected: usize, limit: usize) -> Self {
-        Self {
+        let mut buffer = Self {
             expected: expected.min(limit),
             limit,
             ..Self::default()
+        };
+        if expected > limit {
+            buffer.discard_the_rest(expected);
         }
+        buffer
+    }
+
+    /// Whether a body that announces `declared` bytes is worth reading to answer 413 cleanly:
+    /// within the limit and the budget for what is thrown away after it.
+    pub(super) fn drains(declared: u64, limit: usize) -> bool {
+        declared <= (limit as u64).saturating_mul(2)
+    }
+
+    /// Drops what was kept, and throws away up to `budget` more bytes.
+    fn discard_the_rest(&mut self, budget: usize) {
+        *self = Self {
+            limit: self.limit,
+            discarding: Some(budget),
+            ..Self::default()
+        };
     }
 
     /// Appends a chunk.
@@ -131,7 +172,7 @@ impl Buffer {
 mod tests {
     use std::convert::Infallible;
 
-    use http_body_util::{BodyExt, StreamBody};
+    use http_body_util::StreamBody;
 
     use super::*;
 
@@ -202,23 +243,35 @@ mod tests {
         assert!(buffer.rest.capacity() <= mib);
     }
 
-    /// Collects `chunks` through `Limited`, as the layer does.
+    /// Collects `chunks` as the layer does.
     fn collect(chunks: &[&'static [u8]], limit: usize) -> Result<Bytes, RejectionKind> {
         let frames = chunks
             .iter()
             .map(|chunk| Ok::<_, Infallible>(http_body::Frame::data(Bytes::from_static(chunk))));
         let body = StreamBody::new(futures_util::stream::iter(frames.collect::<Vec<_>>()));
-        let mut limited = std::pin::pin!(Limited::new(body.boxed(), limit));
+        let mut body = std::pin::pin!(body);
         let mut buffer = Buffer::new(0, limit);
         let waker = std::task::Waker::noop();
-        match poll_collect(
-            limited.as_mut(),
-            &mut buffer,
-            &mut Context::from_waker(waker),
-        ) {
+        match poll_collect(body.as_mut(), &mut buffer, &mut Context::from_waker(waker)) {
             Poll::Ready(result) => result.map_err(|rejection| rejection.kind()),
             Poll::Pending => panic!("an in-memory body is never pending"),
         }
+    }
+
+    #[test]
+    fn past_the_limit_the_rest_is_read_and_thrown_away_within_a_budget() {
+        // 4 over a limit of 5: refused, all of it read (the client sees the 413).
+        assert_eq!(
+            collect(&[b"1234", b"56", b"789"], 5),
+            Err(RejectionKind::PayloadTooLarge)
+        );
+        let mut buffer = Buffer::new(0, 5);
+        buffer.discard_the_rest(3);
+        assert_eq!((buffer.len, buffer.rest.capacity()), (0, 0), "nothing kept");
+        // A body that announces more than the limit is read to be thrown away, if within twice
+        // the limit; beyond that, it is refused unread.
+        assert!(Buffer::drains(10, 5) && !Buffer::drains(11, 5));
+        assert_eq!(Buffer::new(8, 5).discarding, Some(8));
     }
 
     #[test]

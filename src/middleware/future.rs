@@ -12,7 +12,6 @@ use std::{
 use bytes::Bytes;
 use http::{request::Parts, Request, Response};
 use http_body::Body;
-use http_body_util::Limited;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 use tracing::Span;
@@ -83,7 +82,7 @@ pin_project! {
         /// Reading the body, up to the limit.
         Buffering {
             #[pin]
-            body: Limited<B>,
+            body: B,
             buffer: Buffer,
             // `Option`s so they can be moved out of the pinned state when it ends.
             parts: Option<Parts>,
@@ -142,7 +141,7 @@ where
         let expected = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
         Self {
             state: State::Buffering {
-                body: Limited::new(body, config.body_limit),
+                body,
                 buffer: Buffer::new(expected, config.body_limit),
                 parts: Some(parts),
                 inner: Some(inner),

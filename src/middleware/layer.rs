@@ -153,8 +153,10 @@ impl RingyoWebhookLayer {
     /// Sets the largest body accepted, in bytes. Default: 1 MiB
     /// ([`DEFAULT_BODY_LIMIT`](Self::DEFAULT_BODY_LIMIT)).
     ///
-    /// Larger deliveries get 413 `payload_too_large`, without the body being read past the
-    /// limit.
+    /// Larger deliveries get 413 `payload_too_large`, and nothing past the limit is kept. The
+    /// rest of such a body is read and thrown away, up to one more limit's worth, so a client
+    /// that sends its whole body before reading sees the 413 rather than a reset connection;
+    /// a body announced as larger than twice the limit is refused before it is read.
     #[must_use]
     pub fn body_limit(mut self, limit: usize) -> Self {
         Arc::make_mut(&mut self.config).body_limit = limit;
