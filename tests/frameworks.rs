@@ -10,7 +10,7 @@ mod hyper_example;
 #[path = "../examples/tonic.rs"]
 mod tonic_example;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use common::{deliver, envelope, sign};
 use serde_json::json;
@@ -29,9 +29,13 @@ async fn bind() -> (TcpListener, SocketAddr) {
 async fn hyper_service_gets_only_verified_events() {
     let (listener, addr) = bind().await;
     tokio::spawn(async move {
-        hyper_example::serve(listener, common::layer())
-            .await
-            .unwrap()
+        hyper_example::serve(
+            listener,
+            common::layer(),
+            hyper_example::HEADER_READ_TIMEOUT,
+        )
+        .await
+        .unwrap()
     });
 
     let body = envelope(
@@ -46,7 +50,12 @@ async fn hyper_service_gets_only_verified_events() {
     let not_json = b"not json".to_vec();
     let layer = common::layer().skip_timestamp_check();
     let (listener2, addr2) = bind().await;
-    tokio::spawn(async move { hyper_example::serve(listener2, layer).await.unwrap() });
+    let timeout = hyper_example::HEADER_READ_TIMEOUT;
+    tokio::spawn(async move {
+        hyper_example::serve(listener2, layer, timeout)
+            .await
+            .unwrap()
+    });
     let (status, json, headers) =
         deliver(addr2, "/", not_json.clone(), Some(&sign(&not_json))).await;
     assert_eq!(
@@ -62,6 +71,43 @@ async fn hyper_service_gets_only_verified_events() {
     assert_eq!(status, 401);
     assert_eq!(json["error"], "missing_signature");
     assert_eq!(headers["content-type"], "application/json");
+}
+
+/// The hyper example closes a connection that sends nothing, or trickles its headers, once
+/// the header-read time-out passes, and serves others meanwhile.
+#[tokio::test]
+async fn hyper_example_closes_connections_that_stall_before_their_headers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (listener, addr) = bind().await;
+    let timeout = Duration::from_millis(300);
+    tokio::spawn(async move {
+        hyper_example::serve(listener, common::layer(), timeout)
+            .await
+            .unwrap()
+    });
+    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut trickling = tokio::net::TcpStream::connect(addr).await.unwrap();
+    trickling
+        .write_all(b"POST / HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let body = envelope("credits.low", json!({}));
+    let response = common::post_signed(addr, "/", body.clone(), &sign(&body)).await;
+    assert_eq!(response.status(), 200, "served meanwhile");
+    for mut stream in [silent, trickling] {
+        let mut buf = [0u8; 256];
+        let read = async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(3), read)
+            .await
+            .expect("the stalled connection was not closed");
+    }
 }
 
 #[tokio::test]
