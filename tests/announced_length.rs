@@ -11,17 +11,6 @@ use axum::{http::StatusCode, routing::post, Router};
 use ringyo_webhook::{RingyoEvent, RingyoWebhookLayer};
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
-/// A field of /proc/self/status, in bytes.
-fn proc_status_bytes(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
-    let line = status
-        .lines()
-        .find(|line| line.starts_with(field))
-        .expect("field present");
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
-}
-
 /// `count` clients that each send `head` and two short chunks of body, then wait.
 async fn hold(addr: std::net::SocketAddr, head: &str, count: usize) -> Vec<TcpStream> {
     let mut clients = Vec::with_capacity(count);
@@ -57,9 +46,9 @@ async fn clients_announcing_the_limit_and_sending_a_few_bytes_reserve_little() {
     // A first wave, not measured: the allocator's per-thread arenas (64 MiB of address space
     // each) are set up by then.
     drop(hold(addr, &head, CLIENTS / 4).await);
-    let base = proc_status_bytes("VmSize:");
+    let base = common::proc_status_bytes("VmSize:");
     let clients = hold(addr, &head, CLIENTS).await;
-    let reserved = proc_status_bytes("VmSize:").saturating_sub(base);
+    let reserved = common::proc_status_bytes("VmSize:").saturating_sub(base);
     drop(clients);
 
     let announced = (CLIENTS * limit) as u64;

@@ -36,17 +36,6 @@ fn megabyte_body() -> Bytes {
     body.into()
 }
 
-/// A field of /proc/self/status, in bytes.
-fn proc_status_bytes(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
-    let line = status
-        .lines()
-        .find(|line| line.starts_with(field))
-        .expect("field present");
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_megabyte_deliveries_at_once_keep_peak_rss_under_twice_the_bytes_in_flight() {
     const DELIVERIES: usize = 256;
@@ -66,7 +55,7 @@ async fn many_megabyte_deliveries_at_once_keep_peak_rss_under_twice_the_bytes_in
         .with_state(barrier);
     let addr = common::serve(app).await;
 
-    let base = proc_status_bytes("VmHWM:");
+    let base = common::proc_status_bytes("VmHWM:");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -84,7 +73,7 @@ async fn many_megabyte_deliveries_at_once_keep_peak_rss_under_twice_the_bytes_in
     }
 
     let in_flight = (DELIVERIES * LIMIT) as u64;
-    let growth = proc_status_bytes("VmHWM:").saturating_sub(base);
+    let growth = common::proc_status_bytes("VmHWM:").saturating_sub(base);
     let fixed = 64 << 20; // runtime, connections, hyper's read buffers
     println!(
         "peak RSS grew {} MiB for {} MiB in flight",

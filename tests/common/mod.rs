@@ -44,6 +44,17 @@ pub async fn serve(app: Router) -> SocketAddr {
     addr
 }
 
+/// A field of /proc/self/status (`VmHWM:`, `VmSize:`, ...), in bytes.
+pub fn proc_status_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with(field))
+        .expect("field present");
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
 /// A listener on an ephemeral port of 127.0.0.1, and its address.
 pub async fn local_listener() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
