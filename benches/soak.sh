@@ -19,12 +19,14 @@ TARGET_DIR=$(cargo metadata -q --format-version 1 --no-deps \
 BIN=${TARGET_DIR:-target}/release/examples
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
-"$BIN/load_server" serve layer-memory "127.0.0.1:$PORT" & SERVER=$!
+# The store capped at 4 000 entries: full within the first tenth, it then stops growing
+# (forgetting the oldest handled deliveries), so any growth after that is something else.
+LOAD_MEMORY_CAPACITY=4000 "$BIN/load_server" serve layer-memory "127.0.0.1:$PORT" & SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then break; fi
   sleep 0.05
 done
 kill -0 "$SERVER" 2>/dev/null || { echo "the server did not start" >&2; exit 1; }
-echo "machine: $(nproc) cores; server: load_server layer-memory (pid $SERVER)"
+echo "machine: $(nproc) cores; server: load_server layer-memory, store capped at 4 000 (pid $SERVER)"
 "$BIN/soak" "127.0.0.1:$PORT" "$DELIVERIES" "$CONCURRENCY" "$SERVER"

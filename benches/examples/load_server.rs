@@ -156,7 +156,14 @@ fn layer(mode: &str, redis_url: &str) -> Result<RingyoWebhookLayer, Box<dyn std:
     let layer = RingyoWebhookLayer::new(SECRET)?;
     Ok(match mode {
         "layer" => layer,
-        "layer-memory" => layer.delivery_store(MemoryDeliveryStore::with_capacity(MEMORY_CAPACITY)),
+        "layer-memory" => {
+            // `$LOAD_MEMORY_CAPACITY` for the soak, whose store must stop growing early.
+            let capacity = match std::env::var("LOAD_MEMORY_CAPACITY") {
+                Ok(capacity) => capacity.parse()?,
+                Err(_) => MEMORY_CAPACITY,
+            };
+            layer.delivery_store(MemoryDeliveryStore::with_capacity(capacity))
+        }
         "layer-redis" => {
             let store = RedisDeliveryStore::open(redis_url)?
                 .prefix(format!("ringyo-load:{}:", std::process::id()));
