@@ -25,14 +25,20 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, body)) = rest.split_first() else {
         return;
     };
-    let mut layer = RingyoWebhookLayer::new("whsec_fuzz").unwrap().body_limit(4096);
+    let mut layer = RingyoWebhookLayer::new("whsec_fuzz")
+        .unwrap()
+        .body_limit(4096);
     if mode & 2 == 2 {
         // Any signed body reaches the handler, whatever its timestamp.
         layer = layer.skip_timestamp_check();
     }
     let header = if mode & 1 == 1 {
         // A valid signature over the body: the handler may be reached.
-        Verifier::new("whsec_fuzz").unwrap().sign(body).to_string().into_bytes()
+        Verifier::new("whsec_fuzz")
+            .unwrap()
+            .sign(body)
+            .to_string()
+            .into_bytes()
     } else {
         header.to_vec()
     };
@@ -49,13 +55,16 @@ fuzz_target!(|data: &[u8]| {
     }
     let valid = mode & 1 == 1;
     REACHED.store(false, Ordering::SeqCst);
-    let service = ServiceBuilder::new().layer(layer).service(service_fn(
-        |_: Request<RequestBody>| async {
-            REACHED.store(true, Ordering::SeqCst);
-            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
-        },
-    ));
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let service =
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(service_fn(|_: Request<RequestBody>| async {
+                REACHED.store(true, Ordering::SeqCst);
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+            }));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let response = runtime.block_on(async {
         let response = service.oneshot(request).await.unwrap();
         let status = response.status();
