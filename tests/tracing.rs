@@ -116,3 +116,99 @@ async fn each_rejection_is_logged_once() {
         .count();
     assert_eq!(rejections, 3, "{logs}");
 }
+
+/// Every way the layer refuses a delivery, logged at trace level (every crate): neither the
+/// secret nor any value from a body reaches the log.
+#[tokio::test]
+async fn no_rejection_path_logs_the_secret_or_a_body_value() {
+    use std::sync::Arc;
+
+    use axum::http::StatusCode;
+    use ringyo_webhook::{Event, MemoryDeliveryStore};
+
+    let (logs, _guard) = Captured::start(FmtSpan::FULL);
+    let canary = "body-value-canary-4711";
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let open = Arc::clone(&gate);
+    let handler = move |event: RingyoEvent<Event>| {
+        let gate = Arc::clone(&open);
+        async move {
+            if event.kind.as_str() == "credits.low" {
+                gate.notified().await;
+            }
+            StatusCode::NO_CONTENT
+        }
+    };
+    let layer = common::layer()
+        .delivery_store(MemoryDeliveryStore::new())
+        .body_limit(4096);
+    let addr = serve(Router::new().route("/", post(handler).route_layer(layer))).await;
+    let signed = |body: Vec<u8>| {
+        let signature = sign(&body);
+        (body, Some(signature))
+    };
+    let cases: Vec<(Vec<u8>, Option<String>, u16)> = vec![
+        // A malformed signature, and one that does not match.
+        (
+            envelope("call.completed", json!({ "note": canary })),
+            Some("zz".into()),
+            401,
+        ),
+        (
+            envelope("call.completed", json!({ "note": canary })),
+            Some("00".repeat(32)),
+            401,
+        ),
+        // Too large, read to the end and thrown away.
+        {
+            let (body, signature) = signed(envelope(
+                "call.completed",
+                json!({ "note": canary.repeat(400) }),
+            ));
+            (body, signature, 413)
+        },
+        // Signed, but not JSON; JSON but no envelope; no usable timestamp; data of the wrong
+        // shape for its event.
+        {
+            let (body, signature) = signed(format!("not json {canary}").into_bytes());
+            (body, signature, 400)
+        },
+        {
+            let (body, signature) = signed(json!({ "note": canary }).to_string().into_bytes());
+            (body, signature, 422)
+        },
+        {
+            let body = json!({ "event": "call.completed", "timestamp": canary, "data": {} });
+            let (body, signature) = signed(body.to_string().into_bytes());
+            (body, signature, 422)
+        },
+        {
+            let (body, signature) = signed(envelope("call.completed", json!([canary])));
+            (body, signature, 422)
+        },
+    ];
+    for (body, signature, status) in cases {
+        let (answer, json, _) = deliver(addr, "/", body, signature.as_deref()).await;
+        assert_eq!(answer, status, "{json}");
+        assert!(!json.to_string().contains(canary), "{json}");
+    }
+    // In flight: a second copy while the first waits at the gate.
+    let slow = envelope("credits.low", json!({ "note": canary }));
+    let signature = sign(&slow);
+    let first = tokio::spawn({
+        let (slow, signature) = (slow.clone(), signature.clone());
+        async move { deliver(addr, "/", slow, Some(&signature)).await.0 }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(deliver(addr, "/", slow, Some(&signature)).await.0, 409);
+    gate.notify_one();
+    assert_eq!(first.await.unwrap(), 204);
+
+    let logs = logs.text();
+    assert!(logs.contains("rejected delivery"), "{logs}");
+    assert!(!logs.contains(SECRET), "the secret is in the log:\n{logs}");
+    assert!(
+        !logs.contains(canary),
+        "a body value is in the log:\n{logs}"
+    );
+}
