@@ -75,6 +75,9 @@ impl From<EnvelopeError> for Rejection {
 pub(crate) struct Head {
     pub(crate) kind: Option<EventKind>,
     timestamp: Option<Result<DateTime<Utc>, EnvelopeError>>,
+    /// A field seen twice before the scan stopped: the full parse refuses such a body, so the
+    /// layer does too, rather than check one value and hand on bytes holding another.
+    duplicate: Option<&'static str>,
 }
 
 impl Head {
@@ -89,7 +92,10 @@ impl Head {
         // Stopping early leaves the rest of the object unread, which serde_json reports as an
         // error once the visitor returns: what was read before that point stands.
         match result {
-            _ if done => Ok(head),
+            _ if done => match head.duplicate {
+                Some(field) => Err(EnvelopeError::Duplicate(field)),
+                None => Ok(head),
+            },
             Err(err) => Err(EnvelopeError::from_json(&err)),
             Ok(()) => Ok(head),
         }
@@ -123,6 +129,14 @@ impl<'de> Visitor<'de> for HeadVisitor<'_> {
                 }
                 "timestamp" if self.head.timestamp.is_none() => {
                     self.head.timestamp = Some(map.next_value::<LenientStr<'de>>()?.timestamp());
+                }
+                field @ ("event" | "timestamp") => {
+                    self.head.duplicate = Some(if field == "event" {
+                        "event"
+                    } else {
+                        "timestamp"
+                    });
+                    break;
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -435,6 +449,37 @@ mod tests {
         let head = Head::scan(body).unwrap();
         assert_eq!(head.kind, Some(EventKind::CallFailed));
         assert!(head.timestamp().is_ok());
+    }
+
+    #[test]
+    fn head_refuses_a_field_it_meets_twice_as_the_full_parse_does() {
+        let cases: [(&[u8], &str); 3] = [
+            (
+                br#"{"event":"credits.low","event":"call.failed","timestamp":"2024-01-15T10:30:00Z"}"#,
+                "event",
+            ),
+            (
+                br#"{"timestamp":"2024-01-15T10:30:00Z","timestamp":"2020-01-01T00:00:00Z","event":"x"}"#,
+                "timestamp",
+            ),
+            // An escaped key is the same key.
+            (
+                br#"{"event":"credits.low","\u0065vent":"call.failed","timestamp":"2024-01-15T10:30:00Z"}"#,
+                "event",
+            ),
+        ];
+        for (body, field) in cases {
+            assert_eq!(
+                Head::scan(body).unwrap_err(),
+                EnvelopeError::Duplicate(field),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            assert_eq!(
+                parse::<Value>(body).unwrap_err(),
+                EnvelopeError::Duplicate(field)
+            );
+        }
     }
 
     #[test]
