@@ -77,7 +77,6 @@ async fn hyper_service_gets_only_verified_events() {
 /// the header-read time-out passes, and serves others meanwhile.
 #[tokio::test]
 async fn hyper_example_closes_connections_that_stall_before_their_headers() {
-    use tokio::io::AsyncWriteExt;
     let (listener, addr) = bind().await;
     let timeout = Duration::from_millis(300);
     tokio::spawn(async move {
@@ -85,42 +84,14 @@ async fn hyper_example_closes_connections_that_stall_before_their_headers() {
             .await
             .unwrap()
     });
-    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut trickling = tokio::net::TcpStream::connect(addr).await.unwrap();
-    trickling
-        .write_all(b"POST / HTTP/1.1\r\nhost: 127.0.0.1\r\n")
-        .await
-        .unwrap();
-    let body = envelope("credits.low", json!({}));
-    let response = common::post_signed(addr, "/", body.clone(), &sign(&body)).await;
-    assert_eq!(response.status(), 200, "served meanwhile");
-    for stream in [silent, trickling] {
-        closed_within(stream, Duration::from_secs(3)).await;
-    }
-}
-
-/// Waits for the server to close `stream` (end of file or an error), for at most `within`.
-async fn closed_within(mut stream: tokio::net::TcpStream, within: Duration) {
-    use tokio::io::AsyncReadExt;
-    let mut buf = [0u8; 256];
-    let read = async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::time::timeout(within, read)
-        .await
-        .expect("the stalled connection was not closed");
+    stalled_connections_are_closed_while_a_delivery_is_served(addr, "/", Duration::from_secs(3))
+        .await;
 }
 
 /// The tonic example closes every connection at its maximum age (and grace): one that sends
 /// nothing or trickles its headers is gone by then, and a webhook is served meanwhile.
 #[tokio::test]
 async fn tonic_example_closes_stalled_connections_at_their_maximum_age() {
-    use tokio::io::AsyncWriteExt;
     let (listener, addr) = bind().await;
     tokio::spawn(async move {
         let (age, grace) = (Duration::from_millis(300), Duration::from_millis(300));
@@ -128,17 +99,33 @@ async fn tonic_example_closes_stalled_connections_at_their_maximum_age() {
             .await
             .unwrap()
     });
+    let within = Duration::from_secs(5);
+    stalled_connections_are_closed_while_a_delivery_is_served(addr, "/webhooks/ringyo", within)
+        .await;
+}
+
+/// Opens a silent connection and one that trickles its headers to `path`, has a signed
+/// delivery answered meanwhile, and checks both stalled ones are closed within `within`.
+async fn stalled_connections_are_closed_while_a_delivery_is_served(
+    addr: SocketAddr,
+    path: &str,
+    within: Duration,
+) {
+    use tokio::io::AsyncWriteExt;
     let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut trickling = tokio::net::TcpStream::connect(addr).await.unwrap();
     trickling
-        .write_all(b"POST /webhooks/ringyo HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+        .write_all(format!("POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n").as_bytes())
         .await
         .unwrap();
     let body = envelope("credits.low", json!({}));
-    let response = common::post_signed(addr, "/webhooks/ringyo", body.clone(), &sign(&body)).await;
+    let response = common::post_signed(addr, path, body.clone(), &sign(&body)).await;
     assert_eq!(response.status(), 200, "served meanwhile");
     for stream in [silent, trickling] {
-        closed_within(stream, Duration::from_secs(5)).await;
+        assert!(
+            common::closed_within(stream, within).await,
+            "the stalled connection was not closed"
+        );
     }
 }
 

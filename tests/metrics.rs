@@ -8,16 +8,12 @@ mod common;
 
 use std::{
     collections::BTreeMap,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, OnceLock,
-    },
+    sync::{atomic::Ordering, Arc, OnceLock},
     time::Duration,
 };
 
 use axum::{http::StatusCode, routing::post, Router};
-use chrono::{DateTime, Utc};
-use common::{envelope, sign};
+use common::{envelope, sign, stores::Faulty};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use ringyo_webhook::{
     inbox::{Inbox, Job},
@@ -25,9 +21,8 @@ use ringyo_webhook::{
         DELIVERIES_TOTAL, HANDLER_SECONDS, INBOX_ATTEMPTS_TOTAL, INBOX_DELIVERIES,
         INBOX_HANDLER_SECONDS, INBOX_OLDEST_PENDING_SECONDS, STORE_OUTAGES_TOTAL, VERIFY_SECONDS,
     },
-    replay::{Claim, StoreError, StoreFuture},
     testing::TestDelivery,
-    ClaimToken, DeliveryId, DeliveryStore, Event, MemoryDeliveryStore, RingyoEvent,
+    Event, MemoryDeliveryStore, RingyoEvent,
 };
 use serde_json::json;
 use tokio::sync::{mpsc, Mutex, Notify};
@@ -284,59 +279,25 @@ async fn the_inbox_counts_attempts_by_result_and_its_rows_by_state() {
     );
 }
 
-/// A memory store whose claims fail while `down` is set, as a store that lost its server.
-#[derive(Clone, Default)]
-struct Switchable {
-    inner: Arc<MemoryDeliveryStore>,
-    down: Arc<AtomicBool>,
-}
-
-impl DeliveryStore for Switchable {
-    fn claim(
-        &self,
-        id: DeliveryId,
-        token: ClaimToken,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> StoreFuture<Result<Claim, StoreError>> {
-        if self.down.load(Ordering::SeqCst) {
-            return Box::pin(async { Err(StoreError::new("connection refused")) });
-        }
-        self.inner.claim(id, token, now, lease_until)
-    }
-
-    fn complete(
-        &self,
-        id: DeliveryId,
-        token: ClaimToken,
-        keep_until: DateTime<Utc>,
-    ) -> StoreFuture<Result<(), StoreError>> {
-        self.inner.complete(id, token, keep_until)
-    }
-
-    fn release(&self, id: DeliveryId, token: ClaimToken) -> StoreFuture<Result<(), StoreError>> {
-        self.inner.release(id, token)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_store_outage_is_counted_once_and_each_refused_delivery_by_its_code() {
     let _turn = TURN.lock().await;
-    let store = Switchable::default();
-    let layer = common::layer().delivery_store(store.clone());
+    // Its claims fail while `claim_fails` is set, as a store that lost its server.
+    let store = Arc::new(Faulty::default());
+    let layer = common::layer().delivery_store(Arc::clone(&store));
     let handler = |_: RingyoEvent<Event>| async { StatusCode::NO_CONTENT };
     let addr = common::serve(Router::new().route(PATH, post(handler).route_layer(layer))).await;
     let delivery = |n: u32| envelope("credits.low", json!({ "balance": n }));
     recorded();
 
     // Down for three deliveries, up for one, down again for one: two outages.
-    store.down.store(true, Ordering::SeqCst);
+    store.claim_fails.store(true, Ordering::SeqCst);
     for n in 0..3 {
         assert_eq!(send_signed(addr, delivery(n)).await, 503);
     }
-    store.down.store(false, Ordering::SeqCst);
+    store.claim_fails.store(false, Ordering::SeqCst);
     assert_eq!(send_signed(addr, delivery(3)).await, 204);
-    store.down.store(true, Ordering::SeqCst);
+    store.claim_fails.store(true, Ordering::SeqCst);
     assert_eq!(send_signed(addr, delivery(4)).await, 503);
 
     let moved = recorded();

@@ -385,24 +385,6 @@ async fn signed_strings_in_log_lines_are_escaped() {
     );
 }
 
-/// Whether the server closed `stream` within `within`: reading gives end-of-file or an error.
-async fn closed_within(
-    mut stream: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-    within: Duration,
-) -> bool {
-    use tokio::io::AsyncReadExt;
-    let mut buf = [0u8; 1024];
-    let read = async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {} // a response (the idle client's 408, say): read on to the close
-            }
-        }
-    };
-    tokio::time::timeout(within, read).await.is_ok()
-}
-
 /// Clients that hold connections without finishing a request: they are closed after the
 /// header-read time-out, and a genuine delivery is served meanwhile.
 #[tokio::test(flavor = "multi_thread")]
@@ -456,7 +438,7 @@ async fn clients_that_stall_mid_headers_send_nothing_or_idle_are_closed_and_othe
     let closed = futures_util::future::join_all(
         hostile
             .into_iter()
-            .map(|stream| closed_within(stream, Duration::from_secs(5))),
+            .map(|stream| common::closed_within(stream, Duration::from_secs(5))),
     )
     .await;
     assert!(closed.iter().all(|closed| *closed), "{closed:?}");
@@ -497,7 +479,7 @@ async fn a_stalled_client_does_not_hold_the_shutdown_past_its_deadline() {
         started.elapsed() >= Duration::from_millis(400),
         "it waited for the request"
     );
-    assert!(closed_within(Box::new(stalled), Duration::from_secs(1)).await);
+    assert!(common::closed_within(stalled, Duration::from_secs(1)).await);
 }
 
 /// Past the cap, a connection waits for a slot rather than being served beside the others;

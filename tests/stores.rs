@@ -4,7 +4,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -14,14 +14,14 @@ use axum::{extract::State, http::StatusCode, routing::post, Router};
 use chrono::{DateTime, TimeDelta, Utc};
 use ringyo_webhook::{
     middleware::{StoreFailure, DUPLICATE_HEADER},
-    replay::StoreFuture,
     testing::{ManualClock, TestDelivery},
-    Claim, ClaimToken, DeliveryId, DeliveryStore, MemoryDeliveryStore, RingyoEvent,
-    RingyoWebhookLayer, StoreError,
+    MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer,
 };
 use tower::ServiceExt;
 
 mod common;
+
+use common::stores::Faulty;
 
 const SECRET: &str = "whsec_stores";
 
@@ -39,68 +39,6 @@ async fn a_store_with_async_steps_passes_the_store_suite() {
     let store = Faulty::default();
     store.delay.store(20, Ordering::SeqCst);
     common::stores::behaves_as_a_delivery_store(&store).await;
-}
-
-/// A memory store with faults and delays switched on by the test.
-#[derive(Default)]
-struct Faulty {
-    inner: Arc<MemoryDeliveryStore>,
-    /// Milliseconds each call waits before doing its work, as one over a network would.
-    delay: AtomicUsize,
-    claim_fails: AtomicBool,
-    complete_fails: AtomicBool,
-    releases: Arc<AtomicUsize>,
-}
-
-impl Faulty {
-    fn step<T: Send + 'static>(
-        &self,
-        fails: bool,
-        work: impl FnOnce() -> StoreFuture<Result<T, StoreError>> + Send + 'static,
-    ) -> StoreFuture<Result<T, StoreError>> {
-        let delay = Duration::from_millis(self.delay.load(Ordering::SeqCst) as u64);
-        Box::pin(async move {
-            tokio::time::sleep(delay).await;
-            if fails {
-                return Err(StoreError::new("connection refused"));
-            }
-            work().await
-        })
-    }
-}
-
-impl DeliveryStore for Faulty {
-    fn claim(
-        &self,
-        id: DeliveryId,
-        token: ClaimToken,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> StoreFuture<Result<Claim, StoreError>> {
-        let inner = Arc::clone(&self.inner);
-        let fails = self.claim_fails.load(Ordering::SeqCst);
-        self.step(fails, move || inner.claim(id, token, now, lease_until))
-    }
-
-    fn complete(
-        &self,
-        id: DeliveryId,
-        token: ClaimToken,
-        keep_until: DateTime<Utc>,
-    ) -> StoreFuture<Result<(), StoreError>> {
-        let inner = Arc::clone(&self.inner);
-        let fails = self.complete_fails.load(Ordering::SeqCst);
-        self.step(fails, move || inner.complete(id, token, keep_until))
-    }
-
-    fn release(&self, id: DeliveryId, token: ClaimToken) -> StoreFuture<Result<(), StoreError>> {
-        let inner = Arc::clone(&self.inner);
-        let releases = Arc::clone(&self.releases);
-        self.step(false, move || {
-            releases.fetch_add(1, Ordering::SeqCst);
-            inner.release(id, token)
-        })
-    }
 }
 
 /// How the handler behaves on each run: panics, hangs or answers 200, counting its runs.

@@ -219,7 +219,7 @@ impl SqlInbox {
         let mut held = vec![false; settlements.len()];
         for at in order {
             let Settlement { id, token, outcome } = &settlements[at];
-            let change = Change::from(outcome.clone());
+            let change = Change::from(outcome);
             let updated = sqlx::query(
                 "UPDATE ringyo_inbox SET \
                    state = $3, \
@@ -430,8 +430,8 @@ struct Change {
     error: Option<String>,
 }
 
-impl From<Settle> for Change {
-    fn from(outcome: Settle) -> Self {
+impl From<&Settle> for Change {
+    fn from(outcome: &Settle) -> Self {
         let change = |state, available_at, finished_at, error| Self {
             state,
             available_at,
@@ -439,20 +439,20 @@ impl From<Settle> for Change {
             finished_at,
             error,
         };
-        match outcome {
+        match *outcome {
             Settle::Extend { lease_until } => change("running", Some(lease_until), None, None),
             Settle::Done { at } => change("done", None, Some(at), None),
-            Settle::Retry { at, error } => change(
+            Settle::Retry { at, ref error } => change(
                 "pending",
                 Some(at),
                 None,
-                Some(text_column(&error, MAX_ERROR_LEN)),
+                Some(text_column(error, MAX_ERROR_LEN)),
             ),
-            Settle::Dead { at, error } => change(
+            Settle::Dead { at, ref error } => change(
                 "dead",
                 None,
                 Some(at),
-                Some(text_column(&error, MAX_ERROR_LEN)),
+                Some(text_column(error, MAX_ERROR_LEN)),
             ),
             Settle::Release { at } => Self {
                 attempts_back: 1,

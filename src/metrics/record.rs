@@ -54,9 +54,7 @@ impl HandlerTimer {
             event: event_index(kind),
         }
     }
-}
 
-impl HandlerTimer {
     /// The same event, timed from now: the handler starts after the store's claim.
     #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
     pub(crate) fn restart(mut self) -> Self {
@@ -248,24 +246,21 @@ pub(crate) fn store_round_trip(watch: Stopwatch, store: &'static str, op: &'stat
 /// A worker's count of the inbox.
 #[cfg(all(feature = "inbox", feature = "metrics"))]
 pub(crate) fn inbox_stats(stats: &crate::inbox::InboxStats, now: chrono::DateTime<chrono::Utc>) {
-    #[cfg(feature = "metrics")]
-    {
-        use metrics::gauge;
-        #[allow(clippy::cast_precision_loss)] // counts far below 2^52
-        for (state, count) in [
-            ("pending", stats.pending),
-            ("running", stats.running),
-            ("done", stats.done),
-            ("dead", stats.dead),
-        ] {
-            gauge!(INBOX_DELIVERIES, "state" => state).set(count as f64);
-        }
-        let age = stats
-            .oldest_pending
-            .and_then(|at| (now - at).to_std().ok())
-            .unwrap_or_default();
-        gauge!(INBOX_OLDEST_PENDING_SECONDS).set(age.as_secs_f64());
+    use metrics::gauge;
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+    for (state, count) in [
+        ("pending", stats.pending),
+        ("running", stats.running),
+        ("done", stats.done),
+        ("dead", stats.dead),
+    ] {
+        gauge!(INBOX_DELIVERIES, "state" => state).set(count as f64);
     }
+    let age = stats
+        .oldest_pending
+        .and_then(|at| (now - at).to_std().ok())
+        .unwrap_or_default();
+    gauge!(INBOX_OLDEST_PENDING_SECONDS).set(age.as_secs_f64());
 }
 
 /// The inbox worker's handler returned (or panicked).
@@ -275,7 +270,7 @@ pub(crate) fn inbox_handler(timer: HandlerTimer) {
     handles().inbox_handler[timer.event].record(timer.watch.seconds());
 }
 
-/// What an inbox attempt came to: `handled`, `retry`, `dead` or `released`.
+/// What an inbox attempt came to: `handled`, `retry`, `dead`, `released` or `lost`.
 #[cfg(feature = "inbox")]
 pub(crate) fn inbox_attempt(result: &'static str) {
     #[cfg(feature = "metrics")]

@@ -36,19 +36,18 @@ where
                 let Ok(mut data) = frame.into_data() else {
                     continue;
                 };
-                let chunk = data.copy_to_bytes(data.remaining());
+                let len = data.remaining();
                 if let Some(left) = &mut buffer.discarding {
-                    // Over the limit: thrown away, within the budget.
-                    match left.checked_sub(chunk.len()) {
+                    // Over the limit: thrown away (never copied), within the budget.
+                    match left.checked_sub(len) {
                         Some(still) => *left = still,
                         None => return Poll::Ready(Err(too_large(buffer.limit))),
                     }
-                } else if buffer.len.saturating_add(chunk.len()) > buffer.limit {
+                } else if buffer.len.saturating_add(len) > buffer.limit {
                     // One more limit's worth, this chunk included.
-                    let budget = buffer.limit.saturating_sub(chunk.len());
-                    buffer.discard_the_rest(budget);
+                    buffer.discard_the_rest(buffer.limit.saturating_sub(len));
                 } else {
-                    buffer.push(chunk);
+                    buffer.push(data.copy_to_bytes(len));
                 }
             }
             Some(Err(_)) if buffer.discarding.is_some() => {
@@ -132,7 +131,7 @@ impl Buffer {
         if chunk.is_empty() {
             return;
         }
-        // `Limited` has checked the sum against the limit; saturate rather than trust it.
+        // `poll_collect` has checked the sum against the limit; saturate rather than trust it.
         let len = self.len.saturating_add(chunk.len());
         if self.first.is_none() && self.rest.is_empty() {
             self.first = Some(chunk);

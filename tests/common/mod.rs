@@ -55,6 +55,24 @@ pub fn proc_status_bytes(field: &str) -> u64 {
     kib * 1024
 }
 
+/// Whether the server closed `stream` within `within`: reading gives end of file or an error.
+/// An answer before the close (an idle client's 408, say) is read past.
+pub async fn closed_within(
+    mut stream: impl tokio::io::AsyncRead + Unpin,
+    within: Duration,
+) -> bool {
+    let mut buf = [0u8; 1024];
+    let read = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(within, read).await.is_ok()
+}
+
 /// A listener on an ephemeral port of 127.0.0.1, and its address.
 pub async fn local_listener() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,8 +1,17 @@
 //! The behaviour every delivery store must have, as one suite each store's tests call.
 
-use chrono::TimeDelta;
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use chrono::{DateTime, TimeDelta, Utc};
 use ringyo_webhook::{
-    Claim, ClaimToken, Clock, DeliveryId, DeliveryStore, Signature, SystemClock, Verifier,
+    replay::StoreFuture, Claim, ClaimToken, Clock, DeliveryId, DeliveryStore, MemoryDeliveryStore,
+    Signature, StoreError, SystemClock, Verifier,
 };
 
 /// Delivery ids no earlier run has used, so a store that persists (Redis) starts clean.
@@ -62,4 +71,66 @@ pub async fn behaves_as_a_delivery_store(store: &dyn DeliveryStore) {
     store.complete(id(4), mine, at(60_000)).await.unwrap();
     assert_eq!(claim(4, mine, later).await.unwrap(), Claim::InFlight);
     assert_eq!(claim(5, theirs, later).await.unwrap(), Claim::Claimed);
+}
+
+/// A memory store with faults and delays switched on by the test.
+#[derive(Default)]
+pub struct Faulty {
+    pub inner: Arc<MemoryDeliveryStore>,
+    /// Milliseconds each call waits before doing its work, as one over a network would.
+    pub delay: AtomicUsize,
+    pub claim_fails: AtomicBool,
+    pub complete_fails: AtomicBool,
+    pub releases: Arc<AtomicUsize>,
+}
+
+impl Faulty {
+    fn step<T: Send + 'static>(
+        &self,
+        fails: bool,
+        work: impl FnOnce() -> StoreFuture<Result<T, StoreError>> + Send + 'static,
+    ) -> StoreFuture<Result<T, StoreError>> {
+        let delay = Duration::from_millis(self.delay.load(Ordering::SeqCst) as u64);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            if fails {
+                return Err(StoreError::new("connection refused"));
+            }
+            work().await
+        })
+    }
+}
+
+impl DeliveryStore for Faulty {
+    fn claim(
+        &self,
+        id: DeliveryId,
+        token: ClaimToken,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> StoreFuture<Result<Claim, StoreError>> {
+        let inner = Arc::clone(&self.inner);
+        let fails = self.claim_fails.load(Ordering::SeqCst);
+        self.step(fails, move || inner.claim(id, token, now, lease_until))
+    }
+
+    fn complete(
+        &self,
+        id: DeliveryId,
+        token: ClaimToken,
+        keep_until: DateTime<Utc>,
+    ) -> StoreFuture<Result<(), StoreError>> {
+        let inner = Arc::clone(&self.inner);
+        let fails = self.complete_fails.load(Ordering::SeqCst);
+        self.step(fails, move || inner.complete(id, token, keep_until))
+    }
+
+    fn release(&self, id: DeliveryId, token: ClaimToken) -> StoreFuture<Result<(), StoreError>> {
+        let inner = Arc::clone(&self.inner);
+        let releases = Arc::clone(&self.releases);
+        self.step(false, move || {
+            releases.fetch_add(1, Ordering::SeqCst);
+            inner.release(id, token)
+        })
+    }
 }
