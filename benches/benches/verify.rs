@@ -10,7 +10,7 @@ mod report;
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use ringyo_webhook::{Signature, Verifier};
 use sha2::{Digest, Sha256};
 

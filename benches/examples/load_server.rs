@@ -61,7 +61,7 @@ use axum::{
     routing::{get, post, post_service},
     Json, Router,
 };
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use ringyo_webhook::{
     inbox::{Inbox, Job},
     replay::RedisDeliveryStore,

@@ -1,7 +1,8 @@
 //! Secrets: checked once when a verifier is built, then kept only as HMAC key state.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use zeroize::Zeroizing;
 
 /// The prefix Ringyo puts on the secrets it generates.
 const SECRET_PREFIX: &str = "whsec_";
@@ -49,20 +50,37 @@ pub enum SecretError {
     },
 }
 
-/// The secret in the environment variable `variable`.
+/// The secret in the environment variable `variable`, wiped from memory when dropped.
 ///
 /// Unlike `std::env::var`'s error, whose message repeats a value that is not UTF-8, what this
-/// returns never holds the value.
-pub(super) fn from_env(variable: &'static str) -> Result<String, SecretError> {
-    std::env::var(variable).map_err(|err| match err {
-        std::env::VarError::NotPresent => SecretError::NotSet { variable },
-        std::env::VarError::NotUnicode(_) => SecretError::NotUnicode { variable },
-    })
+/// returns never holds the value. (The process environment itself keeps its copy: that one is
+/// the deployment's to manage.)
+pub(super) fn from_env(variable: &'static str) -> Result<Zeroizing<String>, SecretError> {
+    std::env::var(variable)
+        .map(Zeroizing::new)
+        .map_err(|err| match err {
+            std::env::VarError::NotPresent => SecretError::NotSet { variable },
+            std::env::VarError::NotUnicode(_) => SecretError::NotUnicode { variable },
+        })
 }
 
 /// One secret's HMAC-SHA256 state after the key blocks, computed once and cloned per request.
+///
+/// With the `zeroize` feature of `hmac` and `sha2`, both SHA-256 states inside (the inner and
+/// outer key blocks) and the block buffer overwrite themselves with zeros when dropped, through
+/// volatile writes the compiler cannot skip. That holds for the key state kept here and for the
+/// copy each request makes and consumes. The one copy neither wipes is the padded key block
+/// `hmac` builds on the stack in [`HmacKey::new`], once per secret at start-up.
 #[derive(Clone)]
 pub(super) struct HmacKey(Hmac<Sha256>);
+
+// A build in which the SHA-256 state would not wipe itself fails here, rather than leave key
+// states in freed memory.
+const _: fn() = || {
+    fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+    wiped_on_drop::<<Sha256 as hmac::EagerHash>::Core>();
+    wiped_on_drop::<hmac::digest::block_api::Buffer<<Sha256 as hmac::EagerHash>::Core>>();
+};
 
 impl HmacKey {
     /// Checks `secret` and computes its key state.

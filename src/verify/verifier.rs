@@ -23,7 +23,8 @@ use super::{
 /// Build it once at start-up and share it (it is cheap to clone): each secret's HMAC key state
 /// is computed here, not per request. Several secrets support rotation: a signature verifies if
 /// any secret matches, and [`verify`](Self::verify) says which one did, so an old secret can be
-/// retired once it stops matching. `Debug` shows how many secrets there are, never the secrets.
+/// retired once it stops matching. `Debug` shows how many secrets there are, never the secrets,
+/// and the key states are overwritten with zeros once the last clone is dropped.
 ///
 /// [`RingyoWebhookLayer::from_verifier`](crate::RingyoWebhookLayer::from_verifier) puts one in
 /// front of a tower service; [`RingyoEvent::verify`](crate::RingyoEvent::verify) runs the same
