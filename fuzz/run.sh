@@ -4,7 +4,8 @@
 #   bash fuzz/run.sh [seconds per target, default 60]
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`); builds on the stable toolchain with
-# RUSTC_BOOTSTRAP=1, as cargo-fuzz needs nightly flags (the address sanitizer). Corpora grow in
+# RUSTC_BOOTSTRAP=1, as cargo-fuzz needs nightly flags (the address sanitizer). Every target
+# starts from the committed envelopes in fuzz/seeds (read, never written); corpora grow in
 # fuzz/corpus/<target>, crashes land in fuzz/artifacts/<target>: each becomes a regression test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,8 @@ echo "|---|---|---|---|---|---|---|---|"
 status=0
 for target in $(cargo fuzz list); do
   log=$(mktemp)
-  if ! cargo fuzz run -O "$target" -- -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 \
+  mkdir -p "fuzz/corpus/$target"
+  if ! cargo fuzz run -O "$target" "fuzz/corpus/$target" fuzz/seeds -- -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 \
       -timeout=5 >"$log" 2>&1; then
     status=1
   fi

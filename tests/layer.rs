@@ -438,3 +438,159 @@ async fn a_client_that_sends_all_before_reading_sees_the_413() {
     }
     assert_eq!(handled.load(Ordering::SeqCst), 0);
 }
+
+/// The head of a signed POST of `body` to the webhook, with `extra` header lines.
+fn signed_head(body: &[u8], extra: &str) -> String {
+    format!(
+        "POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-ringyo-signature: {}\r\ncontent-length: {}\r\n{extra}\r\n",
+        sign(body),
+        body.len()
+    )
+}
+
+/// `Expect: 100-continue`: the server asks for the body only once the header checks passed,
+/// then verifies it; a bad signature is refused without asking for the body at all.
+#[tokio::test]
+async fn expect_100_continue_asks_for_the_body_only_when_the_headers_pass() {
+    let (addr, handled) = server().await;
+    let body = envelope("call.completed", json!({}));
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(signed_head(&body, "expect: 100-continue\r\n").as_bytes())
+        .await
+        .unwrap();
+    let interim = common::read_until(&mut stream, |bytes| bytes.ends_with(b"\r\n\r\n")).await;
+    assert!(interim.starts_with("HTTP/1.1 100 Continue"), "{interim}");
+    stream.write_all(&body).await.unwrap();
+    let response = read_response(&mut stream).await;
+    assert_eq!(status_of(&response), 200, "{response}");
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+
+    let request = format!(
+        "POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-ringyo-signature: nope\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    let response = raw_exchange(addr, request.as_bytes()).await;
+    assert!(!response.contains("100 Continue"), "{response}");
+    assert_raw_rejection(&response, 401, "invalid_signature");
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+}
+
+/// Pipelined requests, all written before any answer is read, are each answered, in order.
+#[tokio::test]
+async fn pipelined_deliveries_are_each_answered_in_order() {
+    let (addr, handled) = server().await;
+    let first = envelope("call.completed", json!({"id": "call_1"}));
+    let second = envelope("call.failed", json!({"id": "call_2"}));
+    let mut requests = Vec::new();
+    requests.extend_from_slice(signed_head(&first, "").as_bytes());
+    requests.extend_from_slice(&first);
+    // A forged one between two genuine ones.
+    requests.extend_from_slice(
+        signed_head(&second, "")
+            .replace(&sign(&second), &"0".repeat(64))
+            .as_bytes(),
+    );
+    requests.extend_from_slice(&second);
+    requests.extend_from_slice(signed_head(&second, "").as_bytes());
+    requests.extend_from_slice(&second);
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&requests).await.unwrap();
+    // Split at each status line: no body here holds one.
+    let answers = |bytes: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(bytes)
+            .split("HTTP/1.1 ")
+            .skip(1)
+            .map(|answer| format!("HTTP/1.1 {answer}"))
+            .collect()
+    };
+    let all = common::read_until(&mut stream, |bytes| {
+        let seen = answers(bytes);
+        seen.len() == 3 && common::response_complete(seen[2].as_bytes())
+    })
+    .await;
+    let seen = answers(all.as_bytes());
+    assert_eq!(seen.len(), 3, "{all}");
+    assert_eq!(status_of(&seen[0]), 200, "{}", seen[0]);
+    assert!(seen[0].ends_with("call.completed 0"), "{}", seen[0]);
+    assert_raw_rejection(&seen[1], 401, "invalid_signature");
+    assert_eq!(status_of(&seen[2]), 200, "{}", seen[2]);
+    assert!(seen[2].ends_with("call.failed 0"), "{}", seen[2]);
+    assert_eq!(handled.load(Ordering::SeqCst), 2);
+}
+
+/// 60 KB of headers (60 lines of 1 KB) around a genuine delivery: answered like any other,
+/// and the server goes on serving.
+#[tokio::test]
+async fn sixty_kilobytes_of_headers_are_answered_and_the_server_keeps_serving() {
+    let (addr, handled) = server().await;
+    let body = envelope("credits.low", json!({}));
+    let padding: String = (0..60)
+        .map(|line| format!("x-padding-{line}: {}\r\n", "a".repeat(1000)))
+        .collect();
+    let mut request = signed_head(&body, &padding).into_bytes();
+    request.extend_from_slice(&body);
+    let response = raw_exchange(addr, &request).await;
+    assert_eq!(status_of(&response), 200, "{response}");
+    let (status, _, _) = deliver(addr, PATH, body.clone(), Some(&sign(&body))).await;
+    assert_eq!(status, 200);
+    assert_eq!(handled.load(Ordering::SeqCst), 2);
+}
+
+/// A client that goes away halfway through its body: no handler runs, and the server serves
+/// the next client.
+#[tokio::test]
+async fn a_client_that_disconnects_mid_body_runs_no_handler() {
+    let (addr, handled) = server().await;
+    let body = envelope("call.completed", json!({}));
+    let stalled = common::stalled_mid_body(addr, PATH).await;
+    drop(stalled);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(handled.load(Ordering::SeqCst), 0);
+    let (status, _, _) = deliver(addr, PATH, body.clone(), Some(&sign(&body))).await;
+    assert_eq!(status, 200);
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+}
+
+/// Bodies that parsers read differently never reach a handler: a second `timestamp` after the
+/// first (most parsers keep the last, so freshness would have checked one value and the
+/// handler read another), bytes after the object, bytes that are not UTF-8.
+///
+/// The handler takes the raw `VerifiedPayload`, as one that parses with its own parser would:
+/// the refusal is the layer's, not the extractor's.
+#[tokio::test]
+async fn bodies_that_parsers_read_differently_are_refused_by_the_layer() {
+    let handled = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&handled);
+    let router = Router::new().route(
+        PATH,
+        post(move |_: VerifiedPayload| async move {
+            count.fetch_add(1, Ordering::SeqCst);
+        })
+        .route_layer(common::layer()),
+    );
+    let addr = serve(router).await;
+    let at = common::SENT_AT;
+    let cases: [(Vec<u8>, u16, &str); 3] = [
+        (
+            format!(r#"{{"event":"call.completed","timestamp":"{at}","data":{{}},"timestamp":"2020-01-01T00:00:00Z"}}"#).into_bytes(),
+            422,
+            "invalid_envelope",
+        ),
+        (
+            format!(r#"{{"event":"call.completed","timestamp":"{at}","data":{{}}}}{{"event":"call.failed"}}"#).into_bytes(),
+            400,
+            "invalid_json",
+        ),
+        (
+            [format!(r#"{{"event":"call.completed","timestamp":"{at}","x":""#).as_bytes(), b"\xff\"}"].concat(),
+            400,
+            "invalid_json",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (answered, json, _) = deliver(addr, PATH, body.clone(), Some(&sign(&body))).await;
+        assert_rejected(answered, &json, status, code);
+    }
+    assert_eq!(handled.load(Ordering::SeqCst), 0);
+}

@@ -2,10 +2,11 @@
 //! few passes as possible.
 //!
 //! The layer needs only `event` (for the span) and `timestamp` (for freshness), so [`Head`]
-//! reads top-level keys until it has both and stops: Ringyo sends `data` last, so the layer never
-//! scans the payload. The extractor then parses the whole envelope once, streaming `data` into
-//! the handler's type as soon as it knows the event's name ([`parse`]). A body whose `data`
-//! comes before `event` costs one more pass over `data`, never a wrong answer.
+//! reads those two and skips every other value without building it; it still reads to the end,
+//! so that a body whose bytes a full parse would read otherwise (a key given twice, bytes after
+//! the object) never passes the layer. The extractor then parses the whole envelope once,
+//! streaming `data` into the handler's type as soon as it knows the event's name ([`parse`]). A
+//! body whose `data` comes before `event` costs one more pass over `data`, never a wrong answer.
 
 use std::{borrow::Cow, fmt, marker::PhantomData};
 
@@ -75,30 +76,37 @@ impl From<EnvelopeError> for Rejection {
 pub(crate) struct Head {
     pub(crate) kind: Option<EventKind>,
     timestamp: Option<Result<DateTime<Utc>, EnvelopeError>>,
-    /// A field seen twice before the scan stopped: the full parse refuses such a body, so the
-    /// layer does too, rather than check one value and hand on bytes holding another.
-    duplicate: Option<&'static str>,
 }
 
 impl Head {
-    /// Reads top-level keys until `event` and `timestamp` are both found, or the object ends.
+    /// Reads `event` and `timestamp`, and checks that the body is one JSON object, in UTF-8,
+    /// whose envelope keys each appear once.
+    ///
+    /// The whole body is read, `data` included (skipped, not built), because what the layer
+    /// checks must be what every full parse reads: parsers disagree on a key given twice (most
+    /// keep the last, some the first), so a body with a second `timestamp` after the first
+    /// would be freshness-checked on one value and handled on the other. Such a body, or bytes
+    /// after the object, are refused here, as the extractor refuses them. (Nesting past
+    /// serde_json's limit of 128 inside a skipped value passes, since skipping does not
+    /// recurse; a parse that would build that value refuses the body, so it reads nothing
+    /// else.)
     pub(crate) fn scan(body: &[u8]) -> Result<Self, EnvelopeError> {
+        let text = utf8(body)?;
         let mut head = Self::default();
-        let mut done = false;
-        let result = serde_json::Deserializer::from_slice(body).deserialize_map(HeadVisitor {
-            head: &mut head,
-            done: &mut done,
-        });
-        // Stopping early leaves the rest of the object unread, which serde_json reports as an
-        // error once the visitor returns: what was read before that point stands.
-        match result {
-            _ if done => match head.duplicate {
-                Some(field) => Err(EnvelopeError::Duplicate(field)),
-                None => Ok(head),
-            },
-            Err(err) => Err(EnvelopeError::from_json(&err)),
-            Ok(()) => Ok(head),
+        let mut duplicate = None;
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let result = deserializer
+            .deserialize_map(HeadVisitor {
+                head: &mut head,
+                duplicate: &mut duplicate,
+            })
+            .and_then(|()| deserializer.end());
+        // Reading stops at a duplicate, which serde_json then reports as an unfinished object.
+        if let Some(field) = duplicate {
+            return Err(EnvelopeError::Duplicate(field));
         }
+        result.map_err(|err| EnvelopeError::from_json(&err))?;
+        Ok(head)
     }
 
     /// The envelope's `timestamp`, or why there is none.
@@ -109,9 +117,13 @@ impl Head {
     }
 }
 
+/// The envelope's keys, each allowed once.
+const ENVELOPE_KEYS: [&str; 4] = ["event", "timestamp", "webhook_id", "data"];
+
 struct HeadVisitor<'a> {
     head: &'a mut Head,
-    done: &'a mut bool,
+    /// The first envelope key met twice.
+    duplicate: &'a mut Option<&'static str>,
 }
 
 impl<'de> Visitor<'de> for HeadVisitor<'_> {
@@ -122,31 +134,26 @@ impl<'de> Visitor<'de> for HeadVisitor<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = [false; ENVELOPE_KEYS.len()];
         while let Some(key) = map.next_key::<Key<'de>>()? {
-            match &*key.0 {
-                "event" if self.head.kind.is_none() => {
-                    self.head.kind = map.next_value::<LenientStr<'de>>()?.kind();
-                }
-                "timestamp" if self.head.timestamp.is_none() => {
+            let Some(index) = ENVELOPE_KEYS.iter().position(|name| *name == key.0) else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            if std::mem::replace(&mut seen[index], true) {
+                *self.duplicate = Some(ENVELOPE_KEYS[index]);
+                return Ok(());
+            }
+            match index {
+                0 => self.head.kind = map.next_value::<LenientStr<'de>>()?.kind(),
+                1 => {
                     self.head.timestamp = Some(map.next_value::<LenientStr<'de>>()?.timestamp());
-                }
-                field @ ("event" | "timestamp") => {
-                    self.head.duplicate = Some(if field == "event" {
-                        "event"
-                    } else {
-                        "timestamp"
-                    });
-                    break;
                 }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
-            if self.head.kind.is_some() && self.head.timestamp.is_some() {
-                break;
-            }
         }
-        *self.done = true;
         Ok(())
     }
 }
@@ -160,10 +167,27 @@ pub(crate) struct Parsed<T> {
     pub(crate) data: T,
 }
 
+/// The body as text: JSON is UTF-8 (RFC 8259), checked at once for the whole body, so bytes in
+/// a skipped field that some parsers refuse and others replace never pass.
+fn utf8(body: &[u8]) -> Result<&str, EnvelopeError> {
+    std::str::from_utf8(body).map_err(|err| {
+        let valid = &body[..err.valid_up_to()];
+        let line_start = valid
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |at| at + 1);
+        EnvelopeError::Syntax {
+            line: 1 + valid.iter().filter(|&&b| b == b'\n').count(),
+            column: 1 + valid.len() - line_start,
+        }
+    })
+}
+
 /// Parses verified bytes into an event whose `data` is `T`.
 pub(crate) fn parse<T: FromEventData>(body: &[u8]) -> Result<Parsed<T>, EnvelopeError> {
+    let body = utf8(body)?;
     let mut data_failed = None;
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let mut deserializer = serde_json::Deserializer::from_str(body);
     let result = deserializer
         .deserialize_map(EventVisitor::<T> {
             data_failed: &mut data_failed,
@@ -182,13 +206,13 @@ pub(crate) fn parse<T: FromEventData>(body: &[u8]) -> Result<Parsed<T>, Envelope
 }
 
 /// The raw text of a body's `data` (`null` when absent or unreadable), to find where it fails.
-fn raw_data(body: &[u8]) -> &str {
+fn raw_data(body: &str) -> &str {
     #[derive(serde::Deserialize)]
     struct DataOnly<'a> {
         #[serde(borrow)]
         data: Option<&'a RawValue>,
     }
-    serde_json::from_slice::<DataOnly<'_>>(body)
+    serde_json::from_str::<DataOnly<'_>>(body)
         .ok()
         .and_then(|envelope| envelope.data)
         .map_or("null", RawValue::get)
@@ -431,16 +455,125 @@ mod tests {
 
     const BODY: &[u8] = br#"{"event":"call.completed","timestamp":"2024-01-15T10:30:00+02:00","webhook_id":"wh_abc123","data":{"id":"call_1"},"extra":1}"#;
 
+    /// What a plain full parse (serde_json's `Value`, which keeps the last of a duplicate key)
+    /// reads as the event's name and timestamp.
+    fn full_parse(body: &[u8]) -> Option<(Option<EventKind>, Option<String>)> {
+        let value = serde_json::from_slice::<Value>(body).ok()?;
+        let field = |name: &str| value.get(name)?.as_str().map(str::to_owned);
+        Some((
+            field("event").as_deref().map(EventKind::from),
+            field("timestamp"),
+        ))
+    }
+
+    /// What the head scan must do with a body.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Expect {
+        /// Accept it, reading what a full parse reads.
+        Agree,
+        /// Refuse it.
+        Refuse,
+        /// Accept it, while every full parse refuses it: nothing reads a different value.
+        ParsersRefuse,
+    }
+
     #[test]
-    fn head_stops_once_it_has_event_and_timestamp() {
-        // What follows the two fields is never read: not even its syntax.
-        let body = br#"{"event":"credits.low","timestamp":"2024-01-15T10:30:00Z","data": this is not JSON"#;
-        let head = Head::scan(body).unwrap();
-        assert_eq!(head.kind, Some(EventKind::CreditsLow));
-        assert_eq!(
-            head.timestamp().unwrap().to_rfc3339(),
-            "2024-01-15T10:30:00+00:00"
-        );
+    fn head_reads_what_a_full_parse_reads_or_refuses_the_body() {
+        use Expect::{Agree, ParsersRefuse, Refuse};
+        let valid = r#""event":"credits.low","timestamp":"2024-01-15T10:30:00Z""#;
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let cases: Vec<(Vec<u8>, Expect)> = vec![
+            (format!("{{{valid},\"data\":{{}}}}").into(), Agree),
+            // A key met twice after both fields were read: a full parse keeps the second.
+            (
+                format!("{{{valid},\"timestamp\":\"2020-01-01T00:00:00Z\"}}").into(),
+                Refuse,
+            ),
+            (
+                format!("{{{valid},\"event\":\"call.failed\"}}").into(),
+                Refuse,
+            ),
+            (
+                format!("{{{valid},\"\\u0074imestamp\":\"2020-01-01T00:00:00Z\"}}").into(),
+                Refuse,
+            ),
+            (
+                format!("{{{valid},\"data\":{{}},\"data\":{{}}}}").into(),
+                Refuse,
+            ),
+            (
+                format!("{{{valid},\"webhook_id\":\"a\",\"webhook_id\":\"b\"}}").into(),
+                Refuse,
+            ),
+            // Escaped key names are the keys they spell.
+            (
+                br#"{"\u0065vent":"call.failed","timestamp":"2024-01-15T10:30:00Z"}"#.to_vec(),
+                Agree,
+            ),
+            // `event` and `timestamp` inside `data` are `data`'s own.
+            (
+                format!("{{{valid},\"data\":{{\"event\":\"call.failed\",\"timestamp\":\"x\"}}}}")
+                    .into(),
+                Agree,
+            ),
+            // Bytes after the object: whitespace only.
+            (format!("{{{valid}}} \n").into(), Agree),
+            (
+                format!("{{{valid}}}{{\"event\":\"call.failed\"}}").into(),
+                Refuse,
+            ),
+            (format!("{{{valid}}},").into(), Refuse),
+            (format!("{{{valid}, \"data\": {{}}").into(), Refuse),
+            // A byte-order mark: not JSON (RFC 8259 forbids sending one).
+            (
+                [
+                    b"\xEF\xBB\xBF".as_slice(),
+                    format!("{{{valid}}}").as_bytes(),
+                ]
+                .concat(),
+                Refuse,
+            ),
+            // Nesting past serde_json's limit: skipped without recursion here, refused by
+            // the parse that would build it (the extractor's too).
+            (format!("{{{valid},\"data\":{deep}}}").into(), ParsersRefuse),
+            // Bytes that are not UTF-8 after the fields, in a key or in a skipped value.
+            (
+                [format!("{{{valid},\"").as_bytes(), b"\xff\":1}"].concat(),
+                Refuse,
+            ),
+            (
+                [format!("{{{valid},\"x\":\"").as_bytes(), b"\x97\"}"].concat(),
+                Refuse,
+            ),
+        ];
+        for (body, expect) in cases {
+            let shown = String::from_utf8_lossy(&body)
+                .chars()
+                .take(100)
+                .collect::<String>();
+            let Ok(head) = Head::scan(&body) else {
+                assert_eq!(expect, Refuse, "refused: {shown}");
+                assert!(parse::<Value>(&body).is_err(), "{shown}");
+                continue;
+            };
+            assert_ne!(expect, Refuse, "accepted: {shown}");
+            let Some((kind, timestamp)) = full_parse(&body) else {
+                assert_eq!(expect, ParsersRefuse, "{shown}");
+                assert!(parse::<Value>(&body).is_err(), "{shown}");
+                continue;
+            };
+            assert_eq!(head.kind, kind, "{shown}");
+            assert_eq!(
+                head.timestamp().unwrap(),
+                DateTime::parse_from_rfc3339(&timestamp.unwrap()).unwrap(),
+                "{shown}"
+            );
+            let parsed = parse::<Value>(&body).unwrap();
+            assert_eq!(
+                (Some(parsed.kind), Ok(parsed.timestamp)),
+                (head.kind.clone(), head.timestamp())
+            );
+        }
     }
 
     #[test]
@@ -484,8 +617,15 @@ mod tests {
 
     #[test]
     fn head_says_why_there_is_no_timestamp() {
-        let cases: [(&[u8], EnvelopeError); 4] = [
+        let cases: [(&[u8], EnvelopeError); 5] = [
             (b"{\"event\":", EnvelopeError::Syntax { line: 1, column: 9 }),
+            (
+                b"{\n\"event\":\"\xff\"}",
+                EnvelopeError::Syntax {
+                    line: 2,
+                    column: 10,
+                },
+            ),
             (
                 b"\"a string\"",
                 EnvelopeError::Shape {

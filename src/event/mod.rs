@@ -7,8 +7,9 @@
 //! `Unknown` variant, a model field of an unexpected type reads as `None`, and fields no model
 //! names are kept in `extra`. Nothing Ringyo may add ever fails a delivery.
 //!
-//! The envelope is read in as few passes as possible: the layer scans only up to `event` and
-//! `timestamp` (Ringyo sends `data` last), and the extractor streams `data` straight into the
+//! The envelope is read in as few passes as possible: the layer reads `event` and `timestamp`
+//! and skips the rest without building it (while refusing a key given twice or bytes after the
+//! object, which parsers read differently), and the extractor streams `data` straight into the
 //! handler's type.
 //!
 //! ```

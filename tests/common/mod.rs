@@ -178,6 +178,22 @@ pub async fn wrong_path_and_method(addr: SocketAddr, path: &str) -> (u16, u16) {
     (wrong_path.status().as_u16(), wrong_method.status().as_u16())
 }
 
+/// A connection that sent a signed delivery's headers to `path` and the first 10 bytes of its
+/// body, then stalls.
+pub async fn stalled_mid_body(addr: SocketAddr, path: &str) -> TcpStream {
+    let body = envelope("call.completed", serde_json::json!({}));
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-ringyo-signature: {}\r\ncontent-length: {}\r\n\r\n",
+        sign(&body),
+        body.len()
+    );
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(&body[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stalled
+}
+
 /// Writes raw bytes to the server and reads what comes back until it closes or `deadline`.
 pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -187,6 +203,11 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
 
 /// Reads one HTTP response head and body (whatever arrives within a few seconds).
 pub async fn read_response(stream: &mut TcpStream) -> String {
+    read_until(stream, response_complete).await
+}
+
+/// Reads until what arrived satisfies `done`, the peer closes, or a few seconds pass.
+pub async fn read_until(stream: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -195,14 +216,15 @@ pub async fn read_response(stream: &mut TcpStream) -> String {
             break;
         }
         out.extend_from_slice(&buf[..n]);
-        if response_complete(&out) {
+        if done(&out) {
             break;
         }
     }
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn response_complete(bytes: &[u8]) -> bool {
+/// Whether `bytes` hold a whole response with a `content-length`.
+pub fn response_complete(bytes: &[u8]) -> bool {
     let text = String::from_utf8_lossy(bytes);
     let Some((head, body)) = text.split_once("\r\n\r\n") else {
         return false;
