@@ -5,63 +5,65 @@
 //! ```
 //!
 //! The layer wraps a `service_fn`; the handler deserializes the verified payload the layer left
-//! in the request's extensions with `RingyoEvent::from_extensions`.
+//! in the request's extensions with `RingyoEvent::from_extensions`. Connections are served by
+//! hyper's HTTP/1.1 connection builder within documented limits (`support/server.rs`): a
+//! connection that has not sent a request's headers within 10 s (silent, trickling, or idle
+//! between requests) is closed, a request has 10 s, body included, at most 1 024 connections
+//! are served at once, and on Ctrl-C or SIGTERM requests in flight get 20 s to finish.
 
-use std::{convert::Infallible, sync::Arc, time::Duration};
+#[path = "support/server.rs"]
+mod server;
+#[path = "support/signal.rs"]
+mod signal;
+
+use std::convert::Infallible;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{body::Incoming, server::conn::http1, Request, Response};
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    service::TowerToHyperService,
-};
+use hyper::{Request, Response, StatusCode};
 use ringyo_webhook::{middleware::RequestBody, Event, RingyoEvent, RingyoWebhookLayer};
-use tokio::{net::TcpListener, sync::Semaphore};
-use tower::{Service, ServiceBuilder};
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::timeout::TimeoutLayer;
 
-/// A connection that has not sent a request's headers within this long (one that sends
-/// nothing, trickles header lines, or idles between requests) is closed.
-pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) use server::ServerLimits;
 
-/// At most this many connections are served at once; more wait in the accept queue.
-const MAX_CONNECTIONS: usize = 1024;
+/// How long one request, body included, may take.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt::init();
     // Not `std::env::var(..)?`: its error would print a secret that is not UTF-8.
     let layer = RingyoWebhookLayer::from_env("RINGYO_WEBHOOK_SECRET")?;
     let listener = TcpListener::bind("127.0.0.1:3000").await?;
     println!("listening on http://{}", listener.local_addr()?);
-    serve(listener, layer, HEADER_READ_TIMEOUT).await
+    serve(
+        listener,
+        layer,
+        ServerLimits::default(),
+        signal::shutdown_signal(),
+    )
+    .await?;
+    Ok(())
 }
 
-/// Accepts connections forever, each served by the layer around [`handle`], closing those
-/// that do not send a request's headers within `header_read_timeout`.
+/// Serves the layer around [`handle`] on `listener` within `limits` (a header-read time-out
+/// that also closes idle connections, a cap on connections, a deadline on shutdown; see
+/// [`ServerLimits`]) until `shutdown` resolves.
 pub(crate) async fn serve(
     listener: TcpListener,
     layer: RingyoWebhookLayer,
-    header_read_timeout: Duration,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let service = ServiceBuilder::new().layer(layer).service_fn(handle);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let slot = Arc::clone(&slots).acquire_owned().await?;
-        let (stream, _) = listener.accept().await?;
-        let service = TowerToHyperService::new(service.clone());
-        tokio::spawn(async move {
-            // hyper's header-read timer runs whenever the connection waits for headers.
-            let served = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_read_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(err) = served {
-                eprintln!("connection error: {err}");
-            }
-            drop(slot);
-        });
-    }
+    limits: ServerLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    // A body that trickles in is cut off here: the header-read time-out ends at the headers.
+    let timeout = TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT);
+    let service = ServiceBuilder::new()
+        .layer(timeout)
+        .layer(layer)
+        .service_fn(handle);
+    server::serve(listener, service, limits, shutdown).await
 }
 
 /// Only verified requests get here.
@@ -73,11 +75,4 @@ pub(crate) async fn handle(req: Request<RequestBody>) -> Result<Response<Full<By
             Err(rejection) => rejection.to_response().map(Full::new),
         },
     )
-}
-
-// The layered service must be a hyper service over hyper's own request body.
-#[allow(dead_code)]
-fn assert_hyper_compatible(layer: RingyoWebhookLayer) {
-    fn is_service<S: Service<Request<Incoming>>>(_: &S) {}
-    is_service(&ServiceBuilder::new().layer(layer).service_fn(handle));
 }

@@ -27,9 +27,12 @@
 //! give open connections 20 s to finish at shutdown ([`ServerLimits`]); a request, body
 //! included, has 10 s.
 
-use std::{
-    env::VarError, future::Future, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration,
-};
+#[path = "support/server.rs"]
+mod server;
+#[path = "support/signal.rs"]
+mod signal;
+
+use std::{env::VarError, future::Future, net::SocketAddr, process::ExitCode, time::Duration};
 
 use axum::{
     extract::State,
@@ -37,21 +40,17 @@ use axum::{
     routing::{get, post_service},
     Json, Router,
 };
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    service::TowerToHyperService,
-};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use ringyo_webhook::{
     inbox::{Handler, Inbox, Job},
     Event, RingyoWebhookLayer, SecretError,
 };
-use tokio::{
-    net::TcpListener,
-    sync::{watch, OwnedSemaphorePermit, Semaphore},
-    task::JoinSet,
-};
+use tokio::{net::TcpListener, sync::watch};
 use tower_http::timeout::TimeoutLayer;
+
+use server::serve;
+pub(crate) use server::ServerLimits;
+use signal::shutdown_signal;
 
 /// The path Ringyo is configured to POST to.
 pub(crate) const PATH: &str = "/webhooks/ringyo";
@@ -363,121 +362,6 @@ fn not_ready(reason: &str) -> (StatusCode, Json<serde_json::Value>) {
     (StatusCode::SERVICE_UNAVAILABLE, Json(body))
 }
 
-/// How the receiver's servers treat connections; [`Default`] gives the documented defaults.
-///
-/// A client that connects and sends nothing, trickles its headers, or keeps an idle
-/// connection open is closed after `header_read_timeout` (hyper's timer runs whenever it waits
-/// for a request's headers, idle keep-alive included); a trickled body is cut off by the
-/// request time-out (10 s). At most `max_connections` are served at once: more wait in the
-/// kernel's accept queue. On shutdown, connections finish their requests for up to
-/// `shutdown_deadline`, then are closed, so a stalled client cannot keep the process alive
-/// past an orchestrator's patience.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ServerLimits {
-    /// Default 10 s.
-    pub(crate) header_read_timeout: Duration,
-    /// Default 1 024.
-    pub(crate) max_connections: usize,
-    /// Default 20 s, inside the usual 30 s between SIGTERM and SIGKILL.
-    pub(crate) shutdown_deadline: Duration,
-}
-
-impl Default for ServerLimits {
-    fn default() -> Self {
-        Self {
-            header_read_timeout: Duration::from_secs(10),
-            max_connections: 1024,
-            shutdown_deadline: Duration::from_secs(20),
-        }
-    }
-}
-
-/// Serves `app` on `listener` within `limits` until `shutdown` resolves, then lets open
-/// connections finish their requests for up to the shutdown deadline.
-///
-/// Not `axum::serve`: it has no header-read time-out, no cap on connections and no deadline
-/// on its graceful shutdown, and each of those lets a client that holds connections open
-/// (sending nothing, or a header line now and then) exhaust the server or delay its stop.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    app: Router,
-    limits: ServerLimits,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let (closing, close) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        // A slot first: past the cap, new connections wait in the accept queue.
-        let slot = tokio::select! {
-            () = &mut shutdown => break,
-            slot = Arc::clone(&slots).acquire_owned() => slot.map_err(std::io::Error::other)?,
-        };
-        let stream = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                // A connection reset before it was accepted, or out of descriptors: go on.
-                Err(err) => {
-                    tracing::debug!("accept failed: {err}");
-                    continue;
-                }
-            },
-        };
-        while connections.try_join_next().is_some() {}
-        connections.spawn(connection(stream, app.clone(), limits, close.clone(), slot));
-    }
-    drop(listener);
-    let _ = closing.send(true);
-    let finished = async { while connections.join_next().await.is_some() {} };
-    if tokio::time::timeout(limits.shutdown_deadline, finished)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            open = connections.len(),
-            "shutdown deadline passed: closing the connections still open"
-        );
-        connections.shutdown().await;
-    }
-    Ok(())
-}
-
-/// One connection, HTTP/1.1, until it closes or is closed.
-async fn connection(
-    stream: tokio::net::TcpStream,
-    app: Router,
-    limits: ServerLimits,
-    mut close: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
-) {
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
-    tokio::pin!(conn);
-    // The guard `wait_for` returns is not `Send`: dropped before the select resumes.
-    let closing = async move {
-        let _ = close.wait_for(|close| *close).await;
-    };
-    tokio::select! {
-        served = conn.as_mut() => {
-            if let Err(err) = served {
-                tracing::debug!("connection ended: {err}");
-            }
-        }
-        () = closing => {
-            // Finish the request in flight, then close.
-            conn.as_mut().graceful_shutdown();
-            if let Err(err) = conn.await {
-                tracing::debug!("connection ended: {err}");
-            }
-        }
-    }
-}
-
 /// The background work: `work` of simulated downstream calls, then a log line without
 /// payload values.
 pub(crate) fn process(work: Duration) -> impl Handler<Event> {
@@ -508,32 +392,4 @@ pub(crate) fn log_event(job: &Job<Event>) {
         subject = subject.as_deref().unwrap_or("-"),
         "processed event"
     );
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!("cannot listen for Ctrl-C: {err}");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!("cannot listen for SIGTERM: {err}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down: finishing in-flight requests and running handlers");
 }

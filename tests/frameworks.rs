@@ -1,5 +1,9 @@
 //! The layer outside plain axum: in a hyper 1.x server and beside a gRPC service in tonic.
 
+// Each example is a binary of its own that brings the support modules it needs; here two of
+// them share one test crate, so `support/signal.rs` is loaded twice.
+#![allow(clippy::duplicate_mod)]
+
 mod common;
 
 #[allow(dead_code)]
@@ -10,7 +14,7 @@ mod hyper_example;
 #[path = "../examples/tonic.rs"]
 mod tonic_example;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{future::pending, net::SocketAddr, time::Duration};
 
 use common::{deliver, envelope, sign};
 use serde_json::json;
@@ -18,6 +22,11 @@ use tokio::net::TcpListener;
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
+
+/// The hyper example's documented limits.
+fn limits() -> hyper_example::ServerLimits {
+    hyper_example::ServerLimits::default()
+}
 
 async fn bind() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -29,13 +38,9 @@ async fn bind() -> (TcpListener, SocketAddr) {
 async fn hyper_service_gets_only_verified_events() {
     let (listener, addr) = bind().await;
     tokio::spawn(async move {
-        hyper_example::serve(
-            listener,
-            common::layer(),
-            hyper_example::HEADER_READ_TIMEOUT,
-        )
-        .await
-        .unwrap()
+        hyper_example::serve(listener, common::layer(), limits(), pending())
+            .await
+            .unwrap()
     });
 
     let body = envelope(
@@ -50,9 +55,8 @@ async fn hyper_service_gets_only_verified_events() {
     let not_json = b"not json".to_vec();
     let layer = common::layer().skip_timestamp_check();
     let (listener2, addr2) = bind().await;
-    let timeout = hyper_example::HEADER_READ_TIMEOUT;
     tokio::spawn(async move {
-        hyper_example::serve(listener2, layer, timeout)
+        hyper_example::serve(listener2, layer, limits(), pending())
             .await
             .unwrap()
     });
@@ -78,9 +82,12 @@ async fn hyper_service_gets_only_verified_events() {
 #[tokio::test]
 async fn hyper_example_closes_connections_that_stall_before_their_headers() {
     let (listener, addr) = bind().await;
-    let timeout = Duration::from_millis(300);
+    let limits = hyper_example::ServerLimits {
+        header_read_timeout: Duration::from_millis(300),
+        ..limits()
+    };
     tokio::spawn(async move {
-        hyper_example::serve(listener, common::layer(), timeout)
+        hyper_example::serve(listener, common::layer(), limits, pending())
             .await
             .unwrap()
     });
@@ -93,9 +100,13 @@ async fn hyper_example_closes_connections_that_stall_before_their_headers() {
 #[tokio::test]
 async fn tonic_example_closes_stalled_connections_at_their_maximum_age() {
     let (listener, addr) = bind().await;
+    let limits = tonic_example::Limits {
+        max_connection_age: Duration::from_millis(300),
+        connection_grace: Duration::from_millis(300),
+        ..tonic_example::Limits::default()
+    };
     tokio::spawn(async move {
-        let (age, grace) = (Duration::from_millis(300), Duration::from_millis(300));
-        tonic_example::serve(listener, common::layer(), age, grace)
+        tonic_example::serve(listener, common::layer(), limits, pending())
             .await
             .unwrap()
     });
@@ -133,11 +144,8 @@ async fn stalled_connections_are_closed_while_a_delivery_is_served(
 async fn tonic_server_hosts_webhook_route_beside_grpc() {
     let (listener, addr) = bind().await;
     tokio::spawn(async move {
-        let (age, grace) = (
-            tonic_example::MAX_CONNECTION_AGE,
-            tonic_example::CONNECTION_GRACE,
-        );
-        tonic_example::serve(listener, common::layer(), age, grace)
+        let limits = tonic_example::Limits::default();
+        tonic_example::serve(listener, common::layer(), limits, pending())
             .await
             .unwrap()
     });
@@ -163,4 +171,86 @@ async fn tonic_server_hosts_webhook_route_beside_grpc() {
         .await
         .unwrap();
     assert_eq!(reply.into_inner().status, ServingStatus::Serving as i32);
+}
+
+/// Past the tonic example's cap, a connection waits for a slot rather than being served beside
+/// the others; the slot frees once the connection holding it reaches its maximum age.
+#[tokio::test]
+async fn tonic_example_past_the_connection_cap_a_client_waits_for_a_slot_and_is_then_served() {
+    let (listener, addr) = bind().await;
+    let limits = tonic_example::Limits {
+        max_connection_age: Duration::from_millis(800),
+        connection_grace: Duration::from_millis(200),
+        max_connections: 1,
+        ..tonic_example::Limits::default()
+    };
+    tokio::spawn(async move {
+        tonic_example::serve(listener, common::layer(), limits, pending())
+            .await
+            .unwrap()
+    });
+    let silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    let body = envelope("credits.low", json!({}));
+    let (status, _, _) = deliver(addr, "/webhooks/ringyo", body.clone(), Some(&sign(&body))).await;
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "served only once the slot was free: {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+}
+
+/// A client stalled mid-body holds neither example's shutdown past its deadline: `serve`
+/// returns once the deadline passes, having waited for the request until then.
+#[tokio::test]
+async fn hyper_and_tonic_examples_stop_by_their_shutdown_deadline_despite_a_stalled_client() {
+    let deadline = Duration::from_millis(500);
+    for example in ["hyper", "tonic"] {
+        let (listener, addr) = bind().await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let served = match example {
+            "hyper" => {
+                let limits = hyper_example::ServerLimits {
+                    shutdown_deadline: deadline,
+                    ..limits()
+                };
+                tokio::spawn(async move {
+                    hyper_example::serve(listener, common::layer(), limits, shutdown)
+                        .await
+                        .map_err(|err| err.to_string())
+                })
+            }
+            _ => {
+                let limits = tonic_example::Limits {
+                    shutdown_deadline: deadline,
+                    ..tonic_example::Limits::default()
+                };
+                tokio::spawn(async move {
+                    tonic_example::serve(listener, common::layer(), limits, shutdown)
+                        .await
+                        .map_err(|err| err.to_string())
+                })
+            }
+        };
+        let stalled = common::stalled_mid_body(addr, "/webhooks/ringyo").await;
+        let started = std::time::Instant::now();
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .unwrap_or_else(|_| panic!("{example}: the stalled client held the shutdown"))
+            .unwrap()
+            .unwrap();
+        assert!(
+            started.elapsed() >= deadline.mul_f32(0.8),
+            "{example}: it waited for the request: {:?}",
+            started.elapsed()
+        );
+        drop(stalled);
+    }
 }

@@ -456,17 +456,7 @@ async fn a_stalled_client_does_not_hold_the_shutdown_past_its_deadline() {
         ..receiver::ServerLimits::default()
     };
     let (receiver, _reports) = start_limited(&database.url, Duration::ZERO, limits).await;
-    let body = envelope("call.completed", json!({}));
-    let head = format!(
-        "POST {} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-ringyo-signature: {}\r\ncontent-length: {}\r\n\r\n",
-        receiver::PATH,
-        sign(&body),
-        body.len()
-    );
-    let mut stalled = TcpStream::connect(receiver.addr).await.unwrap();
-    stalled.write_all(head.as_bytes()).await.unwrap();
-    stalled.write_all(&body[..10]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stalled = common::stalled_mid_body(receiver.addr, receiver::PATH).await;
 
     let started = std::time::Instant::now();
     receiver.stop.send(()).unwrap();

@@ -123,6 +123,25 @@ where
     }
 }
 
+/// An empty body, whatever `B` is: what a layer outside this one answers with when it makes
+/// its own response, such as tower-http's `TimeoutLayer` with its 408.
+///
+/// ```
+/// use http_body::Body;
+/// use ringyo_webhook::middleware::ResponseBody;
+///
+/// let empty = ResponseBody::<http_body_util::Full<bytes::Bytes>>::default();
+/// assert!(empty.is_end_stream());
+/// assert_eq!(empty.size_hint().exact(), Some(0));
+/// ```
+impl<B> Default for ResponseBody<B> {
+    fn default() -> Self {
+        Self {
+            kind: Kind::Own { body: None },
+        }
+    }
+}
+
 impl<B> fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {
