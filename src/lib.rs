@@ -44,6 +44,7 @@
 //! # Where things are
 //!
 //! - [`verify`]: secrets, the signature header, the freshness window ([`Verifier`]).
+//! - [`secrets`]: secrets that change at run time, and one endpoint for many tenants.
 //! - [`event`]: event names, typed events and lenient payload [`model`]s.
 //! - [`middleware`]: the layer, its service, response future and bodies.
 //! - [`replay`]: delivery stores, for exactly-once handling.
@@ -87,6 +88,7 @@ mod metrics;
 pub mod middleware;
 pub mod rejection;
 pub mod replay;
+pub mod secrets;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;

@@ -122,6 +122,11 @@ kinds! {
     /// database, so it is not acknowledged; Ringyo's retry stores it once the database is back.
     InboxUnavailable => SERVICE_UNAVAILABLE, "inbox_unavailable",
         "the receiver cannot store the delivery right now; retry later";
+    /// With a [`SecretSource`](crate::secrets::SecretSource) that needs I/O: it could not look
+    /// up the secrets (its database or vault failed), so the delivery may be genuine; Ringyo's
+    /// retry gets another chance.
+    SecretsUnavailable => SERVICE_UNAVAILABLE, "secrets_unavailable",
+        "the receiver cannot look up its signing secrets right now; retry later";
     /// An extractor ran on a route without [`RingyoWebhookLayer`](crate::RingyoWebhookLayer),
     /// so nothing verified the bytes; they are not parsed. A bug in the receiver, not the
     /// sender's fault.
@@ -134,7 +139,10 @@ impl RejectionKind {
     pub fn retry_after(self) -> Option<u32> {
         match self {
             // Ringyo retries on its own schedule anyway; this tells other clients and proxies.
-            Self::DeliveryInProgress | Self::StoreUnavailable | Self::InboxUnavailable => Some(5),
+            Self::DeliveryInProgress
+            | Self::StoreUnavailable
+            | Self::InboxUnavailable
+            | Self::SecretsUnavailable => Some(5),
             _ => None,
         }
     }
@@ -204,6 +212,7 @@ impl Rejection {
             }
             RejectionKind::StoreUnavailable
             | RejectionKind::InboxUnavailable
+            | RejectionKind::SecretsUnavailable
             | RejectionKind::MissingLayer => {
                 tracing::error!(reason, "rejected delivery: {self}");
             }

@@ -8,6 +8,7 @@ use super::payload::VerifiedPayload;
 use crate::{
     event::{envelope, Event, EventKind, FromEventData},
     rejection::{Rejection, RejectionKind},
+    secrets::Tenant,
     verify::{DeliveryId, Signature, SignatureError, Verifier},
 };
 
@@ -73,6 +74,9 @@ pub struct RingyoEvent<T = Event> {
     /// The delivery's identity, the same for every retry of it: the key for your own
     /// idempotency. See [`DeliveryId`].
     pub delivery_id: DeliveryId,
+    /// The tenant the delivery verified for, with a layer built on
+    /// [`Tenants`](crate::secrets::Tenants); `None` otherwise.
+    pub tenant: Option<Tenant>,
     /// The event's `data`, typed.
     pub data: T,
 }
@@ -145,7 +149,15 @@ impl<T: FromEventData> RingyoEvent<T> {
     ///
     /// As for the extractor, without `webhook_layer_missing`.
     pub fn from_payload(payload: &VerifiedPayload) -> Result<Self, Rejection> {
-        Self::parse(payload.bytes(), payload.delivery_id()).inspect_err(Rejection::log)
+        let event = Self::parse(payload.bytes(), payload.delivery_id());
+        event
+            .map(|event| event.with_tenant(payload.tenant().cloned()))
+            .inspect_err(Rejection::log)
+    }
+
+    /// The same event, for `tenant`.
+    pub(crate) fn with_tenant(self, tenant: Option<Tenant>) -> Self {
+        Self { tenant, ..self }
     }
 
     /// Parses verified bytes, such as a row of the inbox; the caller logs a rejection, once.
@@ -166,6 +178,7 @@ impl<T: FromEventData> RingyoEvent<T> {
             timestamp: parsed.timestamp,
             webhook_id: parsed.webhook_id,
             delivery_id,
+            tenant: None,
             data: parsed.data,
         })
     }
@@ -178,6 +191,7 @@ impl<T: fmt::Debug> fmt::Debug for RingyoEvent<T> {
             .field("timestamp", &self.timestamp)
             .field("webhook_id", &self.webhook_id)
             .field("delivery_id", &self.delivery_id)
+            .field("tenant", &self.tenant)
             .field("data", &self.data)
             .finish()
     }

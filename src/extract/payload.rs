@@ -4,7 +4,10 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::verify::{DeliveryId, Verified};
+use crate::{
+    secrets::Tenant,
+    verify::{DeliveryId, Verified},
+};
 
 /// The raw body of a delivery whose signature verified, exactly as received.
 ///
@@ -43,16 +46,16 @@ use crate::verify::{DeliveryId, Verified};
 pub struct VerifiedPayload {
     bytes: Bytes,
     verified: Verified,
+    tenant: Option<Tenant>,
 }
 
 impl VerifiedPayload {
-    pub(crate) fn new(bytes: Bytes, verified: Verified) -> Self {
-        Self { bytes, verified }
-    }
-
-    /// What the signature check found.
-    pub(crate) fn verified(&self) -> &Verified {
-        &self.verified
+    pub(crate) fn new(bytes: Bytes, verified: Verified, tenant: Option<Tenant>) -> Self {
+        Self {
+            bytes,
+            verified,
+            tenant,
+        }
     }
 
     /// The verified bytes. Cloning the `Bytes` is cheap and copies nothing.
@@ -87,6 +90,12 @@ impl VerifiedPayload {
     pub fn delivery_id(&self) -> DeliveryId {
         self.verified.delivery_id()
     }
+
+    /// The tenant whose secret matched, with a layer built on
+    /// [`Tenants`](crate::secrets::Tenants); `None` otherwise.
+    pub fn tenant(&self) -> Option<&Tenant> {
+        self.tenant.as_ref()
+    }
 }
 
 impl AsRef<[u8]> for VerifiedPayload {
@@ -100,6 +109,7 @@ impl fmt::Debug for VerifiedPayload {
         // Never the bytes: a payload may hold phone numbers and transcripts.
         f.debug_struct("VerifiedPayload")
             .field("len", &self.bytes.len())
+            .field("tenant", &self.tenant)
             .field("secret_index", &self.secret_index())
             .field("delivery_id", &self.delivery_id())
             .finish()

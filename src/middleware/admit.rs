@@ -19,13 +19,14 @@ use http_body::Body;
 
 use super::{
     buffer::{too_large, Buffer},
-    config::{Config, StoreFailure},
+    config::{Config, RequestSecrets, StoreFailure},
 };
 use crate::{
     event::EventKind,
     extract::VerifiedPayload,
     rejection::{Rejection, RejectionKind},
     replay::{Claim, ClaimCall, ClaimGuard, ClaimToken, DeliveryStore, StoreError},
+    secrets::Resolved,
     verify::{after, DeliveryId, Signature},
 };
 
@@ -115,8 +116,18 @@ pub(super) fn admit(
     config: &Config,
     bytes: Bytes,
     signature: &Signature,
+    secrets: RequestSecrets,
 ) -> Result<Admitted, Rejection> {
-    let verified = config.verifier.verify(&bytes, signature)?;
+    let (verified, tenant) = match secrets {
+        RequestSecrets::Fixed => (config.verifier.verify(&bytes, signature)?, None),
+        RequestSecrets::Found { tenant, secrets } => {
+            let verified = secrets.verify(&bytes, signature)?;
+            match tenant {
+                Some(tenant) => (verified.for_tenant(&tenant), Some(tenant)),
+                None => (verified, None),
+            }
+        }
+    };
     let now = config.verifier.now();
     let fresh = config.verifier.check_fresh(&bytes, now)?;
     let claim = config.store.as_ref().map(|store| ClaimTicket {
@@ -128,10 +139,17 @@ pub(super) fn admit(
         keep_until: fresh.keep_until,
     });
     Ok(Admitted {
-        payload: VerifiedPayload::new(bytes, verified),
+        payload: VerifiedPayload::new(bytes, verified, tenant),
         kind: fresh.kind,
         claim,
     })
+}
+
+/// The secrets a source found: an unknown tenant gets the decoy, which hashes the body like
+/// any set and never matches, so its 401 comes after the same work as a known tenant's.
+pub(super) fn found(resolved: Resolved) -> RequestSecrets {
+    let (tenant, secrets) = resolved.into_parts();
+    RequestSecrets::Found { tenant, secrets }
 }
 
 /// What the delivery store's answer to a claim means.
@@ -237,7 +255,13 @@ mod tests {
     #[test]
     fn admit_checks_the_signature_then_freshness() {
         let config = config();
-        let admitted = admit(&config, Bytes::from_static(FRESH), &signature(FRESH)).unwrap();
+        let admitted = admit(
+            &config,
+            Bytes::from_static(FRESH),
+            &signature(FRESH),
+            RequestSecrets::Fixed,
+        )
+        .unwrap();
         assert_eq!(admitted.kind, Some(EventKind::CreditsLow));
         assert!(admitted.claim.is_none(), "no store, nothing to claim");
         assert_eq!(admitted.payload.bytes(), FRESH);
@@ -246,11 +270,21 @@ mod tests {
         // A stale body under a wrong signature is a signature failure: nothing unverified is
         // parsed.
         assert_eq!(
-            kind(admit(&config, Bytes::from_static(stale), &signature(FRESH))),
+            kind(admit(
+                &config,
+                Bytes::from_static(stale),
+                &signature(FRESH),
+                RequestSecrets::Fixed
+            )),
             RejectionKind::SignatureMismatch
         );
         assert_eq!(
-            kind(admit(&config, Bytes::from_static(stale), &signature(stale))),
+            kind(admit(
+                &config,
+                Bytes::from_static(stale),
+                &signature(stale),
+                RequestSecrets::Fixed
+            )),
             RejectionKind::TimestampOutOfTolerance
         );
         let untimed = br#"{"event":"credits.low"}"#;
@@ -258,7 +292,8 @@ mod tests {
             kind(admit(
                 &config,
                 Bytes::from_static(untimed),
-                &signature(untimed)
+                &signature(untimed),
+                RequestSecrets::Fixed,
             )),
             RejectionKind::InvalidTimestamp
         );
@@ -268,7 +303,13 @@ mod tests {
     fn admit_asks_a_store_to_claim_until_the_lease_and_keep_until_the_window() {
         let mut config = config();
         config.store = Some(Arc::new(MemoryDeliveryStore::new()));
-        let admitted = admit(&config, Bytes::from_static(FRESH), &signature(FRESH)).unwrap();
+        let admitted = admit(
+            &config,
+            Bytes::from_static(FRESH),
+            &signature(FRESH),
+            RequestSecrets::Fixed,
+        )
+        .unwrap();
         let ticket = admitted.claim.unwrap();
         assert_eq!(ticket.id, admitted.payload.delivery_id());
         assert_eq!(ticket.now.to_rfc3339(), "2024-01-15T10:35:00+00:00");
@@ -317,5 +358,48 @@ mod tests {
         assert!(!is_handled(&answer(409)));
         assert!(!is_handled(&answer(500)));
         assert!(!is_handled::<(), ()>(&Err(())));
+    }
+
+    #[test]
+    fn a_tenant_is_part_of_the_delivery_id_and_an_unknown_one_never_verifies() {
+        use crate::secrets::{Secrets, Tenant};
+        let config = config();
+        let shared = Secrets::new(SECRET).unwrap();
+        let admit_for = |name: &str| {
+            let resolved = Resolved::tenant(Tenant::new(name).unwrap(), shared.clone());
+            admit(
+                &config,
+                Bytes::from_static(FRESH),
+                &signature(FRESH),
+                found(resolved),
+            )
+        };
+        let (acme, globex) = (admit_for("acme").unwrap(), admit_for("globex").unwrap());
+        assert_eq!(acme.payload.tenant().unwrap().as_str(), "acme");
+        // One secret, one body, two tenants: two deliveries, neither the untenanted one.
+        let fixed = admit(
+            &config,
+            Bytes::from_static(FRESH),
+            &signature(FRESH),
+            RequestSecrets::Fixed,
+        );
+        let ids = [
+            acme.payload.delivery_id(),
+            globex.payload.delivery_id(),
+            fixed.unwrap().payload.delivery_id(),
+        ];
+        assert!(ids[0] != ids[1] && ids[0] != ids[2] && ids[1] != ids[2]);
+
+        let unknown = found(Resolved::unknown());
+        let decoy_signed = Secrets::decoy().sign(FRESH);
+        assert_eq!(
+            kind(admit(
+                &config,
+                Bytes::from_static(FRESH),
+                &decoy_signed,
+                unknown
+            )),
+            RejectionKind::SignatureMismatch
+        );
     }
 }

@@ -9,7 +9,11 @@ use std::{
     time::Duration,
 };
 
-use crate::{replay::DeliveryStore, verify::Verifier};
+use crate::{
+    replay::DeliveryStore,
+    secrets::{SecretSource, Secrets, Tenant},
+    verify::Verifier,
+};
 
 /// The default body limit: 1 MiB.
 pub(super) const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -58,10 +62,34 @@ impl StoreHealth {
     }
 }
 
+/// Which secrets verify one request.
+pub(crate) enum RequestSecrets {
+    /// The layer's own fixed set, the verifier's.
+    Fixed,
+    /// What the layer's [`SecretSource`] found: a tenant's set, or the decoy for an unknown
+    /// tenant.
+    Found {
+        tenant: Option<Tenant>,
+        secrets: Secrets,
+    },
+}
+
+impl RequestSecrets {
+    /// How many secrets a mismatch was checked against, for its log line.
+    pub(crate) fn count(&self, config: &Config) -> usize {
+        match self {
+            Self::Fixed => config.verifier.secret_count(),
+            Self::Found { secrets, .. } => secrets.len(),
+        }
+    }
+}
+
 /// A layer's settings.
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) verifier: Verifier,
+    /// Asked per request, when there is one; else the verifier's secrets serve every request.
+    pub(crate) source: Option<Arc<dyn SecretSource>>,
     pub(crate) body_limit: usize,
     pub(crate) store: Option<Arc<dyn DeliveryStore>>,
     pub(crate) claim_lease: Duration,
@@ -74,6 +102,7 @@ impl Config {
     pub(super) fn new(verifier: Verifier) -> Self {
         Self {
             verifier,
+            source: None,
             body_limit: DEFAULT_BODY_LIMIT,
             store: None,
             claim_lease: DEFAULT_CLAIM_LEASE,
@@ -87,6 +116,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("verifier", &self.verifier)
+            .field("secret_source", &self.source.is_some())
             .field("body_limit", &self.body_limit)
             .field("delivery_store", &self.store.is_some())
             .field("claim_lease", &self.claim_lease)

@@ -20,7 +20,7 @@ use super::{
     admit::{self, Admitted, ClaimTicket, ClaimVerdict},
     body::{RequestBody, ResponseBody},
     buffer::{self, BoxError, Buffer},
-    config::Config,
+    config::{Config, RequestSecrets},
     trace::{self, Cause},
 };
 use crate::{
@@ -28,8 +28,31 @@ use crate::{
     middleware::DUPLICATE_HEADER,
     rejection::{Rejection, RejectionKind},
     replay::{Claim, ClaimCall, ClaimGuard, SettleCall, StoreError},
+    secrets::{LookupError, Resolved},
     verify::Signature,
 };
+
+/// A secret source's lookup in progress.
+type PendingLookup = Pin<Box<dyn Future<Output = Result<Resolved, LookupError>> + Send>>;
+
+/// A request on its way to the inner service, before its body is read.
+pub(super) struct Next<S, B> {
+    parts: Parts,
+    body: B,
+    inner: S,
+    signature: Signature,
+}
+
+impl<S, B> Next<S, B> {
+    pub(super) fn new(parts: Parts, body: B, inner: S, signature: Signature) -> Self {
+        Self {
+            parts,
+            body,
+            inner,
+            signature,
+        }
+    }
+}
 
 pin_project! {
     /// The response future of [`RingyoWebhook`](super::RingyoWebhook). See the
@@ -54,7 +77,10 @@ pin_project! {
             // Rejections and duplicates are counted when decided, answers when they come.
             let uncounted = matches!(
                 &*this.state,
-                State::Buffering { .. } | State::Claiming { .. } | State::Calling { .. }
+                State::Resolving { .. }
+                    | State::Buffering { .. }
+                    | State::Claiming { .. }
+                    | State::Calling { .. }
             );
             this.tally.dropped(uncounted);
         }
@@ -79,6 +105,11 @@ pin_project! {
         Respond {
             response: Option<Response<Bytes>>,
         },
+        /// Waiting for the secret source's lookup, before the body is read.
+        Resolving {
+            lookup: PendingLookup,
+            next: Option<Next<S, B>>,
+        },
         /// Reading the body, up to the limit.
         Buffering {
             #[pin]
@@ -88,6 +119,7 @@ pin_project! {
             parts: Option<Parts>,
             inner: Option<S>,
             signature: Signature,
+            secrets: Option<RequestSecrets>,
             started: Stopwatch,
         },
         /// Asking the delivery store for the claim.
@@ -128,26 +160,45 @@ where
     }
 
     pub(super) fn buffering(
-        req: Request<B>,
-        inner: S,
-        signature: Signature,
+        next: Next<S, B>,
+        secrets: RequestSecrets,
         config: Arc<Config>,
         span: Span,
     ) -> Self
     where
         B: Body,
     {
-        let (parts, body) = req.into_parts();
-        let expected = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
         Self {
-            state: State::Buffering {
-                body,
-                buffer: Buffer::new(expected, config.body_limit),
-                parts: Some(parts),
-                inner: Some(inner),
-                signature,
-                started: Stopwatch::start(),
+            state: buffer_body(next, secrets, &config),
+            config,
+            span,
+            tally: Tally::default(),
+        }
+    }
+
+    /// Waits for `lookup` before reading the body.
+    pub(super) fn resolving(
+        lookup: PendingLookup,
+        next: Next<S, B>,
+        config: Arc<Config>,
+        span: Span,
+    ) -> Self {
+        Self {
+            state: State::Resolving {
+                lookup,
+                next: Some(next),
             },
+            config,
+            span,
+            tally: Tally::default(),
+        }
+    }
+
+    /// Answers 503 `secrets_unavailable`: the source could not say which secrets apply.
+    pub(super) fn lookup_failed(err: &LookupError, config: Arc<Config>, span: Span) -> Self {
+        let state = span.in_scope(|| lookup_failed(&span, err));
+        Self {
+            state,
             config,
             span,
             tally: Tally::default(),
@@ -194,18 +245,23 @@ where
                 let response = take(response).map(ResponseBody::own);
                 return Poll::Ready(Ok(response));
             }
+            StateProj::Resolving { lookup, next } => match ready!(lookup.as_mut().poll(cx)) {
+                Ok(resolved) => buffer_body(take(next), admit::found(resolved), config),
+                Err(err) => lookup_failed(span, &err),
+            },
             StateProj::Buffering {
                 body,
                 buffer,
                 parts,
                 inner,
                 signature,
+                secrets,
                 started,
             } => {
                 let read = ready!(buffer::poll_collect(body, buffer, cx));
                 record::body_read(*started);
-                let (parts, inner) = (take(parts), take(inner));
-                after_body(config, span, parts, inner, read, signature)
+                let (parts, inner, secrets) = (take(parts), take(inner), take(secrets));
+                after_body(config, span, parts, inner, read, signature, secrets)
             }
             StateProj::Claiming { claim, next } => {
                 let claim = ready!(claim.poll(cx));
@@ -236,6 +292,31 @@ where
     }
 }
 
+/// Starts reading the body of `next`, to verify it with `secrets`.
+fn buffer_body<S, F, B: Body, Out>(
+    next: Next<S, B>,
+    secrets: RequestSecrets,
+    config: &Config,
+) -> State<S, F, B, Out> {
+    let expected = usize::try_from(next.body.size_hint().lower()).unwrap_or(usize::MAX);
+    State::Buffering {
+        body: next.body,
+        buffer: Buffer::new(expected, config.body_limit),
+        parts: Some(next.parts),
+        inner: Some(next.inner),
+        signature: next.signature,
+        secrets: Some(secrets),
+        started: Stopwatch::start(),
+    }
+}
+
+/// The source failed: logged once with its error (which names no secret), answered 503.
+fn lookup_failed<S, F, B, Out>(span: &Span, err: &LookupError) -> State<S, F, B, Out> {
+    tracing::error!("rejected delivery: {err}; answering 503 so Ringyo retries");
+    let rejection = Rejection::new(RejectionKind::SecretsUnavailable);
+    reject(span, &rejection, Cause::Logged)
+}
+
 fn respond<S, F, B, Out>(response: Response<Bytes>) -> State<S, F, B, Out> {
     State::Respond {
         response: Some(response),
@@ -260,6 +341,7 @@ fn after_body<S, B>(
     inner: S,
     read: Result<Bytes, Rejection>,
     signature: &Signature,
+    secrets: RequestSecrets,
 ) -> ServiceState<S, B>
 where
     S: Service<Request<RequestBody>>,
@@ -269,8 +351,9 @@ where
         Err(rejection) => return reject(span, &rejection, Cause::None),
     };
     let body_len = bytes.len();
+    let secret_count = secrets.count(config);
     let verifying = Stopwatch::start();
-    let admitted = admit::admit(config, bytes, signature);
+    let admitted = admit::admit(config, bytes, signature, secrets);
     record::verified(verifying);
     match admitted {
         Ok(admitted) => pass(span, parts, inner, admitted),
@@ -279,7 +362,7 @@ where
                 Cause::Mismatch {
                     headers: &parts.headers,
                     body_len,
-                    secrets: config.verifier.secret_count(),
+                    secrets: secret_count,
                 }
             } else {
                 Cause::None
@@ -295,7 +378,7 @@ fn pass<S, B>(span: &Span, mut parts: Parts, mut inner: S, admitted: Admitted) -
 where
     S: Service<Request<RequestBody>>,
 {
-    trace::verified(span, admitted.payload.verified(), admitted.kind.as_ref());
+    trace::verified(span, &admitted.payload, admitted.kind.as_ref());
     let timer = HandlerTimer::start(admitted.kind.as_ref());
     let body = RequestBody::new(admitted.payload.bytes().clone());
     parts.extensions.insert(admitted.payload);
@@ -384,6 +467,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             State::Respond { .. } => "Respond",
+            State::Resolving { .. } => "Resolving",
             State::Buffering { .. } => "Buffering",
             State::Claiming { .. } => "Claiming",
             State::Calling { .. } => "Calling",

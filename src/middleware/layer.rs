@@ -10,6 +10,7 @@ use super::{
 };
 use crate::{
     replay::DeliveryStore,
+    secrets::{SecretSource, Secrets},
     verify::{Clock, SecretError, Verifier},
 };
 
@@ -133,6 +134,30 @@ impl RingyoWebhookLayer {
         }
     }
 
+    /// A layer that asks `source` for the secrets of each request, before its body is read:
+    /// secrets that change at run time ([`RotatingSecrets`](crate::secrets::RotatingSecrets)),
+    /// or one set per tenant ([`Tenants`](crate::secrets::Tenants)). See [`crate::secrets`].
+    ///
+    /// The freshness window and every other setting work as with [`new`](Self::new);
+    /// [`add_secret`](Self::add_secret) does not apply (the source owns the secrets).
+    ///
+    /// ```
+    /// use ringyo_webhook::{secrets::{RotatingSecrets, Secrets}, RingyoWebhookLayer};
+    ///
+    /// let secrets = RotatingSecrets::new(Secrets::new("whsec_current")?);
+    /// let layer = RingyoWebhookLayer::from_source(secrets.clone()).body_limit(256 * 1024);
+    /// # Ok::<(), ringyo_webhook::SecretError>(())
+    /// ```
+    pub fn from_source(source: impl SecretSource) -> Self {
+        // The verifier keeps the freshness window; its secrets are a stand-in that never
+        // verifies, so nothing can pass through it by mistake.
+        let mut config = Config::new(Verifier::with_secrets(Secrets::decoy()));
+        config.source = Some(Arc::new(source));
+        Self {
+            config: Arc::new(config),
+        }
+    }
+
     /// Also accepts deliveries signed with `secret`, for rotation. Which secret matched is
     /// recorded in the span and in [`VerifiedPayload::secret_index`](crate::VerifiedPayload::secret_index).
     ///
@@ -140,12 +165,19 @@ impl RingyoWebhookLayer {
     ///
     /// [`SecretError`] as for [`new`](Self::new).
     pub fn add_secret(self, secret: impl AsRef<str>) -> Result<Self, SecretError> {
+        if self.config.source.is_some() {
+            tracing::warn!(
+                "add_secret on a layer built with from_source has no effect: add the secret to \
+                 the source"
+            );
+        }
         let verifier = self.config.verifier.clone().add_secret(secret)?;
         Ok(self.map_verifier(|_| verifier))
     }
 
     /// The verifier this layer checks with, for [`RingyoEvent::verify`](crate::RingyoEvent::verify)
-    /// on a path outside tower.
+    /// on a path outside tower. For a layer built with [`from_source`](Self::from_source) it
+    /// holds the freshness window only: its secrets never verify.
     pub fn verifier(&self) -> &Verifier {
         &self.config.verifier
     }

@@ -13,10 +13,11 @@ use super::{
     admit,
     body::{RequestBody, ResponseBody},
     buffer::BoxError,
-    config::Config,
-    future::ResponseFuture,
+    config::{Config, RequestSecrets},
+    future::{Next, ResponseFuture},
     trace,
 };
+use crate::secrets::Lookup;
 
 /// The service made by [`RingyoWebhookLayer`](crate::RingyoWebhookLayer); see there for what
 /// it checks.
@@ -75,6 +76,19 @@ where
         // `poll_ready` readied and leave a clone in its place (tower's advice for this case).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::buffering(req, inner, signature, config, span)
+        let (parts, body) = req.into_parts();
+        let Some(source) = &config.source else {
+            let next = Next::new(parts, body, inner, signature);
+            return ResponseFuture::buffering(next, RequestSecrets::Fixed, config, span);
+        };
+        let next = |parts| Next::new(parts, body, inner, signature);
+        match source.lookup(&parts) {
+            Lookup::Ready(Ok(resolved)) => {
+                let secrets = admit::found(resolved);
+                ResponseFuture::buffering(next(parts), secrets, config, span)
+            }
+            Lookup::Ready(Err(err)) => ResponseFuture::lookup_failed(&err, config, span),
+            Lookup::Pending(lookup) => ResponseFuture::resolving(lookup, next(parts), config, span),
+        }
     }
 }

@@ -7,10 +7,11 @@ use tracing::{field, Span};
 use super::config::{StoreFailure, StoreHealth};
 use crate::{
     event::EventKind,
+    extract::VerifiedPayload,
     metrics::record,
     rejection::{Rejection, RejectionKind},
     replay::{Claim, StoreError},
-    verify::{describe_header, Verified},
+    verify::describe_header,
 };
 
 /// The span a delivery runs in; fields are filled in as the checks pass.
@@ -21,17 +22,22 @@ pub(super) fn span() -> Span {
         outcome = field::Empty,
         reason = field::Empty,
         status = field::Empty,
+        tenant = field::Empty,
         secret_index = field::Empty,
         delivery_id = field::Empty,
     )
 }
 
 /// Records what verification found.
-pub(super) fn verified(span: &Span, verified: &Verified, kind: Option<&EventKind>) {
-    span.record("secret_index", verified.secret_index());
+pub(super) fn verified(span: &Span, payload: &VerifiedPayload, kind: Option<&EventKind>) {
+    if let Some(tenant) = payload.tenant() {
+        // Plain characters only (`Tenant::new`): nothing to escape.
+        span.record("tenant", tenant.as_str());
+    }
+    span.record("secret_index", payload.secret_index());
     // The id costs a short hash: only when a subscriber wants it.
     if !span.is_disabled() {
-        span.record("delivery_id", field::display(verified.delivery_id()));
+        span.record("delivery_id", field::display(payload.delivery_id()));
     }
     if let Some(kind) = kind {
         span.record("event", kind.as_str());
@@ -49,6 +55,8 @@ pub(super) enum Cause<'a> {
     },
     /// The delivery store failed; [`store_health`] has logged it.
     Store,
+    /// Logged already, where the failure was met.
+    Logged,
 }
 
 /// Records a rejection, and logs it once: with its cause when there is one, else at the level
@@ -71,6 +79,7 @@ pub(super) fn rejected(span: &Span, rejection: &Rejection, cause: Cause<'_>) {
             secrets,
         } => log_mismatch(headers, body_len, secrets),
         Cause::None => rejection.log(),
+        Cause::Logged => {}
     }
 }
 

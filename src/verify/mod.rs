@@ -35,6 +35,7 @@ mod verifier;
 pub(crate) use freshness::after;
 pub use freshness::{Clock, SystemClock};
 pub use id::{DeliveryId, InvalidDeliveryId};
+pub(crate) use secret::HmacKey;
 pub use secret::SecretError;
 pub(crate) use signature::describe_header;
 pub use signature::{Signature, SignatureError, SIGNATURE_HEADER};

@@ -72,7 +72,7 @@ pub(super) fn from_env(variable: &'static str) -> Result<Zeroizing<String>, Secr
 /// copy each request makes and consumes. The one copy neither wipes is the padded key block
 /// `hmac` builds on the stack in [`HmacKey::new`], once per secret at start-up.
 #[derive(Clone)]
-pub(super) struct HmacKey(Hmac<Sha256>);
+pub(crate) struct HmacKey(Hmac<Sha256>);
 
 // A build in which the SHA-256 state would not wipe itself fails here, rather than leave key
 // states in freed memory.
@@ -87,7 +87,7 @@ impl HmacKey {
     ///
     /// The whole string, prefix included, is the key: that is what Ringyo's Node example does
     /// with `createHmac('sha256', secret)`.
-    pub(super) fn new(secret: &str) -> Result<Self, SecretError> {
+    pub(crate) fn new(secret: &str) -> Result<Self, SecretError> {
         if secret.is_empty() {
             return Err(SecretError::Empty);
         }
@@ -106,7 +106,7 @@ impl HmacKey {
     }
 
     /// The HMAC-SHA256 of `body`.
-    pub(super) fn mac(&self, body: &[u8]) -> [u8; 32] {
+    pub(crate) fn mac(&self, body: &[u8]) -> [u8; 32] {
         let mut mac = self.0.clone();
         mac.update(body);
         mac.finalize().into_bytes().into()

@@ -93,7 +93,7 @@ impl From<SignatureError> for Rejection {
 pub struct Signature([u8; 32]);
 
 impl Signature {
-    pub(super) fn from_digest(digest: [u8; 32]) -> Self {
+    pub(crate) fn from_digest(digest: [u8; 32]) -> Self {
         Self(digest)
     }
 
@@ -140,7 +140,7 @@ impl Signature {
 
     /// Whether `digest` is this signature, in constant time: every byte is compared whatever
     /// the others hold.
-    pub(super) fn matches(&self, digest: &[u8; 32]) -> bool {
+    pub(crate) fn matches(&self, digest: &[u8; 32]) -> bool {
         self.0.ct_eq(digest).into()
     }
 }

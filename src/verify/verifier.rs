@@ -8,12 +8,13 @@ use subtle::ConstantTimeEq;
 use crate::{
     event::{envelope::Head, EventKind},
     rejection::Rejection,
+    secrets::{Secrets, Tenant},
 };
 
 use super::{
     freshness::{Clock, Freshness},
     id::DeliveryId,
-    secret::{HmacKey, SecretError},
+    secret::SecretError,
     signature::{Signature, SignatureError},
 };
 
@@ -47,7 +48,7 @@ use super::{
 /// ```
 #[derive(Clone)]
 pub struct Verifier {
-    keys: Arc<[HmacKey]>,
+    secrets: Secrets,
     freshness: Freshness,
 }
 
@@ -57,8 +58,9 @@ pub struct Verifier {
 #[derive(Clone, Copy)]
 pub struct Verified {
     secret_index: usize,
-    // The first secret's HMAC of the body: a valid signature, so kept private and out of Debug.
-    first_digest: [u8; 32],
+    // What the delivery id is derived from: the matching secret's HMAC of the body (a valid
+    // signature, so kept private and out of Debug), folded with the tenant when there is one.
+    digest: [u8; 32],
 }
 
 impl Verified {
@@ -70,14 +72,30 @@ impl Verified {
     /// The delivery's identity; see [`DeliveryId`]. Computed on demand (one short hash), so
     /// verification costs nothing extra when no one asks.
     pub fn delivery_id(&self) -> DeliveryId {
-        DeliveryId::from_digest(&self.first_digest)
+        DeliveryId::from_digest(&self.digest)
+    }
+
+    pub(crate) fn new(secret_index: usize, digest: [u8; 32]) -> Self {
+        Self {
+            secret_index,
+            digest,
+        }
+    }
+
+    /// The same match, for `tenant`: its delivery id differs from every other tenant's for
+    /// the same bytes, even when two tenants share a secret.
+    pub(crate) fn for_tenant(self, tenant: &Tenant) -> Self {
+        Self {
+            digest: DeliveryId::tenant_digest(tenant.as_str(), &self.digest),
+            ..self
+        }
     }
 }
 
 /// Compares in constant time: the digest inside is a valid signature.
 impl PartialEq for Verified {
     fn eq(&self, other: &Self) -> bool {
-        let same_digest: bool = self.first_digest.ct_eq(&other.first_digest).into();
+        let same_digest: bool = self.digest.ct_eq(&other.digest).into();
         same_digest & (self.secret_index == other.secret_index)
     }
 }
@@ -111,10 +129,7 @@ impl Verifier {
     ///
     /// [`SecretError`] if the secret is empty or has whitespace at either end.
     pub fn new(secret: impl AsRef<str>) -> Result<Self, SecretError> {
-        Ok(Self {
-            keys: Arc::new([HmacKey::new(secret.as_ref())?]),
-            freshness: Freshness::default(),
-        })
+        Ok(Self::with_secrets(Secrets::new(secret)?))
     }
 
     /// A verifier with the secret in the environment variable `variable`.
@@ -143,9 +158,22 @@ impl Verifier {
     ///
     /// [`SecretError`] as for [`new`](Self::new).
     pub fn add_secret(mut self, secret: impl AsRef<str>) -> Result<Self, SecretError> {
-        let key = HmacKey::new(secret.as_ref())?;
-        self.keys = self.keys.iter().cloned().chain([key]).collect();
+        self.secrets = self.secrets.with(secret)?;
         Ok(self)
+    }
+
+    /// A verifier for the set `secrets`, with the default freshness window on the system
+    /// clock.
+    pub fn with_secrets(secrets: Secrets) -> Self {
+        Self {
+            secrets,
+            freshness: Freshness::default(),
+        }
+    }
+
+    /// The secrets this verifier checks signatures with.
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
     }
 
     /// Sets how far the signed `timestamp` may be from now: at most `max_age` in the past and
@@ -183,7 +211,7 @@ impl Verifier {
 
     /// How many secrets this verifier holds.
     pub fn secret_count(&self) -> usize {
-        self.keys.len()
+        self.secrets.len()
     }
 
     /// Checks `signature` against `body`, the raw bytes exactly as received. The timestamp is
@@ -197,19 +225,7 @@ impl Verifier {
     ///
     /// [`SignatureError::Mismatch`] if no secret matches.
     pub fn verify(&self, body: &[u8], signature: &Signature) -> Result<Verified, SignatureError> {
-        let mut first_digest = None;
-        for (secret_index, key) in self.keys.iter().enumerate() {
-            let digest = key.mac(body);
-            // The first key's digest identifies the delivery, whichever key matches.
-            let first_digest = *first_digest.get_or_insert(digest);
-            if signature.matches(&digest) {
-                return Ok(Verified {
-                    secret_index,
-                    first_digest,
-                });
-            }
-        }
-        Err(SignatureError::Mismatch)
+        self.secrets.verify(body, signature)
     }
 
     /// Signs `body` with the first secret, as Ringyo would.
@@ -217,8 +233,7 @@ impl Verifier {
     /// For tests and tools that send deliveries; a receiver only needs
     /// [`verify`](Self::verify).
     pub fn sign(&self, body: &[u8]) -> Signature {
-        // `new` stores one key, and keys are never removed.
-        Signature::from_digest(self.keys[0].mac(body))
+        self.secrets.sign(body)
     }
 
     /// The time on this verifier's clock.
@@ -259,7 +274,7 @@ pub(crate) struct Fresh {
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
-            .field("secrets", &self.keys.len())
+            .field("secrets", &self.secrets.len())
             .field("freshness", &self.freshness)
             .finish()
     }
@@ -337,11 +352,16 @@ mod tests {
         let verified = rotated.verify(BODY, &sig).unwrap();
         assert_eq!(verified.secret_index(), 1);
         assert_eq!(rotated.secret_count(), 2);
-        // The id comes from the first secret's digest, whichever secret matched.
-        let signed_with_first = rotated.sign(BODY);
-        let again = rotated.verify(BODY, &signed_with_first).unwrap();
+        // The id comes from the matching secret's digest, so reordering or retiring the other
+        // secrets leaves a retry's id as it was.
+        let promoted = Verifier::new(SECRET)
+            .unwrap()
+            .add_secret("whsec_new")
+            .unwrap();
+        let again = promoted.verify(BODY, &sig).unwrap();
         assert_eq!(again.secret_index(), 0);
         assert_eq!(again.delivery_id(), verified.delivery_id());
+        let signed_with_first = rotated.sign(BODY);
         // It is derived, never itself a valid signature, and Debug does not show the digest.
         assert_ne!(
             verified.delivery_id().to_string(),

@@ -1,0 +1,231 @@
+//! [`CachedLookup`]: your own async lookup of a tenant's secrets, behind a bounded cache.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use super::{Lookup, LookupError, Resolved, Secrets, Tenant, TenantLookup};
+
+/// A tenant's secrets from your own async lookup (a database, a vault), remembered for a while
+/// so most requests wait for no I/O.
+///
+/// `fetch` answers `Ok(Some(secrets))` for a known tenant, `Ok(None)` for an unknown one, and
+/// `Err` when it cannot tell (answered 503 `secrets_unavailable`, so Ringyo retries). Both
+/// answers are cached for the [`ttl`](Self::ttl), the unknown ones too: an unknown tenant then
+/// costs what a known one does, rather than a trip to the database the known ones skip, which
+/// would tell them apart. Errors are not cached.
+///
+/// The cache holds at most [`capacity`](Self::capacity) tenants; past that, expired entries
+/// go first, then any. A change in the database shows after at most the TTL. Concurrent
+/// requests for a tenant not cached yet each call `fetch`.
+///
+/// ```
+/// use ringyo_webhook::{
+///     secrets::{CachedLookup, LookupError, Secrets, Tenant, TenantKey, Tenants},
+///     RingyoWebhookLayer,
+/// };
+///
+/// async fn secrets_of(tenant: Tenant) -> Result<Option<Secrets>, LookupError> {
+///     // SELECT secret FROM workspaces WHERE name = $1 ...
+///     Ok((tenant.as_str() == "acme").then(|| Secrets::new("whsec_acme")).transpose().map_err(LookupError::new)?)
+/// }
+///
+/// let lookup = CachedLookup::new(secrets_of).ttl(std::time::Duration::from_secs(30));
+/// let header = ringyo_webhook::http::HeaderName::from_static("x-workspace");
+/// let layer = RingyoWebhookLayer::from_source(Tenants::new(TenantKey::Header(header), lookup));
+/// ```
+pub struct CachedLookup<F> {
+    fetch: Arc<F>,
+    capacity: usize,
+    ttl: Duration,
+    cache: Arc<Mutex<HashMap<Tenant, Entry>>>,
+}
+
+struct Entry {
+    /// `None`: no such tenant.
+    secrets: Option<Secrets>,
+    until: Instant,
+}
+
+impl<F> CachedLookup<F> {
+    /// How many tenants are cached by default: 10 000.
+    pub const DEFAULT_CAPACITY: usize = 10_000;
+
+    /// How long an answer is cached by default: 60 seconds.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+
+    /// Looks tenants up with `fetch`, caching up to
+    /// [`DEFAULT_CAPACITY`](Self::DEFAULT_CAPACITY) answers for
+    /// [`DEFAULT_TTL`](Self::DEFAULT_TTL).
+    pub fn new(fetch: F) -> Self {
+        Self {
+            fetch: Arc::new(fetch),
+            capacity: Self::DEFAULT_CAPACITY,
+            ttl: Self::DEFAULT_TTL,
+            cache: Arc::default(),
+        }
+    }
+
+    /// Sets how many tenants the cache holds (at least 1).
+    #[must_use]
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// Sets how long an answer is used before `fetch` is asked again.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// How many answers are cached now.
+    pub fn cached(&self) -> usize {
+        lock(&self.cache).len()
+    }
+}
+
+impl<F> Clone for CachedLookup<F> {
+    fn clone(&self) -> Self {
+        Self {
+            fetch: Arc::clone(&self.fetch),
+            capacity: self.capacity,
+            ttl: self.ttl,
+            cache: Arc::clone(&self.cache),
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for CachedLookup<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedLookup")
+            .field("capacity", &self.capacity)
+            .field("ttl", &self.ttl)
+            .field("cached", &self.cached())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section leaves the map whole, so a panic elsewhere does not spoil it.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn resolved(tenant: Tenant, secrets: Option<Secrets>) -> Resolved {
+    match secrets {
+        Some(secrets) => Resolved::tenant(tenant, secrets),
+        None => Resolved::unknown(),
+    }
+}
+
+/// Caches `secrets` for `tenant` until `until`, within `capacity`.
+fn remember(cache: &Mutex<HashMap<Tenant, Entry>>, capacity: usize, tenant: Tenant, entry: Entry) {
+    let mut cache = lock(cache);
+    if cache.len() >= capacity && !cache.contains_key(&tenant) {
+        let now = Instant::now();
+        cache.retain(|_, entry| entry.until > now);
+        if cache.len() >= capacity {
+            if let Some(any) = cache.keys().next().cloned() {
+                cache.remove(&any);
+            }
+        }
+    }
+    cache.insert(tenant, entry);
+}
+
+impl<F, Fut> TenantLookup for CachedLookup<F>
+where
+    F: Fn(Tenant) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Option<Secrets>, LookupError>> + Send + 'static,
+{
+    fn lookup_tenant(&self, tenant: Tenant) -> Lookup {
+        if let Some(entry) = lock(&self.cache).get(&tenant) {
+            if entry.until > Instant::now() {
+                return Lookup::ready(resolved(tenant, entry.secrets.clone()));
+            }
+        }
+        let (cache, capacity, ttl) = (Arc::clone(&self.cache), self.capacity, self.ttl);
+        let fetched = (self.fetch)(tenant.clone());
+        Lookup::Pending(Box::pin(async move {
+            let secrets = fetched.await?;
+            let entry = Entry {
+                secrets: secrets.clone(),
+                until: Instant::now() + ttl,
+            };
+            remember(&cache, capacity, tenant.clone(), entry);
+            Ok(resolved(tenant, secrets))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Resolves a lookup, counting whether it had to wait.
+    async fn resolve(lookup: Lookup) -> (bool, Result<Resolved, LookupError>) {
+        match lookup {
+            Lookup::Ready(result) => (false, result),
+            Lookup::Pending(future) => (true, future.await),
+        }
+    }
+
+    fn tenant(name: &str) -> Tenant {
+        Tenant::new(name).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_are_cached_for_the_ttl_unknown_tenants_too_errors_never() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let lookup = CachedLookup::new(move |tenant: Tenant| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match tenant.as_str() {
+                    "acme" => Ok(Some(Secrets::new("whsec_acme").unwrap())),
+                    "down" => Err(LookupError::new("the database is down")),
+                    _ => Ok(None),
+                }
+            }
+        })
+        .ttl(Duration::from_millis(200));
+
+        let (waited, found) = resolve(lookup.lookup_tenant(tenant("acme"))).await;
+        assert!(waited);
+        assert_eq!(found.unwrap().tenant_name(), Some(&tenant("acme")));
+        let (waited, found) = resolve(lookup.lookup_tenant(tenant("acme"))).await;
+        assert!(!waited, "the second lookup is cached");
+        assert!(found.unwrap().tenant_name().is_some());
+
+        for _ in 0..2 {
+            let (_, found) = resolve(lookup.lookup_tenant(tenant("nobody"))).await;
+            assert!(found.unwrap().tenant_name().is_none());
+        }
+        for _ in 0..2 {
+            let (_, found) = resolve(lookup.lookup_tenant(tenant("down"))).await;
+            assert!(found.is_err());
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 4, "acme, nobody, down, down");
+
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (waited, _) = resolve(lookup.lookup_tenant(tenant("acme"))).await;
+        assert!(waited, "an expired answer is fetched again");
+    }
+
+    #[tokio::test]
+    async fn the_cache_never_holds_more_than_its_capacity() {
+        let lookup = CachedLookup::new(|_: Tenant| async { Ok(None) }).capacity(3);
+        for index in 0..20 {
+            let (_, found) = resolve(lookup.lookup_tenant(tenant(&format!("t{index}")))).await;
+            assert!(found.is_ok());
+            assert!(lookup.cached() <= 3);
+        }
+        assert_eq!(lookup.cached(), 3);
+    }
+}
