@@ -10,6 +10,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use common::{inbox::databases, stores::ids};
 use ringyo_webhook::{
     inbox::{InboxStore, NewDelivery, Settle, Settlement, SqlInbox, Stored},
+    secrets::Tenant,
     ClaimToken, Clock, DeliveryId, SystemClock,
 };
 
@@ -20,6 +21,7 @@ fn delivery(id: DeliveryId, received_at: DateTime<Utc>, payload: &str) -> NewDel
         timestamp: Some(received_at),
         received_at,
         payload: Bytes::copy_from_slice(payload.as_bytes()),
+        tenant: None,
     }
 }
 
@@ -70,12 +72,17 @@ async fn a_delivery_is_stored_once_and_its_bytes_come_back_exactly() {
         ];
         let stored = store.store(&batch).await.unwrap();
         assert_eq!(stored, [Stored::New, Stored::New, Stored::Duplicate]);
+        let for_acme = NewDelivery {
+            tenant: Tenant::new("acme"),
+            ..delivery(id(3), now, "{}")
+        };
+        assert_eq!(store.store(&[for_acme]).await.unwrap(), [Stored::New]);
         assert_eq!(store.store(&batch[..1]).await.unwrap(), [Stored::Duplicate]);
 
         let stats = store.stats().await.unwrap();
         assert_eq!(
             (stats.pending, stats.running, stats.done, stats.dead),
-            (2, 0, 0, 0)
+            (3, 0, 0, 0)
         );
         assert_eq!(
             stats.oldest_pending.map(|at| at.timestamp_millis()),
@@ -90,6 +97,12 @@ async fn a_delivery_is_stored_once_and_its_bytes_come_back_exactly() {
         assert_eq!(first.payload, odd.as_bytes());
         assert_eq!(first.attempt, 1);
         assert_eq!(first.received_at.timestamp_millis(), now.timestamp_millis());
+        assert_eq!(first.tenant, None);
+        let tenants = claimed
+            .iter()
+            .find(|c| c.id == id(3))
+            .map(|c| c.tenant.clone());
+        assert_eq!(tenants, Some(Tenant::new("acme")), "the tenant comes back");
     })
     .await;
 }

@@ -342,3 +342,57 @@ async fn an_unknown_tenant_is_refused_in_the_time_a_known_one_is() {
     // Refusing before reading and hashing the body would make this a small fraction.
     assert!((0.5..2.0).contains(&ratio), "unknown / known: {ratio:.3}");
 }
+
+/// Behind tenants, the inbox stores the same body sent to two tenants as two deliveries, and
+/// hands each job its tenant.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_inbox_keeps_tenants_apart_and_gives_each_job_its_tenant() {
+    use axum::routing::post_service;
+    use ringyo_webhook::inbox::{Inbox, Job};
+
+    let database = common::inbox::sqlite();
+    let inbox = Inbox::open(&database.url).unwrap();
+    let map = TenantMap::new();
+    for name in ["acme", "globex"] {
+        map.insert(tenant(name), Secrets::new("whsec_shared").unwrap());
+    }
+    let layer = RingyoWebhookLayer::from_source(Tenants::new(TenantKey::PathSegment(2), map))
+        .clock(common::test_now);
+    let app = Router::new().route(
+        "/webhooks/ringyo/{tenant}",
+        post_service(inbox.service()).route_layer(layer),
+    );
+    let addr = serve(app).await;
+    let body = delivery(1);
+    let signature = sign_with("whsec_shared", &body);
+    for (name, expected) in [("acme", 202), ("globex", 202), ("acme", 200)] {
+        let url = format!("/webhooks/ringyo/{name}");
+        let (status, _, _) = deliver(addr, &url, body.clone(), Some(&signature)).await;
+        assert_eq!(status, expected, "{name}");
+    }
+
+    let (report, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let handler = move |job: Job| {
+        let report = report.clone();
+        async move {
+            let _ = report.send(job.event.tenant.map(|tenant| tenant.to_string()));
+            Ok::<(), std::convert::Infallible>(())
+        }
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(inbox.worker(handler).run(async {
+        let _ = stopped.await;
+    }));
+    let mut tenants = Vec::new();
+    for _ in 0..2 {
+        let next = tokio::time::timeout(Duration::from_secs(10), reports.recv()).await;
+        tenants.push(next.expect("the handler did not run").unwrap());
+    }
+    tenants.sort();
+    assert_eq!(
+        tenants,
+        [Some("acme".to_owned()), Some("globex".to_owned())]
+    );
+    stop.send(()).unwrap();
+    worker.await.unwrap();
+}

@@ -21,16 +21,30 @@ struct Migration {
 }
 
 /// The schema's history. A released migration never changes; a new one is appended.
-const SQLITE_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "inbox",
-    sql: include_str!("migrations/sqlite/0001_inbox.sql"),
-}];
-const POSTGRES_MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "inbox",
-    sql: include_str!("migrations/postgres/0001_inbox.sql"),
-}];
+const SQLITE_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "inbox",
+        sql: include_str!("migrations/sqlite/0001_inbox.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "tenant",
+        sql: include_str!("migrations/sqlite/0002_tenant.sql"),
+    },
+];
+const POSTGRES_MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "inbox",
+        sql: include_str!("migrations/postgres/0001_inbox.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "tenant",
+        sql: include_str!("migrations/postgres/0002_tenant.sql"),
+    },
+];
 
 /// The channel a Postgres commit notifies and idle workers listen on.
 const CHANNEL: &str = "ringyo_inbox";
@@ -115,7 +129,7 @@ impl Dialect {
                  WHERE delivery_id IN (SELECT delivery_id FROM ringyo_inbox \
                    WHERE state IN ('pending', 'running') AND available_at <= $3 \
                    ORDER BY available_at LIMIT $4) \
-                 RETURNING delivery_id, attempts, received_at, payload"
+                 RETURNING delivery_id, attempts, received_at, payload, tenant"
             }
             Self::Postgres => {
                 "UPDATE ringyo_inbox SET state = 'running', attempts = attempts + 1, \
@@ -123,7 +137,7 @@ impl Dialect {
                  WHERE delivery_id IN (SELECT delivery_id FROM ringyo_inbox \
                    WHERE state IN ('pending', 'running') AND available_at <= $3 \
                    ORDER BY available_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                 RETURNING delivery_id, attempts, received_at, payload"
+                 RETURNING delivery_id, attempts, received_at, payload, tenant"
             }
         }
     }
@@ -184,6 +198,11 @@ impl Dialect {
     /// the missing steps in one transaction under a lock that serializes replicas.
     pub(super) async fn migrate(self, pool: &AnyPool) -> Result<(), InboxError> {
         let known = self.migrations().last().map_or(0, |step| step.version);
+        self.migrate_to(pool, known).await
+    }
+
+    /// Brings the schema up to `known`, the version this build targets.
+    async fn migrate_to(self, pool: &AnyPool, known: i64) -> Result<(), InboxError> {
         // Absent table or no row: not migrated yet.
         let mut conn = pool.acquire().await.map_err(InboxError::database)?;
         let found = schema_version(&mut conn).await.unwrap_or(0);
@@ -215,7 +234,8 @@ impl Dialect {
         let missing = self
             .migrations()
             .iter()
-            .skip_while(|step| step.version <= found);
+            .skip_while(|step| step.version <= found)
+            .take_while(|step| step.version <= known);
         for step in missing.collect::<Vec<_>>() {
             // A plain string runs as a simple query, which may hold several statements.
             sqlx::Executor::execute(&mut *tx, step.sql)
@@ -262,4 +282,50 @@ fn check_not_newer(found: i64, known: i64) -> Result<(), InboxError> {
         return Err(InboxError::SchemaTooNew { found, known });
     }
     Ok(())
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::{
+        inbox::{InboxStore, SqlInbox},
+        replay::ClaimToken,
+    };
+
+    /// An inbox as the first release left it, with a delivery waiting, opens with this build:
+    /// the `tenant` column is added, and the waiting delivery runs, for no tenant.
+    #[tokio::test]
+    async fn an_inbox_of_the_first_schema_is_migrated_and_keeps_its_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("inbox.db").display());
+        Dialect::install_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .connect(&Dialect::Sqlite.connect_url(&url))
+            .await
+            .unwrap();
+        Dialect::Sqlite.migrate_to(&pool, 1).await.unwrap();
+        sqlx::query(
+            "INSERT INTO ringyo_inbox (delivery_id, event, received_at, payload, state, \
+             attempts, available_at) VALUES ($1, 'call.completed', 0, $2, 'pending', 0, 0)",
+        )
+        .bind("ab".repeat(32))
+        .bind(b"{}".as_slice())
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let inbox = SqlInbox::open(&url).unwrap();
+        let now = super::super::store::now();
+        let claimed = inbox
+            .claim(now, now + TimeDelta::seconds(30), 10, ClaimToken::new())
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].id.to_string(), "ab".repeat(32));
+        assert_eq!(claimed[0].tenant, None);
+        inbox.close().await;
+    }
 }

@@ -283,5 +283,6 @@ fn new_delivery(payload: &VerifiedPayload, received_at: DateTime<Utc>) -> NewDel
         timestamp: head.timestamp().ok(),
         received_at,
         payload: payload.bytes().clone(),
+        tenant: payload.tenant().cloned(),
     }
 }

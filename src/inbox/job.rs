@@ -133,6 +133,7 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
         let span = tracing::info_span!(
             "inbox_job",
             delivery_id = %delivery.id,
+            tenant = delivery.tenant.as_ref().map(|tenant| tenant.as_str()),
             attempt = delivery.attempt,
         );
         async move {
@@ -168,7 +169,7 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
             return Some(Attempt::Exhausted);
         }
         let event = match RingyoEvent::<T>::parse(&delivery.payload, delivery.id) {
-            Ok(event) => event,
+            Ok(event) => event.with_tenant(delivery.tenant),
             Err(rejection) => return Some(Attempt::Unreadable(rejection.to_string())),
         };
         let job = Job {

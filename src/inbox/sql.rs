@@ -21,7 +21,7 @@ use super::{
         NewDelivery, Settle, Settlement, Stored,
     },
 };
-use crate::{replay::ClaimToken, verify::DeliveryId};
+use crate::{replay::ClaimToken, secrets::Tenant, verify::DeliveryId};
 
 /// The inbox in an embedded SQLite file or in Postgres: [`InboxStore`] over sqlx.
 ///
@@ -164,8 +164,9 @@ impl SqlInbox {
         for delivery in deliveries {
             let inserted = sqlx::query(
                 "INSERT INTO ringyo_inbox \
-                 (delivery_id, event, event_at, received_at, payload, state, attempts, available_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'pending', 0, $4) \
+                 (delivery_id, event, event_at, received_at, payload, tenant, state, attempts, \
+                  available_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $4) \
                  ON CONFLICT (delivery_id) DO NOTHING",
             )
             .bind(delivery.id.to_string())
@@ -173,6 +174,7 @@ impl SqlInbox {
             .bind(delivery.timestamp.map(|at| at.timestamp_millis()))
             .bind(delivery.received_at.timestamp_millis())
             .bind(delivery.payload.as_ref())
+            .bind(delivery.tenant.as_ref().map(Tenant::as_str))
             .execute(&mut *tx)
             .await
             .map_err(InboxError::database)?
@@ -487,6 +489,10 @@ fn claimed(row: &AnyRow) -> Result<ClaimedDelivery, InboxError> {
         attempt: attempts(row, 1)?,
         received_at: millis(get(row, 2)?)?,
         payload: get::<Vec<u8>>(row, 3)?.into(),
+        // Written from a `Tenant`, so it reads back as one; anything else names none.
+        tenant: get::<Option<String>>(row, 4)?
+            .as_deref()
+            .and_then(Tenant::new),
     })
 }
 

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     replay::ClaimToken,
+    secrets::Tenant,
     verify::{Clock, DeliveryId, SystemClock},
 };
 
@@ -88,6 +89,8 @@ pub struct NewDelivery {
     pub received_at: DateTime<Utc>,
     /// The verified bytes, exactly as received.
     pub payload: Bytes,
+    /// The tenant it verified for, with a layer on [`Tenants`](crate::secrets::Tenants).
+    pub tenant: Option<Tenant>,
 }
 
 impl fmt::Debug for NewDelivery {
@@ -98,6 +101,7 @@ impl fmt::Debug for NewDelivery {
             .field("event", &self.event)
             .field("timestamp", &self.timestamp)
             .field("received_at", &self.received_at)
+            .field("tenant", &self.tenant)
             .field("len", &self.payload.len())
             .finish()
     }
@@ -123,6 +127,8 @@ pub struct ClaimedDelivery {
     pub received_at: DateTime<Utc>,
     /// The verified bytes, as received.
     pub payload: Bytes,
+    /// The tenant it verified for, if any.
+    pub tenant: Option<Tenant>,
 }
 
 impl fmt::Debug for ClaimedDelivery {
