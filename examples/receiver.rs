@@ -4,8 +4,9 @@
 //! cargo run --example receiver
 //! ```
 //!
-//! Reads `RINGYO_WEBHOOK_SECRET` (without it, starts with a development secret that it prints),
-//! `RINGYO_BIND` (default `127.0.0.1:3000`), `RINGYO_ADMIN_BIND` (default `127.0.0.1:9090`),
+//! Reads `RINGYO_WEBHOOK_SECRET` (without it, starts with a development secret that it prints)
+//! or `RINGYO_SECRETS_FILE` (a file of secrets, one per line, the current first, re-read on
+//! SIGHUP: rotation without a restart; see `support/secrets_file.rs`), `RINGYO_BIND` (default `127.0.0.1:3000`), `RINGYO_ADMIN_BIND` (default `127.0.0.1:9090`),
 //! `RINGYO_INBOX_URL` (default `sqlite://ringyo-inbox.db`, a file in the working directory; or
 //! `postgres://...`, shared by replicas) and `RINGYO_WORK_MS` (default 0: simulated work per
 //! event, a stand-in for a slow downstream call). On `RINGYO_BIND` it serves only
@@ -27,6 +28,8 @@
 //! give open connections 20 s to finish at shutdown ([`ServerLimits`]); a request, body
 //! included, has 10 s.
 
+#[path = "support/secrets_file.rs"]
+mod secrets_file;
 #[path = "support/server.rs"]
 mod server;
 #[path = "support/signal.rs"]
@@ -48,6 +51,7 @@ use ringyo_webhook::{
 use tokio::{net::TcpListener, sync::watch};
 use tower_http::timeout::TimeoutLayer;
 
+use secrets_file::SecretsFile;
 use server::serve;
 pub(crate) use server::ServerLimits;
 use signal::shutdown_signal;
@@ -105,7 +109,13 @@ async fn main() -> ExitCode {
 }
 
 async fn start() -> Result<(), String> {
-    let layer = layer_from(std::env::var("RINGYO_WEBHOOK_SECRET"))?;
+    let layer = match std::env::var_os("RINGYO_SECRETS_FILE") {
+        Some(_) if std::env::var_os("RINGYO_WEBHOOK_SECRET").is_some() => {
+            return Err("set RINGYO_WEBHOOK_SECRET or RINGYO_SECRETS_FILE, not both".into())
+        }
+        Some(path) => layer_from_file(path)?,
+        None => layer_from(std::env::var("RINGYO_WEBHOOK_SECRET"))?,
+    };
     let inbox = inbox_from(std::env::var("RINGYO_INBOX_URL"))?;
     let work = work_from(std::env::var("RINGYO_WORK_MS"))?;
     let bind = bind_from(
@@ -212,6 +222,18 @@ pub(crate) fn layer_from(secret: Result<String, VarError>) -> Result<RingyoWebho
         other => format!("RINGYO_WEBHOOK_SECRET cannot be used: {other}"),
     })?;
     Ok(layer)
+}
+
+/// The layer for the secrets in the file at `path`, re-read on SIGHUP.
+pub(crate) fn layer_from_file(
+    path: impl Into<std::path::PathBuf>,
+) -> Result<RingyoWebhookLayer, String> {
+    let file = SecretsFile::load(path)?;
+    #[cfg(unix)]
+    file.clone()
+        .reload_on_hangup()
+        .map_err(|err| format!("cannot listen for SIGHUP: {err}"))?;
+    Ok(RingyoWebhookLayer::from_source(file.secrets()))
 }
 
 /// The inbox at `RINGYO_INBOX_URL`, or the SQLite file in the working directory.

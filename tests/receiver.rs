@@ -50,6 +50,16 @@ async fn start_limited(
     work: Duration,
     limits: receiver::ServerLimits,
 ) -> (Receiver, mpsc::UnboundedReceiver<String>) {
+    start_with(url, work, limits, common::layer()).await
+}
+
+/// [`start_limited`], with `layer`.
+async fn start_with(
+    url: &str,
+    work: Duration,
+    limits: receiver::ServerLimits,
+    layer: ringyo_webhook::RingyoWebhookLayer,
+) -> (Receiver, mpsc::UnboundedReceiver<String>) {
     let (webhook, addr) = common::local_listener().await;
     let (admin_listener, admin) = common::local_listener().await;
     let (stop, stopped) = oneshot::channel::<()>();
@@ -73,7 +83,7 @@ async fn start_limited(
     };
     let done = tokio::spawn(receiver::run(
         listeners,
-        common::layer(),
+        layer,
         inbox,
         handler,
         metrics(),
@@ -497,4 +507,102 @@ async fn past_the_connection_cap_a_client_waits_for_a_slot_and_is_then_served() 
     );
     drop(silent);
     receiver.stop().await;
+}
+
+/// The secrets file is re-read on SIGHUP: a secret added is accepted from then on, one
+/// removed is refused, and a file that holds no secret changes nothing.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secrets_file_is_re_read_on_sighup_and_a_broken_one_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secrets");
+    std::fs::write(&path, "# the current secret first\nwhsec_old\n").unwrap();
+    let layer = receiver::layer_from_file(&path)
+        .unwrap()
+        .clock(common::test_now);
+    let database = common::inbox::sqlite();
+    let limits = receiver::ServerLimits::default();
+    let (receiver, _reports) = start_with(&database.url, Duration::ZERO, limits, layer).await;
+    let addr = receiver.addr;
+    let sent = std::sync::atomic::AtomicUsize::new(0);
+    // A distinct delivery signed with `secret`: its status.
+    let send_with = |secret: &'static str| {
+        let n = sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let body = envelope("call.completed", json!({ "id": format!("call_{n}") }));
+        let signature = ringyo_webhook::testing::sign(secret, &body).unwrap();
+        async move {
+            common::deliver(addr, receiver::PATH, body, Some(&signature))
+                .await
+                .0
+        }
+    };
+    let hang_up = || async {
+        let pid = std::process::id();
+        let status = tokio::process::Command::new("sh")
+            .args(["-c", &format!("kill -HUP {pid}")])
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success());
+    };
+    assert_eq!(send_with("whsec_old").await, 202);
+    assert_eq!(send_with("whsec_new").await, 401);
+
+    std::fs::write(&path, "whsec_new\nwhsec_old\n").unwrap();
+    hang_up().await;
+    let mut accepted = false;
+    for _ in 0..100 {
+        if send_with("whsec_new").await == 202 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(accepted, "the new secret was never accepted");
+    assert_eq!(send_with("whsec_old").await, 202);
+
+    std::fs::write(&path, "# emptied by mistake\n").unwrap();
+    hang_up().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        send_with("whsec_old").await,
+        202,
+        "an empty file changed nothing"
+    );
+    assert_eq!(send_with("whsec_new").await, 202);
+
+    std::fs::write(&path, "whsec_new\n").unwrap();
+    hang_up().await;
+    let mut refused = false;
+    for _ in 0..100 {
+        if send_with("whsec_old").await == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the retired secret was still accepted");
+    assert_eq!(send_with("whsec_new").await, 202);
+    receiver.stop().await;
+}
+
+/// What the receiver says about a secrets file it cannot use: the file and the fix, never
+/// the file's contents.
+#[test]
+fn secrets_file_problems_name_the_file_never_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secrets");
+    let problem = |contents: &[u8]| {
+        std::fs::write(&path, contents).unwrap();
+        receiver::layer_from_file(&path).unwrap_err()
+    };
+    let garbled = problem(b"whsec_hunter2\xff\n");
+    assert!(
+        garbled.contains("is not UTF-8") && !garbled.contains("hunter2"),
+        "{garbled}"
+    );
+    let empty = problem(b"# nothing yet\n\n");
+    assert!(empty.contains("holds no secret"), "{empty}");
+    let missing = receiver::layer_from_file(dir.path().join("absent")).unwrap_err();
+    assert!(missing.starts_with("cannot read"), "{missing}");
 }
