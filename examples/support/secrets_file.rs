@@ -4,7 +4,9 @@
 //! with `#` are skipped. Rotating (see README's runbook): add the new endpoint's secret as a
 //! second line and send SIGHUP; once Ringyo signs with it, move it first; once the old one
 //! stops arriving, delete its line. Each SIGHUP applies the file as it is, from the next
-//! request on; a file that cannot be used leaves the secrets loaded before in place.
+//! request on; a file that cannot be used leaves the secrets loaded before in place. Replace
+//! the file atomically (write a new one, then rename it over the old), so a SIGHUP never reads
+//! half a line.
 
 use std::path::{Path, PathBuf};
 
@@ -65,11 +67,14 @@ impl SecretsFile {
 /// The secrets in the file at `path`. Errors name the file and the line, never a secret.
 pub(crate) fn read(path: &Path) -> Result<Secrets, String> {
     let shown = path.display();
-    let text = std::fs::read_to_string(path).map_err(|err| match err.kind() {
-        // `read_to_string`'s own message for bytes that are not UTF-8 says nothing of them.
-        std::io::ErrorKind::InvalidData => format!("{shown} is not UTF-8 text"),
-        _ => format!("cannot read {shown}: {err}"),
-    })?;
+    // The file's text holds the secrets: wiped once they are key states.
+    let text = std::fs::read_to_string(path)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|err| match err.kind() {
+            // `read_to_string`'s own message for bytes that are not UTF-8 says nothing of them.
+            std::io::ErrorKind::InvalidData => format!("{shown} is not UTF-8 text"),
+            _ => format!("cannot read {shown}: {err}"),
+        })?;
     let lines = text
         .lines()
         .enumerate()

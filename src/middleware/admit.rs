@@ -26,7 +26,7 @@ use crate::{
     extract::VerifiedPayload,
     rejection::{Rejection, RejectionKind},
     replay::{Claim, ClaimCall, ClaimGuard, ClaimToken, DeliveryStore, StoreError},
-    secrets::Resolved,
+    secrets::{Resolved, Secrets},
     verify::{after, DeliveryId, Signature},
 };
 
@@ -120,8 +120,16 @@ pub(super) fn admit(
 ) -> Result<Admitted, Rejection> {
     let (verified, tenant) = match secrets {
         RequestSecrets::Fixed => (config.verifier.verify(&bytes, signature)?, None),
-        RequestSecrets::Found { tenant, secrets } => {
-            let verified = secrets.verify(&bytes, signature)?;
+        RequestSecrets::Found {
+            tenant,
+            secrets,
+            tenanted,
+        } => {
+            let verified = secrets.verify(&bytes, signature).inspect_err(|_| {
+                if tenanted {
+                    Secrets::waste(&bytes, REFUSAL_HASHES.saturating_sub(secrets.len()));
+                }
+            })?;
             match tenant {
                 Some(tenant) => (verified.for_tenant(&tenant), Some(tenant)),
                 None => (verified, None),
@@ -145,11 +153,22 @@ pub(super) fn admit(
     })
 }
 
+/// How many times a refused request for a tenant hashes its body, at least: as often as a
+/// known tenant in mid-rotation (two secrets) does, so that no refusal, of an unknown tenant
+/// (the decoy, one key) or of a known one, takes a time that tells them apart. A tenant with
+/// more secrets than this takes longer to refuse.
+const REFUSAL_HASHES: usize = 2;
+
 /// The secrets a source found: an unknown tenant gets the decoy, which hashes the body like
 /// any set and never matches, so its 401 comes after the same work as a known tenant's.
 pub(super) fn found(resolved: Resolved) -> RequestSecrets {
+    let tenanted = resolved.names_tenants();
     let (tenant, secrets) = resolved.into_parts();
-    RequestSecrets::Found { tenant, secrets }
+    RequestSecrets::Found {
+        tenant,
+        secrets,
+        tenanted,
+    }
 }
 
 /// What the delivery store's answer to a claim means.
@@ -362,7 +381,7 @@ mod tests {
 
     #[test]
     fn a_tenant_is_part_of_the_delivery_id_and_an_unknown_one_never_verifies() {
-        use crate::secrets::{Secrets, Tenant};
+        use crate::secrets::Tenant;
         let config = config();
         let shared = Secrets::new(SECRET).unwrap();
         let admit_for = |name: &str| {

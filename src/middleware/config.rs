@@ -44,7 +44,8 @@ pub enum StoreFailure {
     RunHandler,
 }
 
-/// Whether the delivery store is failing, so an outage is logged once, not once a request.
+/// Whether a backend (the delivery store, the secret source) is failing, so an outage is
+/// logged once, not once a request.
 #[derive(Debug, Default)]
 pub(crate) struct StoreHealth {
     down: AtomicBool,
@@ -71,6 +72,9 @@ pub(crate) enum RequestSecrets {
     Found {
         tenant: Option<Tenant>,
         secrets: Secrets,
+        /// Whether the source names tenants: then a refusal must not tell a known tenant
+        /// from an unknown one by its time.
+        tenanted: bool,
     },
 }
 
@@ -96,6 +100,8 @@ pub(crate) struct Config {
     pub(crate) on_store_failure: StoreFailure,
     /// Shared by every service the layer makes.
     pub(crate) store_health: Arc<StoreHealth>,
+    /// Whether the secret source's lookups are failing, likewise shared.
+    pub(crate) lookup_health: Arc<StoreHealth>,
 }
 
 impl Config {
@@ -108,6 +114,7 @@ impl Config {
             claim_lease: DEFAULT_CLAIM_LEASE,
             on_store_failure: StoreFailure::default(),
             store_health: Arc::default(),
+            lookup_health: Arc::default(),
         }
     }
 }

@@ -196,7 +196,7 @@ where
 
     /// Answers 503 `secrets_unavailable`: the source could not say which secrets apply.
     pub(super) fn lookup_failed(err: &LookupError, config: Arc<Config>, span: Span) -> Self {
-        let state = span.in_scope(|| lookup_failed(&span, err));
+        let state = span.in_scope(|| lookup_failed(&config, &span, err));
         Self {
             state,
             config,
@@ -246,8 +246,11 @@ where
                 return Poll::Ready(Ok(response));
             }
             StateProj::Resolving { lookup, next } => match ready!(lookup.as_mut().poll(cx)) {
-                Ok(resolved) => buffer_body(take(next), admit::found(resolved), config),
-                Err(err) => lookup_failed(span, &err),
+                Ok(resolved) => {
+                    lookup_succeeded(config);
+                    buffer_body(take(next), admit::found(resolved), config)
+                }
+                Err(err) => lookup_failed(config, span, &err),
             },
             StateProj::Buffering {
                 body,
@@ -310,11 +313,27 @@ fn buffer_body<S, F, B: Body, Out>(
     }
 }
 
-/// The source failed: logged once with its error (which names no secret), answered 503.
-fn lookup_failed<S, F, B, Out>(span: &Span, err: &LookupError) -> State<S, F, B, Out> {
-    tracing::error!("rejected delivery: {err}; answering 503 so Ringyo retries");
+/// The source failed: answered 503, logged at error once per outage with its error (which
+/// names no secret), at debug for each request while it lasts.
+fn lookup_failed<S, F, B, Out>(
+    config: &Config,
+    span: &Span,
+    err: &LookupError,
+) -> State<S, F, B, Out> {
+    if config.lookup_health.failed() {
+        tracing::error!("{err}; answering 503 secrets_unavailable until lookups work again");
+    } else {
+        tracing::debug!("rejected delivery: {err}; answering 503 so Ringyo retries");
+    }
     let rejection = Rejection::new(RejectionKind::SecretsUnavailable);
     reject(span, &rejection, Cause::Logged)
+}
+
+/// The source answered: logs the end of an outage, once.
+pub(super) fn lookup_succeeded(config: &Config) {
+    if config.lookup_health.succeeded() {
+        tracing::info!("secret lookups work again");
+    }
 }
 
 fn respond<S, F, B, Out>(response: Response<Bytes>) -> State<S, F, B, Out> {

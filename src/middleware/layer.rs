@@ -139,7 +139,8 @@ impl RingyoWebhookLayer {
     /// or one set per tenant ([`Tenants`](crate::secrets::Tenants)). See [`crate::secrets`].
     ///
     /// The freshness window and every other setting work as with [`new`](Self::new);
-    /// [`add_secret`](Self::add_secret) does not apply (the source owns the secrets).
+    /// [`add_secret`](Self::add_secret) is refused with [`SecretError::FromSource`] (the
+    /// source owns the secrets).
     ///
     /// ```
     /// use ringyo_webhook::{secrets::{RotatingSecrets, Secrets}, RingyoWebhookLayer};
@@ -163,13 +164,11 @@ impl RingyoWebhookLayer {
     ///
     /// # Errors
     ///
-    /// [`SecretError`] as for [`new`](Self::new).
+    /// [`SecretError`] as for [`new`](Self::new); [`SecretError::FromSource`] on a layer built
+    /// with [`from_source`](Self::from_source).
     pub fn add_secret(self, secret: impl AsRef<str>) -> Result<Self, SecretError> {
         if self.config.source.is_some() {
-            tracing::warn!(
-                "add_secret on a layer built with from_source has no effect: add the secret to \
-                 the source"
-            );
+            return Err(SecretError::FromSource);
         }
         let verifier = self.config.verifier.clone().add_secret(secret)?;
         Ok(self.map_verifier(|_| verifier))

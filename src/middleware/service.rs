@@ -14,7 +14,7 @@ use super::{
     body::{RequestBody, ResponseBody},
     buffer::BoxError,
     config::{Config, RequestSecrets},
-    future::{Next, ResponseFuture},
+    future::{self, Next, ResponseFuture},
     trace,
 };
 use crate::secrets::Lookup;
@@ -84,6 +84,7 @@ where
         let next = |parts| Next::new(parts, body, inner, signature);
         match source.lookup(&parts) {
             Lookup::Ready(Ok(resolved)) => {
+                future::lookup_succeeded(&config);
                 let secrets = admit::found(resolved);
                 ResponseFuture::buffering(next(parts), secrets, config, span)
             }

@@ -14,13 +14,20 @@ use super::{Lookup, LookupError, Resolved, Secrets, Tenant, TenantLookup};
 ///
 /// `fetch` answers `Ok(Some(secrets))` for a known tenant, `Ok(None)` for an unknown one, and
 /// `Err` when it cannot tell (answered 503 `secrets_unavailable`, so Ringyo retries). Both
-/// answers are cached for the [`ttl`](Self::ttl), the unknown ones too: an unknown tenant then
-/// costs what a known one does, rather than a trip to the database the known ones skip, which
-/// would tell them apart. Errors are not cached.
+/// answers are cached for the [`ttl`](Self::ttl), so a name asked for again costs the same
+/// whether it is a tenant or not. Errors are not cached, and a fetch that takes longer than
+/// the [`timeout`](Self::timeout) is an error.
 ///
-/// The cache holds at most [`capacity`](Self::capacity) tenants; past that, expired entries
-/// go first, then any. A change in the database shows after at most the TTL. Concurrent
-/// requests for a tenant not cached yet each call `fetch`.
+/// What a cache cannot hide: a tenant whose deliveries arrive often is usually cached, and a
+/// name nobody sent before waits for `fetch`, so the latency of a first request tells a busy
+/// tenant from a made-up name. When tenant names are guessable and that matters, load every
+/// tenant into a [`TenantMap`](super::TenantMap) instead (from the same database, on a timer
+/// or on change). Likewise, each made-up name costs one `fetch`: a flood of them is a flood of
+/// lookups, so rate-limit in front of the route.
+///
+/// The cache holds at most [`capacity`](Self::capacity) answers; past that, expired ones go
+/// first, then unknown names, then any. A change in the database shows within the TTL plus
+/// the time of one fetch. Concurrent requests for a name not cached yet each call `fetch`.
 ///
 /// ```
 /// use ringyo_webhook::{
@@ -41,6 +48,7 @@ pub struct CachedLookup<F> {
     fetch: Arc<F>,
     capacity: usize,
     ttl: Duration,
+    timeout: Duration,
     cache: Arc<Mutex<HashMap<Tenant, Entry>>>,
 }
 
@@ -57,6 +65,10 @@ impl<F> CachedLookup<F> {
     /// How long an answer is cached by default: 60 seconds.
     pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 
+    /// How long a fetch may take by default: 3 seconds, well inside the 5 s Ringyo waits for
+    /// an answer.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+
     /// Looks tenants up with `fetch`, caching up to
     /// [`DEFAULT_CAPACITY`](Self::DEFAULT_CAPACITY) answers for
     /// [`DEFAULT_TTL`](Self::DEFAULT_TTL).
@@ -65,8 +77,18 @@ impl<F> CachedLookup<F> {
             fetch: Arc::new(fetch),
             capacity: Self::DEFAULT_CAPACITY,
             ttl: Self::DEFAULT_TTL,
+            timeout: Self::DEFAULT_TIMEOUT,
             cache: Arc::default(),
         }
+    }
+
+    /// Sets how long a fetch may take before the request is answered 503
+    /// `secrets_unavailable` (the fetch is dropped, and not cached). Needs a Tokio runtime with
+    /// its timer, as `#[tokio::main]` gives.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Sets how many tenants the cache holds (at least 1).
@@ -95,6 +117,7 @@ impl<F> Clone for CachedLookup<F> {
             fetch: Arc::clone(&self.fetch),
             capacity: self.capacity,
             ttl: self.ttl,
+            timeout: self.timeout,
             cache: Arc::clone(&self.cache),
         }
     }
@@ -105,6 +128,7 @@ impl<F> std::fmt::Debug for CachedLookup<F> {
         f.debug_struct("CachedLookup")
             .field("capacity", &self.capacity)
             .field("ttl", &self.ttl)
+            .field("timeout", &self.timeout)
             .field("cached", &self.cached())
             .finish_non_exhaustive()
     }
@@ -129,8 +153,11 @@ fn remember(cache: &Mutex<HashMap<Tenant, Entry>>, capacity: usize, tenant: Tena
         let now = Instant::now();
         cache.retain(|_, entry| entry.until > now);
         if cache.len() >= capacity {
-            if let Some(any) = cache.keys().next().cloned() {
-                cache.remove(&any);
+            // Made-up names go before tenants, so a flood of them cannot push tenants out.
+            let unknown = cache.iter().find(|(_, entry)| entry.secrets.is_none());
+            let evicted = unknown.or_else(|| cache.iter().next());
+            if let Some(evicted) = evicted.map(|(tenant, _)| tenant.clone()) {
+                cache.remove(&evicted);
             }
         }
     }
@@ -149,9 +176,12 @@ where
             }
         }
         let (cache, capacity, ttl) = (Arc::clone(&self.cache), self.capacity, self.ttl);
+        let timeout = self.timeout;
         let fetched = (self.fetch)(tenant.clone());
         Lookup::Pending(Box::pin(async move {
-            let secrets = fetched.await?;
+            let secrets = tokio::time::timeout(timeout, fetched)
+                .await
+                .map_err(|_| LookupError::new(format!("no answer within {timeout:?}")))??;
             let entry = Entry {
                 secrets: secrets.clone(),
                 until: Instant::now() + ttl,
@@ -219,13 +249,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_cache_never_holds_more_than_its_capacity() {
-        let lookup = CachedLookup::new(|_: Tenant| async { Ok(None) }).capacity(3);
+    async fn the_cache_never_holds_more_than_its_capacity_and_keeps_tenants_over_made_up_names() {
+        let lookup = CachedLookup::new(|tenant: Tenant| async move {
+            Ok((tenant.as_str() == "acme").then(|| Secrets::new("whsec_acme").unwrap()))
+        })
+        .capacity(3);
+        let _ = resolve(lookup.lookup_tenant(tenant("acme"))).await;
         for index in 0..20 {
             let (_, found) = resolve(lookup.lookup_tenant(tenant(&format!("t{index}")))).await;
             assert!(found.is_ok());
             assert!(lookup.cached() <= 3);
         }
         assert_eq!(lookup.cached(), 3);
+        let (waited, _) = resolve(lookup.lookup_tenant(tenant("acme"))).await;
+        assert!(!waited, "the tenant outlived 20 made-up names");
+    }
+
+    #[tokio::test]
+    async fn a_fetch_past_the_timeout_is_an_error_and_is_not_cached() {
+        let lookup = CachedLookup::new(|_: Tenant| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(None)
+        })
+        .timeout(Duration::from_millis(50));
+        let (waited, found) = resolve(lookup.lookup_tenant(tenant("slow"))).await;
+        assert!(waited);
+        assert!(found.unwrap_err().to_string().contains("no answer within"));
+        assert_eq!(lookup.cached(), 0);
     }
 }

@@ -14,7 +14,9 @@ use crate::SecretError;
 /// Clones share one set. Each request reads the set once, before its body is read, and keeps
 /// what it read: a change never fails a request in flight, and the next request sees it.
 /// Reads take no lock (`arc-swap`); each change builds a new set, so changes are for the
-/// operator's pace, not per request.
+/// operator's pace, not per request. [`promote`](Self::promote) and
+/// [`retire`](Self::retire) name a secret by its index in the set as it is when they apply, so
+/// make changes from one task.
 ///
 /// ```
 /// use ringyo_webhook::{secrets::{RotatingSecrets, Secrets}, RingyoWebhookLayer};
@@ -79,6 +81,8 @@ impl RotatingSecrets {
         self.change(|secrets| secrets.retire(index))
     }
 
+    // Indexes are the set's as it is when the change applies: another task's `set` in between
+    // shifts them, so let one task (one admin endpoint, one file watcher) make the changes.
     fn change(&self, change: impl Fn(&Secrets) -> Option<Secrets>) -> bool {
         let mut changed = false;
         self.current.rcu(|current| {

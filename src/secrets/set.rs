@@ -110,11 +110,11 @@ impl Secrets {
         })
     }
 
-    /// This set followed by `other`'s secrets.
+    /// This set followed by `other`'s secrets (a decoy if either is one).
     pub(crate) fn joined(&self, other: &Self) -> Self {
         Self {
             keys: self.keys.iter().chain(other.keys.iter()).cloned().collect(),
-            decoy: self.decoy,
+            decoy: self.decoy || other.decoy,
         }
     }
 
@@ -127,16 +127,31 @@ impl Secrets {
     }
 
     /// The set that answers for a tenant nobody knows: its one key is hashed like any other,
-    /// so the answer takes as long as for a known tenant with one secret, and it never matches.
+    /// so the answer takes as long as for a known tenant, and it never matches. The key is
+    /// random per process as well, so not even a set that lost its flag could be signed for.
     pub(crate) fn decoy() -> Self {
         static DECOY: OnceLock<Secrets> = OnceLock::new();
         DECOY
-            .get_or_init(|| Self {
-                keys: Arc::new([HmacKey::new("ringyo-webhook: no such tenant")
-                    .expect("a valid constant secret")]),
-                decoy: true,
+            .get_or_init(|| {
+                use std::hash::BuildHasher;
+                // SipHash keys drawn from the OS for each `RandomState`: 128 unguessable bits.
+                let random = || std::collections::hash_map::RandomState::new().hash_one(0u8);
+                let key = format!("ringyo-webhook decoy {:016x}{:016x}", random(), random());
+                Self {
+                    keys: Arc::new([HmacKey::new(&key).expect("a valid generated secret")]),
+                    decoy: true,
+                }
             })
             .clone()
+    }
+
+    /// Hashes `body` under the decoy's key `times` times, for the time it takes and nothing
+    /// else.
+    pub(crate) fn waste(body: &[u8], times: usize) {
+        let decoy = Self::decoy();
+        for _ in 0..times {
+            std::hint::black_box(decoy.keys[0].mac(body));
+        }
     }
 
     /// Checks `signature` against `body` under each secret in turn, in constant time each.

@@ -20,7 +20,8 @@ use super::{Secrets, Tenant};
 ///   [`CachedLookup`](super::CachedLookup).
 ///
 /// A source that needs I/O returns [`Lookup::Pending`]; the layer waits for it before reading
-/// the body. One that cannot answer returns a [`LookupError`], answered 503
+/// the body, with no time-out of its own, so bound the lookup (as
+/// [`CachedLookup`](super::CachedLookup) does) well inside the 5 s Ringyo waits. One that cannot answer returns a [`LookupError`], answered 503
 /// `secrets_unavailable` so Ringyo retries.
 pub trait SecretSource: Send + Sync + 'static {
     /// The secrets for the request whose head is `request`.
@@ -89,6 +90,11 @@ impl Resolved {
     /// The tenant, when the request named a known one.
     pub fn tenant_name(&self) -> Option<&Tenant> {
         self.tenant.as_ref()
+    }
+
+    /// Whether this answer comes from a source of tenants: a tenant's, or an unknown one's.
+    pub(crate) fn names_tenants(&self) -> bool {
+        self.tenant.is_some() || self.secrets.is_none()
     }
 
     /// The parts the layer verifies with: the tenant, and the set (the decoy for an unknown

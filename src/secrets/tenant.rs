@@ -67,7 +67,9 @@ impl fmt::Debug for Tenant {
 pub enum TenantKey {
     /// The path segment at this position, counting from 0: `PathSegment(2)` reads `acme` from
     /// `/webhooks/ringyo/acme` (the route `/webhooks/ringyo/{tenant}`). A query string is not
-    /// part of the path.
+    /// part of the path. Count in the path the layer sees: inside an axum `Router::nest`, that
+    /// is the path with the nest's prefix taken off (a wrong count names no tenant, so every
+    /// delivery is refused, never let through).
     PathSegment(usize),
     /// A header your own gateway sets (and strips from what clients send): exactly one value.
     Header(HeaderName),
@@ -107,8 +109,10 @@ pub trait TenantLookup: Send + Sync + 'static {
 /// request names its tenant ([`TenantKey`]), a [`TenantLookup`] finds the tenant's secrets.
 ///
 /// A request that names no valid tenant, or an unknown one, is answered exactly like a bad
-/// signature (401 `invalid_signature`), after hashing its body as for a known tenant with one
-/// secret, so the endpoint does not reveal which tenants exist. The tenant a delivery
+/// signature (401 `invalid_signature`), after the same work: every refused request hashes its
+/// body twice (under the tenant's secrets, or a stand-in), as a tenant in mid-rotation with
+/// two secrets does, so neither the answer nor its time tells which tenants exist. (A tenant
+/// with three or more secrets takes longer to refuse.) The tenant a delivery
 /// verified for is in [`VerifiedPayload::tenant`](crate::VerifiedPayload::tenant) and
 /// [`RingyoEvent::tenant`](crate::RingyoEvent::tenant), in the delivery's span, and part of
 /// its [`DeliveryId`](crate::DeliveryId): the same body sent to two tenants is two deliveries.

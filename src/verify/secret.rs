@@ -48,6 +48,14 @@ pub enum SecretError {
         /// The variable's name.
         variable: &'static str,
     },
+    /// [`RingyoWebhookLayer::add_secret`](crate::RingyoWebhookLayer::add_secret) on a layer
+    /// that takes its secrets from a [`SecretSource`](crate::secrets::SecretSource): the
+    /// secret would never be used. Add it to the source.
+    #[error(
+        "this layer takes its secrets from a SecretSource (from_source): add the secret to \
+         the source"
+    )]
+    FromSource,
 }
 
 /// The secret in the environment variable `variable`, wiped from memory when dropped.
