@@ -110,6 +110,40 @@ mod with_redis {
         answer
     }
 
+    /// Two tenants sharing one secret and one Redis: the same body is a delivery for each,
+    /// and a retry to one is that tenant's duplicate only.
+    #[tokio::test]
+    async fn the_same_body_for_two_tenants_is_two_deliveries_in_redis() {
+        use ringyo_webhook::secrets::{Secrets, Tenant, TenantKey, TenantMap, Tenants};
+        let Some(url) = redis_url() else { return };
+        let map = TenantMap::new();
+        for name in ["acme", "globex"] {
+            map.insert(Tenant::new(name).unwrap(), Secrets::new(SECRET).unwrap());
+        }
+        let layer = RingyoWebhookLayer::from_source(Tenants::new(TenantKey::PathSegment(0), map))
+            .delivery_store(store(&url));
+        let handler = Handler {
+            runs: Arc::new(AtomicUsize::new(0)),
+            delays: Arc::new([(0, 200)]),
+        };
+        let app = Router::new()
+            .route("/{tenant}", post(handle).route_layer(layer))
+            .with_state(handler.clone());
+        let addr = common::serve(app).await;
+        let (body, signature) = TestDelivery::new("call.completed")
+            .secret(SECRET)
+            .body_and_signature();
+        let signature = signature.unwrap();
+        let mut answers = Vec::new();
+        for path in ["/acme", "/globex", "/acme"] {
+            let response = common::post_signed(addr, path, body.clone(), &signature).await;
+            let duplicate = response.headers().contains_key(DUPLICATE_HEADER.as_str());
+            answers.push((response.status().as_u16(), duplicate));
+        }
+        assert_eq!(answers, [(200, false), (200, false), (200, true)]);
+        assert_eq!(handler.runs.load(Ordering::SeqCst), 2);
+    }
+
     #[tokio::test]
     async fn twenty_copies_over_two_replicas_run_the_handler_once() {
         let Some(url) = redis_url() else { return };
