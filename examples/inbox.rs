@@ -64,8 +64,10 @@ pub(crate) async fn run(args: &[String], url: &str) -> Result<String, String> {
             let lines: Vec<String> = dead
                 .iter()
                 .map(|d| {
+                    // A tenant's name has plain characters only: nothing to escape.
+                    let tenant = d.tenant.as_ref().map_or("-", |tenant| tenant.as_str());
                     format!(
-                        "{}  {}  {} attempts  failed {}  {}",
+                        "{}  {tenant}  {}  {} attempts  failed {}  {}",
                         d.id,
                         // Escaped: a name or an error may hold newlines or a terminal's
                         // escape codes.

@@ -204,7 +204,11 @@ async fn a_dead_letter_is_listed_with_its_error_and_replays_from_the_first_attem
     on_every_engine(|store| async move {
         let id = ids();
         let now = SystemClock.now();
-        store.store(&[delivery(id(1), now, "{}")]).await.unwrap();
+        let for_acme = NewDelivery {
+            tenant: Tenant::new("acme"),
+            ..delivery(id(1), now, "{}")
+        };
+        store.store(&[for_acme]).await.unwrap();
         let token = ClaimToken::new();
         due(&store, now, token).await;
         let dead = Settle::Dead {
@@ -219,6 +223,7 @@ async fn a_dead_letter_is_listed_with_its_error_and_replays_from_the_first_attem
         assert_eq!((listed[0].id, listed[0].attempts), (id(1), 1));
         assert_eq!(listed[0].event, "call.completed");
         assert_eq!(listed[0].error, "the handler panicked: boom");
+        assert_eq!(listed[0].tenant, Tenant::new("acme"));
         assert_eq!(store.stats().await.unwrap().dead, 1);
 
         assert!(!store.replay(id(2), now).await.unwrap());

@@ -551,7 +551,7 @@ async fn a_secrets_file_is_re_read_on_sighup_and_a_broken_one_changes_nothing() 
     std::fs::write(&path, "whsec_new\nwhsec_old\n").unwrap();
     hang_up().await;
     let mut accepted = false;
-    for _ in 0..100 {
+    for _ in 0..250 {
         if send_with("whsec_new").await == 202 {
             accepted = true;
             break;
@@ -574,7 +574,7 @@ async fn a_secrets_file_is_re_read_on_sighup_and_a_broken_one_changes_nothing() 
     std::fs::write(&path, "whsec_new\n").unwrap();
     hang_up().await;
     let mut refused = false;
-    for _ in 0..100 {
+    for _ in 0..250 {
         if send_with("whsec_old").await == 401 {
             refused = true;
             break;

@@ -335,8 +335,11 @@ async fn an_unknown_tenant_is_refused_in_the_time_a_known_one_is() {
         }));
     let body = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
     let forged = "00".repeat(32);
-    let mut times = [Vec::new(), Vec::new(), Vec::new()];
-    for _ in 0..41 {
+    // Per round, each time against the one-secret tenant's in the same round, so drift in the
+    // machine's speed (other tests run beside this one) cancels out; then the median round.
+    let mut ratios = [Vec::new(), Vec::new()];
+    for _ in 0..61 {
+        let mut round = [0.0; 3];
         for (at, path) in ["/acme", "/globex", "/nobody"].into_iter().enumerate() {
             let request = Request::post(path)
                 .header("x-ringyo-signature", &forged)
@@ -344,19 +347,20 @@ async fn an_unknown_tenant_is_refused_in_the_time_a_known_one_is() {
                 .unwrap();
             let started = Instant::now();
             let response = service.clone().oneshot(request).await.unwrap();
-            times[at].push(started.elapsed());
+            round[at] = started.elapsed().as_secs_f64();
             assert_eq!(response.status(), 401);
         }
+        ratios[0].push(round[2] / round[0]);
+        ratios[1].push(round[1] / round[0]);
     }
-    let median = |times: &mut Vec<Duration>| {
-        times.sort();
-        times[times.len() / 2].as_secs_f64()
-    };
-    let [one, two, unknown] = times.map(|mut times| median(&mut times));
+    let [unknown, two] = ratios.map(|mut ratios| {
+        ratios.sort_by(f64::total_cmp);
+        ratios[ratios.len() / 2]
+    });
     // Every refusal hashes the body twice. Refusing an unknown tenant before hashing would
     // make its ratio a small fraction, and hashing once per secret would put the tenant with
     // two secrets at 2.
-    for (name, ratio) in [("unknown", unknown / one), ("two secrets", two / one)] {
+    for (name, ratio) in [("unknown", unknown), ("two secrets", two)] {
         assert!(
             (0.75..1.33).contains(&ratio),
             "{name} / one secret: {ratio:.3}"
@@ -416,47 +420,4 @@ async fn the_inbox_keeps_tenants_apart_and_gives_each_job_its_tenant() {
     );
     stop.send(()).unwrap();
     worker.await.unwrap();
-}
-
-/// The delivery's span names the tenant and the secret that matched; the log holds neither
-/// the tenant's secret nor, for an unknown tenant, anything that tells it apart.
-#[tokio::test]
-async fn the_span_names_the_tenant_and_the_secret_index_never_the_secret() {
-    use tracing_subscriber::fmt::format::FmtSpan;
-
-    let (logs, _guard) = common::Captured::start(FmtSpan::CLOSE);
-    let map = TenantMap::new();
-    map.insert(
-        tenant("acme"),
-        Secrets::new("whsec_acme_current")
-            .unwrap()
-            .with("whsec_acme_previous")
-            .unwrap(),
-    );
-    let (addr, _) = server(
-        "/webhooks/ringyo/{tenant}",
-        Tenants::new(TenantKey::PathSegment(2), map),
-    )
-    .await;
-    let body = delivery(1);
-    let signature = sign_with("whsec_acme_previous", &body);
-    let (status, _, _) = deliver(
-        addr,
-        "/webhooks/ringyo/acme",
-        body.clone(),
-        Some(&signature),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let (status, _, _) = deliver(addr, "/webhooks/ringyo/nobody", body, Some(&signature)).await;
-    assert_eq!(status, 401);
-
-    let text = logs.text();
-    let verified = text
-        .lines()
-        .find(|line| line.contains("tenant=\"acme\"") || line.contains("tenant=acme"))
-        .unwrap_or_else(|| panic!("no span names the tenant:\n{text}"));
-    assert!(verified.contains("secret_index=1"), "{verified}");
-    assert!(!text.contains("whsec_acme"), "{text}");
-    assert!(!text.contains("nobody"), "{text}");
 }

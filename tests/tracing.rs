@@ -212,3 +212,48 @@ async fn no_rejection_path_logs_the_secret_or_a_body_value() {
         "a body value is in the log:\n{logs}"
     );
 }
+
+/// The delivery's span names the tenant and the secret that matched; the log holds neither
+/// the tenant's secret nor, for an unknown tenant, anything that tells it apart.
+#[tokio::test]
+async fn the_span_names_the_tenant_and_the_secret_index_never_the_secret() {
+    use ringyo_webhook::secrets::{Secrets, Tenant, TenantKey, TenantMap, Tenants};
+
+    let (logs, _guard) = common::Captured::start(FmtSpan::CLOSE);
+    let map = TenantMap::new();
+    map.insert(
+        Tenant::new("acme").unwrap(),
+        Secrets::new("whsec_acme_current")
+            .unwrap()
+            .with("whsec_acme_previous")
+            .unwrap(),
+    );
+    let layer = RingyoWebhookLayer::from_source(Tenants::new(TenantKey::PathSegment(2), map))
+        .clock(common::test_now);
+    let app = Router::new().route(
+        "/webhooks/ringyo/{tenant}",
+        post(|_: RingyoEvent| async {}).route_layer(layer),
+    );
+    let addr = serve(app).await;
+    let body = envelope("call.completed", json!({}));
+    let signature = ringyo_webhook::testing::sign("whsec_acme_previous", &body).unwrap();
+    let (status, _, _) = deliver(
+        addr,
+        "/webhooks/ringyo/acme",
+        body.clone(),
+        Some(&signature),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = deliver(addr, "/webhooks/ringyo/nobody", body, Some(&signature)).await;
+    assert_eq!(status, 401);
+
+    let text = logs.text();
+    let verified = text
+        .lines()
+        .find(|line| line.contains("tenant=\"acme\"") || line.contains("tenant=acme"))
+        .unwrap_or_else(|| panic!("no span names the tenant:\n{text}"));
+    assert!(verified.contains("secret_index=1"), "{verified}");
+    assert!(!text.contains("whsec_acme"), "{text}");
+    assert!(!text.contains("nobody"), "{text}");
+}

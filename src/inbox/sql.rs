@@ -286,7 +286,7 @@ impl SqlInbox {
     async fn list_dead(&self, limit: u32) -> Result<Vec<DeadDelivery>, InboxError> {
         let pool = self.ready().await?;
         let rows = sqlx::query(
-            "SELECT delivery_id, event, attempts, finished_at, last_error FROM ringyo_inbox \
+            "SELECT delivery_id, event, attempts, finished_at, last_error, tenant FROM ringyo_inbox \
              WHERE state = 'dead' ORDER BY finished_at LIMIT $1",
         )
         .bind(i64::from(limit))
@@ -301,6 +301,9 @@ impl SqlInbox {
                     attempts: attempts(row, 2)?,
                     failed_at: millis(get(row, 3)?)?,
                     error: get::<Option<String>>(row, 4)?.unwrap_or_default(),
+                    tenant: get::<Option<String>>(row, 5)?
+                        .as_deref()
+                        .and_then(Tenant::new),
                 })
             })
             .collect()

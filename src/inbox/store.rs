@@ -218,6 +218,8 @@ pub struct DeadDelivery {
     pub failed_at: DateTime<Utc>,
     /// The last attempt's error.
     pub error: String,
+    /// The tenant it verified for, if any.
+    pub tenant: Option<Tenant>,
 }
 
 /// The inbox's database failed, or holds something this version cannot read.
