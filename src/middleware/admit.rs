@@ -232,6 +232,20 @@ mod tests {
         Verifier::new(SECRET).unwrap().sign(body)
     }
 
+    /// Admits `body`, signed over `signed`, with the layer's fixed secrets.
+    fn admit_fixed(
+        config: &Config,
+        body: &'static [u8],
+        signed: &[u8],
+    ) -> Result<Admitted, Rejection> {
+        admit(
+            config,
+            Bytes::from_static(body),
+            &signature(signed),
+            RequestSecrets::Fixed,
+        )
+    }
+
     fn request(signature: Option<&str>, content_length: Option<&str>) -> Request<String> {
         let mut request = Request::builder();
         if let Some(signature) = signature {
@@ -274,13 +288,7 @@ mod tests {
     #[test]
     fn admit_checks_the_signature_then_freshness() {
         let config = config();
-        let admitted = admit(
-            &config,
-            Bytes::from_static(FRESH),
-            &signature(FRESH),
-            RequestSecrets::Fixed,
-        )
-        .unwrap();
+        let admitted = admit_fixed(&config, FRESH, FRESH).unwrap();
         assert_eq!(admitted.kind, Some(EventKind::CreditsLow));
         assert!(admitted.claim.is_none(), "no store, nothing to claim");
         assert_eq!(admitted.payload.bytes(), FRESH);
@@ -289,31 +297,16 @@ mod tests {
         // A stale body under a wrong signature is a signature failure: nothing unverified is
         // parsed.
         assert_eq!(
-            kind(admit(
-                &config,
-                Bytes::from_static(stale),
-                &signature(FRESH),
-                RequestSecrets::Fixed
-            )),
+            kind(admit_fixed(&config, stale, FRESH)),
             RejectionKind::SignatureMismatch
         );
         assert_eq!(
-            kind(admit(
-                &config,
-                Bytes::from_static(stale),
-                &signature(stale),
-                RequestSecrets::Fixed
-            )),
+            kind(admit_fixed(&config, stale, stale)),
             RejectionKind::TimestampOutOfTolerance
         );
         let untimed = br#"{"event":"credits.low"}"#;
         assert_eq!(
-            kind(admit(
-                &config,
-                Bytes::from_static(untimed),
-                &signature(untimed),
-                RequestSecrets::Fixed,
-            )),
+            kind(admit_fixed(&config, untimed, untimed)),
             RejectionKind::InvalidTimestamp
         );
     }
@@ -322,13 +315,7 @@ mod tests {
     fn admit_asks_a_store_to_claim_until_the_lease_and_keep_until_the_window() {
         let mut config = config();
         config.store = Some(Arc::new(MemoryDeliveryStore::new()));
-        let admitted = admit(
-            &config,
-            Bytes::from_static(FRESH),
-            &signature(FRESH),
-            RequestSecrets::Fixed,
-        )
-        .unwrap();
+        let admitted = admit_fixed(&config, FRESH, FRESH).unwrap();
         let ticket = admitted.claim.unwrap();
         assert_eq!(ticket.id, admitted.payload.delivery_id());
         assert_eq!(ticket.now.to_rfc3339(), "2024-01-15T10:35:00+00:00");
@@ -396,12 +383,7 @@ mod tests {
         let (acme, globex) = (admit_for("acme").unwrap(), admit_for("globex").unwrap());
         assert_eq!(acme.payload.tenant().unwrap().as_str(), "acme");
         // One secret, one body, two tenants: two deliveries, neither the untenanted one.
-        let fixed = admit(
-            &config,
-            Bytes::from_static(FRESH),
-            &signature(FRESH),
-            RequestSecrets::Fixed,
-        );
+        let fixed = admit_fixed(&config, FRESH, FRESH);
         let ids = [
             acme.payload.delivery_id(),
             globex.payload.delivery_id(),
