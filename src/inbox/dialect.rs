@@ -20,31 +20,26 @@ struct Migration {
     sql: &'static str,
 }
 
-/// The schema's history. A released migration never changes; a new one is appended.
-const SQLITE_MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        description: "inbox",
-        sql: include_str!("migrations/sqlite/0001_inbox.sql"),
-    },
-    Migration {
-        version: 2,
-        description: "tenant",
-        sql: include_str!("migrations/sqlite/0002_tenant.sql"),
-    },
-];
-const POSTGRES_MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        description: "inbox",
-        sql: include_str!("migrations/postgres/0001_inbox.sql"),
-    },
-    Migration {
-        version: 2,
-        description: "tenant",
-        sql: include_str!("migrations/postgres/0002_tenant.sql"),
-    },
-];
+/// The schema's history, one list for both engines, each step a file per engine under
+/// `migrations/<engine>/`. A released migration never changes; a new one is appended.
+macro_rules! migrations {
+    ($engine:literal) => {
+        &[
+            Migration {
+                version: 1,
+                description: "inbox",
+                sql: include_str!(concat!("migrations/", $engine, "/0001_inbox.sql")),
+            },
+            Migration {
+                version: 2,
+                description: "tenant",
+                sql: include_str!(concat!("migrations/", $engine, "/0002_tenant.sql")),
+            },
+        ]
+    };
+}
+const SQLITE_MIGRATIONS: &[Migration] = migrations!("sqlite");
+const POSTGRES_MIGRATIONS: &[Migration] = migrations!("postgres");
 
 /// The channel a Postgres commit notifies and idle workers listen on.
 const CHANNEL: &str = "ringyo_inbox";
