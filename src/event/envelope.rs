@@ -72,7 +72,7 @@ impl From<EnvelopeError> for Rejection {
 }
 
 /// The two fields the layer needs.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Head {
     pub(crate) kind: Option<EventKind>,
     timestamp: Option<Result<DateTime<Utc>, EnvelopeError>>,

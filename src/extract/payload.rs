@@ -5,6 +5,7 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::{
+    event::envelope::Head,
     secrets::Tenant,
     verify::{DeliveryId, Verified},
 };
@@ -47,15 +48,28 @@ pub struct VerifiedPayload {
     bytes: Bytes,
     verified: Verified,
     tenant: Option<Tenant>,
+    /// What the layer read of the envelope while checking freshness.
+    head: Head,
 }
 
 impl VerifiedPayload {
-    pub(crate) fn new(bytes: Bytes, verified: Verified, tenant: Option<Tenant>) -> Self {
+    pub(crate) fn new(
+        bytes: Bytes,
+        verified: Verified,
+        tenant: Option<Tenant>,
+        head: Head,
+    ) -> Self {
         Self {
             bytes,
             verified,
             tenant,
+            head,
         }
+    }
+
+    /// The envelope's `event` and `timestamp`, as the layer read them.
+    pub(crate) fn head(&self) -> &Head {
+        &self.head
     }
 
     /// The verified bytes. Cloning the `Bytes` is cheap and copies nothing.

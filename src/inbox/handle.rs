@@ -16,11 +16,7 @@ use super::{
     store::{now, DeadDelivery, InboxError, InboxStats, InboxStore, NewDelivery, Stored},
     worker::Worker,
 };
-use crate::{
-    event::{envelope::Head, FromEventData},
-    extract::VerifiedPayload,
-    verify::DeliveryId,
-};
+use crate::{event::FromEventData, extract::VerifiedPayload, verify::DeliveryId};
 
 /// A durable inbox: a delivery is acknowledged only once it is committed, and workers run
 /// your handler on it afterwards, at least once, surviving crashes and restarts.
@@ -270,9 +266,10 @@ pub(super) fn wake(stored: &watch::Sender<u64>) {
 /// The row for a verified delivery: what the envelope says of itself, read from the bytes
 /// the signature covers, and the bytes.
 fn new_delivery(payload: &VerifiedPayload, received_at: DateTime<Utc>) -> NewDelivery {
-    // A verified body the layer let through without a readable head (freshness off) is still
-    // stored: the worker dead-letters it with the reason, rather than Ringyo's copy being lost.
-    let head = Head::scan(payload.bytes()).unwrap_or_default();
+    // As the layer read it: a verified body it let through without a readable head (freshness
+    // off) is still stored, and the worker dead-letters it with the reason, rather than
+    // Ringyo's copy being lost.
+    let head = payload.head();
     NewDelivery {
         id: payload.delivery_id(),
         event: head

@@ -22,7 +22,6 @@ use super::{
     config::{Config, RequestSecrets, StoreFailure},
 };
 use crate::{
-    event::EventKind,
     extract::VerifiedPayload,
     rejection::{Rejection, RejectionKind},
     replay::{Claim, ClaimCall, ClaimGuard, ClaimToken, DeliveryStore, StoreError},
@@ -60,10 +59,8 @@ pub(super) fn precheck<B: Body>(req: &Request<B>, limit: usize) -> Result<Signat
 /// A delivery that passed every check on its bytes.
 #[derive(Debug)]
 pub(super) struct Admitted {
-    /// The verified bytes, and what verification found.
+    /// The verified bytes, and what verification found (the event's name among it).
     pub(super) payload: VerifiedPayload,
-    /// The event's name, when the envelope's head has one (for the span).
-    pub(super) kind: Option<EventKind>,
     /// What to claim first, with a delivery store.
     pub(super) claim: Option<ClaimTicket>,
 }
@@ -147,8 +144,7 @@ pub(super) fn admit(
         keep_until: fresh.keep_until,
     });
     Ok(Admitted {
-        payload: VerifiedPayload::new(bytes, verified, tenant),
-        kind: fresh.kind,
+        payload: VerifiedPayload::new(bytes, verified, tenant, fresh.head),
         claim,
     })
 }
@@ -219,6 +215,7 @@ mod tests {
     use http::StatusCode;
 
     use super::*;
+    use crate::event::EventKind;
     use crate::{replay::MemoryDeliveryStore, verify::Verifier};
 
     const SECRET: &str = "whsec_test";
@@ -289,7 +286,7 @@ mod tests {
     fn admit_checks_the_signature_then_freshness() {
         let config = config();
         let admitted = admit_fixed(&config, FRESH, FRESH).unwrap();
-        assert_eq!(admitted.kind, Some(EventKind::CreditsLow));
+        assert_eq!(admitted.payload.head().kind, Some(EventKind::CreditsLow));
         assert!(admitted.claim.is_none(), "no store, nothing to claim");
         assert_eq!(admitted.payload.bytes(), FRESH);
 

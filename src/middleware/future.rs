@@ -397,8 +397,9 @@ fn pass<S, B>(span: &Span, mut parts: Parts, mut inner: S, admitted: Admitted) -
 where
     S: Service<Request<RequestBody>>,
 {
-    trace::verified(span, &admitted.payload, admitted.kind.as_ref());
-    let timer = HandlerTimer::start(admitted.kind.as_ref());
+    let kind = admitted.payload.head().kind.as_ref();
+    trace::verified(span, &admitted.payload, kind);
+    let timer = HandlerTimer::start(kind);
     let body = RequestBody::new(admitted.payload.bytes().clone());
     parts.extensions.insert(admitted.payload);
     let request = Request::from_parts(parts, body);

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use subtle::ConstantTimeEq;
 
 use crate::{
-    event::{envelope::Head, EventKind},
+    event::envelope::Head,
     rejection::Rejection,
     secrets::{Secrets, Tenant},
 };
@@ -241,8 +241,8 @@ impl Verifier {
         self.freshness.now()
     }
 
-    /// Checks the freshness of verified bytes at `now`, reading only the envelope's head (its
-    /// `event` and `timestamp`; Ringyo sends `data` last, so the payload is not scanned).
+    /// Checks the freshness of verified bytes at `now`, reading the envelope's `event` and
+    /// `timestamp` (the rest is skipped, though read to the end: see `Head::scan`).
     ///
     /// The layer and [`RingyoEvent::verify`](crate::RingyoEvent::verify) both decide here, so
     /// the same bytes get the same answer on either path.
@@ -253,20 +253,26 @@ impl Verifier {
     /// envelope, as the [`Rejection`] the extractor would answer too.
     pub(crate) fn check_fresh(&self, body: &[u8], now: DateTime<Utc>) -> Result<Fresh, Rejection> {
         let head = Head::scan(body);
-        let kind = head.as_ref().ok().and_then(|head| head.kind.clone());
         let timestamp = head
-            .and_then(|head| head.timestamp())
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(Head::timestamp)
             .map_err(Rejection::from);
         let keep_until = self.freshness.check(timestamp, now)?;
-        Ok(Fresh { kind, keep_until })
+        Ok(Fresh {
+            // With the check off, a body that is no envelope passes: its head is empty.
+            head: head.unwrap_or_default(),
+            keep_until,
+        })
     }
 }
 
 /// What [`Verifier::check_fresh`] found.
 #[derive(Debug)]
 pub(crate) struct Fresh {
-    /// The event's name, when the head has one (for the span).
-    pub(crate) kind: Option<EventKind>,
+    /// The envelope's `event` and `timestamp`, as far as they could be read: for the span,
+    /// and for the inbox's row, which then need not read the body again.
+    pub(crate) head: Head,
     /// Until when a copy of this delivery could still pass: how long a store remembers it.
     pub(crate) keep_until: DateTime<Utc>,
 }
