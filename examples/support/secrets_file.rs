@@ -10,7 +10,10 @@
 
 use std::path::{Path, PathBuf};
 
-use ringyo_webhook::secrets::{RotatingSecrets, Secrets};
+use ringyo_webhook::{
+    secrets::{RotatingSecrets, Secrets},
+    SecretError,
+};
 
 /// The secrets read from one file, swapped in place whenever it is re-read.
 #[derive(Debug, Clone)]
@@ -64,7 +67,7 @@ impl SecretsFile {
     }
 }
 
-/// The secrets in the file at `path`. Errors name the file and the line, never a secret.
+/// The secrets in the file at `path`. Errors name the file, never a secret.
 pub(crate) fn read(path: &Path) -> Result<Secrets, String> {
     let shown = path.display();
     // The file's text holds the secrets: wiped once they are key states.
@@ -75,19 +78,14 @@ pub(crate) fn read(path: &Path) -> Result<Secrets, String> {
             std::io::ErrorKind::InvalidData => format!("{shown} is not UTF-8 text"),
             _ => format!("cannot read {shown}: {err}"),
         })?;
-    let lines = text
+    // Whitespace around a line is the file's layout, not part of a secret.
+    let secrets = text
         .lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty() && !line.trim_start().starts_with('#'));
-    let mut secrets: Option<Secrets> = None;
-    for (index, line) in lines {
-        // Whitespace around a line is the file's layout, not part of the secret.
-        let secret = line.trim();
-        let added = match secrets.take() {
-            None => Secrets::new(secret),
-            Some(secrets) => secrets.with(secret),
-        };
-        secrets = Some(added.map_err(|err| format!("{shown}, line {}: {err}", index + 1))?);
-    }
-    secrets.ok_or_else(|| format!("{shown} holds no secret (one per line, the current first)"))
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'));
+    Secrets::from_list(secrets).map_err(|err| match err {
+        SecretError::Empty => format!("{shown} holds no secret (one per line, the current first)"),
+        // Trimmed and non-empty, a line is always a usable secret; kept for any later check.
+        other => format!("{shown}: {other}"),
+    })
 }
