@@ -6,7 +6,7 @@ mod common;
 use std::{
     net::SocketAddr,
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -467,26 +467,61 @@ async fn a_read_only_database_is_503_and_acknowledges_nothing() {
     assert_eq!(read_only.stats().await.unwrap(), InboxStats::default());
 }
 
+/// A pool on `database` whose connections may grow the file to `limit` pages at most, the
+/// limit read as each connection opens: SQLite's own cap on a file's size stands in for a full
+/// disk (the same `SQLITE_FULL`, the same automatic rollback), with no mount needed.
+async fn capped_pool(database: &common::inbox::Database, limit: &Arc<AtomicI64>) -> sqlx::AnyPool {
+    use sqlx::{any::AnyPoolOptions, Executor};
+    let limit = Arc::clone(limit);
+    AnyPoolOptions::new()
+        .max_connections(4)
+        .after_connect(move |conn, _| {
+            let pages = limit.load(Ordering::SeqCst);
+            Box::pin(async move {
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA synchronous = FULL").await?;
+                conn.execute(format!("PRAGMA max_page_count = {pages}").as_str())
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect(&database.url)
+        .await
+        .unwrap()
+}
+
+/// Raises the cap on every connection of `pool` (holding them all at once), as freeing space
+/// on a full disk would.
+async fn give_room(pool: &sqlx::AnyPool, limit: &AtomicI64) {
+    use sqlx::Executor;
+    limit.store(1 << 30, Ordering::SeqCst);
+    let mut held = Vec::new();
+    for _ in 0..pool.options().get_max_connections() {
+        held.push(pool.acquire().await.unwrap());
+    }
+    for conn in &mut held {
+        conn.execute("PRAGMA max_page_count = 1073741824")
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_full_disk_is_503_and_acknowledges_nothing_it_could_not_store() {
-    use sqlx::{any::AnyPoolOptions, Executor, Row};
+async fn a_full_disk_is_503_then_2xx_again_within_seconds_once_there_is_room_without_a_restart() {
+    use sqlx::Row;
     let database = common::inbox::sqlite();
     let setup = database.open();
     setup.ping().await.unwrap();
+    let pages: i64 = sqlx::query("PRAGMA page_count")
+        .fetch_one(&sqlx::AnyPool::connect(&database.url).await.unwrap())
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
     setup.close().await;
-    // SQLite's own limit on the file's size stands in for a full disk: the same SQLITE_FULL.
-    let options = AnyPoolOptions::new().after_connect(|conn, _| {
-        Box::pin(async move {
-            let pages: i64 = conn.fetch_one("PRAGMA page_count").await?.try_get(0)?;
-            conn.execute("PRAGMA journal_mode = WAL").await?;
-            conn.execute("PRAGMA synchronous = FULL").await?;
-            conn.execute(format!("PRAGMA max_page_count = {}", pages + 8).as_str())
-                .await?;
-            Ok(())
-        })
-    });
-    let pool = options.connect(&database.url).await.unwrap();
-    let inbox = Inbox::new(SqlInbox::with_pool(pool).unwrap());
+    let limit = Arc::new(AtomicI64::new(pages + 8));
+    let pool = capped_pool(&database, &limit).await;
+    let inbox = Inbox::new(SqlInbox::with_pool(pool.clone()).unwrap());
     let addr = serve(&inbox).await;
     let big = |n: usize| {
         envelope(
@@ -511,6 +546,47 @@ async fn a_full_disk_is_503_and_acknowledges_nothing_it_could_not_store() {
         inbox.stats().await.unwrap().pending,
         acknowledged,
         "every 202 is a stored row"
+    );
+
+    give_room(&pool, &limit).await;
+    let freed = Instant::now();
+    let mut n = 100;
+    loop {
+        n += 1;
+        match send(addr, &big(n)).await {
+            (202, _, _) => break,
+            (503, _, _) if freed.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (status, json, _) => panic!("still {status} {json} 10 s after room came back"),
+        }
+    }
+    acknowledged += 1;
+    eprintln!("2xx again {:?} after room came back", freed.elapsed());
+    // Not one lucky connection: every pooled connection commits again.
+    for _ in 0..12 {
+        n += 1;
+        let (status, json, _) = send(addr, &big(n)).await;
+        assert_eq!(status, 202, "{json}");
+        acknowledged += 1;
+    }
+    let handled = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&handled);
+    let worker = inbox.worker(move |_: Job<Event>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<(), String>(()) }
+    });
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopped = Arc::clone(&stop);
+    let running = tokio::spawn(worker.run(async move { stopped.notified().await }));
+    let stats = until(&inbox, |stats| stats.done == acknowledged).await;
+    assert_eq!((stats.pending, stats.running, stats.dead), (0, 0, 0));
+    stop.notify_one();
+    running.await.unwrap();
+    assert_eq!(
+        handled.load(Ordering::SeqCst) as u64,
+        acknowledged,
+        "every 2xx ended handled"
     );
 }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
+use sqlx::{pool::PoolConnection, Any, AnyConnection, AnyPool, Executor, Row};
 
 use super::store::InboxError;
 
@@ -137,26 +137,37 @@ impl Dialect {
         }
     }
 
-    /// Starts a transaction that writes: on SQLite it takes the write lock at once, so it
-    /// waits for it (busy_timeout) rather than failing when it upgrades from a read.
-    pub(super) async fn begin_write(
-        self,
-        pool: &AnyPool,
-    ) -> Result<Transaction<'static, Any>, InboxError> {
+    /// The statement that starts a transaction that writes: on SQLite it takes the write lock
+    /// at once, so it waits for it (busy_timeout) rather than failing when it upgrades from a
+    /// read.
+    fn begin_sql(self) -> &'static str {
         match self {
-            Self::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
-            Self::Postgres => pool.begin().await,
+            Self::Sqlite => "BEGIN IMMEDIATE",
+            Self::Postgres => "BEGIN",
         }
-        .map_err(InboxError::database)
+    }
+
+    /// Starts a transaction that writes, on a connection of its own; see [`WriteTx`].
+    pub(super) async fn begin_write(self, pool: &AnyPool) -> Result<WriteTx, InboxError> {
+        let conn = pool.acquire().await.map_err(InboxError::database)?;
+        let mut tx = WriteTx {
+            conn,
+            committed: false,
+        };
+        tx.conn()
+            .execute(self.begin_sql())
+            .await
+            .map_err(InboxError::database)?;
+        Ok(tx)
     }
 
     /// Wakes workers in other processes when `tx` commits (Postgres); a no-op on SQLite,
     /// whose workers share the process, where the inbox wakes them itself.
-    pub(super) async fn notify(self, tx: &mut Transaction<'static, Any>) -> Result<(), InboxError> {
+    pub(super) async fn notify(self, tx: &mut WriteTx) -> Result<(), InboxError> {
         if self == Self::Postgres {
             sqlx::query("SELECT pg_notify($1, '')")
                 .bind(CHANNEL)
-                .execute(&mut **tx)
+                .execute(tx.conn())
                 .await
                 .map_err(InboxError::database)?;
         }
@@ -210,7 +221,7 @@ impl Dialect {
         if self == Self::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(MIGRATION_LOCK)
-                .execute(&mut *tx)
+                .execute(tx.conn())
                 .await
                 .map_err(InboxError::database)?;
         }
@@ -218,11 +229,11 @@ impl Dialect {
             "CREATE TABLE IF NOT EXISTS ringyo_inbox_migrations \
              (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)",
         )
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(InboxError::database)?;
         // Under the lock: another replica may have migrated meanwhile.
-        let found = schema_version(&mut tx)
+        let found = schema_version(tx.conn())
             .await
             .map_err(InboxError::database)?;
         check_not_newer(found, known)?;
@@ -233,7 +244,8 @@ impl Dialect {
             .take_while(|step| step.version <= known);
         for step in missing.collect::<Vec<_>>() {
             // A plain string runs as a simple query, which may hold several statements.
-            sqlx::Executor::execute(&mut *tx, step.sql)
+            tx.conn()
+                .execute(step.sql)
                 .await
                 .map_err(InboxError::database)?;
             sqlx::query(
@@ -243,7 +255,7 @@ impl Dialect {
             .bind(step.version)
             .bind(step.description)
             .bind(super::store::now().timestamp_millis())
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await
             .map_err(InboxError::database)?;
             tracing::info!(
@@ -252,7 +264,7 @@ impl Dialect {
                 step.description
             );
         }
-        tx.commit().await.map_err(InboxError::database)
+        tx.commit().await
     }
 }
 
@@ -262,6 +274,45 @@ impl fmt::Display for Dialect {
             Self::Sqlite => "SQLite",
             Self::Postgres => "Postgres",
         })
+    }
+}
+
+/// A transaction that writes, on a pooled connection of its own, which goes back to the pool
+/// only after a commit that succeeded.
+///
+/// After any failure the connection's transaction state is unknown: SQLite rolls a
+/// transaction back by itself when the disk fills or turns read-only, while sqlx's own
+/// bookkeeping still counts it open and then refuses every later `BEGIN` on that connection,
+/// so a pool of such connections would answer 503 for ever once the disk has room again. A
+/// connection whose transaction did not commit is therefore closed (closing rolls back what is
+/// left) and the pool opens a fresh one.
+pub(super) struct WriteTx {
+    conn: PoolConnection<Any>,
+    committed: bool,
+}
+
+impl WriteTx {
+    /// The connection, to run the transaction's statements on.
+    pub(super) fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.conn
+    }
+
+    /// Commits; the connection goes back to the pool only if that succeeded.
+    pub(super) async fn commit(mut self) -> Result<(), InboxError> {
+        self.conn()
+            .execute("COMMIT")
+            .await
+            .map_err(InboxError::database)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.conn.close_on_drop();
+        }
     }
 }
 

@@ -175,7 +175,7 @@ impl SqlInbox {
             .bind(delivery.received_at.timestamp_millis())
             .bind(delivery.payload.as_ref())
             .bind(delivery.tenant.as_ref().map(Tenant::as_str))
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await
             .map_err(InboxError::database)?
             .rows_affected();
@@ -188,7 +188,7 @@ impl SqlInbox {
         if stored.contains(&Stored::New) {
             self.shared.dialect.notify(&mut tx).await?;
         }
-        tx.commit().await.map_err(InboxError::database)?;
+        tx.commit().await?;
         Ok(stored)
     }
 
@@ -239,12 +239,12 @@ impl SqlInbox {
             .bind(change.attempts_back)
             .bind(change.finished_at.map(|at| at.timestamp_millis()))
             .bind(change.error)
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await
             .map_err(InboxError::database)?;
             held[at] = updated.rows_affected() == 1;
         }
-        tx.commit().await.map_err(InboxError::database)?;
+        tx.commit().await?;
         Ok(held)
     }
 
@@ -318,14 +318,14 @@ impl SqlInbox {
         )
         .bind(id.to_string())
         .bind(now.timestamp_millis())
-        .execute(&mut *tx)
+        .execute(tx.conn())
         .await
         .map_err(InboxError::database)?
         .rows_affected();
         if updated == 1 {
             self.shared.dialect.notify(&mut tx).await?;
         }
-        tx.commit().await.map_err(InboxError::database)?;
+        tx.commit().await?;
         Ok(updated == 1)
     }
 
