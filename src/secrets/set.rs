@@ -18,7 +18,9 @@ use crate::verify::{HmacKey, SecretError, Signature, SignatureError, Verified};
 /// ```
 /// use ringyo_webhook::secrets::Secrets;
 ///
-/// let secrets = Secrets::new("whsec_current")?.with("whsec_previous")?;
+/// # let (current, previous) = ("whsec_doctest_current", "whsec_doctest_previous");
+/// // The secrets as your configuration gives them (the environment, a file, a vault).
+/// let secrets = Secrets::new(current)?.with(previous)?;
 /// assert_eq!(secrets.len(), 2);
 /// assert_eq!(format!("{secrets:?}"), "Secrets { count: 2 }");
 /// # Ok::<(), ringyo_webhook::SecretError>(())
@@ -137,8 +139,10 @@ impl Secrets {
                 // SipHash keys drawn from the OS for each `RandomState`: 128 unguessable bits.
                 let random = || std::collections::hash_map::RandomState::new().hash_one(0u8);
                 let key = format!("ringyo-webhook decoy {:016x}{:016x}", random(), random());
+                // Not `HmacKey::new`: this key is no Ringyo secret, and its missing `whsec_`
+                // would be warned about on every start of a layer built `from_source`.
                 Self {
-                    keys: Arc::new([HmacKey::new(&key).expect("a valid generated secret")]),
+                    keys: Arc::new([HmacKey::from_key(key.as_bytes())]),
                     decoy: true,
                 }
             })

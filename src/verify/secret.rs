@@ -108,9 +108,14 @@ impl HmacKey {
                  secrets do: check that it is the endpoint's signing secret, not an API key"
             );
         }
-        let mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-            .expect("HMAC accepts keys of any length");
-        Ok(Self(mac))
+        Ok(Self::from_key(secret.as_bytes()))
+    }
+
+    /// The key state for `key`, with none of [`new`](Self::new)'s checks or warnings: for keys
+    /// the crate makes itself (the decoy), which are no Ringyo secret and must not be warned
+    /// about as if a user had configured them.
+    pub(crate) fn from_key(key: &[u8]) -> Self {
+        Self(Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length"))
     }
 
     /// The HMAC-SHA256 of `body`.

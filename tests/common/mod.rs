@@ -194,6 +194,18 @@ pub async fn stalled_mid_body(addr: SocketAddr, path: &str) -> TcpStream {
     stalled
 }
 
+/// Sends this process SIGHUP, on which a receiver re-reads its secrets file.
+#[cfg(unix)]
+pub async fn hang_up() {
+    let pid = std::process::id();
+    let status = tokio::process::Command::new("sh")
+        .args(["-c", &format!("kill -HUP {pid}")])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
 /// Writes raw bytes to the server and reads what comes back until it closes or `deadline`.
 pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
