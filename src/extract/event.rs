@@ -55,7 +55,8 @@ use crate::{
 ///     println!("{} from {:?}: {}", event.kind, event.webhook_id, event.data);
 /// }
 ///
-/// let layer = RingyoWebhookLayer::new("whsec_example")?;
+/// # std::env::set_var("RINGYO_WEBHOOK_SECRET", "whsec_doctest_only");
+/// let layer = RingyoWebhookLayer::from_env("RINGYO_WEBHOOK_SECRET")?;
 /// let app: Router = Router::new()
 ///     .route("/webhooks/ringyo", post(typed).route_layer(layer.clone()))
 ///     .route("/webhooks/ringyo-raw", post(untyped).route_layer(layer));
@@ -94,7 +95,8 @@ impl<T: FromEventData> RingyoEvent<T> {
     /// ```
     /// use ringyo_webhook::{Event, RingyoEvent, Verifier};
     ///
-    /// let verifier = Verifier::new("whsec_example")?;
+    /// # std::env::set_var("RINGYO_WEBHOOK_SECRET", "whsec_doctest_only");
+    /// let verifier = Verifier::from_env("RINGYO_WEBHOOK_SECRET")?;
     /// # use ringyo_webhook::Clock;
     /// # let now = ringyo_webhook::SystemClock.now().to_rfc3339();
     /// # let body = format!(r#"{{"event":"credits.low","timestamp":"{now}","data":{{"balance":3}}}}"#);

@@ -15,7 +15,8 @@
 //!     println!("{} ({id}, {} bytes)", event.kind, payload.len());
 //! }
 //!
-//! let layer = RingyoWebhookLayer::new("whsec_example")?;
+//! # std::env::set_var("RINGYO_WEBHOOK_SECRET", "whsec_doctest_only");
+//! let layer = RingyoWebhookLayer::from_env("RINGYO_WEBHOOK_SECRET")?;
 //! let app: Router = Router::new().route("/webhooks/ringyo", post(handle).route_layer(layer));
 //! # Ok::<(), ringyo_webhook::SecretError>(())
 //! ```

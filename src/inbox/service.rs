@@ -35,7 +35,7 @@ use crate::{
 /// use axum::{routing::post_service, Router};
 /// use ringyo_webhook::RingyoWebhookLayer;
 ///
-/// let layer = RingyoWebhookLayer::new("whsec_example")?;
+/// let layer = RingyoWebhookLayer::from_env("RINGYO_WEBHOOK_SECRET")?;
 /// let app: Router = Router::new()
 ///     .route("/webhooks/ringyo", post_service(inbox.service()).route_layer(layer));
 /// # Ok(()) }

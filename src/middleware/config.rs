@@ -27,7 +27,8 @@ pub(super) const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(15);
 /// ```
 /// use ringyo_webhook::{middleware::StoreFailure, MemoryDeliveryStore, RingyoWebhookLayer};
 ///
-/// let layer = RingyoWebhookLayer::new("whsec_example")?
+/// # std::env::set_var("RINGYO_WEBHOOK_SECRET", "whsec_doctest_only");
+/// let layer = RingyoWebhookLayer::from_env("RINGYO_WEBHOOK_SECRET")?
 ///     .delivery_store(MemoryDeliveryStore::new())
 ///     .on_store_failure(StoreFailure::RunHandler);
 /// # Ok::<(), ringyo_webhook::SecretError>(())

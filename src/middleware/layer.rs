@@ -77,8 +77,12 @@ use crate::{
 ///     println!("{} at {}", event.kind, event.timestamp);
 /// }
 ///
-/// let layer = RingyoWebhookLayer::new("whsec_current")?
-///     .add_secret("whsec_previous")? // still accepted during rotation
+/// # std::env::set_var("RINGYO_WEBHOOK_SECRET", "whsec_doctest_current");
+/// # let previous = "whsec_doctest_previous";
+/// // Secrets come from the environment or a file, never from code; `previous`, the old
+/// // secret, is read the same way.
+/// let layer = RingyoWebhookLayer::from_env("RINGYO_WEBHOOK_SECRET")?
+///     .add_secret(previous)? // still accepted during rotation
 ///     .body_limit(512 * 1024)
 ///     .delivery_store(MemoryDeliveryStore::new());
 ///
@@ -145,7 +149,9 @@ impl RingyoWebhookLayer {
     /// ```
     /// use ringyo_webhook::{secrets::{RotatingSecrets, Secrets}, RingyoWebhookLayer};
     ///
-    /// let secrets = RotatingSecrets::new(Secrets::new("whsec_current")?);
+    /// # let current = "whsec_doctest_only";
+    /// // `current`: the endpoint's secret, from the environment or a file.
+    /// let secrets = RotatingSecrets::new(Secrets::new(current)?);
     /// let layer = RingyoWebhookLayer::from_source(secrets.clone()).body_limit(256 * 1024);
     /// # Ok::<(), ringyo_webhook::SecretError>(())
     /// ```

@@ -19,7 +19,9 @@
 //!     println!("{} at {}", event.kind, event.timestamp);
 //! }
 //!
-//! let layer = RingyoWebhookLayer::new("whsec_example")?;
+//! # std::env::set_var("RINGYO_WEBHOOK_SECRET", "whsec_doctest_only");
+//! // The endpoint's secret, from the environment: never from code.
+//! let layer = RingyoWebhookLayer::from_env("RINGYO_WEBHOOK_SECRET")?;
 //! let app: Router = Router::new().route("/webhooks/ringyo", post(handle).route_layer(layer));
 //! # Ok::<(), ringyo_webhook::SecretError>(())
 //! ```
@@ -40,8 +42,9 @@
 //!     })
 //! }
 //!
+//! # std::env::set_var("RINGYO_WEBHOOK_SECRET", "whsec_doctest_only");
 //! let service = ServiceBuilder::new()
-//!     .layer(RingyoWebhookLayer::new("whsec_example")?)
+//!     .layer(RingyoWebhookLayer::from_env("RINGYO_WEBHOOK_SECRET")?)
 //!     .service_fn(handle);
 //! # Ok::<(), ringyo_webhook::SecretError>(())
 //! ```

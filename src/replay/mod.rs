@@ -16,8 +16,10 @@
 //! use std::sync::Arc;
 //! use ringyo_webhook::{MemoryDeliveryStore, RingyoWebhookLayer};
 //!
+//! # std::env::set_var("RINGYO_WEBHOOK_SECRET", "whsec_doctest_only");
 //! let store = Arc::new(MemoryDeliveryStore::new());
-//! let layer = RingyoWebhookLayer::new("whsec_example")?.delivery_store(Arc::clone(&store));
+//! let layer = RingyoWebhookLayer::from_env("RINGYO_WEBHOOK_SECRET")?
+//!     .delivery_store(Arc::clone(&store));
 //! assert!(store.is_empty()); // a handle to watch it
 //! # Ok::<(), ringyo_webhook::SecretError>(())
 //! ```

@@ -81,7 +81,7 @@ return 0
 ///
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let store = RedisDeliveryStore::open("redis://127.0.0.1:6379")?.prefix("shop-a:");
-/// let layer = RingyoWebhookLayer::new("whsec_example")?.delivery_store(store);
+/// let layer = RingyoWebhookLayer::from_env("RINGYO_WEBHOOK_SECRET")?.delivery_store(store);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

@@ -158,7 +158,8 @@ impl StoreError {
 ///     }
 /// }
 ///
-/// let layer = ringyo_webhook::RingyoWebhookLayer::new("whsec_example")?
+/// # std::env::set_var("RINGYO_WEBHOOK_SECRET", "whsec_doctest_only");
+/// let layer = ringyo_webhook::RingyoWebhookLayer::from_env("RINGYO_WEBHOOK_SECRET")?
 ///     .delivery_store(Sketch::default());
 /// # Ok::<(), ringyo_webhook::SecretError>(())
 /// ```

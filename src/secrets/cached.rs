@@ -35,9 +35,11 @@ use super::{Lookup, LookupError, Resolved, Secrets, Tenant, TenantLookup};
 ///     RingyoWebhookLayer,
 /// };
 ///
+/// # async fn workspace_secret(_: &str) -> Result<Option<String>, LookupError> { Ok(None) }
 /// async fn secrets_of(tenant: Tenant) -> Result<Option<Secrets>, LookupError> {
-///     // SELECT secret FROM workspaces WHERE name = $1 ...
-///     Ok((tenant.as_str() == "acme").then(|| Secrets::new("whsec_acme")).transpose().map_err(LookupError::new)?)
+///     // SELECT secret FROM workspaces WHERE name = $1
+///     let secret = workspace_secret(tenant.as_str()).await?;
+///     secret.map(Secrets::new).transpose().map_err(LookupError::new)
 /// }
 ///
 /// let lookup = CachedLookup::new(secrets_of).ttl(std::time::Duration::from_secs(30));

@@ -16,7 +16,9 @@ use super::{Lookup, Resolved, Secrets, Tenant, TenantLookup};
 /// ```
 /// use ringyo_webhook::secrets::{Secrets, Tenant, TenantMap};
 ///
-/// let map: TenantMap = [("acme", "whsec_acme"), ("globex", "whsec_globex")]
+/// # let workspaces = [("acme", "whsec_doctest_acme"), ("globex", "whsec_doctest_globex")];
+/// // (name, secret) pairs from your secret store, never from code.
+/// let map: TenantMap = workspaces
 ///     .into_iter()
 ///     .map(|(name, secret)| Ok((Tenant::new(name).unwrap(), Secrets::new(secret)?)))
 ///     .collect::<Result<_, ringyo_webhook::SecretError>>()?;

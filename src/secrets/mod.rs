@@ -20,8 +20,10 @@
 //!     RingyoWebhookLayer,
 //! };
 //!
+//! # let acme_secret = "whsec_doctest_only";
+//! // Each tenant's secret, from your secret store (a vault, a database).
 //! let map = TenantMap::new();
-//! map.insert(Tenant::new("acme").unwrap(), Secrets::new("whsec_acme")?);
+//! map.insert(Tenant::new("acme").unwrap(), Secrets::new(acme_secret)?);
 //! let layer = RingyoWebhookLayer::from_source(Tenants::new(TenantKey::PathSegment(2), map));
 //! // axum: .route("/webhooks/ringyo/{tenant}", post(handler).route_layer(layer))
 //! # Ok::<(), ringyo_webhook::SecretError>(())

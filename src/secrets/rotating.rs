@@ -21,11 +21,13 @@ use crate::SecretError;
 /// ```
 /// use ringyo_webhook::{secrets::{RotatingSecrets, Secrets}, RingyoWebhookLayer};
 ///
-/// let secrets = RotatingSecrets::new(Secrets::new("whsec_old")?);
+/// # let (old, new) = ("whsec_doctest_old", "whsec_doctest_new");
+/// // `old` and `new`: the two endpoints' secrets, from your configuration.
+/// let secrets = RotatingSecrets::new(Secrets::new(old)?);
 /// let layer = RingyoWebhookLayer::from_source(secrets.clone());
 ///
 /// // Later, from another task: a new endpoint's secret is accepted too...
-/// secrets.add("whsec_new")?;
+/// secrets.add(new)?;
 /// // ...then becomes the current one, and the old one is retired.
 /// assert!(secrets.promote(1));
 /// assert!(secrets.retire(1));

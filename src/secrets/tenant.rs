@@ -123,13 +123,15 @@ pub trait TenantLookup: Send + Sync + 'static {
 ///     RingyoWebhookLayer,
 /// };
 ///
+/// # let (acme_secret, globex_secret) = ("whsec_doctest_acme", "whsec_doctest_globex");
+/// // Each tenant's secret, from your secret store (a vault, a database).
 /// let map = TenantMap::new();
-/// map.insert(Tenant::new("acme").unwrap(), Secrets::new("whsec_acme")?);
+/// map.insert(Tenant::new("acme").unwrap(), Secrets::new(acme_secret)?);
 /// // Route: POST /webhooks/ringyo/{tenant}
 /// let layer = RingyoWebhookLayer::from_source(Tenants::new(TenantKey::PathSegment(2), map.clone()));
 ///
 /// // At run time, from another task:
-/// map.insert(Tenant::new("globex").unwrap(), Secrets::new("whsec_globex")?);
+/// map.insert(Tenant::new("globex").unwrap(), Secrets::new(globex_secret)?);
 /// # Ok::<(), ringyo_webhook::SecretError>(())
 /// ```
 #[derive(Debug, Clone)]

@@ -18,8 +18,10 @@ use crate::rejection::{Rejection, RejectionKind};
 /// ```
 /// use ringyo_webhook::{chrono::{DateTime, Utc}, RingyoWebhookLayer};
 ///
+/// // A test's layer: the test kit's public secret (feature `test-util`) and a fixed time.
 /// let fixed: DateTime<Utc> = "2024-01-15T10:40:00Z".parse().unwrap();
-/// let layer = RingyoWebhookLayer::new("whsec_test")?.clock(move || fixed);
+/// let secret = ringyo_webhook::testing::DEVELOPMENT_SECRET;
+/// let layer = RingyoWebhookLayer::new(secret)?.clock(move || fixed);
 /// # Ok::<(), ringyo_webhook::SecretError>(())
 /// ```
 pub trait Clock: Send + Sync + 'static {

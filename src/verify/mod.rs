@@ -17,9 +17,11 @@
 //! ```
 //! use ringyo_webhook::{Signature, Verifier};
 //!
-//! let verifier = Verifier::new("whsec_current")?.add_secret("whsec_previous")?;
+//! # let (current, previous) = ("whsec_doctest_current", "whsec_doctest_previous");
+//! // `current` and `previous`: the endpoint's secrets, from the environment or a file.
+//! let verifier = Verifier::new(current)?.add_secret(previous)?;
 //! let body = br#"{"event":"credits.low","timestamp":"2024-01-15T10:30:00Z","data":{}}"#;
-//! let header = Verifier::new("whsec_previous")?.sign(body).to_string();
+//! let header = Verifier::new(previous)?.sign(body).to_string();
 //!
 //! let verified = verifier.verify(body, &Signature::parse(&header)?)?;
 //! assert_eq!(verified.secret_index(), 1); // the old secret matched: not retired yet

@@ -34,11 +34,13 @@ use super::{
 /// ```
 /// use ringyo_webhook::{Signature, Verifier};
 ///
-/// let verifier = Verifier::new("whsec_new")?.add_secret("whsec_old")?;
+/// # let (new, old) = ("whsec_doctest_new", "whsec_doctest_old");
+/// // `new` and `old`: the endpoint's secrets, from the environment or a file.
+/// let verifier = Verifier::new(new)?.add_secret(old)?;
 /// let body = br#"{"event":"credits.low","timestamp":"2024-01-15T10:30:00Z","data":{}}"#;
 ///
 /// // A delivery signed with the old secret still verifies, and says so.
-/// let signed_with_old = Verifier::new("whsec_old")?.sign(body);
+/// let signed_with_old = Verifier::new(old)?.sign(body);
 /// assert_eq!(verifier.verify(body, &signed_with_old).unwrap().secret_index(), 1);
 ///
 /// // Any change to the bytes is a mismatch.
