@@ -1,8 +1,9 @@
 //! The receiver example as real processes: killed with SIGKILL mid-stream and restarted on the
-//! same inbox, and two of them on one Postgres.
+//! same inbox, and two of them on one Postgres; and a worker whose handler aborts its process,
+//! restarted as a supervisor would.
 //!
-//! The test binary starts copies of itself running `receiver_process` (an ignored test that
-//! runs the example's `run`), so the process killed is a real receiver, not a task.
+//! The test binary starts copies of itself running `receiver_process` or `aborting_worker`
+//! (ignored tests, run only as children), so the process killed is a real one, not a task.
 
 mod common;
 
@@ -13,6 +14,7 @@ mod receiver;
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
+    os::unix::process::ExitStatusExt,
     path::Path,
     process::Stdio,
     sync::{
@@ -22,8 +24,11 @@ use std::{
     time::Duration,
 };
 
-use common::{envelope, sign};
-use ringyo_webhook::{inbox::Job, Event};
+use common::{envelope, sign, stores::ids};
+use ringyo_webhook::{
+    inbox::{Inbox, InboxStats, InboxStore, Job, NewDelivery},
+    Clock, Event, SystemClock,
+};
 use serde_json::json;
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
@@ -34,6 +39,23 @@ use tokio::{
 const INBOX_URL: &str = "RINGYO_PROCESS_TEST_INBOX_URL";
 /// Set in a child process: the file it appends `call_id` lines to as it finishes each event.
 const PROCESSED_LOG: &str = "RINGYO_PROCESS_TEST_LOG";
+/// Set in an `aborting_worker` child: the `call_id` whose handler aborts the process.
+const CULPRIT: &str = "RINGYO_PROCESS_TEST_CULPRIT";
+
+/// Appends `call_id` and a newline to `log`: one short O_APPEND write per event, so lines stay
+/// whole even from two processes.
+async fn log_processed(log: &str, call_id: &str) -> Result<(), String> {
+    let line = format!("{call_id}\n");
+    let mut file = tokio::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+        .await
+        .map_err(|err| err.to_string())?;
+    file.write_all(line.as_bytes())
+        .await
+        .map_err(|err| err.to_string())
+}
 
 /// Not a test of its own: the receiver process the tests below start, kill and restart.
 #[test]
@@ -56,17 +78,7 @@ fn receiver_process() {
                 let Event::CallCompleted(call) = &job.event.data else {
                     return Err("unexpected event".to_owned());
                 };
-                // One short O_APPEND write per event: whole lines even from two processes.
-                let line = format!("{}\n", call.id.as_deref().unwrap_or("-"));
-                let mut file = tokio::fs::OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .open(&log)
-                    .await
-                    .map_err(|err| err.to_string())?;
-                file.write_all(line.as_bytes())
-                    .await
-                    .map_err(|err| err.to_string())
+                log_processed(&log, call.id.as_deref().unwrap_or("-")).await
             }
         };
         receiver::run(
@@ -286,4 +298,167 @@ async fn two_receivers_on_one_postgres_store_and_process_each_delivery_once() {
     assert!(counts.values().all(|runs| *runs == 1), "{counts:?}");
     one.kill().await;
     two.kill().await;
+}
+
+/// Not a test of its own: a worker whose handler aborts the process on the culprit's call
+/// (standing in for a stack overflow or an OOM kill), as `aborting_worker_is_isolated` starts it.
+/// Its handler takes 400 ms on every other call, so the first claim's eight are all running
+/// when the culprit aborts, 100 ms in. A lease of 1 s keeps the restarts quick.
+#[test]
+#[ignore = "started by the process tests, as a child"]
+fn aborting_worker() {
+    let (Ok(url), Ok(log), Ok(culprit)) = (
+        std::env::var(INBOX_URL),
+        std::env::var(PROCESSED_LOG),
+        std::env::var(CULPRIT),
+    ) else {
+        return;
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("ringyo_webhook=info"))
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let handler = move |job: Job<Event>| {
+            let (log, culprit) = (log.clone(), culprit.clone());
+            async move {
+                let Event::CallCompleted(call) = &job.event.data else {
+                    return Err("unexpected event".to_owned());
+                };
+                let call_id = call.id.as_deref().unwrap_or("-");
+                if call_id == culprit {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    std::process::abort();
+                }
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                log_processed(&log, call_id).await
+            }
+        };
+        Inbox::open(&url)
+            .unwrap()
+            .worker(handler)
+            .concurrency(8)
+            .lease(Duration::from_secs(1))
+            .max_attempts(3)
+            .run(std::future::pending())
+            .await;
+    });
+}
+
+/// Eight deliveries claimed together, one of whose handler aborts the process, under a
+/// supervisor that restarts the worker whenever it dies: the culprit alone is dead-lettered, as
+/// the cause, and the seven taken down with it are handled.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_that_aborts_its_process_is_dead_lettered_alone_and_its_neighbours_run() {
+    for database in common::inbox::databases().await {
+        eprintln!("engine: {}", database.name);
+        aborting_worker_is_isolated(&database).await;
+    }
+}
+
+async fn aborting_worker_is_isolated(database: &common::inbox::Database) {
+    const DELIVERIES: u32 = 8;
+    const CULPRIT_AT: u32 = 3;
+    /// The restarts a supervisor may make before the test gives up.
+    const MAX_STARTS: usize = 8;
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let stderr = tempfile::NamedTempFile::new().unwrap();
+    let store = database.open();
+    let id = ids();
+    let now = SystemClock.now();
+    let deliveries: Vec<_> = (0..DELIVERIES)
+        .map(|n| NewDelivery {
+            id: id(n),
+            event: "call.completed".to_owned(),
+            timestamp: Some(now),
+            received_at: now,
+            payload: call(n as usize).into(),
+            tenant: None,
+        })
+        .collect();
+    store.store(&deliveries).await.unwrap();
+
+    let start = || {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["aborting_worker", "--exact", "--ignored", "--nocapture"])
+            .env(INBOX_URL, &database.url)
+            .env(PROCESSED_LOG, log.path())
+            .env(CULPRIT, format!("call_{CULPRIT_AT}"))
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(stderr.path())
+                    .unwrap(),
+            )
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    // The supervisor: restarts the worker whenever it dies, until every delivery is settled.
+    let started = std::time::Instant::now();
+    let mut worker = start();
+    let (mut starts, mut aborts) = (1, 0);
+    let stats = loop {
+        let stats: InboxStats = store.stats().await.unwrap();
+        if stats.done + stats.dead == u64::from(DELIVERIES) {
+            break stats;
+        }
+        if let Some(status) = worker.try_wait().unwrap() {
+            assert_eq!(status.signal(), Some(6), "died of SIGABRT: {status}");
+            aborts += 1;
+            assert!(starts < MAX_STARTS, "{starts} starts and still {stats:?}");
+            worker = start();
+            starts += 1;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still {stats:?} after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = started.elapsed();
+    worker.kill().await.unwrap();
+    let logs = std::fs::read_to_string(stderr.path()).unwrap();
+    eprintln!(
+        "{}: settled in {took:?}, {starts} starts, {aborts} aborts; {stats:?}; the workers \
+         logged:\n{}",
+        database.name,
+        logs.lines()
+            .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    let dead = store.dead(10).await.unwrap();
+    let reasons: Vec<_> = dead.iter().map(|d| (d.id, d.error.as_str())).collect();
+    assert_eq!(
+        reasons,
+        [(
+            id(CULPRIT_AT),
+            "the process died 2 times while this delivery ran alone"
+        )],
+        "only the culprit is dead-lettered, as the cause"
+    );
+    assert_eq!((stats.done, stats.dead), (7, 1));
+    let counts = processed(log.path());
+    let innocents: HashSet<_> = (0..DELIVERIES)
+        .filter(|n| *n != CULPRIT_AT)
+        .map(|n| format!("call_{n}"))
+        .collect();
+    assert_eq!(counts.keys().cloned().collect::<HashSet<_>>(), innocents);
+    // Once beside the others, then twice alone; the next claim dead-letters it unrun.
+    assert_eq!(aborts, 3, "{logs}");
+    assert!(
+        logs.contains("WARN")
+            && logs.contains("suspects due: 8 (deliveries whose attempt ended with its process"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("ERROR") && logs.contains("dead-lettered as the cause"),
+        "{logs}"
+    );
+    store.close().await;
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
 use common::{inbox::databases, stores::ids};
 use ringyo_webhook::{
-    inbox::{InboxStore, NewDelivery, Settle, Settlement, SqlInbox, Stored},
+    inbox::{ClaimedDelivery, InboxStore, NewDelivery, Settle, Settlement, SqlInbox, Stored},
     secrets::Tenant,
     ClaimToken, Clock, DeliveryId, SystemClock,
 };
@@ -139,12 +139,19 @@ async fn a_lease_hides_a_delivery_until_it_runs_out_and_only_its_holder_settles(
             .unwrap()
             .is_empty());
 
-        // Run out (the holder died): taken again, as attempt 2; the old holder cannot settle.
-        let again = store
+        // Run out (the holder died): a suspect, taken again as one, as attempt 2; the old
+        // holder cannot settle.
+        assert!(store
             .claim(now + ms(5000), now + ms(9000), 10, second)
             .await
+            .unwrap()
+            .is_empty());
+        let again = store
+            .claim_suspect(now + ms(5000), now + ms(9000), second)
+            .await
+            .unwrap()
             .unwrap();
-        assert_eq!((again.len(), again[0].attempt), (1, 2));
+        assert_eq!(again.attempt, 2);
         let done = Settle::Done { at: now };
         assert!(!settle(&store, id(1), first, done.clone()).await);
         assert!(settle(&store, id(1), second, done).await);
@@ -158,6 +165,65 @@ async fn a_lease_hides_a_delivery_until_it_runs_out_and_only_its_holder_settles(
             store.store(&[delivery(id(1), now, "{}")]).await.unwrap(),
             [Stored::Duplicate]
         );
+    })
+    .await;
+}
+
+/// A claimed delivery's `(attempt, orphaned, crashes_alone)`.
+fn counts(claimed: &ClaimedDelivery) -> (u32, u32, u32) {
+    (claimed.attempt, claimed.orphaned, claimed.crashes_alone)
+}
+
+/// The counts of the suspect due at `at`, claimed for `token`.
+async fn suspect(store: &SqlInbox, at: DateTime<Utc>, token: ClaimToken) -> (u32, u32, u32) {
+    let claimed = store.claim_suspect(at, at + ms(1000), token).await.unwrap();
+    counts(&claimed.expect("a suspect is due"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_that_never_finished_makes_a_suspect_until_one_finishes() {
+    on_every_engine(|store| async move {
+        let id = ids();
+        let now = SystemClock.now();
+        store.store(&[delivery(id(1), now, "{}")]).await.unwrap();
+        let token = ClaimToken::new();
+        let claimed = store.claim(now, now + ms(1000), 10, token).await.unwrap();
+        assert_eq!(counts(&claimed[0]), (1, 0, 0));
+        assert_eq!(store.suspects(now + ms(999)).await.unwrap(), 0, "leased");
+
+        // Its process died beside others: one attempt orphaned, no death alone.
+        assert_eq!(store.suspects(now + ms(1000)).await.unwrap(), 1);
+        assert!(due(&store, now + ms(1000), token).await.is_empty());
+        assert_eq!(suspect(&store, now + ms(1000), token).await, (2, 1, 0));
+        assert_eq!(store.suspects(now + ms(1000)).await.unwrap(), 0, "leased");
+        // It ran alone and the process died: a death alone.
+        assert_eq!(suspect(&store, now + ms(2000), token).await, (3, 2, 1));
+        assert_eq!(store.suspects(now + ms(2000)).await.unwrap(), 0, "leased");
+
+        // Given back unfinished at a shutdown: still a suspect, nothing more counted.
+        assert!(settle(&store, id(1), token, Settle::Release { at: now }).await);
+        assert!(due(&store, now + ms(2000), token).await.is_empty());
+        assert_eq!(suspect(&store, now + ms(2000), token).await, (3, 2, 1));
+
+        // Finished (the handler failed): cleared; the orphaned attempts stay counted.
+        let retry = Settle::Retry {
+            at: now,
+            error: "down".into(),
+        };
+        assert!(settle(&store, id(1), token, retry).await);
+        assert_eq!(store.suspects(now + ms(9000)).await.unwrap(), 0);
+        let claimed = store.claim(now, now + ms(1000), 10, token).await.unwrap();
+        assert_eq!(counts(&claimed[0]), (4, 2, 0));
+
+        // Replayed from the dead letter: from the first attempt, nothing orphaned.
+        let dead = Settle::Dead {
+            at: now,
+            error: "x".into(),
+        };
+        assert!(settle(&store, id(1), token, dead).await);
+        assert!(store.replay(id(1), now).await.unwrap());
+        let claimed = store.claim(now, now + ms(1000), 10, token).await.unwrap();
+        assert_eq!(counts(&claimed[0]), (1, 0, 0));
     })
     .await;
 }

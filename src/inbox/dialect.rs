@@ -35,6 +35,11 @@ macro_rules! migrations {
                 description: "tenant",
                 sql: include_str!(concat!("migrations/", $engine, "/0002_tenant.sql")),
             },
+            Migration {
+                version: 3,
+                description: "suspects",
+                sql: include_str!(concat!("migrations/", $engine, "/0003_suspects.sql")),
+            },
         ]
     };
 }
@@ -46,6 +51,33 @@ const CHANNEL: &str = "ringyo_inbox";
 
 /// Replicas starting together take this advisory lock to migrate one at a time.
 const MIGRATION_LOCK: i64 = 0x7269_6e67_796f_0001; // "ringyo" and the schema's table set
+
+/// A claim statement for each engine, `[SQLite, Postgres]`: `$set` (more columns to set)
+/// with the lease, on due rows that also match `$which`, oldest first; Postgres skips rows
+/// another claim is taking rather than wait for them (SQLite has one writer: nothing to skip).
+/// Binds `$1` the token, `$2` the end of the lease, `$3` now, `$4` how many.
+macro_rules! claim_sql {
+    ($set:literal, $which:literal) => {
+        [
+            claim_sql!($set, $which, ""),
+            claim_sql!($set, $which, " FOR UPDATE SKIP LOCKED"),
+        ]
+    };
+    ($set:literal, $which:literal, $lock:literal) => {
+        concat!(
+            "UPDATE ringyo_inbox SET state = 'running', attempts = attempts + 1, ",
+            $set,
+            "lease_token = $1, available_at = $2 \
+             WHERE delivery_id IN (SELECT delivery_id FROM ringyo_inbox \
+               WHERE state IN ('pending', 'running') AND available_at <= $3 AND ",
+            $which,
+            " ORDER BY available_at LIMIT $4",
+            $lock,
+            ") RETURNING delivery_id, attempts, received_at, payload, tenant, orphaned, \
+             crashes_alone"
+        )
+    };
+}
 
 impl Dialect {
     /// Registers the sqlx drivers this build has. If drivers were registered already (by the
@@ -114,26 +146,31 @@ impl Dialect {
         }
     }
 
-    /// Leases due deliveries. On Postgres, rows another worker is leasing right now are
-    /// skipped rather than waited for; SQLite has one writer, so there is nothing to skip.
+    /// Leases due deliveries that are not suspects (those are for
+    /// [`claim_suspect_sql`](Self::claim_suspect_sql)).
     pub(super) fn claim_sql(self) -> &'static str {
+        self.pick(claim_sql!("", "state = 'pending' AND NOT suspect"))
+    }
+
+    /// Leases one suspect to run alone: a row still `running` whose lease ran out (an attempt
+    /// that never finished: counted in `orphaned`, and in `crashes_alone` if it ran alone
+    /// too), or one given back while it ran alone. Both engines evaluate every `SET`
+    /// expression on the row as it was before the update, so `state` there is the old one.
+    pub(super) fn claim_suspect_sql(self) -> &'static str {
+        self.pick(claim_sql!(
+            "orphaned = orphaned + CASE WHEN state = 'running' THEN 1 ELSE 0 END, \
+             crashes_alone = crashes_alone \
+               + CASE WHEN state = 'running' AND suspect THEN 1 ELSE 0 END, \
+             suspect = TRUE, ",
+            "(state = 'running' OR suspect)"
+        ))
+    }
+
+    /// This engine's statement of `[SQLite, Postgres]`.
+    fn pick(self, [sqlite, postgres]: [&'static str; 2]) -> &'static str {
         match self {
-            Self::Sqlite => {
-                "UPDATE ringyo_inbox SET state = 'running', attempts = attempts + 1, \
-                 lease_token = $1, available_at = $2 \
-                 WHERE delivery_id IN (SELECT delivery_id FROM ringyo_inbox \
-                   WHERE state IN ('pending', 'running') AND available_at <= $3 \
-                   ORDER BY available_at LIMIT $4) \
-                 RETURNING delivery_id, attempts, received_at, payload, tenant"
-            }
-            Self::Postgres => {
-                "UPDATE ringyo_inbox SET state = 'running', attempts = attempts + 1, \
-                 lease_token = $1, available_at = $2 \
-                 WHERE delivery_id IN (SELECT delivery_id FROM ringyo_inbox \
-                   WHERE state IN ('pending', 'running') AND available_at <= $3 \
-                   ORDER BY available_at LIMIT $4 FOR UPDATE SKIP LOCKED) \
-                 RETURNING delivery_id, attempts, received_at, payload, tenant"
-            }
+            Self::Sqlite => sqlite,
+            Self::Postgres => postgres,
         }
     }
 
@@ -340,10 +377,9 @@ mod tests {
         replay::ClaimToken,
     };
 
-    /// An inbox as the first release left it, with a delivery waiting, opens with this build:
-    /// the `tenant` column is added, and the waiting delivery runs, for no tenant.
-    #[tokio::test]
-    async fn an_inbox_of_the_first_schema_is_migrated_and_keeps_its_deliveries() {
+    /// A SQLite inbox in a directory of its own, its schema at `version` as a release that
+    /// old left it: the directory (removed when dropped), its URL, and a pool on it.
+    async fn inbox_at_version(version: i64) -> (tempfile::TempDir, String, AnyPool) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("inbox.db").display());
         Dialect::install_drivers();
@@ -351,7 +387,15 @@ mod tests {
             .connect(&Dialect::Sqlite.connect_url(&url))
             .await
             .unwrap();
-        Dialect::Sqlite.migrate_to(&pool, 1).await.unwrap();
+        Dialect::Sqlite.migrate_to(&pool, version).await.unwrap();
+        (dir, url, pool)
+    }
+
+    /// An inbox as the first release left it, with a delivery waiting, opens with this build:
+    /// the `tenant` column is added, and the waiting delivery runs, for no tenant.
+    #[tokio::test]
+    async fn an_inbox_of_the_first_schema_is_migrated_and_keeps_its_deliveries() {
+        let (_dir, url, pool) = inbox_at_version(1).await;
         sqlx::query(
             "INSERT INTO ringyo_inbox (delivery_id, event, received_at, payload, state, \
              attempts, available_at) VALUES ($1, 'call.completed', 0, $2, 'pending', 0, 0)",
@@ -372,6 +416,52 @@ mod tests {
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].id.to_string(), "ab".repeat(32));
         assert_eq!(claimed[0].tenant, None);
+        inbox.close().await;
+    }
+
+    /// An inbox of the second schema, with a delivery waiting and one whose process died
+    /// mid-attempt before the upgrade, opens with this build: the waiting one is claimed as
+    /// usual, the other is a suspect, its unfinished attempt counted but no death alone.
+    #[tokio::test]
+    async fn an_inbox_of_the_second_schema_keeps_its_deliveries_and_its_crash_is_a_suspect() {
+        let (_dir, url, pool) = inbox_at_version(2).await;
+        for (id, state, attempts) in [("ab", "pending", 0), ("cd", "running", 1)] {
+            sqlx::query(
+                "INSERT INTO ringyo_inbox (delivery_id, event, received_at, payload, state, \
+                 attempts, available_at, lease_token, tenant) \
+                 VALUES ($1, 'call.completed', 0, $2, $3, $4, 0, 'gone', 'acme')",
+            )
+            .bind(id.repeat(32))
+            .bind(b"{}".as_slice())
+            .bind(state)
+            .bind(attempts)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+
+        let inbox = SqlInbox::open(&url).unwrap();
+        let now = super::super::store::now();
+        let lease_until = now + TimeDelta::seconds(30);
+        let claimed = inbox
+            .claim(now, lease_until, 10, ClaimToken::new())
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].id.to_string(), "ab".repeat(32));
+        assert_eq!((claimed[0].orphaned, claimed[0].crashes_alone), (0, 0));
+        assert_eq!(inbox.suspects(now).await.unwrap(), 1);
+        let suspect = inbox
+            .claim_suspect(now, lease_until, ClaimToken::new())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(suspect.id.to_string(), "cd".repeat(32));
+        assert_eq!(
+            (suspect.attempt, suspect.orphaned, suspect.crashes_alone),
+            (2, 1, 0)
+        );
         inbox.close().await;
     }
 }

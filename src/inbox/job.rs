@@ -47,7 +47,9 @@ impl<T> Job<T> {
 /// `Fn(Job<T>) -> impl Future<Output = Result<(), E>>` with `E: Display`.
 ///
 /// `Ok` marks the delivery handled. An `Err` or a panic is retried with [`Backoff`] until the
-/// worker's maximum attempts, then dead-lettered with the error's text.
+/// worker's maximum attempts, then dead-lettered with the error's text. A call that kills the
+/// process (an abort, a stack overflow, an OOM kill) is not an `Err`: see
+/// [`Worker`](super::Worker) for how the delivery that does it is found and dead-lettered.
 pub trait Handler<T>: Send + Sync + 'static {
     /// The handler's error; its text is kept with a dead-lettered delivery.
     type Error: fmt::Display + Send + 'static;
@@ -80,6 +82,46 @@ pub(super) struct Policy {
     pub(super) backoff: Backoff,
 }
 
+/// How many times the process may die while a delivery runs alone before the delivery is
+/// dead-lettered as the cause.
+///
+/// One would do for a handler that kills the process every time, but a process also dies for
+/// reasons of its own (an OOM kill caused by something else in it, a node lost, a deploy's
+/// SIGKILL after the grace), and one such death while an innocent delivery ran alone must not
+/// dead-letter it. Two in a row under the same delivery is not chance. Each death costs a
+/// restart and a lease, so more would only delay the verdict: a culprit takes the process down
+/// three times (once beside others, twice alone) before it is dead-lettered.
+pub(super) const CRASHES_ALONE: u32 = 2;
+
+/// What became of a claimed delivery's earlier attempts, as its claim found them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Tally {
+    /// This attempt's number, from 1, attempts that never finished included.
+    pub(super) attempt: u32,
+    /// Earlier attempts that never finished: their process died, or their worker lost the
+    /// lease.
+    pub(super) orphaned: u32,
+    /// Times the process died while it ran alone, since an attempt of it last finished.
+    pub(super) crashes_alone: u32,
+}
+
+impl Tally {
+    pub(super) fn of(delivery: &ClaimedDelivery) -> Self {
+        Self {
+            attempt: delivery.attempt,
+            orphaned: delivery.orphaned,
+            crashes_alone: delivery.crashes_alone,
+        }
+    }
+
+    /// This attempt's number as the maximum attempts count it: the handler's errors count,
+    /// attempts that never finished do not (deaths while it ran alone are counted apart, in
+    /// `crashes_alone`; deaths beside others were never shown to be its own).
+    fn counted(self) -> u32 {
+        self.attempt.saturating_sub(self.orphaned).max(1)
+    }
+}
+
 /// How an attempt ended.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Attempt {
@@ -87,28 +129,34 @@ pub(super) enum Attempt {
     Failed(String),
     /// The stored bytes do not fit the handler's type: retrying cannot help.
     Unreadable(String),
-    /// Earlier attempts used them all up without finishing (their process died).
-    Exhausted,
+    /// Not run: the process died [`CRASHES_ALONE`] times while it ran alone.
+    KillsTheProcess,
 }
 
 impl Policy {
+    /// Whether a claimed delivery ends before it runs: dead-lettered as the cause of the
+    /// process's deaths.
+    pub(super) fn before_running(tally: Tally) -> Option<Attempt> {
+        (tally.crashes_alone >= CRASHES_ALONE).then_some(Attempt::KillsTheProcess)
+    }
+
     /// What to record for an attempt that ended at `now`.
-    pub(super) fn settle(&self, attempt: u32, outcome: Attempt, now: DateTime<Utc>) -> Settle {
+    pub(super) fn settle(&self, tally: Tally, outcome: Attempt, now: DateTime<Utc>) -> Settle {
         match outcome {
             Attempt::Handled => Settle::Done { at: now },
             Attempt::Unreadable(error) => Settle::Dead { at: now, error },
-            Attempt::Exhausted => Settle::Dead {
+            Attempt::KillsTheProcess => Settle::Dead {
                 at: now,
                 error: format!(
-                    "{} attempts started without finishing (did the process die?)",
-                    attempt - 1
+                    "the process died {} times while this delivery ran alone",
+                    tally.crashes_alone
                 ),
             },
-            Attempt::Failed(error) if attempt >= self.max_attempts => {
+            Attempt::Failed(error) if tally.counted() >= self.max_attempts => {
                 Settle::Dead { at: now, error }
             }
             Attempt::Failed(error) => Settle::Retry {
-                at: now + self.backoff.delay(attempt),
+                at: now + self.backoff.delay(tally.counted()),
                 error,
             },
         }
@@ -138,7 +186,7 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
         );
         async move {
             let id = delivery.id;
-            let attempt = delivery.attempt;
+            let tally = Tally::of(&delivery);
             let outcome = match self.attempt(delivery).await {
                 Some(outcome) => outcome,
                 None => {
@@ -148,8 +196,8 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
                     return;
                 }
             };
-            log(&outcome, attempt);
-            let settle = self.policy.settle(attempt, outcome, now());
+            log(&outcome, tally);
+            let settle = self.policy.settle(tally, outcome, now());
             let result = match settle {
                 Settle::Done { .. } => "handled",
                 Settle::Retry { .. } => "retry",
@@ -165,8 +213,8 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
 
     /// The attempt's outcome, or `None` if the worker cancelled it.
     async fn attempt(&self, delivery: ClaimedDelivery) -> Option<Attempt> {
-        if delivery.attempt > self.policy.max_attempts {
-            return Some(Attempt::Exhausted);
+        if let Some(verdict) = Policy::before_running(Tally::of(&delivery)) {
+            return Some(verdict);
         }
         let event = match RingyoEvent::<T>::parse(&delivery.payload, delivery.id) {
             Ok(event) => event.with_tenant(delivery.tenant),
@@ -274,7 +322,8 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
         .unwrap_or_else(|_| "(no message)".to_owned())
 }
 
-fn log(outcome: &Attempt, attempt: u32) {
+fn log(outcome: &Attempt, tally: Tally) {
+    let attempt = tally.attempt;
     match outcome {
         Attempt::Handled => tracing::debug!("handled"),
         // Errors as `&str` fields, which log escaped: a handler's error may quote the event.
@@ -285,7 +334,11 @@ fn log(outcome: &Attempt, attempt: u32) {
                 "stored delivery does not fit the handler's type, dead-lettered"
             );
         }
-        Attempt::Exhausted => tracing::error!("attempts used up without finishing, dead-lettered"),
+        Attempt::KillsTheProcess => tracing::error!(
+            crashes = tally.crashes_alone,
+            "the process died {} times while this delivery ran alone: dead-lettered as the cause",
+            tally.crashes_alone
+        ),
     }
 }
 
@@ -301,17 +354,25 @@ mod tests {
         }
     }
 
+    fn tally(attempt: u32) -> Tally {
+        Tally {
+            attempt,
+            orphaned: 0,
+            crashes_alone: 0,
+        }
+    }
+
     #[test]
     fn failures_retry_with_backoff_then_dead_letter() {
         let now = now();
-        let retry = policy().settle(2, Attempt::Failed("down".into()), now);
+        let retry = policy().settle(tally(2), Attempt::Failed("down".into()), now);
         let Settle::Retry { at, error } = retry else {
             panic!("{retry:?}")
         };
         assert_eq!(error, "down");
         assert!(at > now + Duration::from_millis(999) && at <= now + Duration::from_secs(2));
         assert_eq!(
-            policy().settle(3, Attempt::Failed("down".into()), now),
+            policy().settle(tally(3), Attempt::Failed("down".into()), now),
             Settle::Dead {
                 at: now,
                 error: "down".into()
@@ -319,19 +380,63 @@ mod tests {
         );
     }
 
+    /// Attempts that ended with their process do not use up the handler's attempts, nor
+    /// lengthen its back-off: a neighbour's crash is not this delivery's failure.
     #[test]
-    fn unreadable_and_exhausted_deliveries_are_dead_lettered_at_once() {
+    fn attempts_that_never_finished_do_not_count_toward_the_maximum() {
         let now = now();
+        let after_crashes = Tally {
+            attempt: 9,
+            orphaned: 7,
+            crashes_alone: 1,
+        };
+        let retry = policy().settle(after_crashes, Attempt::Failed("down".into()), now);
+        let Settle::Retry { at, .. } = retry else {
+            panic!("the 2nd counted attempt of 3 is retried: {retry:?}")
+        };
+        assert!(
+            at <= now + Duration::from_secs(2),
+            "backed off as a 2nd attempt"
+        );
+        let third = Tally {
+            attempt: 10,
+            ..after_crashes
+        };
         assert!(matches!(
-            policy().settle(1, Attempt::Unreadable("bad".into()), now),
+            policy().settle(third, Attempt::Failed("down".into()), now),
             Settle::Dead { .. }
         ));
-        let Settle::Dead { error, .. } = policy().settle(4, Attempt::Exhausted, now) else {
+    }
+
+    #[test]
+    fn only_a_delivery_the_process_died_under_twice_alone_is_dead_lettered_unrun() {
+        let crashed = |crashes_alone| Tally {
+            attempt: 5,
+            orphaned: 4,
+            crashes_alone,
+        };
+        assert_eq!(Policy::before_running(crashed(0)), None);
+        assert_eq!(Policy::before_running(crashed(CRASHES_ALONE - 1)), None);
+        let verdict = Policy::before_running(crashed(CRASHES_ALONE)).unwrap();
+        assert_eq!(verdict, Attempt::KillsTheProcess);
+        let Settle::Dead { error, .. } = policy().settle(crashed(2), verdict, now()) else {
             panic!()
         };
-        assert!(error.starts_with("3 attempts"), "{error}");
         assert_eq!(
-            policy().settle(1, Attempt::Handled, now),
+            error,
+            "the process died 2 times while this delivery ran alone"
+        );
+    }
+
+    #[test]
+    fn unreadable_deliveries_are_dead_lettered_at_once() {
+        let now = now();
+        assert!(matches!(
+            policy().settle(tally(1), Attempt::Unreadable("bad".into()), now),
+            Settle::Dead { .. }
+        ));
+        assert_eq!(
+            policy().settle(tally(1), Attempt::Handled, now),
             Settle::Done { at: now }
         );
     }

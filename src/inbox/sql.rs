@@ -192,15 +192,17 @@ impl SqlInbox {
         Ok(stored)
     }
 
+    /// Claims with `sql`, the dialect's claim of deliveries or of a suspect.
     async fn claim_due(
         &self,
+        sql: &'static str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: u32,
         token: ClaimToken,
     ) -> Result<Vec<ClaimedDelivery>, InboxError> {
         let pool = self.ready().await?;
-        let rows = sqlx::query(self.shared.dialect.claim_sql())
+        let rows = sqlx::query(sql)
             .bind(token.to_string())
             .bind(lease_until.timestamp_millis())
             .bind(now.timestamp_millis())
@@ -209,6 +211,22 @@ impl SqlInbox {
             .await
             .map_err(InboxError::database)?;
         rows.iter().map(claimed).collect()
+    }
+
+    async fn count_suspects(&self, now: DateTime<Utc>) -> Result<u64, InboxError> {
+        let pool = self.ready().await?;
+        // `state = 'running' OR suspect` as the partial index `ringyo_inbox_suspect` says it,
+        // so both engines use it: the running rows and the suspects, not the backlog.
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM ringyo_inbox \
+             WHERE (state = 'running' OR suspect) AND state IN ('pending', 'running') \
+             AND available_at <= $1",
+        )
+        .bind(now.timestamp_millis())
+        .fetch_one(pool)
+        .await
+        .map_err(InboxError::database)?;
+        Ok(u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0))
     }
 
     async fn settle_all(&self, settlements: &[Settlement]) -> Result<Vec<bool>, InboxError> {
@@ -229,7 +247,9 @@ impl SqlInbox {
                    attempts = attempts - $5, \
                    finished_at = $6, \
                    last_error = COALESCE($7, last_error), \
-                   lease_token = CASE WHEN $3 = 'running' THEN lease_token ELSE NULL END \
+                   lease_token = CASE WHEN $3 = 'running' THEN lease_token ELSE NULL END, \
+                   suspect = CASE WHEN $8 = 1 THEN FALSE ELSE suspect END, \
+                   crashes_alone = CASE WHEN $8 = 1 THEN 0 ELSE crashes_alone END \
                  WHERE delivery_id = $1 AND lease_token = $2 AND state = 'running'",
             )
             .bind(id.to_string())
@@ -239,6 +259,7 @@ impl SqlInbox {
             .bind(change.attempts_back)
             .bind(change.finished_at.map(|at| at.timestamp_millis()))
             .bind(change.error)
+            .bind(i64::from(change.finished))
             .execute(tx.conn())
             .await
             .map_err(InboxError::database)?;
@@ -313,8 +334,8 @@ impl SqlInbox {
         let pool = self.ready().await?;
         let mut tx = self.shared.dialect.begin_write(pool).await?;
         let updated = sqlx::query(
-            "UPDATE ringyo_inbox SET state = 'pending', attempts = 0, available_at = $2, \
-             finished_at = NULL WHERE delivery_id = $1 AND state = 'dead'",
+            "UPDATE ringyo_inbox SET state = 'pending', attempts = 0, orphaned = 0, \
+             available_at = $2, finished_at = NULL WHERE delivery_id = $1 AND state = 'dead'",
         )
         .bind(id.to_string())
         .bind(now.timestamp_millis())
@@ -380,7 +401,25 @@ impl InboxStore for SqlInbox {
         limit: u32,
         token: ClaimToken,
     ) -> InboxFuture<'_, Vec<ClaimedDelivery>> {
-        Box::pin(self.claim_due(now, lease_until, limit, token))
+        let sql = self.shared.dialect.claim_sql();
+        Box::pin(self.claim_due(sql, now, lease_until, limit, token))
+    }
+
+    fn suspects(&self, now: DateTime<Utc>) -> InboxFuture<'_, u64> {
+        Box::pin(self.count_suspects(now))
+    }
+
+    fn claim_suspect(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        token: ClaimToken,
+    ) -> InboxFuture<'_, Option<ClaimedDelivery>> {
+        let sql = self.shared.dialect.claim_suspect_sql();
+        Box::pin(async move {
+            let claimed = self.claim_due(sql, now, lease_until, 1, token).await?;
+            Ok(claimed.into_iter().next())
+        })
     }
 
     fn settle<'a>(&'a self, settlements: &'a [Settlement]) -> InboxFuture<'a, Vec<bool>> {
@@ -433,6 +472,8 @@ struct Change {
     attempts_back: i64,
     finished_at: Option<DateTime<Utc>>,
     error: Option<String>,
+    /// The attempt finished (handled, failed, dead-lettered): a suspect is cleared.
+    finished: bool,
 }
 
 impl From<&Settle> for Change {
@@ -443,6 +484,7 @@ impl From<&Settle> for Change {
             attempts_back: 0,
             finished_at,
             error,
+            finished: state != "running",
         };
         match *outcome {
             Settle::Extend { lease_until } => change("running", Some(lease_until), None, None),
@@ -461,6 +503,7 @@ impl From<&Settle> for Change {
             ),
             Settle::Release { at } => Self {
                 attempts_back: 1,
+                finished: false,
                 ..change("pending", Some(at), None, None)
             },
         }
@@ -490,6 +533,8 @@ fn claimed(row: &AnyRow) -> Result<ClaimedDelivery, InboxError> {
     Ok(ClaimedDelivery {
         id: delivery_id(row)?,
         attempt: attempts(row, 1)?,
+        orphaned: attempts(row, 5)?,
+        crashes_alone: attempts(row, 6)?,
         received_at: millis(get(row, 2)?)?,
         payload: get::<Vec<u8>>(row, 3)?.into(),
         // Written from a `Tenant`, so it reads back as one; anything else names none.

@@ -33,9 +33,13 @@ pub trait InboxStore: Send + Sync + 'static {
     /// the commit is durable.
     fn store<'a>(&'a self, deliveries: &'a [NewDelivery]) -> InboxFuture<'a, Vec<Stored>>;
 
-    /// Takes up to `limit` deliveries that are due at `now` (new, retrying, or whose lease ran
-    /// out), oldest first, leasing them to `token` until `lease_until` and counting an attempt.
-    /// Deliveries another worker is claiming at the same moment are skipped, not waited for.
+    /// Takes up to `limit` deliveries that are due at `now` (new or retrying), oldest first,
+    /// leasing them to `token` until `lease_until` and counting an attempt. Deliveries another
+    /// worker is claiming at the same moment are skipped, not waited for.
+    ///
+    /// Suspects (see [`suspects`](Self::suspects)) are not taken: they are for
+    /// [`claim_suspect`](Self::claim_suspect). A store without those two takes deliveries whose
+    /// lease ran out here too.
     fn claim(
         &self,
         now: DateTime<Utc>,
@@ -43,6 +47,35 @@ pub trait InboxStore: Send + Sync + 'static {
         limit: u32,
         token: ClaimToken,
     ) -> InboxFuture<'_, Vec<ClaimedDelivery>>;
+
+    /// How many suspects are due at `now`: deliveries whose last attempt never finished (the
+    /// lease ran out while it was running: its process died, or its worker lost the lease), and
+    /// suspects given back unfinished ([`Settle::Release`]). Workers run them one at a time,
+    /// each alone in its process, to find one that kills the process.
+    ///
+    /// The default says none, for a store that leaves them to [`claim`](Self::claim).
+    fn suspects(&self, now: DateTime<Utc>) -> InboxFuture<'_, u64> {
+        let _ = now;
+        Box::pin(async { Ok(0) })
+    }
+
+    /// Takes the oldest suspect due at `now`, as [`claim`](Self::claim) takes a delivery, and
+    /// marks it run alone. If its last attempt never finished, counts that in
+    /// [`ClaimedDelivery::orphaned`], and if that attempt ran alone too, the process died under
+    /// it: counts that in [`ClaimedDelivery::crashes_alone`]. Settling it
+    /// [`Done`](Settle::Done), [`Retry`](Settle::Retry) or [`Dead`](Settle::Dead) clears the
+    /// suspicion and `crashes_alone`; [`Release`](Settle::Release) keeps them.
+    ///
+    /// The default takes none.
+    fn claim_suspect(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        token: ClaimToken,
+    ) -> InboxFuture<'_, Option<ClaimedDelivery>> {
+        let _ = (now, lease_until, token);
+        Box::pin(async { Ok(None) })
+    }
 
     /// Records what became of claimed deliveries, in one transaction, and says for each, in
     /// order, whether its token still held it (only then is it changed). Returns only after
@@ -123,6 +156,12 @@ pub struct ClaimedDelivery {
     pub id: DeliveryId,
     /// This attempt's number, from 1; counts attempts whose worker died too.
     pub attempt: u32,
+    /// How many of the earlier attempts never finished (their process died, or their worker
+    /// lost the lease); they do not count toward the worker's maximum attempts.
+    pub orphaned: u32,
+    /// How many times in a row the process died while this delivery ran alone (since an
+    /// attempt of it last finished); the worker dead-letters it after two.
+    pub crashes_alone: u32,
     /// When the receiver got it.
     pub received_at: DateTime<Utc>,
     /// The verified bytes, as received.
@@ -136,6 +175,8 @@ impl fmt::Debug for ClaimedDelivery {
         f.debug_struct("ClaimedDelivery")
             .field("id", &self.id)
             .field("attempt", &self.attempt)
+            .field("orphaned", &self.orphaned)
+            .field("crashes_alone", &self.crashes_alone)
             .field("received_at", &self.received_at)
             .field("len", &self.payload.len())
             .finish()

@@ -13,7 +13,7 @@ use super::{
     commit::Batcher,
     handle::Inbox,
     job::{Handler, Policy, Run},
-    store::{now, InboxStore, Settlement},
+    store::{now, ClaimedDelivery, InboxStore, Settlement},
 };
 use crate::{event::FromEventData, replay::ClaimToken};
 
@@ -24,7 +24,7 @@ use crate::{event::FromEventData, replay::ClaimToken};
 /// done when the handler returns `Ok`. An error or panic is retried with [`Backoff`], and after
 /// the last attempt dead-lettered (see [`Inbox::dead`] and [`Inbox::replay`]), never dropped.
 /// If the process dies mid-handler, the lease runs out and a worker (here after a restart, or
-/// in another replica) takes the delivery again.
+/// in another replica) takes the delivery again, as a suspect (below).
 ///
 /// Outcomes of handlers that finish together share one transaction, as accepted deliveries
 /// do, so a fast handler is not held to one delivery per disk flush.
@@ -35,6 +35,33 @@ use crate::{event::FromEventData, replay::ClaimToken};
 ///
 /// Defaults: concurrency 8, lease 30 s, 12 attempts, [`Backoff::DEFAULT`], poll every 5 s,
 /// shutdown grace 20 s, retention 7 days.
+///
+/// # A delivery that kills the process
+///
+/// A handler that aborts, overflows its stack or is OOM-killed takes down every handler
+/// running beside it, and none of their attempts finish. Once their leases run out (after a
+/// restart, or in another replica) they are *suspects*, and a worker that finds some logs at
+/// warn how many, stops claiming, lets its running handlers end, then runs the suspects one at
+/// a time, each with nothing else running in the worker. A suspect that finishes (handled, or
+/// failed and retried as usual, or unreadable) is cleared. A delivery under which the process
+/// dies twice while it runs alone is dead-lettered with "the process died 2 times while this
+/// delivery ran alone", logged at error. A death beside other deliveries never counts toward
+/// that, so the deliveries a crash took with it are handled, not dead-lettered; and attempts
+/// that never finished do not use up [`max_attempts`](Self::max_attempts). Twice, not once:
+/// a process also dies for reasons of its own (an OOM kill caused by something else in it, a
+/// node lost), and one such death must not dead-letter an innocent delivery.
+///
+/// The cost: while suspects are due, the worker runs one handler at a time, and a culprit
+/// takes the process down three times (once beside others, twice alone), each a restart and
+/// a lease long, before it is dead-lettered. A lease lost without a crash (the database away
+/// for longer than it) also makes a suspect, cleared once it finishes.
+///
+/// Alone means alone in this worker, which is alone in the process only if it is the
+/// process's one worker: raise [`concurrency`](Self::concurrency) rather than start a second
+/// worker. With two in one process, a suspect running alone in one shares the process with
+/// the other's handlers (or suspect), a crash they cause counts against it, and a delivery
+/// that did nothing may be dead-lettered. Replicas need no coordination: a crash takes only
+/// its own process's handlers.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -112,7 +139,9 @@ where
         self
     }
 
-    /// Attempts before a delivery is dead-lettered; default 12.
+    /// Attempts before a delivery is dead-lettered; default 12. Attempts that never finished
+    /// (their process died) do not count: see [A delivery that kills the
+    /// process](Self#a-delivery-that-kills-the-process).
     pub fn max_attempts(mut self, max_attempts: u32) -> Self {
         self.config.policy.max_attempts = max_attempts.max(1);
         self
@@ -196,32 +225,36 @@ where
         let mut stored = self.inbox.subscribe();
         let mut next_prune = Instant::now();
         let mut failing = false;
+        let mut suspicion = Suspicion::default();
         loop {
             while running.try_join_next().is_some() {}
             if Instant::now() >= next_prune {
                 self.prune(store).await;
                 next_prune = Instant::now() + PRUNE_EVERY;
             }
-            let free = self.config.concurrency.saturating_sub(running.len());
             let mut wake_at = Instant::now() + self.config.poll_interval;
-            if free > 0 {
-                match self.claim(store, free, settler, cancelled, running).await {
-                    Ok(true) => continue,
-                    Ok(false) => {
-                        failing = false;
-                        if let Ok(Some(due)) = store.next_due().await {
-                            let wait = (due - now()).to_std().unwrap_or_default();
-                            wake_at = wake_at.min(Instant::now() + wait);
-                        }
+            let mut starts = Starts {
+                settler,
+                cancelled,
+                running,
+            };
+            match self.claim(store, &mut starts, &mut suspicion).await {
+                Ok(Claimed::Filled) => continue,
+                Ok(Claimed::Waiting) => failing = false,
+                Ok(Claimed::AllDue) => {
+                    failing = false;
+                    if let Ok(Some(due)) = store.next_due().await {
+                        let wait = (due - now()).to_std().unwrap_or_default();
+                        wake_at = wake_at.min(Instant::now() + wait);
                     }
-                    Err(err) => {
-                        if !failing {
-                            tracing::warn!("cannot claim deliveries ({err}); retrying");
-                            failing = true;
-                        }
-                        wake_at =
-                            Instant::now() + self.config.poll_interval.min(Duration::from_secs(1));
+                }
+                Err(err) => {
+                    if !failing {
+                        tracing::warn!("cannot claim deliveries ({err}); retrying");
+                        failing = true;
                     }
+                    wake_at =
+                        Instant::now() + self.config.poll_interval.min(Duration::from_secs(1));
                 }
             }
             tokio::select! {
@@ -235,35 +268,69 @@ where
         }
     }
 
-    /// Claims up to `free` deliveries and starts them; `true` if it filled every slot (so
-    /// more may be due).
+    /// Claims what [`next`] says and starts it: deliveries up to the free slots, or one suspect
+    /// to run alone once nothing else runs.
     async fn claim(
         &self,
         store: &Arc<dyn InboxStore>,
-        free: usize,
-        settler: &Batcher<Settlement, bool>,
-        cancelled: &watch::Receiver<bool>,
-        running: &mut JoinSet<()>,
-    ) -> Result<bool, super::InboxError> {
-        let token = ClaimToken::new();
-        let now = now();
-        let limit = u32::try_from(free).unwrap_or(u32::MAX);
-        let claimed = store
-            .claim(now, now + self.config.policy.lease, limit, token)
-            .await?;
-        let filled = claimed.len() == free;
-        for delivery in claimed {
-            let run = Run::<T, H> {
-                settler: settler.clone(),
-                handler: Arc::clone(&self.handler),
-                token,
-                policy: self.config.policy,
-                cancel: cancelled.clone(),
-                marker: PhantomData,
-            };
-            running.spawn(run.run(delivery));
+        starts: &mut Starts<'_>,
+        suspicion: &mut Suspicion,
+    ) -> Result<Claimed, super::InboxError> {
+        let running = starts.running.len();
+        let concurrency = self.config.concurrency;
+        if free(concurrency, running, suspicion.alone) == 0 {
+            return Ok(Claimed::Waiting);
         }
-        Ok(filled)
+        // Whatever ran alone has ended.
+        suspicion.alone = false;
+        let now = now();
+        let lease_until = now + self.config.policy.lease;
+        let token = ClaimToken::new();
+        let due = store.suspects(now).await?;
+        suspicion.found(due);
+        let limit = match next(concurrency, running, due) {
+            Next::Wait => return Ok(Claimed::Waiting),
+            Next::Claim(limit) => limit,
+            Next::ClaimSuspect => match store.claim_suspect(now, lease_until, token).await? {
+                Some(suspect) => {
+                    tracing::info!(delivery_id = %suspect.id, "running a suspect alone");
+                    suspicion.alone = true;
+                    self.start(starts, token, suspect);
+                    return Ok(Claimed::Waiting);
+                }
+                // Another worker took it first.
+                None => concurrency,
+            },
+        };
+        let claimed = store
+            .claim(
+                now,
+                lease_until,
+                u32::try_from(limit).unwrap_or(u32::MAX),
+                token,
+            )
+            .await?;
+        let filled = claimed.len() == limit;
+        for delivery in claimed {
+            self.start(starts, token, delivery);
+        }
+        Ok(if filled {
+            Claimed::Filled
+        } else {
+            Claimed::AllDue
+        })
+    }
+
+    fn start(&self, starts: &mut Starts<'_>, token: ClaimToken, delivery: ClaimedDelivery) {
+        let run = Run::<T, H> {
+            settler: starts.settler.clone(),
+            handler: Arc::clone(&self.handler),
+            token,
+            policy: self.config.policy,
+            cancel: starts.cancelled.clone(),
+            marker: PhantomData,
+        };
+        starts.running.spawn(run.run(delivery));
     }
 
     async fn prune(&self, store: &Arc<dyn InboxStore>) {
@@ -273,6 +340,79 @@ where
             Ok(pruned) => tracing::info!(pruned, "deleted handled deliveries past the retention"),
             Err(err) => tracing::warn!("cannot prune handled deliveries ({err})"),
         }
+    }
+}
+
+/// What a claim's handlers are started with.
+struct Starts<'a> {
+    settler: &'a Batcher<Settlement, bool>,
+    cancelled: &'a watch::Receiver<bool>,
+    running: &'a mut JoinSet<()>,
+}
+
+/// How a claim went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claimed {
+    /// Every slot it asked for was filled: more may be due.
+    Filled,
+    /// It took all that was due.
+    AllDue,
+    /// It claimed nothing more for now: wait until a running handler ends.
+    Waiting,
+}
+
+/// The claim loop's knowledge of suspects: deliveries whose last attempt ended with its
+/// process, run one at a time with nothing else running, to find one that kills the process.
+#[derive(Debug, Default)]
+struct Suspicion {
+    /// A suspect runs alone: claim nothing until it ends.
+    alone: bool,
+    /// How many were due at the last look.
+    due: u64,
+}
+
+impl Suspicion {
+    /// Notes how many suspects are due; warns when some appear.
+    fn found(&mut self, due: u64) {
+        if due > 0 && self.due == 0 {
+            tracing::warn!(
+                suspects = due,
+                "suspects due: {due} (deliveries whose attempt ended with its process: a \
+                 crash, or a lease lost); running them one at a time, each alone, to find any \
+                 that kills the process"
+            );
+        }
+        self.due = due;
+    }
+}
+
+/// Free slots: none while a suspect runs alone.
+fn free(concurrency: usize, running: usize, alone: bool) -> usize {
+    if alone && running > 0 {
+        return 0;
+    }
+    concurrency.saturating_sub(running)
+}
+
+/// What the claim loop does next, with `running` handlers and `suspects` due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Claim up to this many deliveries.
+    Claim(usize),
+    /// Claim one suspect, to run with nothing else running in this worker.
+    ClaimSuspect,
+    /// Claim nothing until a running handler ends.
+    Wait,
+}
+
+/// A suspect is due: wait for the running handlers to end, claiming nothing new, then run it
+/// alone. Otherwise fill the free slots.
+fn next(concurrency: usize, running: usize, suspects: u64) -> Next {
+    match (suspects, running) {
+        (0, _) if running < concurrency => Next::Claim(concurrency - running),
+        (0, _) => Next::Wait,
+        (_, 0) => Next::ClaimSuspect,
+        _ => Next::Wait,
     }
 }
 
@@ -339,5 +479,115 @@ impl<T, H> fmt::Debug for Worker<T, H> {
             .field("inbox", &self.inbox)
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_suspects_the_free_slots_are_filled() {
+        assert_eq!(next(8, 0, 0), Next::Claim(8));
+        assert_eq!(next(8, 5, 0), Next::Claim(3));
+        assert_eq!(next(8, 8, 0), Next::Wait);
+    }
+
+    /// A crash takes every handler running in the process with it: a suspect runs only when
+    /// nothing else does, so a crash while it runs is its own.
+    #[test]
+    fn a_due_suspect_waits_for_running_handlers_then_runs_alone() {
+        assert_eq!(next(8, 3, 7), Next::Wait, "nothing new while others run");
+        assert_eq!(next(8, 0, 7), Next::ClaimSuspect);
+        assert_eq!(free(8, 1, true), 0, "nothing beside a suspect");
+        assert_eq!(free(8, 0, true), 8, "the suspect ended");
+        assert_eq!(free(8, 3, false), 5);
+    }
+
+    /// A suspect due beside ordinary deliveries runs with nothing beside it, and the rest then
+    /// run as many at a time as the concurrency allows.
+    #[cfg(feature = "sqlite")]
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_suspect_runs_with_nothing_beside_it_then_the_rest_together() {
+        use std::sync::{
+            atomic::{AtomicUsize, Ordering},
+            Mutex,
+        };
+
+        use crate::{
+            inbox::{Job, NewDelivery, SqlInbox},
+            Event,
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db");
+        let store = SqlInbox::open(&format!("sqlite://{}", path.display())).unwrap();
+        let now = now();
+        let delivery = |n: u32| NewDelivery {
+            id: format!("{n:064x}").parse().unwrap(),
+            event: "call.completed".to_owned(),
+            timestamp: None,
+            received_at: now,
+            payload: format!(
+                concat!(
+                    r#"{{"event":"call.completed","timestamp":"2026-01-01T00:00:00Z","#,
+                    r#""data":{{"id":"call_{n}"}}}}"#
+                ),
+                n = n
+            )
+            .into(),
+            tenant: None,
+        };
+        store.store(&[delivery(0)]).await.unwrap();
+        // Claimed by a process that died, and its lease has run out.
+        store.claim(now, now, 1, ClaimToken::new()).await.unwrap();
+        store
+            .store(&(1..=16).map(delivery).collect::<Vec<_>>())
+            .await
+            .unwrap();
+
+        // Each run: its call id, and the most handlers running at once while it ran.
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let running = Arc::new(AtomicUsize::new(0));
+        let handler = {
+            let (runs, running) = (Arc::clone(&runs), Arc::clone(&running));
+            move |job: Job<Event>| {
+                let (runs, running) = (Arc::clone(&runs), Arc::clone(&running));
+                async move {
+                    let at_start = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let at_end = running.fetch_sub(1, Ordering::SeqCst);
+                    let Event::CallCompleted(call) = &job.event.data else {
+                        return Err("unexpected event");
+                    };
+                    let id = call.id.clone().unwrap_or_default();
+                    runs.lock().unwrap().push((id, at_start.max(at_end)));
+                    Ok(())
+                }
+            }
+        };
+        let inbox = Inbox::new(store);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = tokio::spawn(inbox.worker(handler).concurrency(8).run(async {
+            let _ = stopped.await;
+        }));
+        for _ in 0..200 {
+            if inbox.stats().await.unwrap().done == 17 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = stop.send(());
+        worker.await.unwrap();
+
+        let runs = runs.lock().unwrap().clone();
+        assert_eq!(runs.len(), 17, "{runs:?}");
+        assert_eq!(
+            runs[0],
+            ("call_0".to_owned(), 1),
+            "the suspect first, alone"
+        );
+        let most = runs[1..].iter().map(|(_, beside)| *beside).max();
+        assert_eq!(most, Some(8), "then eight at a time: {runs:?}");
     }
 }
