@@ -12,7 +12,7 @@
 //! event, a stand-in for a slow downstream call). On `RINGYO_BIND` it serves only
 //! `POST /webhooks/ringyo`, the one thing the internet should reach; on `RINGYO_ADMIN_BIND`,
 //! for the orchestrator and Prometheus, `GET /healthz` (liveness: 200 while the process
-//! serves), `GET /readyz` (200 while the inbox's database answers, else 503) and
+//! serves), `GET /readyz` (200 while the inbox can commit, else 503) and
 //! `GET /metrics` (Prometheus text format; see README for the metrics and alerts).
 //!
 //! Each verified delivery is committed to the inbox and only then answered 202, as Ringyo asks
@@ -45,7 +45,7 @@ use axum::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use ringyo_webhook::{
-    inbox::{Handler, Inbox, Job},
+    inbox::{Handler, Inbox, InboxError, Job},
     Event, RingyoWebhookLayer, SecretError,
 };
 use tokio::{net::TcpListener, sync::watch};
@@ -129,12 +129,7 @@ async fn start() -> Result<(), String> {
         DEFAULT_ADMIN_BIND,
     )?;
     let metrics = install_metrics()?;
-    if let Err(err) = inbox.ping().await {
-        // Not fatal: the receiver answers 503 (and /readyz fails) until the database is up.
-        tracing::warn!(
-            "the inbox database is not reachable yet ({err}); answering 503 until it is"
-        );
-    }
+    check_inbox(&inbox).await?;
     let listeners = Listeners {
         webhook: listen("RINGYO_BIND", bind).await?,
         admin: listen("RINGYO_ADMIN_BIND", admin_bind).await?,
@@ -159,6 +154,20 @@ async fn start() -> Result<(), String> {
     )
     .await
     .map_err(|err| format!("the receiver stopped: {err}"))
+}
+
+/// Checks, before serving, that the inbox can commit. A corrupt file stops the start with a
+/// sentence that names it and says what to do; a database that is down or full does not: the
+/// receiver answers 503 (and `/readyz` fails) until it can commit, with no restart.
+pub(crate) async fn check_inbox(inbox: &Inbox) -> Result<(), String> {
+    match inbox.ping().await {
+        Ok(()) => Ok(()),
+        Err(err @ InboxError::Corrupt { .. }) => Err(err.to_string()),
+        Err(err) => {
+            tracing::warn!("the inbox cannot commit yet ({err}); answering 503 until it can");
+            Ok(())
+        }
+    }
 }
 
 /// The webhook's listener, and the admin routes' listener.
@@ -357,23 +366,25 @@ fn admin_routes(
         )
 }
 
-/// 200 while the inbox's database answers and the receiver is not shutting down, else 503.
+/// 200 while the inbox can commit (a small write commits: see `Inbox::ping`) and the receiver
+/// is not shutting down, else 503: a full disk, a read-only file system, a corrupt file or a
+/// database that is down all take the replica out of rotation until commits go through.
 async fn ready(
     State((inbox, stopping)): State<(Inbox, watch::Receiver<bool>)>,
 ) -> (StatusCode, Json<serde_json::Value>) {
     if *stopping.borrow() {
         return not_ready("shutting down");
     }
-    let unreachable = "inbox database unreachable";
+    let unreachable = "inbox cannot commit";
     match tokio::time::timeout(HEALTH_TIMEOUT, inbox.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))),
         Ok(Err(err)) => {
             // The detail goes to the log, not to whoever asks.
-            tracing::warn!("readiness: the inbox database does not answer ({err})");
+            tracing::warn!("readiness: the inbox cannot commit ({err})");
             not_ready(unreachable)
         }
         Err(_) => {
-            tracing::warn!("readiness: the inbox database did not answer in time");
+            tracing::warn!("readiness: the inbox did not commit in time");
             not_ready(unreachable)
         }
     }

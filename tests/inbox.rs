@@ -467,45 +467,6 @@ async fn a_read_only_database_is_503_and_acknowledges_nothing() {
     assert_eq!(read_only.stats().await.unwrap(), InboxStats::default());
 }
 
-/// A pool on `database` whose connections may grow the file to `limit` pages at most, the
-/// limit read as each connection opens: SQLite's own cap on a file's size stands in for a full
-/// disk (the same `SQLITE_FULL`, the same automatic rollback), with no mount needed.
-async fn capped_pool(database: &common::inbox::Database, limit: &Arc<AtomicI64>) -> sqlx::AnyPool {
-    use sqlx::{any::AnyPoolOptions, Executor};
-    let limit = Arc::clone(limit);
-    AnyPoolOptions::new()
-        .max_connections(4)
-        .after_connect(move |conn, _| {
-            let pages = limit.load(Ordering::SeqCst);
-            Box::pin(async move {
-                conn.execute("PRAGMA journal_mode = WAL").await?;
-                conn.execute("PRAGMA synchronous = FULL").await?;
-                conn.execute(format!("PRAGMA max_page_count = {pages}").as_str())
-                    .await?;
-                Ok(())
-            })
-        })
-        .connect(&database.url)
-        .await
-        .unwrap()
-}
-
-/// Raises the cap on every connection of `pool` (holding them all at once), as freeing space
-/// on a full disk would.
-async fn give_room(pool: &sqlx::AnyPool, limit: &AtomicI64) {
-    use sqlx::Executor;
-    limit.store(1 << 30, Ordering::SeqCst);
-    let mut held = Vec::new();
-    for _ in 0..pool.options().get_max_connections() {
-        held.push(pool.acquire().await.unwrap());
-    }
-    for conn in &mut held {
-        conn.execute("PRAGMA max_page_count = 1073741824")
-            .await
-            .unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_is_503_then_2xx_again_within_seconds_once_there_is_room_without_a_restart() {
     use sqlx::Row;
@@ -520,7 +481,7 @@ async fn a_full_disk_is_503_then_2xx_again_within_seconds_once_there_is_room_wit
         .unwrap();
     setup.close().await;
     let limit = Arc::new(AtomicI64::new(pages + 8));
-    let pool = capped_pool(&database, &limit).await;
+    let pool = common::inbox::capped_pool(&database, &limit).await;
     let inbox = Inbox::new(SqlInbox::with_pool(pool.clone()).unwrap());
     let addr = serve(&inbox).await;
     let big = |n: usize| {
@@ -548,7 +509,7 @@ async fn a_full_disk_is_503_then_2xx_again_within_seconds_once_there_is_room_wit
         "every 202 is a stored row"
     );
 
-    give_room(&pool, &limit).await;
+    common::inbox::give_room(&pool, &limit).await;
     let freed = Instant::now();
     let mut n = 100;
     loop {

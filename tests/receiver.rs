@@ -211,6 +211,39 @@ async fn an_unreachable_database_is_503_for_deliveries_and_readiness() {
 }
 
 #[tokio::test]
+async fn a_corrupt_inbox_file_stops_the_start_with_a_sentence_naming_it() {
+    let database = common::inbox::sqlite();
+    let file = database.url.strip_prefix("sqlite://").unwrap().to_owned();
+    std::fs::write(&file, vec![0x5A_u8; 64 * 1024]).unwrap();
+    let inbox = receiver::inbox_from(Ok(database.url.clone())).unwrap();
+    let problem = receiver::check_inbox(&inbox).await.unwrap_err();
+    assert!(problem.contains(&file), "{problem}");
+    assert!(problem.contains("is corrupt"), "{problem}");
+
+    // A database that is only down is no reason to stop: it may come up.
+    let down = receiver::inbox_from(Ok("postgres://postgres@127.0.0.1:1/ringyo".into())).unwrap();
+    receiver::check_inbox(&down).await.unwrap();
+}
+
+#[tokio::test]
+async fn readiness_is_503_when_the_inbox_file_cannot_be_written() {
+    let database = common::inbox::sqlite();
+    ringyo_webhook::inbox::SqlInbox::open(&database.url)
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+    let (writable, _reports) = start(&database.url, Duration::ZERO).await;
+    assert_eq!(ready(&writable).await, 200);
+    writable.stop().await;
+    // What a file system turned read-only leaves: reads work, commits do not.
+    let (read_only, _reports) = start(&format!("{}?mode=ro", database.url), Duration::ZERO).await;
+    assert_eq!(ready(&read_only).await, 503);
+    assert_eq!(send(read_only.addr, "call.completed").await.0, 503);
+    read_only.stop().await;
+}
+
+#[tokio::test]
 async fn shutdown_finishes_requests_and_handlers_and_leaves_the_rest_for_the_next_start() {
     let database = common::inbox::sqlite();
     let (receiver, mut reports) = start(&database.url, Duration::from_millis(300)).await;

@@ -40,6 +40,11 @@ macro_rules! migrations {
                 description: "suspects",
                 sql: include_str!(concat!("migrations/", $engine, "/0003_suspects.sql")),
             },
+            Migration {
+                version: 4,
+                description: "probe",
+                sql: include_str!(concat!("migrations/", $engine, "/0004_probe.sql")),
+            },
         ]
     };
 }
@@ -134,15 +139,28 @@ impl Dialect {
     }
 
     /// Settings for each new connection: on SQLite, a commit reaches the disk (WAL with
-    /// `synchronous=FULL`), and a writer waits for the lock rather than failing at once.
+    /// `synchronous=FULL`), a writer waits for the lock rather than failing at once, and the
+    /// WAL is cut back to 64 MiB whenever it restarts (see [`Upkeep`](super::upkeep::Upkeep)).
     pub(super) fn on_connect(self) -> &'static [&'static str] {
         match self {
             Self::Sqlite => &[
+                "PRAGMA journal_size_limit = 67108864",
                 "PRAGMA journal_mode = WAL",
                 "PRAGMA synchronous = FULL",
                 "PRAGMA busy_timeout = 5000",
             ],
             Self::Postgres => &[],
+        }
+    }
+
+    /// A setting only a new file takes, before anything else (WAL included) is written to it:
+    /// on SQLite, pages of deleted rows go back to the file system (`auto_vacuum`, see
+    /// [`Upkeep`](super::upkeep::Upkeep)). A file that cannot be written refuses it, and
+    /// needs it no more than an older file, which keeps its own setting.
+    pub(super) fn on_new_file(self) -> Option<&'static str> {
+        match self {
+            Self::Sqlite => Some("PRAGMA auto_vacuum = INCREMENTAL"),
+            Self::Postgres => None,
         }
     }
 

@@ -234,11 +234,16 @@ impl Inbox {
         Ok(replayed)
     }
 
-    /// `Ok` while the database answers: for a health check.
+    /// `Ok` only if the inbox can commit now: for a readiness check, and at start.
+    ///
+    /// With [`SqlInbox`](super::SqlInbox) this commits a small write, so it fails on a full
+    /// disk, a read-only file system and a corrupt file (where a `SELECT 1` passes), and
+    /// passes again as soon as deliveries would commit.
     ///
     /// # Errors
     ///
-    /// [`InboxError`] if it does not.
+    /// [`InboxError::Corrupt`] for a corrupt SQLite file (do not start: its message says what
+    /// to do), another [`InboxError`] if the inbox cannot commit now.
     pub async fn ping(&self) -> Result<(), InboxError> {
         self.store.ping().await
     }

@@ -23,6 +23,9 @@
 //!   answered 200 with `x-webhook-duplicate: true`;
 //! - stored bytes are re-read with the types of the build that handles them, and a delivery
 //!   they cannot read is dead-lettered with the reason, not retried for ever.
+//! - when the storage fails (a full disk, a read-only file system), 503 until it works again,
+//!   then 2xx with no restart; a corrupt SQLite file is refused at start and, met while
+//!   running, answered 503 until it is replaced; [`Inbox::ping`] (readiness) is a real commit.
 //!
 //! ```no_run
 //! use axum::{routing::post_service, Router};
@@ -51,11 +54,15 @@ mod commit;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod dialect;
 mod handle;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod health;
 mod job;
 mod service;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 mod store;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod upkeep;
 mod worker;
 
 pub use backoff::Backoff;

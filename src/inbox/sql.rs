@@ -5,7 +5,7 @@
 //! differences (connection settings, `SKIP LOCKED`, `NOTIFY`, the migration lock) are the
 //! [`Dialect`]'s. Times are stored as Unix milliseconds, so both engines compare integers.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sqlx::{
@@ -16,10 +16,12 @@ use tokio::sync::{Mutex, OnceCell};
 
 use super::{
     dialect::Dialect,
+    health::Health,
     store::{
         ClaimedDelivery, DeadDelivery, InboxError, InboxFuture, InboxStats, InboxStore,
         NewDelivery, Settle, Settlement, Stored,
     },
+    upkeep::Upkeep,
 };
 use crate::{replay::ClaimToken, secrets::Tenant, verify::DeliveryId};
 
@@ -30,6 +32,10 @@ use crate::{replay::ClaimToken, secrets::Tenant, verify::DeliveryId};
 /// - `postgres://...` (feature `postgres`): one database for every replica. Claims use
 ///   `FOR UPDATE SKIP LOCKED`, and a commit `NOTIFY`s workers in other processes. For TLS
 ///   (`?sslmode=require`, as managed databases ask), add the feature `postgres-tls`.
+///
+/// A SQLite file is checked (`PRAGMA quick_check`) before first use and refused if corrupt
+/// ([`InboxError::Corrupt`]); its WAL is truncated after bursts and after pruning, and a file
+/// this version creates gives the space of pruned rows back (`auto_vacuum = INCREMENTAL`).
 ///
 /// Opening connects lazily: a database that is down at start-up makes the inbox answer 503
 /// (and the health check fail) until it is up, with no restart. The schema is created and
@@ -58,6 +64,8 @@ pub struct SqlInbox {
 struct Shared {
     pool: AnyPool,
     dialect: Dialect,
+    health: Arc<Health>,
+    upkeep: Arc<Upkeep>,
     migrated: OnceCell<()>,
     /// Postgres only: the connection that `LISTEN`s, made on first use.
     #[cfg(feature = "postgres")]
@@ -88,19 +96,31 @@ impl SqlInbox {
             .connect_url(url)
             .parse()
             .map_err(|_| InboxError::database(format!("cannot read the {dialect} URL")))?;
+        let health = Arc::new(Health::new(dialect, url));
+        let seen_by = Arc::clone(&health);
         let pool = AnyPoolOptions::new()
             .max_connections(dialect.max_connections())
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .after_connect(move |conn, _| {
+                let health = Arc::clone(&seen_by);
                 Box::pin(async move {
+                    if let Some(pragma) = dialect.on_new_file() {
+                        // Best effort: see `on_new_file`.
+                        let _ = sqlx::query(pragma).execute(&mut *conn).await;
+                    }
                     for pragma in dialect.on_connect() {
-                        sqlx::query(pragma).execute(&mut *conn).await?;
+                        if let Err(err) = sqlx::query(pragma).execute(&mut *conn).await {
+                            // The pool retries a failed connection until its time-out and
+                            // then reports only that: a corrupt file must be seen here.
+                            let err = health.classify(InboxError::database(err));
+                            return Err(sqlx::Error::Protocol(err.to_string()));
+                        }
                     }
                     Ok(())
                 })
             })
             .connect_lazy_with(options);
-        Ok(Self::from_parts(pool, dialect))
+        Ok(Self::from_parts(pool, dialect, health))
     }
 
     /// Uses a pool you configured yourself (size, time-outs, TLS), for example to share it
@@ -112,34 +132,46 @@ impl SqlInbox {
     ///
     /// [`InboxError::UnsupportedUrl`] if the pool's database is not one this build supports.
     pub fn with_pool(pool: AnyPool) -> Result<Self, InboxError> {
-        let dialect = Dialect::from_url(pool.connect_options().database_url.as_str())?;
-        Ok(Self::from_parts(pool, dialect))
+        let url = pool.connect_options().database_url.to_string();
+        let dialect = Dialect::from_url(&url)?;
+        Ok(Self::from_parts(
+            pool,
+            dialect,
+            Arc::new(Health::new(dialect, &url)),
+        ))
     }
 
-    fn from_parts(pool: AnyPool, dialect: Dialect) -> Self {
+    fn from_parts(pool: AnyPool, dialect: Dialect, health: Arc<Health>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 pool,
                 dialect,
+                health,
+                upkeep: Arc::default(),
                 migrated: OnceCell::new(),
                 listener: Mutex::default(),
             }),
         }
     }
 
-    /// Connects, creating and migrating the schema if needed; `Ok` once the database answers.
+    /// `Ok` only if the inbox can commit now: connects, checks and migrates on first use, then
+    /// commits a small write. For a readiness check, and at start to fail fast.
+    ///
+    /// The write is what tells a full disk or a file system turned read-only (where
+    /// `SELECT 1` still passes) from a working inbox, and it passes again as soon as
+    /// deliveries would commit again.
     ///
     /// # Errors
     ///
-    /// [`InboxError::Database`] if it does not, [`InboxError::SchemaTooNew`] if a newer
-    /// version of this crate migrated it.
+    /// [`InboxError::Corrupt`] for a corrupt SQLite file (refuse to start: see its message),
+    /// [`InboxError::SchemaTooNew`] if a newer version of this crate migrated the database,
+    /// [`InboxError::Database`] if it cannot commit now.
     pub async fn ping(&self) -> Result<(), InboxError> {
-        self.ready().await?;
-        sqlx::query("SELECT 1")
-            .execute(&self.shared.pool)
-            .await
-            .map_err(InboxError::database)?;
-        Ok(())
+        self.guarded(async {
+            let pool = self.ready().await?;
+            self.shared.health.probe(pool).await
+        })
+        .await
     }
 
     /// Closes the pool's connections, waiting for statements in flight.
@@ -147,14 +179,38 @@ impl SqlInbox {
         self.shared.pool.close().await;
     }
 
-    /// The schema, migrated once per process (and again after a failure).
+    /// The schema, checked and migrated once per process (and again after a failure). A
+    /// SQLite file is checked for corruption first, so a corrupt one is refused before it
+    /// acknowledges anything.
     async fn ready(&self) -> Result<&AnyPool, InboxError> {
         let shared = &self.shared;
         shared
             .migrated
-            .get_or_try_init(|| shared.dialect.migrate(&shared.pool))
+            .get_or_try_init(|| async {
+                shared.health.check_file(&shared.pool).await?;
+                shared.dialect.migrate(&shared.pool).await
+            })
             .await?;
         Ok(&shared.pool)
+    }
+
+    /// Runs `operation` unless the file is known to be corrupt, and recognises corruption in
+    /// its error.
+    async fn guarded<T>(
+        &self,
+        operation: impl Future<Output = Result<T, InboxError>>,
+    ) -> Result<T, InboxError> {
+        let health = &self.shared.health;
+        health.refused()?;
+        operation.await.map_err(|err| health.classify(err))
+    }
+
+    /// Counts a commit of about `bytes` for the upkeep of a SQLite file's WAL.
+    fn committed(&self, bytes: usize) {
+        if self.shared.dialect == Dialect::Sqlite {
+            let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+            self.shared.upkeep.committed(bytes, &self.shared.pool);
+        }
     }
 
     async fn store_all(&self, deliveries: &[NewDelivery]) -> Result<Vec<Stored>, InboxError> {
@@ -189,6 +245,11 @@ impl SqlInbox {
             self.shared.dialect.notify(&mut tx).await?;
         }
         tx.commit().await?;
+        let bytes = deliveries
+            .iter()
+            .map(|delivery| delivery.payload.len())
+            .sum();
+        self.committed(bytes);
         Ok(stored)
     }
 
@@ -210,6 +271,7 @@ impl SqlInbox {
             .fetch_all(pool)
             .await
             .map_err(InboxError::database)?;
+        self.committed(0);
         rows.iter().map(claimed).collect()
     }
 
@@ -266,6 +328,7 @@ impl SqlInbox {
             held[at] = updated.rows_affected() == 1;
         }
         tx.commit().await?;
+        self.committed(0);
         Ok(held)
     }
 
@@ -358,6 +421,9 @@ impl SqlInbox {
                 .execute(pool)
                 .await
                 .map_err(InboxError::database)?;
+        if self.shared.dialect == Dialect::Sqlite && deleted.rows_affected() > 0 {
+            self.shared.upkeep.after_prune(pool).await;
+        }
         Ok(deleted.rows_affected())
     }
 
@@ -391,7 +457,7 @@ impl SqlInbox {
 
 impl InboxStore for SqlInbox {
     fn store<'a>(&'a self, deliveries: &'a [NewDelivery]) -> InboxFuture<'a, Vec<Stored>> {
-        Box::pin(self.store_all(deliveries))
+        Box::pin(self.guarded(self.store_all(deliveries)))
     }
 
     fn claim(
@@ -402,11 +468,11 @@ impl InboxStore for SqlInbox {
         token: ClaimToken,
     ) -> InboxFuture<'_, Vec<ClaimedDelivery>> {
         let sql = self.shared.dialect.claim_sql();
-        Box::pin(self.claim_due(sql, now, lease_until, limit, token))
+        Box::pin(self.guarded(self.claim_due(sql, now, lease_until, limit, token)))
     }
 
     fn suspects(&self, now: DateTime<Utc>) -> InboxFuture<'_, u64> {
-        Box::pin(self.count_suspects(now))
+        Box::pin(self.guarded(self.count_suspects(now)))
     }
 
     fn claim_suspect(
@@ -416,34 +482,34 @@ impl InboxStore for SqlInbox {
         token: ClaimToken,
     ) -> InboxFuture<'_, Option<ClaimedDelivery>> {
         let sql = self.shared.dialect.claim_suspect_sql();
-        Box::pin(async move {
+        Box::pin(self.guarded(async move {
             let claimed = self.claim_due(sql, now, lease_until, 1, token).await?;
             Ok(claimed.into_iter().next())
-        })
+        }))
     }
 
     fn settle<'a>(&'a self, settlements: &'a [Settlement]) -> InboxFuture<'a, Vec<bool>> {
-        Box::pin(self.settle_all(settlements))
+        Box::pin(self.guarded(self.settle_all(settlements)))
     }
 
     fn next_due(&self) -> InboxFuture<'_, Option<DateTime<Utc>>> {
-        Box::pin(self.earliest_due())
+        Box::pin(self.guarded(self.earliest_due()))
     }
 
     fn stats(&self) -> InboxFuture<'_, InboxStats> {
-        Box::pin(self.count())
+        Box::pin(self.guarded(self.count()))
     }
 
     fn dead(&self, limit: u32) -> InboxFuture<'_, Vec<DeadDelivery>> {
-        Box::pin(self.list_dead(limit))
+        Box::pin(self.guarded(self.list_dead(limit)))
     }
 
     fn replay(&self, id: DeliveryId, now: DateTime<Utc>) -> InboxFuture<'_, bool> {
-        Box::pin(self.replay_dead(id, now))
+        Box::pin(self.guarded(self.replay_dead(id, now)))
     }
 
     fn prune(&self, before: DateTime<Utc>) -> InboxFuture<'_, u64> {
-        Box::pin(self.prune_done(before))
+        Box::pin(self.guarded(self.prune_done(before)))
     }
 
     fn ping(&self) -> InboxFuture<'_, ()> {
@@ -451,7 +517,7 @@ impl InboxStore for SqlInbox {
     }
 
     fn changed_elsewhere(&self) -> InboxFuture<'_, ()> {
-        Box::pin(self.wait_for_notify())
+        Box::pin(self.guarded(self.wait_for_notify()))
     }
 }
 

@@ -98,7 +98,8 @@ pub trait InboxStore: Send + Sync + 'static {
     /// Deletes handled deliveries finished before `before`; returns how many.
     fn prune(&self, before: DateTime<Utc>) -> InboxFuture<'_, u64>;
 
-    /// Answers once the database does: for a health check.
+    /// `Ok` only if a delivery would commit now (for example: a small write commits): for a
+    /// readiness check. A check that only reads passes on a full disk.
     fn ping(&self) -> InboxFuture<'_, ()>;
 
     /// Resolves when another process may have stored a delivery (Postgres: `LISTEN`), so idle
@@ -293,6 +294,20 @@ pub enum InboxError {
     /// The commit took longer than the inbox's commit time-out.
     #[error("the commit did not finish in time")]
     TimedOut,
+    /// The SQLite file is corrupt: found at start (the inbox checks the file before first use)
+    /// or met while running. Nothing is stored or claimed until the file is replaced and the
+    /// process restarted.
+    #[error(
+        "the inbox file {file} is corrupt ({detail}): stop the receiver, move the file and its \
+         -wal and -shm files aside, then restore a backup or start with a new file \
+         (`sqlite3 FILE .recover` saves what it can of the old one)"
+    )]
+    Corrupt {
+        /// The file, as the inbox's URL names it.
+        file: String,
+        /// SQLite's description of what is wrong.
+        detail: String,
+    },
 }
 
 impl InboxError {

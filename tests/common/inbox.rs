@@ -1,6 +1,11 @@
 //! Inboxes to test against: a fresh SQLite file always, a fresh Postgres database when
 //! `RINGYO_TEST_POSTGRES_URL` names a server (`.ci/with-postgres` starts one).
 
+use std::sync::{
+    atomic::{AtomicI64, Ordering},
+    Arc,
+};
+
 use ringyo_webhook::{
     inbox::{sqlx, SqlInbox},
     ClaimToken,
@@ -74,4 +79,43 @@ pub async fn databases() -> Vec<Database> {
     let mut databases = vec![sqlite()];
     databases.extend(postgres().await);
     databases
+}
+
+/// A pool on `database` whose connections may grow the file to `limit` pages at most, the
+/// limit read as each connection opens: SQLite's own cap on a file's size stands in for a full
+/// disk (the same `SQLITE_FULL`, the same automatic rollback), with no mount needed.
+pub async fn capped_pool(database: &Database, limit: &Arc<AtomicI64>) -> sqlx::AnyPool {
+    use sqlx::{any::AnyPoolOptions, Executor};
+    let limit = Arc::clone(limit);
+    AnyPoolOptions::new()
+        .max_connections(4)
+        .after_connect(move |conn, _| {
+            let pages = limit.load(Ordering::SeqCst);
+            Box::pin(async move {
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA synchronous = FULL").await?;
+                conn.execute(format!("PRAGMA max_page_count = {pages}").as_str())
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect(&database.url)
+        .await
+        .unwrap()
+}
+
+/// Raises the cap on every connection of `pool` (holding them all at once), as freeing space
+/// on a full disk would.
+pub async fn give_room(pool: &sqlx::AnyPool, limit: &AtomicI64) {
+    use sqlx::Executor;
+    limit.store(1 << 30, Ordering::SeqCst);
+    let mut held = Vec::new();
+    for _ in 0..pool.options().get_max_connections() {
+        held.push(pool.acquire().await.unwrap());
+    }
+    for conn in &mut held {
+        conn.execute("PRAGMA max_page_count = 1073741824")
+            .await
+            .unwrap();
+    }
 }

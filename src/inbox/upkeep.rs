@@ -1,0 +1,113 @@
+//! [`Upkeep`]: keeping a SQLite inbox's files small, the WAL truncated once a burst is over
+//! and after pruning, and the space of pruned rows given back to the file system.
+//!
+//! SQLite reuses its WAL from the start after a checkpoint rather than shrinking it, so after
+//! a burst of large deliveries the `-wal` file stays at its high-water mark (144 MB was seen);
+//! and rows deleted by pruning only go to the file's free list. Three things keep both in
+//! check:
+//!
+//! - every connection sets `journal_size_limit`, so whenever SQLite restarts the WAL it cuts
+//!   it back to [`JOURNAL_SIZE_LIMIT`];
+//! - once [`BURST_BYTES`] have been written since the last truncation and the inbox has then
+//!   been quiet (no commit) for [`QUIET`], a `wal_checkpoint(TRUNCATE)` empties the WAL;
+//! - after pruning, `incremental_vacuum` hands the freed pages back (new files are created with
+//!   `auto_vacuum = INCREMENTAL`) and the same checkpoint empties the WAL.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use sqlx::{AnyPool, Row};
+
+/// The size SQLite cuts the WAL back to whenever it restarts it.
+pub(super) const JOURNAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// How much must be written since the last truncation for a quiet spell to truncate again:
+/// below it the WAL is already within [`JOURNAL_SIZE_LIMIT`].
+const BURST_BYTES: u64 = JOURNAL_SIZE_LIMIT;
+
+/// How long without a commit counts as the end of a burst. A checkpoint that truncates waits
+/// for writers, so it runs only once they have stopped.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// What the inbox has written since the WAL was last truncated, shared by its handles.
+#[derive(Debug, Default)]
+pub(super) struct Upkeep {
+    /// Commits so far: unchanged over [`QUIET`] means the inbox is quiet.
+    commits: AtomicU64,
+    /// Bytes committed since the last truncation.
+    written: AtomicU64,
+    /// A truncation is waiting for a quiet spell.
+    pending: AtomicBool,
+}
+
+impl Upkeep {
+    /// Counts a commit of about `bytes`; past a burst's worth, truncates the WAL once the
+    /// inbox is quiet, on a task of its own.
+    pub(super) fn committed(self: &Arc<Self>, bytes: u64, pool: &AnyPool) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        let written = self.written.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if written >= BURST_BYTES && !self.pending.swap(true, Ordering::AcqRel) {
+            let upkeep = Arc::clone(self);
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                upkeep.until_quiet().await;
+                truncate_wal(&pool).await;
+                upkeep.written.store(0, Ordering::Relaxed);
+                upkeep.pending.store(false, Ordering::Release);
+            });
+        }
+    }
+
+    async fn until_quiet(&self) {
+        loop {
+            let seen = self.commits.load(Ordering::Relaxed);
+            tokio::time::sleep(QUIET).await;
+            if self.commits.load(Ordering::Relaxed) == seen {
+                return;
+            }
+        }
+    }
+
+    /// After pruning: gives the pages of deleted rows back to the file system and empties the
+    /// WAL. A file created before `auto_vacuum` was set keeps its size (see the inbox's docs
+    /// for the one-off `VACUUM` that converts it).
+    pub(super) async fn after_prune(&self, pool: &AnyPool) {
+        if let Err(err) = sqlx::query("PRAGMA incremental_vacuum").execute(pool).await {
+            tracing::debug!("could not give pruned pages back ({err})");
+        }
+        truncate_wal(pool).await;
+        self.written.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Moves the WAL into the database file and truncates it to nothing. Upkeep only: a checkpoint
+/// that could not finish (a reader holding an old snapshot) leaves it for the next time.
+async fn truncate_wal(pool: &AnyPool) {
+    let busy = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .fetch_one(pool)
+        .await
+        .and_then(|row| row.try_get::<i64, _>(0));
+    match busy {
+        Ok(0) => tracing::debug!("checkpointed and truncated the inbox's WAL"),
+        Ok(_) => tracing::debug!("could not truncate the inbox's WAL: readers in the way"),
+        Err(err) => tracing::debug!("could not truncate the inbox's WAL ({err})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_journal_size_limit_pragma_says_the_same_limit() {
+        let pragma = format!("PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}");
+        assert!(super::super::dialect::Dialect::Sqlite
+            .on_connect()
+            .contains(&pragma.as_str()));
+    }
+}
