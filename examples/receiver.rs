@@ -45,7 +45,7 @@ use axum::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use ringyo_webhook::{
-    inbox::{Handler, Inbox, InboxError, Job},
+    inbox::{Handler, Inbox, InboxError, Job, Worker},
     Event, RingyoWebhookLayer, SecretError,
 };
 use tokio::{net::TcpListener, sync::watch};
@@ -320,7 +320,7 @@ where
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let worker = tokio::spawn(inbox.worker(handler).run(until_stopped(stopped.clone())));
+    let worker = tokio::spawn(Worker::new(&inbox, handler).run(until_stopped(stopped.clone())));
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_routes = admin_routes(inbox.clone(), metrics, stopped.clone());
     let admin = tokio::spawn(serve(listeners.admin, admin_routes, limits, async move {
@@ -328,7 +328,7 @@ where
     }));
 
     let app = Router::new()
-        .route(PATH, post_service(inbox.service()).route_layer(layer))
+        .route(PATH, post_service(inbox.clone()).route_layer(layer))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,

@@ -86,6 +86,7 @@ pub mod metrics;
 #[cfg(not(feature = "metrics"))]
 mod metrics;
 pub mod middleware;
+mod outage;
 pub mod rejection;
 pub mod replay;
 pub mod secrets;

@@ -17,8 +17,9 @@ use chrono::{DateTime, Utc};
 use common::{envelope, sign};
 use ringyo_webhook::{
     inbox::{
-        sqlx, Backoff, ClaimedDelivery, DeadDelivery, Handler, Inbox, InboxError, InboxFuture,
-        InboxStats, InboxStore, Job, NewDelivery, Settlement, SqlInbox, Stored,
+        sqlx, Backoff, ClaimedDelivery, DeadDelivery, Handler, Inbox, InboxAdmin, InboxError,
+        InboxFuture, InboxStats, InboxStore, Job, NewDelivery, Settlement, SqlInbox, Stored,
+        Worker,
     },
     ClaimToken, DeliveryId, Event,
 };
@@ -31,7 +32,7 @@ const PATH: &str = "/webhooks/ringyo";
 async fn serve(inbox: &Inbox) -> SocketAddr {
     let app = Router::new().route(
         PATH,
-        post_service(inbox.service()).route_layer(common::layer()),
+        post_service(inbox.clone()).route_layer(common::layer()),
     );
     common::serve(app).await
 }
@@ -103,8 +104,7 @@ async fn a_failing_or_panicking_handler_is_retried_then_dead_lettered_and_can_be
         2 => panic!("boom"),
         _ => Err("still down".to_owned()),
     });
-    let worker = inbox
-        .worker(handler)
+    let worker = Worker::new(&inbox, handler)
         .backoff(quick_backoff())
         .max_attempts(3);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -139,8 +139,7 @@ async fn a_panic_is_recorded_with_its_message() {
     let addr = serve(&inbox).await;
     let (handler, _reports) = reporting(|_| panic!("boom at the bank"));
     let running = tokio::spawn(
-        inbox
-            .worker(handler)
+        Worker::new(&inbox, handler)
             .max_attempts(1)
             .run(std::future::pending()),
     );
@@ -163,7 +162,7 @@ async fn a_stored_delivery_the_handlers_type_cannot_read_is_dead_lettered_with_t
     let addr = serve(&inbox).await;
     let runs = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&runs);
-    let worker = inbox.worker(move |_: Job<Strict>| {
+    let worker = Worker::new(&inbox, move |_: Job<Strict>| {
         counted.fetch_add(1, Ordering::SeqCst);
         async { Ok::<(), String>(()) }
     });
@@ -188,7 +187,7 @@ async fn a_stored_delivery_the_handlers_type_cannot_read_is_dead_lettered_with_t
 async fn a_delivery_wakes_the_idle_worker(front: &Inbox, back: &Inbox) {
     let addr = serve(front).await;
     let (handler, mut reports) = reporting(|_| Ok(()));
-    let worker = back.worker(handler).poll_interval(Duration::from_secs(60));
+    let worker = Worker::new(back, handler).poll_interval(Duration::from_secs(60));
     let running = tokio::spawn(worker.run(std::future::pending()));
     assert_eq!(send(addr, &credits(0)).await.0, 202);
     assert_eq!(next(&mut reports).await, (0, 1));
@@ -237,8 +236,7 @@ async fn a_long_handler_keeps_its_lease_so_a_second_worker_does_not_run_it_again
     let lease = Duration::from_millis(300);
     let workers: Vec<_> = (0..2)
         .map(|_| {
-            let worker = inbox
-                .worker(slow(Arc::clone(&runs)))
+            let worker = Worker::new(&inbox, slow(Arc::clone(&runs)))
                 .lease(lease)
                 .poll_interval(Duration::from_millis(50));
             tokio::spawn(worker.run(std::future::pending()))
@@ -261,22 +259,21 @@ async fn shutdown_lets_handlers_finish_within_the_grace_then_gives_the_rest_back
         assert_eq!(send(addr, &credits(n)).await.0, 202);
     }
     let (started, mut starts) = mpsc::unbounded_channel();
-    let worker = inbox
-        .worker(move |job: Job<Event>| {
-            let started = started.clone();
-            async move {
-                let _ = started.send(());
-                // One quick, one that outlives the grace period.
-                let Event::CreditsLow(credits) = &job.event.data else {
-                    unreachable!()
-                };
-                let slow = credits.balance == Some(1.0);
-                let work = if slow { 10_000 } else { 50 };
-                tokio::time::sleep(Duration::from_millis(work)).await;
-                Ok::<(), String>(())
-            }
-        })
-        .shutdown_grace(Duration::from_millis(300));
+    let worker = Worker::new(&inbox, move |job: Job<Event>| {
+        let started = started.clone();
+        async move {
+            let _ = started.send(());
+            // One quick, one that outlives the grace period.
+            let Event::CreditsLow(credits) = &job.event.data else {
+                unreachable!()
+            };
+            let slow = credits.balance == Some(1.0);
+            let work = if slow { 10_000 } else { 50 };
+            tokio::time::sleep(Duration::from_millis(work)).await;
+            Ok::<(), String>(())
+        }
+    })
+    .shutdown_grace(Duration::from_millis(300));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(worker.run(async move {
         let _ = stopped.await;
@@ -298,7 +295,7 @@ async fn shutdown_lets_handlers_finish_within_the_grace_then_gives_the_rest_back
     assert_eq!((stats.done, stats.pending, stats.running), (1, 1, 0));
     // Given back without using up an attempt.
     let (handler, mut reports) = reporting(|_| Ok(()));
-    let running = tokio::spawn(inbox.worker(handler).run(std::future::pending()));
+    let running = tokio::spawn(Worker::new(&inbox, handler).run(std::future::pending()));
     assert_eq!(next(&mut reports).await, (1, 1));
     running.abort();
 }
@@ -339,6 +336,9 @@ impl InboxStore for Flaky {
     fn next_due(&self) -> InboxFuture<'_, Option<DateTime<Utc>>> {
         self.inner.next_due()
     }
+}
+
+impl InboxAdmin for Flaky {
     fn stats(&self) -> InboxFuture<'_, InboxStats> {
         self.inner.stats()
     }
@@ -352,7 +352,7 @@ impl InboxStore for Flaky {
         self.inner.prune(before)
     }
     fn ping(&self) -> InboxFuture<'_, ()> {
-        InboxStore::ping(&self.inner)
+        self.inner.ping()
     }
 }
 
@@ -429,15 +429,14 @@ async fn handlers_finishing_together_share_the_commit_of_their_outcomes() {
     }
     // Sixteen at a time, released together.
     let together = Arc::new(tokio::sync::Barrier::new(16));
-    let worker = inbox
-        .worker(move |_: Job<Event>| {
-            let together = Arc::clone(&together);
-            async move {
-                together.wait().await;
-                Ok::<(), String>(())
-            }
-        })
-        .concurrency(16);
+    let worker = Worker::new(&inbox, move |_: Job<Event>| {
+        let together = Arc::clone(&together);
+        async move {
+            together.wait().await;
+            Ok::<(), String>(())
+        }
+    })
+    .concurrency(16);
     let running = tokio::spawn(worker.run(std::future::pending()));
     let stats = until(&inbox, |stats| stats.done == 64).await;
     running.abort();
@@ -533,7 +532,7 @@ async fn a_full_disk_is_503_then_2xx_again_within_seconds_once_there_is_room_wit
     }
     let handled = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&handled);
-    let worker = inbox.worker(move |_: Job<Event>| {
+    let worker = Worker::new(&inbox, move |_: Job<Event>| {
         counter.fetch_add(1, Ordering::SeqCst);
         async { Ok::<(), String>(()) }
     });
@@ -566,7 +565,7 @@ async fn stored_bytes_are_read_afresh_by_whatever_type_the_worker_of_the_day_use
         currency: String,
     }
     let (seen, mut seen_by) = mpsc::unbounded_channel();
-    let worker = Inbox::new(database.open()).worker(move |job: Job<CreditsV2>| {
+    let worker = Worker::new(&Inbox::new(database.open()), move |job: Job<CreditsV2>| {
         let seen = seen.clone();
         async move {
             let _ = seen.send((job.event.data.currency, job.event.timestamp));
@@ -590,14 +589,55 @@ async fn a_handler_error_with_nul_characters_is_dead_lettered_on_every_engine() 
         let addr = serve(&inbox).await;
         assert_eq!(send(addr, &credits(1)).await.0, 202);
         // Postgres refuses NUL in text: unstripped, the outcome could never be recorded.
-        let worker = inbox
-            .worker(|_: Job<Event>| async { Err::<(), _>("bad\0news".to_owned()) })
-            .max_attempts(1)
-            .poll_interval(Duration::from_millis(50));
+        let worker = Worker::new(&inbox, |_: Job<Event>| async {
+            Err::<(), _>("bad\0news".to_owned())
+        })
+        .max_attempts(1)
+        .poll_interval(Duration::from_millis(50));
         let running = tokio::spawn(worker.run(std::future::pending()));
         until(&inbox, |stats| stats.dead == 1).await;
         running.abort();
         let dead = inbox.dead(10).await.unwrap();
         assert_eq!(dead[0].error, "badnews", "{}", database.name);
     }
+}
+
+/// The inbox and its workers read the inbox's clock: a test moves it past the retention
+/// rather than waiting a week, and the next worker deletes what was handled.
+#[tokio::test(flavor = "multi_thread")]
+async fn handled_deliveries_are_pruned_once_the_inbox_clock_passes_the_retention() {
+    let clock = ringyo_webhook::testing::ManualClock::new(common::test_now());
+    let database = common::inbox::sqlite();
+    let inbox = Inbox::new(database.open()).clock(clock.clone());
+    let addr = serve(&inbox).await;
+    assert_eq!(send(addr, &credits(1)).await.0, 202);
+    let run = |inbox: &Inbox| {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = Worker::new(inbox, |_: Job<Event>| async { Ok::<(), String>(()) });
+        let running = tokio::spawn(worker.run(async {
+            let _ = stopped.await;
+        }));
+        (stop, running)
+    };
+    let (stop, running) = run(&inbox);
+    until(&inbox, |stats| stats.done == 1).await;
+    let _ = stop.send(());
+    running.await.unwrap();
+
+    clock.advance(Duration::from_secs(6 * 24 * 60 * 60));
+    let (stop, running) = run(&inbox);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        inbox.stats().await.unwrap().done,
+        1,
+        "kept within the retention"
+    );
+    let _ = stop.send(());
+    running.await.unwrap();
+
+    clock.advance(Duration::from_secs(2 * 24 * 60 * 60));
+    let (stop, running) = run(&inbox);
+    until(&inbox, |stats| stats.done == 0).await;
+    let _ = stop.send(());
+    running.await.unwrap();
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::{routing::post_service, Router};
 use common::{envelope, sign};
 use ringyo_webhook::{
-    inbox::{Inbox, Job},
+    inbox::{Inbox, Job, Worker},
     Event,
 };
 use serde_json::json;
@@ -30,15 +30,16 @@ async fn stats_dead_and_replay_work_against_the_receivers_database() {
     let inbox = Inbox::new(database.open());
     let app = Router::new().route(
         receiver::PATH,
-        post_service(inbox.service()).route_layer(common::layer()),
+        post_service(inbox.clone()).route_layer(common::layer()),
     );
     let addr = common::serve(app).await;
     let body = envelope("call.completed", json!({"id": "call_1"}));
     let sent = common::deliver(addr, receiver::PATH, body.clone(), Some(&sign(&body))).await;
     assert_eq!(sent.0, 202);
-    let worker = inbox
-        .worker(|_: Job<Event>| async { Err::<(), _>("the CRM is down") })
-        .max_attempts(1);
+    let worker = Worker::new(&inbox, |_: Job<Event>| async {
+        Err::<(), _>("the CRM is down")
+    })
+    .max_attempts(1);
     let running = tokio::spawn(worker.run(std::future::pending()));
     for _ in 0..200 {
         if inbox.stats().await.unwrap().dead == 1 {

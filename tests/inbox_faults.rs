@@ -17,7 +17,9 @@ use bytes::Bytes;
 use chrono::TimeDelta;
 use common::{envelope, sign};
 use ringyo_webhook::{
-    inbox::{sqlx, Inbox, InboxError, InboxStore, NewDelivery, Settle, Settlement, SqlInbox},
+    inbox::{
+        sqlx, Inbox, InboxAdmin, InboxError, InboxStore, NewDelivery, Settle, Settlement, SqlInbox,
+    },
     ClaimToken, Clock, SystemClock,
 };
 use serde_json::json;
@@ -27,7 +29,7 @@ const PATH: &str = "/webhooks/ringyo";
 async fn serve(inbox: &Inbox) -> SocketAddr {
     let app = Router::new().route(
         PATH,
-        post_service(inbox.service()).route_layer(common::layer()),
+        post_service(inbox.clone()).route_layer(common::layer()),
     );
     common::serve(app).await
 }

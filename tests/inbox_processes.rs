@@ -26,7 +26,7 @@ use std::{
 
 use common::{envelope, sign, stores::ids};
 use ringyo_webhook::{
-    inbox::{Inbox, InboxStats, InboxStore, Job, NewDelivery},
+    inbox::{Inbox, InboxAdmin, InboxStats, InboxStore, Job, NewDelivery, Worker},
     Clock, Event, SystemClock,
 };
 use serde_json::json;
@@ -336,9 +336,7 @@ fn aborting_worker() {
                 log_processed(&log, call_id).await
             }
         };
-        Inbox::open(&url)
-            .unwrap()
-            .worker(handler)
+        Worker::new(&Inbox::open(&url).unwrap(), handler)
             .concurrency(8)
             .lease(Duration::from_secs(1))
             .max_attempts(3)

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
 use common::{inbox::databases, stores::ids};
 use ringyo_webhook::{
-    inbox::{ClaimedDelivery, InboxStore, NewDelivery, Settle, Settlement, SqlInbox, Stored},
+    inbox::{
+        ClaimedDelivery, InboxAdmin, InboxStore, NewDelivery, Settle, Settlement, SqlInbox, Stored,
+    },
     secrets::Tenant,
     ClaimToken, Clock, DeliveryId, SystemClock,
 };

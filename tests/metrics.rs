@@ -16,7 +16,7 @@ use axum::{http::StatusCode, routing::post, Router};
 use common::{envelope, sign, stores::Faulty};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use ringyo_webhook::{
-    inbox::{Inbox, Job},
+    inbox::{Inbox, Job, Worker},
     metrics::{
         DELIVERIES_TOTAL, HANDLER_SECONDS, INBOX_ATTEMPTS_TOTAL, INBOX_DELIVERIES,
         INBOX_HANDLER_SECONDS, INBOX_OLDEST_PENDING_SECONDS, STORE_OUTAGES_TOTAL, VERIFY_SECONDS,
@@ -215,22 +215,21 @@ async fn the_inbox_counts_attempts_by_result_and_its_rows_by_state() {
     let inbox = Inbox::new(database.open());
     let app = Router::new().route(
         PATH,
-        axum::routing::post_service(inbox.service()).route_layer(common::layer()),
+        axum::routing::post_service(inbox.clone()).route_layer(common::layer()),
     );
     let addr = common::serve(app).await;
     // `call.failed` fails on its first attempt, then is handled; the rest are handled at once.
-    let worker = inbox
-        .worker(|job: Job<Event>| async move {
-            if job.event.kind.as_str() == "call.failed" && job.attempt == 1 {
-                return Err("downstream unavailable".to_owned());
-            }
-            Ok(())
-        })
-        .backoff(ringyo_webhook::inbox::Backoff::new(
-            Duration::from_millis(10),
-            Duration::from_millis(10),
-        ))
-        .poll_interval(Duration::from_millis(50));
+    let worker = Worker::new(&inbox, |job: Job<Event>| async move {
+        if job.event.kind.as_str() == "call.failed" && job.attempt == 1 {
+            return Err("downstream unavailable".to_owned());
+        }
+        Ok(())
+    })
+    .backoff(ringyo_webhook::inbox::Backoff::new(
+        Duration::from_millis(10),
+        Duration::from_millis(10),
+    ))
+    .poll_interval(Duration::from_millis(50));
     recorded();
     for event in ["call.completed", "call.failed", "credits.low"] {
         assert_eq!(send_signed(addr, envelope(event, json!({}))).await, 202);
@@ -246,7 +245,7 @@ async fn the_inbox_counts_attempts_by_result_and_its_rows_by_state() {
     until(&mut moved, |moved| moved.get(&handled) == Some(&3.0)).await;
     running.abort();
     // A worker counts the inbox as it starts, then every 15 s: a fresh one shows the end.
-    let idle = inbox.worker(|_: Job<Event>| async { Ok::<(), String>(()) });
+    let idle = Worker::new(&inbox, |_: Job<Event>| async { Ok::<(), String>(()) });
     let counting = tokio::spawn(idle.run(std::future::pending()));
     let done = format!("{INBOX_DELIVERIES}{{state=done}}");
     until(&mut moved, |moved| moved.get(&done) == Some(&3.0)).await;

@@ -228,7 +228,7 @@ async fn a_corrupt_inbox_file_stops_the_start_with_a_sentence_naming_it() {
 #[tokio::test]
 async fn readiness_is_503_when_the_inbox_file_cannot_be_written() {
     let database = common::inbox::sqlite();
-    ringyo_webhook::inbox::SqlInbox::open(&database.url)
+    ringyo_webhook::inbox::Inbox::open(&database.url)
         .unwrap()
         .ping()
         .await

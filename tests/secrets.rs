@@ -373,7 +373,7 @@ async fn an_unknown_tenant_is_refused_in_the_time_a_known_one_is() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_inbox_keeps_tenants_apart_and_gives_each_job_its_tenant() {
     use axum::routing::post_service;
-    use ringyo_webhook::inbox::{Inbox, Job};
+    use ringyo_webhook::inbox::{Inbox, Job, Worker};
 
     let database = common::inbox::sqlite();
     let inbox = Inbox::open(&database.url).unwrap();
@@ -385,7 +385,7 @@ async fn the_inbox_keeps_tenants_apart_and_gives_each_job_its_tenant() {
         .clock(common::test_now);
     let app = Router::new().route(
         "/webhooks/ringyo/{tenant}",
-        post_service(inbox.service()).route_layer(layer),
+        post_service(inbox.clone()).route_layer(layer),
     );
     let addr = serve(app).await;
     let body = delivery(1);
@@ -405,7 +405,7 @@ async fn the_inbox_keeps_tenants_apart_and_gives_each_job_its_tenant() {
         }
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(inbox.worker(handler).run(async {
+    let worker = tokio::spawn(Worker::new(&inbox, handler).run(async {
         let _ = stopped.await;
     }));
     let mut tenants = Vec::new();

@@ -63,7 +63,7 @@ use axum::{
 };
 use hmac::{Hmac, KeyInit, Mac};
 use ringyo_webhook::{
-    inbox::{Inbox, Job},
+    inbox::{Inbox, Job, Worker},
     replay::RedisDeliveryStore,
     testing::TestDelivery,
     DeliveryId, MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer, VerifiedPayload,
@@ -314,15 +314,14 @@ async fn inbox(mode: &str) -> Result<axum::routing::MethodRouter, Box<dyn std::e
         inbox = inbox.max_batch(1);
     }
     inbox.ping().await?;
-    let worker = inbox
-        .worker(|job: Job<Value>| async move {
-            HANDOVER.started(job.delivery_id());
-            HANDLED.fetch_add(1, Ordering::Relaxed);
-            Ok::<(), String>(())
-        })
-        .concurrency(worker_concurrency()?);
+    let worker = Worker::new(&inbox, |job: Job<Value>| async move {
+        HANDOVER.started(job.delivery_id());
+        HANDLED.fetch_add(1, Ordering::Relaxed);
+        Ok::<(), String>(())
+    })
+    .concurrency(worker_concurrency()?);
     tokio::spawn(worker.run(std::future::pending()));
-    Ok(post_service(Acked(inbox.service())))
+    Ok(post_service(Acked(inbox.clone())))
 }
 
 fn worker_concurrency() -> Result<usize, Box<dyn std::error::Error>> {

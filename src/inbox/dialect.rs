@@ -5,6 +5,7 @@ use std::fmt;
 use sqlx::{pool::PoolConnection, Any, AnyConnection, AnyPool, Executor, Row};
 
 use super::store::InboxError;
+use crate::verify::{Clock, SystemClock};
 
 /// The engine behind a [`SqlInbox`](super::SqlInbox).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,7 +310,7 @@ impl Dialect {
             )
             .bind(step.version)
             .bind(step.description)
-            .bind(super::store::now().timestamp_millis())
+            .bind(SystemClock.now().timestamp_millis())
             .execute(tx.conn())
             .await
             .map_err(InboxError::database)?;
@@ -426,7 +427,7 @@ mod tests {
         pool.close().await;
 
         let inbox = SqlInbox::open(&url).unwrap();
-        let now = super::super::store::now();
+        let now = SystemClock.now();
         let claimed = inbox
             .claim(now, now + TimeDelta::seconds(30), 10, ClaimToken::new())
             .await
@@ -460,7 +461,7 @@ mod tests {
         pool.close().await;
 
         let inbox = SqlInbox::open(&url).unwrap();
-        let now = super::super::store::now();
+        let now = SystemClock.now();
         let lease_until = now + TimeDelta::seconds(30);
         let claimed = inbox
             .claim(now, lease_until, 10, ClaimToken::new())

@@ -11,21 +11,27 @@ use tokio::sync::watch;
 
 use super::{
     commit::Batcher,
-    job::Handler,
-    service::InboxService,
-    store::{now, DeadDelivery, InboxError, InboxStats, InboxStore, NewDelivery, Stored},
-    worker::Worker,
+    store::{DeadDelivery, InboxAdmin, InboxError, InboxStats, NewDelivery, Stored},
 };
-use crate::{event::FromEventData, extract::VerifiedPayload, verify::DeliveryId};
+use crate::{
+    extract::VerifiedPayload,
+    outage::Outage,
+    verify::{Clock, DeliveryId, SystemClock},
+};
 
 /// A durable inbox: a delivery is acknowledged only once it is committed, and workers run
 /// your handler on it afterwards, at least once, surviving crashes and restarts.
 ///
 /// Ringyo retries a delivery until it sees a 2xx, and never after. A receiver that answers 2xx
 /// and then loses the event (a crash, a deploy, an OOM kill before the work is done) loses it
-/// for good. The inbox closes that gap: [`accept`](Self::accept) (or the
-/// [`service`](Self::service) on your route) returns only after the verified bytes are
-/// committed to the [`InboxStore`], and a [`Worker`] takes them from there.
+/// for good. The inbox closes that gap: [`accept`](Self::accept), or the inbox itself as the
+/// tower service on your route, returns only after the verified bytes are committed to the
+/// store, and a [`Worker`](super::Worker) takes them from there.
+///
+/// As a service behind [`RingyoWebhookLayer`](crate::RingyoWebhookLayer) it answers 202 once
+/// stored, 200 with `x-webhook-duplicate: true` for a delivery stored before, and 503
+/// `inbox_unavailable` with `Retry-After` if the commit failed or took longer than the commit
+/// time-out (500 `webhook_layer_missing` without the layer: nothing verified the bytes).
 ///
 /// Deliveries arriving together share one transaction (group commit), so under load the cost
 /// of a durable commit (an fsync) is shared; each caller still hears back only after its own
@@ -33,15 +39,15 @@ use crate::{event::FromEventData, extract::VerifiedPayload, verify::DeliveryId};
 ///
 /// ```no_run
 /// use axum::{routing::post_service, Router};
-/// use ringyo_webhook::{inbox::{Inbox, Job}, Event, RingyoWebhookLayer};
+/// use ringyo_webhook::{inbox::{Inbox, Job, Worker}, Event, RingyoWebhookLayer};
 ///
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// let inbox = Inbox::open("sqlite://ringyo-inbox.db")?;
 /// let layer = RingyoWebhookLayer::from_env("RINGYO_WEBHOOK_SECRET")?;
 /// let app: Router = Router::new()
-///     .route("/webhooks/ringyo", post_service(inbox.service()).route_layer(layer));
+///     .route("/webhooks/ringyo", post_service(inbox.clone()).route_layer(layer));
 ///
-/// let worker = inbox.worker(|job: Job<Event>| async move {
+/// let worker = Worker::new(&inbox, |job: Job<Event>| async move {
 ///     println!("{} (attempt {})", job.event.kind, job.attempt);
 ///     Ok::<(), std::convert::Infallible>(())
 /// });
@@ -50,9 +56,10 @@ use crate::{event::FromEventData, extract::VerifiedPayload, verify::DeliveryId};
 /// ```
 #[derive(Clone)]
 pub struct Inbox {
-    store: Arc<dyn InboxStore>,
+    store: Arc<dyn InboxAdmin>,
     shared: Arc<Shared>,
     config: Config,
+    clock: Arc<dyn Clock>,
 }
 
 struct Shared {
@@ -75,12 +82,12 @@ impl Inbox {
     pub const DEFAULT_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
     /// An inbox over `store`.
-    pub fn new(store: impl InboxStore) -> Self {
+    pub fn new(store: impl InboxAdmin) -> Self {
         Self::from_arc(Arc::new(store))
     }
 
     /// An inbox over a store you keep a handle to.
-    pub fn from_arc(store: Arc<dyn InboxStore>) -> Self {
+    pub fn from_arc(store: Arc<dyn InboxAdmin>) -> Self {
         Self {
             store,
             shared: Arc::new(Shared {
@@ -91,6 +98,7 @@ impl Inbox {
                 max_batch: Self::DEFAULT_MAX_BATCH,
                 commit_timeout: Self::DEFAULT_COMMIT_TIMEOUT,
             },
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -106,19 +114,46 @@ impl Inbox {
         super::SqlInbox::open(url).map(Self::new)
     }
 
-    /// The most deliveries one transaction commits; default 256. `1` commits each delivery on
-    /// its own, which the benchmarks compare against. Set it before the first delivery.
+    /// The most deliveries one transaction commits; default [`DEFAULT_MAX_BATCH`]. `1` commits
+    /// each delivery on its own, which the benchmarks compare against. Set it before the first
+    /// delivery.
+    ///
+    /// [`DEFAULT_MAX_BATCH`]: Self::DEFAULT_MAX_BATCH
+    #[must_use]
     pub fn max_batch(mut self, max_batch: usize) -> Self {
         self.config.max_batch = max_batch.max(1);
         self
     }
 
     /// How long a delivery waits for its commit before it is answered 503 (and so retried);
-    /// default 5 s, within the 5 s Ringyo gives a receiver to answer. A commit that finishes
-    /// later still stores the delivery, and the retry is then a duplicate.
+    /// default [`DEFAULT_COMMIT_TIMEOUT`], 5 s, within the 5 s Ringyo gives a receiver to
+    /// answer. A commit that finishes later still stores the delivery, and the retry is then a
+    /// duplicate.
+    ///
+    /// [`DEFAULT_COMMIT_TIMEOUT`]: Self::DEFAULT_COMMIT_TIMEOUT
+    #[must_use]
     pub fn commit_timeout(mut self, timeout: Duration) -> Self {
         self.config.commit_timeout = timeout;
         self
+    }
+
+    /// The clock the inbox and its workers read: when a delivery was received, when a lease
+    /// ends, when a retry is due, what is past the retention. Default the system's; a test
+    /// moves a [`ManualClock`](crate::testing::ManualClock) instead of waiting.
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The time now, by the inbox's clock.
+    pub(super) fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The inbox's clock, for a worker's handlers.
+    pub(super) fn shared_clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
     }
 
     /// Stores a verified delivery; returns once it is durable.
@@ -128,15 +163,7 @@ impl Inbox {
     /// [`InboxError`] if the commit failed or did not finish within the commit time-out:
     /// the delivery must not be acknowledged.
     pub async fn accept(&self, payload: &VerifiedPayload) -> Result<Stored, InboxError> {
-        self.accept_at(payload, now()).await
-    }
-
-    async fn accept_at(
-        &self,
-        payload: &VerifiedPayload,
-        received_at: DateTime<Utc>,
-    ) -> Result<Stored, InboxError> {
-        let delivery = new_delivery(payload, received_at);
+        let delivery = new_delivery(payload, self.now());
         tokio::time::timeout(
             self.config.commit_timeout,
             self.committer().submit(delivery),
@@ -149,7 +176,7 @@ impl Inbox {
         self.shared.committer.get_or_init(|| {
             let store = Arc::clone(&self.store);
             let stored = self.shared.stored.clone();
-            let mut failing = false;
+            let outage = Outage::default();
             Batcher::spawn(
                 self.config.max_batch,
                 move |deliveries| {
@@ -158,47 +185,29 @@ impl Inbox {
                 },
                 move |result| match result {
                     Ok(outcomes) => {
-                        if failing {
+                        if outage.recovered() {
                             tracing::info!("the inbox commits again");
-                            failing = false;
                         }
                         if outcomes.contains(&Stored::New) {
                             // This process's workers; other processes hear the database's NOTIFY.
                             wake(&stored);
                         }
                     }
-                    // Once per outage, not once per delivery.
-                    Err(err) if !failing => {
-                        tracing::error!(
-                            "the inbox cannot commit deliveries ({err}); answering 503 until it can"
-                        );
-                        failing = true;
+                    Err(err) => {
+                        if outage.failed() {
+                            tracing::error!(
+                                "the inbox cannot commit deliveries ({err}); answering 503 \
+                                 until it can"
+                            );
+                        }
                     }
-                    Err(_) => {}
                 },
             )
         })
     }
 
-    /// A tower service that accepts the deliveries a
-    /// [`RingyoWebhookLayer`](crate::RingyoWebhookLayer) verified: 202 once stored, 200
-    /// with `x-webhook-duplicate: true` for a delivery stored before, 503
-    /// `inbox_unavailable` with `Retry-After` if the commit failed.
-    pub fn service(&self) -> InboxService {
-        InboxService::new(self.clone())
-    }
-
-    /// A worker that runs `handler` on stored deliveries; see [`Worker`].
-    pub fn worker<T, H>(&self, handler: H) -> Worker<T, H>
-    where
-        T: FromEventData + Send + 'static,
-        H: Handler<T>,
-    {
-        Worker::new(self.clone(), handler)
-    }
-
     /// The store, for workers and administration.
-    pub fn store(&self) -> &Arc<dyn InboxStore> {
+    pub fn store(&self) -> &Arc<dyn InboxAdmin> {
         &self.store
     }
 
@@ -227,7 +236,7 @@ impl Inbox {
     ///
     /// [`InboxError`] if the database cannot answer.
     pub async fn replay(&self, id: DeliveryId) -> Result<bool, InboxError> {
-        let replayed = self.store.replay(id, now()).await?;
+        let replayed = self.store.replay(id, self.now()).await?;
         if replayed {
             wake(&self.shared.stored);
         }

@@ -10,14 +10,14 @@ use tracing::Instrument;
 use super::{
     backoff::Backoff,
     commit::Batcher,
-    store::{now, ClaimedDelivery, Settle, Settlement},
+    store::{ClaimedDelivery, Settle, Settlement},
 };
 use crate::{
     event::{Event, FromEventData},
     extract::RingyoEvent,
     metrics::record::{self, HandlerTimer},
     replay::ClaimToken,
-    verify::DeliveryId,
+    verify::{Clock, DeliveryId},
 };
 
 /// A stored delivery, as a worker hands it to your handler.
@@ -172,6 +172,8 @@ pub(super) struct Run<T, H> {
     pub(super) policy: Policy,
     /// Turns `true` when the worker's shutdown deadline passed: give the delivery back.
     pub(super) cancel: watch::Receiver<bool>,
+    /// The inbox's clock.
+    pub(super) clock: Arc<dyn Clock>,
     pub(super) marker: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -191,13 +193,20 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
                 Some(outcome) => outcome,
                 None => {
                     tracing::info!("shutdown deadline passed: giving the delivery back");
-                    let recorded = self.record(id, Settle::Release { at: now() }).await;
+                    let recorded = self
+                        .record(
+                            id,
+                            Settle::Release {
+                                at: self.clock.now(),
+                            },
+                        )
+                        .await;
                     record::inbox_attempt(if recorded { "released" } else { "lost" });
                     return;
                 }
             };
             log(&outcome, tally);
-            let settle = self.policy.settle(tally, outcome, now());
+            let settle = self.policy.settle(tally, outcome, self.clock.now());
             let result = match settle {
                 Settle::Done { .. } => "handled",
                 Settle::Retry { .. } => "retry",
@@ -251,7 +260,7 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
 
     /// Keeps the lease while the handler runs.
     async fn extend(&self, id: DeliveryId) {
-        let lease_until = now() + self.policy.lease;
+        let lease_until = self.clock.now() + self.policy.lease;
         match self.settle(id, Settle::Extend { lease_until }).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!(
@@ -345,6 +354,11 @@ fn log(outcome: &Attempt, tally: Tally) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::SystemClock;
+
+    fn now() -> DateTime<Utc> {
+        SystemClock.now()
+    }
 
     fn policy() -> Policy {
         Policy {

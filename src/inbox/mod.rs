@@ -7,12 +7,12 @@
 //! stores the verified bytes and answers 202 only after the commit; a [`Worker`] then runs
 //! your handler, with a lease, retries with back-off and a dead letter.
 //!
-//! - [`Inbox`]: accepts deliveries (group commit), and lists, replays and counts them.
-//! - [`InboxService`]: the tower service for the webhook route.
+//! - [`Inbox`]: the tower service for the webhook route; accepts deliveries (group commit),
+//!   and lists, replays and counts them.
 //! - [`Worker`], [`Job`], [`Handler`], [`Backoff`]: running your handler on stored deliveries.
-//! - [`InboxStore`]: the small async trait a database implements; [`SqlInbox`] implements it
-//!   for SQLite (feature `sqlite`: a file, no server) and Postgres (feature `postgres`: one
-//!   database for every replica).
+//! - [`InboxStore`] and [`InboxAdmin`]: the small async traits a database implements, the
+//!   queue and its administration; [`SqlInbox`] implements them for SQLite (feature `sqlite`:
+//!   a file, no server) and Postgres (feature `postgres`: one database for every replica).
 //!
 //! What is promised, exactly:
 //!
@@ -29,14 +29,14 @@
 //!
 //! ```no_run
 //! use axum::{routing::post_service, Router};
-//! use ringyo_webhook::{inbox::{Inbox, Job}, Event, RingyoWebhookLayer};
+//! use ringyo_webhook::{inbox::{Inbox, Job, Worker}, Event, RingyoWebhookLayer};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let inbox = Inbox::open("sqlite://ringyo-inbox.db")?;
 //! let layer = RingyoWebhookLayer::from_env("RINGYO_WEBHOOK_SECRET")?;
 //! let app = Router::new()
-//!     .route("/webhooks/ringyo", post_service(inbox.service()).route_layer(layer));
-//! tokio::spawn(inbox.worker(handle).run(std::future::pending()));
+//!     .route("/webhooks/ringyo", post_service(inbox.clone()).route_layer(layer));
+//! tokio::spawn(Worker::new(&inbox, handle).run(std::future::pending()));
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! axum::serve(listener, app).await?;
@@ -68,13 +68,13 @@ mod worker;
 pub use backoff::Backoff;
 pub use handle::Inbox;
 pub use job::{Handler, Job};
-pub use service::{InboxResponseFuture, InboxService};
+pub use service::InboxResponseFuture;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use sql::SqlInbox;
 pub use store::{
-    ClaimedDelivery, DeadDelivery, InboxError, InboxFuture, InboxStats, InboxStore, NewDelivery,
-    Settle, Settlement, Stored,
+    ClaimedDelivery, DeadDelivery, InboxAdmin, InboxError, InboxFuture, InboxStats, InboxStore,
+    NewDelivery, Settle, Settlement, Stored,
 };
 pub use worker::Worker;
 // The SQL crate whose pool `SqlInbox::with_pool` takes, so users name the same version.

@@ -1,4 +1,5 @@
-//! [`InboxService`]: the endpoint behind the layer that stores each verified delivery.
+//! [`Inbox`] as a tower service: the endpoint behind the layer that stores each verified
+//! delivery.
 
 use std::{
     convert::Infallible,
@@ -19,44 +20,14 @@ use crate::{
     rejection::{Rejection, RejectionKind},
 };
 
-/// A tower service that stores the delivery
-/// [`RingyoWebhookLayer`](crate::RingyoWebhookLayer) verified, and answers once it is durable:
-///
-/// - 202 Accepted: stored; a worker will handle it;
-/// - 200 OK with `x-webhook-duplicate: true`: stored before (a retry), not stored again;
-/// - 503 `inbox_unavailable` with `Retry-After`: not stored (the database failed or took
-///   longer than the commit time-out), so Ringyo retries;
-/// - 500 `webhook_layer_missing`: no layer on the route, so nothing verified the bytes.
-///
-/// Made by [`Inbox::service`]; put the layer in front of it:
-///
-/// ```no_run
-/// # fn demo(inbox: ringyo_webhook::inbox::Inbox) -> Result<(), ringyo_webhook::SecretError> {
-/// use axum::{routing::post_service, Router};
-/// use ringyo_webhook::RingyoWebhookLayer;
-///
-/// let layer = RingyoWebhookLayer::from_env("RINGYO_WEBHOOK_SECRET")?;
-/// let app: Router = Router::new()
-///     .route("/webhooks/ringyo", post_service(inbox.service()).route_layer(layer));
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone)]
-pub struct InboxService {
-    inbox: Inbox,
-}
-
-impl InboxService {
-    pub(super) fn new(inbox: Inbox) -> Self {
-        Self { inbox }
-    }
-}
-
-/// The response future of [`InboxService`]. Boxed: it awaits a database commit, next to which
-/// one allocation is nothing.
+/// The response future of [`Inbox`] as a service. Boxed: it awaits a database commit, next to
+/// which one allocation is nothing.
 pub type InboxResponseFuture =
     Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>>;
 
-impl<B> Service<Request<B>> for InboxService {
+/// Stores the delivery [`RingyoWebhookLayer`](crate::RingyoWebhookLayer) verified, and answers
+/// once it is durable; see [`Inbox`] for the answers.
+impl<B> Service<Request<B>> for Inbox {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
     type Future = InboxResponseFuture;
@@ -68,7 +39,7 @@ impl<B> Service<Request<B>> for InboxService {
     fn call(&mut self, request: Request<B>) -> Self::Future {
         // Only the extension is needed: the body's bytes are the payload's, already buffered.
         let payload = payload(request.extensions()).cloned();
-        let inbox = self.inbox.clone();
+        let inbox = self.clone();
         Box::pin(async move {
             let payload = match payload {
                 Ok(payload) => payload,

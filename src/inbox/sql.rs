@@ -18,7 +18,7 @@ use super::{
     dialect::Dialect,
     health::Health,
     store::{
-        ClaimedDelivery, DeadDelivery, InboxError, InboxFuture, InboxStats, InboxStore,
+        ClaimedDelivery, DeadDelivery, InboxAdmin, InboxError, InboxFuture, InboxStats, InboxStore,
         NewDelivery, Settle, Settlement, Stored,
     },
     upkeep::Upkeep,
@@ -49,7 +49,7 @@ use crate::{replay::ClaimToken, secrets::Tenant, verify::DeliveryId};
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), ringyo_webhook::inbox::InboxError> {
-/// use ringyo_webhook::inbox::{Inbox, SqlInbox};
+/// use ringyo_webhook::inbox::{Inbox, InboxAdmin, SqlInbox};
 ///
 /// let store = SqlInbox::open("sqlite://ringyo-inbox.db")?;
 /// store.ping().await?; // optional: fail fast if the database is not there
@@ -154,26 +154,6 @@ impl SqlInbox {
         }
     }
 
-    /// `Ok` only if the inbox can commit now: connects, checks and migrates on first use, then
-    /// commits a small write. For a readiness check, and at start to fail fast.
-    ///
-    /// The write is what tells a full disk or a file system turned read-only (where
-    /// `SELECT 1` still passes) from a working inbox, and it passes again as soon as
-    /// deliveries would commit again.
-    ///
-    /// # Errors
-    ///
-    /// [`InboxError::Corrupt`] for a corrupt SQLite file (refuse to start: see its message),
-    /// [`InboxError::SchemaTooNew`] if a newer version of this crate migrated the database,
-    /// [`InboxError::Database`] if it cannot commit now.
-    pub async fn ping(&self) -> Result<(), InboxError> {
-        self.guarded(async {
-            let pool = self.ready().await?;
-            self.shared.health.probe(pool).await
-        })
-        .await
-    }
-
     /// Closes the pool's connections, waiting for statements in flight.
     pub async fn close(&self) {
         self.shared.pool.close().await;
@@ -195,14 +175,16 @@ impl SqlInbox {
     }
 
     /// Runs `operation` unless the file is known to be corrupt, and recognises corruption in
-    /// its error.
-    async fn guarded<T>(
-        &self,
-        operation: impl Future<Output = Result<T, InboxError>>,
-    ) -> Result<T, InboxError> {
+    /// its error: every operation of the store goes through here.
+    fn run<'a, T: 'a>(
+        &'a self,
+        operation: impl Future<Output = Result<T, InboxError>> + Send + 'a,
+    ) -> InboxFuture<'a, T> {
         let health = &self.shared.health;
-        health.refused()?;
-        operation.await.map_err(|err| health.classify(err))
+        Box::pin(async move {
+            health.refused()?;
+            operation.await.map_err(|err| health.classify(err))
+        })
     }
 
     /// Counts a commit of about `bytes` for the upkeep of a SQLite file's WAL.
@@ -213,48 +195,8 @@ impl SqlInbox {
         }
     }
 
-    async fn store_all(&self, deliveries: &[NewDelivery]) -> Result<Vec<Stored>, InboxError> {
-        let pool = self.ready().await?;
-        let mut tx = self.shared.dialect.begin_write(pool).await?;
-        let mut stored = Vec::with_capacity(deliveries.len());
-        for delivery in deliveries {
-            let inserted = sqlx::query(
-                "INSERT INTO ringyo_inbox \
-                 (delivery_id, event, event_at, received_at, payload, tenant, state, attempts, \
-                  available_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $4) \
-                 ON CONFLICT (delivery_id) DO NOTHING",
-            )
-            .bind(delivery.id.to_string())
-            .bind(text_column(&delivery.event, MAX_EVENT_LEN))
-            .bind(delivery.timestamp.map(|at| at.timestamp_millis()))
-            .bind(delivery.received_at.timestamp_millis())
-            .bind(delivery.payload.as_ref())
-            .bind(delivery.tenant.as_ref().map(Tenant::as_str))
-            .execute(tx.conn())
-            .await
-            .map_err(InboxError::database)?
-            .rows_affected();
-            stored.push(if inserted == 1 {
-                Stored::New
-            } else {
-                Stored::Duplicate
-            });
-        }
-        if stored.contains(&Stored::New) {
-            self.shared.dialect.notify(&mut tx).await?;
-        }
-        tx.commit().await?;
-        let bytes = deliveries
-            .iter()
-            .map(|delivery| delivery.payload.len())
-            .sum();
-        self.committed(bytes);
-        Ok(stored)
-    }
-
     /// Claims with `sql`, the dialect's claim of deliveries or of a suspect.
-    async fn claim_due(
+    async fn claim_with(
         &self,
         sql: &'static str,
         now: DateTime<Utc>,
@@ -274,190 +216,49 @@ impl SqlInbox {
         self.committed(0);
         rows.iter().map(claimed).collect()
     }
-
-    async fn count_suspects(&self, now: DateTime<Utc>) -> Result<u64, InboxError> {
-        let pool = self.ready().await?;
-        // `state = 'running' OR suspect` as the partial index `ringyo_inbox_suspect` says it,
-        // so both engines use it: the running rows and the suspects, not the backlog.
-        let row = sqlx::query(
-            "SELECT COUNT(*) FROM ringyo_inbox \
-             WHERE (state = 'running' OR suspect) AND state IN ('pending', 'running') \
-             AND available_at <= $1",
-        )
-        .bind(now.timestamp_millis())
-        .fetch_one(pool)
-        .await
-        .map_err(InboxError::database)?;
-        Ok(u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0))
-    }
-
-    async fn settle_all(&self, settlements: &[Settlement]) -> Result<Vec<bool>, InboxError> {
-        let pool = self.ready().await?;
-        let mut tx = self.shared.dialect.begin_write(pool).await?;
-        // In id order, so two workers' batches lock shared rows (a lease that changed hands)
-        // in the same order and never deadlock.
-        let mut order: Vec<usize> = (0..settlements.len()).collect();
-        order.sort_by_key(|&at| settlements[at].id);
-        let mut held = vec![false; settlements.len()];
-        for at in order {
-            let Settlement { id, token, outcome } = &settlements[at];
-            let change = Change::from(outcome);
-            let updated = sqlx::query(
-                "UPDATE ringyo_inbox SET \
-                   state = $3, \
-                   available_at = COALESCE($4, available_at), \
-                   attempts = attempts - $5, \
-                   finished_at = $6, \
-                   last_error = COALESCE($7, last_error), \
-                   lease_token = CASE WHEN $3 = 'running' THEN lease_token ELSE NULL END, \
-                   suspect = CASE WHEN $8 = 1 THEN FALSE ELSE suspect END, \
-                   crashes_alone = CASE WHEN $8 = 1 THEN 0 ELSE crashes_alone END \
-                 WHERE delivery_id = $1 AND lease_token = $2 AND state = 'running'",
-            )
-            .bind(id.to_string())
-            .bind(token.to_string())
-            .bind(change.state)
-            .bind(change.available_at.map(|at| at.timestamp_millis()))
-            .bind(change.attempts_back)
-            .bind(change.finished_at.map(|at| at.timestamp_millis()))
-            .bind(change.error)
-            .bind(i64::from(change.finished))
-            .execute(tx.conn())
-            .await
-            .map_err(InboxError::database)?;
-            held[at] = updated.rows_affected() == 1;
-        }
-        tx.commit().await?;
-        self.committed(0);
-        Ok(held)
-    }
-
-    async fn earliest_due(&self) -> Result<Option<DateTime<Utc>>, InboxError> {
-        let pool = self.ready().await?;
-        let row = sqlx::query(
-            "SELECT MIN(available_at) FROM ringyo_inbox WHERE state IN ('pending', 'running')",
-        )
-        .fetch_one(pool)
-        .await
-        .map_err(InboxError::database)?;
-        get::<Option<i64>>(&row, 0)?.map(millis).transpose()
-    }
-
-    async fn count(&self) -> Result<InboxStats, InboxError> {
-        let pool = self.ready().await?;
-        let rows = sqlx::query(
-            "SELECT state, COUNT(*), MIN(received_at) FROM ringyo_inbox GROUP BY state",
-        )
-        .fetch_all(pool)
-        .await
-        .map_err(InboxError::database)?;
-        let mut stats = InboxStats::default();
-        for row in &rows {
-            let count = u64::try_from(get::<i64>(row, 1)?).unwrap_or(0);
-            match get::<String>(row, 0)?.as_str() {
-                "pending" => {
-                    stats.pending = count;
-                    stats.oldest_pending = get::<Option<i64>>(row, 2)?.map(millis).transpose()?;
-                }
-                "running" => stats.running = count,
-                "done" => stats.done = count,
-                _ => stats.dead = count,
-            }
-        }
-        Ok(stats)
-    }
-
-    async fn list_dead(&self, limit: u32) -> Result<Vec<DeadDelivery>, InboxError> {
-        let pool = self.ready().await?;
-        let rows = sqlx::query(
-            "SELECT delivery_id, event, attempts, finished_at, last_error, tenant FROM ringyo_inbox \
-             WHERE state = 'dead' ORDER BY finished_at LIMIT $1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await
-        .map_err(InboxError::database)?;
-        rows.iter()
-            .map(|row| {
-                Ok(DeadDelivery {
-                    id: delivery_id(row)?,
-                    event: get(row, 1)?,
-                    attempts: attempts(row, 2)?,
-                    failed_at: millis(get(row, 3)?)?,
-                    error: get::<Option<String>>(row, 4)?.unwrap_or_default(),
-                    tenant: get::<Option<String>>(row, 5)?
-                        .as_deref()
-                        .and_then(Tenant::new),
-                })
-            })
-            .collect()
-    }
-
-    async fn replay_dead(&self, id: DeliveryId, now: DateTime<Utc>) -> Result<bool, InboxError> {
-        let pool = self.ready().await?;
-        let mut tx = self.shared.dialect.begin_write(pool).await?;
-        let updated = sqlx::query(
-            "UPDATE ringyo_inbox SET state = 'pending', attempts = 0, orphaned = 0, \
-             available_at = $2, finished_at = NULL WHERE delivery_id = $1 AND state = 'dead'",
-        )
-        .bind(id.to_string())
-        .bind(now.timestamp_millis())
-        .execute(tx.conn())
-        .await
-        .map_err(InboxError::database)?
-        .rows_affected();
-        if updated == 1 {
-            self.shared.dialect.notify(&mut tx).await?;
-        }
-        tx.commit().await?;
-        Ok(updated == 1)
-    }
-
-    async fn prune_done(&self, before: DateTime<Utc>) -> Result<u64, InboxError> {
-        let pool = self.ready().await?;
-        let deleted =
-            sqlx::query("DELETE FROM ringyo_inbox WHERE state = 'done' AND finished_at < $1")
-                .bind(before.timestamp_millis())
-                .execute(pool)
-                .await
-                .map_err(InboxError::database)?;
-        if self.shared.dialect == Dialect::Sqlite && deleted.rows_affected() > 0 {
-            self.shared.upkeep.after_prune(pool).await;
-        }
-        Ok(deleted.rows_affected())
-    }
-
-    #[cfg(feature = "postgres")]
-    async fn wait_for_notify(&self) -> Result<(), InboxError> {
-        if self.shared.dialect != Dialect::Postgres {
-            return std::future::pending().await;
-        }
-        let mut listener = self.shared.listener.lock().await;
-        if listener.is_none() {
-            let pool = self.ready().await?;
-            *listener = Some(Dialect::listen(pool).await?);
-        }
-        let Some(connection) = listener.as_mut() else {
-            return Ok(());
-        };
-        if let Err(err) = connection.recv().await {
-            // Connect afresh next time; what was sent meanwhile is found by the next claim.
-            *listener = None;
-            return Err(InboxError::database(err));
-        }
-        Ok(())
-    }
-
-    #[cfg(not(feature = "postgres"))]
-    async fn wait_for_notify(&self) -> Result<(), InboxError> {
-        let _ = &self.shared.listener;
-        std::future::pending().await
-    }
 }
 
 impl InboxStore for SqlInbox {
     fn store<'a>(&'a self, deliveries: &'a [NewDelivery]) -> InboxFuture<'a, Vec<Stored>> {
-        Box::pin(self.guarded(self.store_all(deliveries)))
+        self.run(async move {
+                let pool = self.ready().await?;
+                let mut tx = self.shared.dialect.begin_write(pool).await?;
+                let mut stored = Vec::with_capacity(deliveries.len());
+                for delivery in deliveries {
+                    let inserted = sqlx::query(
+                        "INSERT INTO ringyo_inbox \
+                         (delivery_id, event, event_at, received_at, payload, tenant, state, attempts, \
+                          available_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $4) \
+                         ON CONFLICT (delivery_id) DO NOTHING",
+                    )
+                    .bind(delivery.id.to_string())
+                    .bind(text_column(&delivery.event, MAX_EVENT_LEN))
+                    .bind(delivery.timestamp.map(|at| at.timestamp_millis()))
+                    .bind(delivery.received_at.timestamp_millis())
+                    .bind(delivery.payload.as_ref())
+                    .bind(delivery.tenant.as_ref().map(Tenant::as_str))
+                    .execute(tx.conn())
+                    .await
+                    .map_err(InboxError::database)?
+                    .rows_affected();
+                    stored.push(if inserted == 1 {
+                        Stored::New
+                    } else {
+                        Stored::Duplicate
+                    });
+                }
+                if stored.contains(&Stored::New) {
+                    self.shared.dialect.notify(&mut tx).await?;
+                }
+                tx.commit().await?;
+                let bytes = deliveries
+                    .iter()
+                    .map(|delivery| delivery.payload.len())
+                    .sum();
+                self.committed(bytes);
+                Ok(stored)
+        })
     }
 
     fn claim(
@@ -468,11 +269,25 @@ impl InboxStore for SqlInbox {
         token: ClaimToken,
     ) -> InboxFuture<'_, Vec<ClaimedDelivery>> {
         let sql = self.shared.dialect.claim_sql();
-        Box::pin(self.guarded(self.claim_due(sql, now, lease_until, limit, token)))
+        self.run(self.claim_with(sql, now, lease_until, limit, token))
     }
 
     fn suspects(&self, now: DateTime<Utc>) -> InboxFuture<'_, u64> {
-        Box::pin(self.guarded(self.count_suspects(now)))
+        self.run(async move {
+            let pool = self.ready().await?;
+            // `state = 'running' OR suspect` as the partial index `ringyo_inbox_suspect` says it,
+            // so both engines use it: the running rows and the suspects, not the backlog.
+            let row = sqlx::query(
+                "SELECT COUNT(*) FROM ringyo_inbox \
+                     WHERE (state = 'running' OR suspect) AND state IN ('pending', 'running') \
+                     AND available_at <= $1",
+            )
+            .bind(now.timestamp_millis())
+            .fetch_one(pool)
+            .await
+            .map_err(InboxError::database)?;
+            Ok(u64::try_from(get::<i64>(&row, 0)?).unwrap_or(0))
+        })
     }
 
     fn claim_suspect(
@@ -482,42 +297,200 @@ impl InboxStore for SqlInbox {
         token: ClaimToken,
     ) -> InboxFuture<'_, Option<ClaimedDelivery>> {
         let sql = self.shared.dialect.claim_suspect_sql();
-        Box::pin(self.guarded(async move {
-            let claimed = self.claim_due(sql, now, lease_until, 1, token).await?;
+        self.run(async move {
+            let claimed = self.claim_with(sql, now, lease_until, 1, token).await?;
             Ok(claimed.into_iter().next())
-        }))
+        })
     }
 
     fn settle<'a>(&'a self, settlements: &'a [Settlement]) -> InboxFuture<'a, Vec<bool>> {
-        Box::pin(self.guarded(self.settle_all(settlements)))
+        self.run(async move {
+            let pool = self.ready().await?;
+            let mut tx = self.shared.dialect.begin_write(pool).await?;
+            // In id order, so two workers' batches lock shared rows (a lease that changed hands)
+            // in the same order and never deadlock.
+            let mut order: Vec<usize> = (0..settlements.len()).collect();
+            order.sort_by_key(|&at| settlements[at].id);
+            let mut held = vec![false; settlements.len()];
+            for at in order {
+                let Settlement { id, token, outcome } = &settlements[at];
+                let change = Change::from(outcome);
+                let updated = sqlx::query(
+                    "UPDATE ringyo_inbox SET \
+                           state = $3, \
+                           available_at = COALESCE($4, available_at), \
+                           attempts = attempts - $5, \
+                           finished_at = $6, \
+                           last_error = COALESCE($7, last_error), \
+                           lease_token = CASE WHEN $3 = 'running' THEN lease_token ELSE NULL END, \
+                           suspect = CASE WHEN $8 = 1 THEN FALSE ELSE suspect END, \
+                           crashes_alone = CASE WHEN $8 = 1 THEN 0 ELSE crashes_alone END \
+                         WHERE delivery_id = $1 AND lease_token = $2 AND state = 'running'",
+                )
+                .bind(id.to_string())
+                .bind(token.to_string())
+                .bind(change.state)
+                .bind(change.available_at.map(|at| at.timestamp_millis()))
+                .bind(change.attempts_back)
+                .bind(change.finished_at.map(|at| at.timestamp_millis()))
+                .bind(change.error)
+                .bind(i64::from(change.finished))
+                .execute(tx.conn())
+                .await
+                .map_err(InboxError::database)?;
+                held[at] = updated.rows_affected() == 1;
+            }
+            tx.commit().await?;
+            self.committed(0);
+            Ok(held)
+        })
     }
 
     fn next_due(&self) -> InboxFuture<'_, Option<DateTime<Utc>>> {
-        Box::pin(self.guarded(self.earliest_due()))
-    }
-
-    fn stats(&self) -> InboxFuture<'_, InboxStats> {
-        Box::pin(self.guarded(self.count()))
-    }
-
-    fn dead(&self, limit: u32) -> InboxFuture<'_, Vec<DeadDelivery>> {
-        Box::pin(self.guarded(self.list_dead(limit)))
-    }
-
-    fn replay(&self, id: DeliveryId, now: DateTime<Utc>) -> InboxFuture<'_, bool> {
-        Box::pin(self.guarded(self.replay_dead(id, now)))
-    }
-
-    fn prune(&self, before: DateTime<Utc>) -> InboxFuture<'_, u64> {
-        Box::pin(self.guarded(self.prune_done(before)))
-    }
-
-    fn ping(&self) -> InboxFuture<'_, ()> {
-        Box::pin(SqlInbox::ping(self))
+        self.run(async move {
+            let pool = self.ready().await?;
+            let row = sqlx::query(
+                "SELECT MIN(available_at) FROM ringyo_inbox WHERE state IN ('pending', 'running')",
+            )
+            .fetch_one(pool)
+            .await
+            .map_err(InboxError::database)?;
+            get::<Option<i64>>(&row, 0)?.map(millis).transpose()
+        })
     }
 
     fn changed_elsewhere(&self) -> InboxFuture<'_, ()> {
-        Box::pin(self.guarded(self.wait_for_notify()))
+        #[cfg(feature = "postgres")]
+        if self.shared.dialect == Dialect::Postgres {
+            return self.run(async move {
+                let mut listener = self.shared.listener.lock().await;
+                if listener.is_none() {
+                    let pool = self.ready().await?;
+                    *listener = Some(Dialect::listen(pool).await?);
+                }
+                let Some(connection) = listener.as_mut() else {
+                    return Ok(());
+                };
+                if let Err(err) = connection.recv().await {
+                    // Connect afresh next time; what was sent meanwhile is found by the next claim.
+                    *listener = None;
+                    return Err(InboxError::database(err));
+                }
+                Ok(())
+            });
+        }
+        let _ = &self.shared.listener;
+        Box::pin(std::future::pending())
+    }
+}
+
+impl InboxAdmin for SqlInbox {
+    fn stats(&self) -> InboxFuture<'_, InboxStats> {
+        self.run(async move {
+            let pool = self.ready().await?;
+            let rows = sqlx::query(
+                "SELECT state, COUNT(*), MIN(received_at) FROM ringyo_inbox GROUP BY state",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(InboxError::database)?;
+            let mut stats = InboxStats::default();
+            for row in &rows {
+                let count = u64::try_from(get::<i64>(row, 1)?).unwrap_or(0);
+                match get::<String>(row, 0)?.as_str() {
+                    "pending" => {
+                        stats.pending = count;
+                        stats.oldest_pending =
+                            get::<Option<i64>>(row, 2)?.map(millis).transpose()?;
+                    }
+                    "running" => stats.running = count,
+                    "done" => stats.done = count,
+                    _ => stats.dead = count,
+                }
+            }
+            Ok(stats)
+        })
+    }
+
+    fn dead(&self, limit: u32) -> InboxFuture<'_, Vec<DeadDelivery>> {
+        self.run(async move {
+                let pool = self.ready().await?;
+                let rows = sqlx::query(
+                    "SELECT delivery_id, event, attempts, finished_at, last_error, tenant FROM ringyo_inbox \
+                     WHERE state = 'dead' ORDER BY finished_at LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+                .map_err(InboxError::database)?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(DeadDelivery {
+                            id: delivery_id(row)?,
+                            event: get(row, 1)?,
+                            attempts: attempts(row, 2)?,
+                            failed_at: millis(get(row, 3)?)?,
+                            error: get::<Option<String>>(row, 4)?.unwrap_or_default(),
+                            tenant: get::<Option<String>>(row, 5)?
+                                .as_deref()
+                                .and_then(Tenant::new),
+                        })
+                    })
+                    .collect()
+        })
+    }
+
+    fn replay(&self, id: DeliveryId, now: DateTime<Utc>) -> InboxFuture<'_, bool> {
+        self.run(async move {
+                let pool = self.ready().await?;
+                let mut tx = self.shared.dialect.begin_write(pool).await?;
+                let updated = sqlx::query(
+                    "UPDATE ringyo_inbox SET state = 'pending', attempts = 0, orphaned = 0, \
+                     available_at = $2, finished_at = NULL WHERE delivery_id = $1 AND state = 'dead'",
+                )
+                .bind(id.to_string())
+                .bind(now.timestamp_millis())
+                .execute(tx.conn())
+                .await
+                .map_err(InboxError::database)?
+                .rows_affected();
+                if updated == 1 {
+                    self.shared.dialect.notify(&mut tx).await?;
+                }
+                tx.commit().await?;
+                Ok(updated == 1)
+        })
+    }
+
+    fn prune(&self, before: DateTime<Utc>) -> InboxFuture<'_, u64> {
+        self.run(async move {
+            let pool = self.ready().await?;
+            let deleted =
+                sqlx::query("DELETE FROM ringyo_inbox WHERE state = 'done' AND finished_at < $1")
+                    .bind(before.timestamp_millis())
+                    .execute(pool)
+                    .await
+                    .map_err(InboxError::database)?;
+            if self.shared.dialect == Dialect::Sqlite && deleted.rows_affected() > 0 {
+                self.shared.upkeep.after_prune(pool).await;
+            }
+            Ok(deleted.rows_affected())
+        })
+    }
+
+    /// `Ok` only if the inbox can commit now: connects, checks and migrates on first use, then
+    /// commits a small write. The write is what tells a full disk or a file system turned
+    /// read-only (where `SELECT 1` still passes) from a working inbox, and it passes again as
+    /// soon as deliveries would commit again.
+    ///
+    /// Errors: [`InboxError::Corrupt`] for a corrupt SQLite file (refuse to start: see its
+    /// message), [`InboxError::SchemaTooNew`] if a newer version of this crate migrated the
+    /// database, [`InboxError::Database`] if it cannot commit now.
+    fn ping(&self) -> InboxFuture<'_, ()> {
+        self.run(async move {
+            let pool = self.ready().await?;
+            self.shared.health.probe(pool).await
+        })
     }
 }
 

@@ -1,32 +1,27 @@
-//! [`InboxStore`]: what a database must do for the inbox, and the values it trades in.
+//! [`InboxStore`] and [`InboxAdmin`]: what a database must do for the inbox, and the values
+//! it trades in.
 
 use std::{fmt, future::Future, pin::Pin};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::{
-    replay::ClaimToken,
-    secrets::Tenant,
-    verify::{Clock, DeliveryId, SystemClock},
-};
-
-/// The time now, for the inbox's records (chrono's own clock is not compiled in).
-pub(super) fn now() -> DateTime<Utc> {
-    SystemClock.now()
-}
+use crate::{replay::ClaimToken, secrets::Tenant, verify::DeliveryId};
 
 /// The boxed future an [`InboxStore`] method returns.
 pub type InboxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, InboxError>> + Send + 'a>>;
 
-/// The database behind an [`Inbox`](super::Inbox).
+/// The queue behind an [`Inbox`](super::Inbox): what accepting deliveries and running
+/// handlers on them needs of a database.
 ///
-/// The inbox and its workers know only this trait; [`SqlInbox`](super::SqlInbox) implements
-/// it for SQLite and Postgres. Every method is one transaction. Claims are owned by a
-/// [`ClaimToken`]: a [`Settlement`] whose token no longer holds the row (its lease ran out
-/// and another worker took it) changes nothing, and [`settle`](Self::settle) says `false`.
+/// [`SqlInbox`](super::SqlInbox) implements it for SQLite and Postgres. Every method is one
+/// transaction. Claims are owned by a [`ClaimToken`]: a [`Settlement`] whose token no longer
+/// holds the row (its lease ran out and another worker took it) changes nothing, and
+/// [`settle`](Self::settle) says `false`. What operators and upkeep need besides (counts,
+/// dead letters, pruning, readiness) is [`InboxAdmin`], on top of it, as tower-sessions keeps
+/// the deletion of expired sessions apart from its store.
 ///
-/// The crate's stores pass one behaviour suite (`tests/inbox.rs` in the repository).
+/// The crate's stores pass one behaviour suite (`tests/inbox_store.rs` in the repository).
 pub trait InboxStore: Send + Sync + 'static {
     /// Stores deliveries in one transaction, and says for each, in order, whether it is new
     /// or was stored before (by any replica): a delivery id is stored once. Returns only after
@@ -85,6 +80,21 @@ pub trait InboxStore: Send + Sync + 'static {
     /// When the next delivery not yet due becomes due (a retry's back-off), if any.
     fn next_due(&self) -> InboxFuture<'_, Option<DateTime<Utc>>>;
 
+    /// Resolves when another process may have stored a delivery (Postgres: `LISTEN`), so idle
+    /// workers wake at once rather than at their next poll. The default never resolves: the
+    /// inbox wakes workers in its own process itself, and polls as the fallback.
+    fn changed_elsewhere(&self) -> InboxFuture<'_, ()> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// Administration and upkeep of an [`InboxStore`]: counts, dead letters, pruning, readiness.
+///
+/// An [`Inbox`](super::Inbox) needs both traits: the queue to accept and hand out deliveries,
+/// this one for [`Inbox::stats`](super::Inbox::stats), [`Inbox::dead`](super::Inbox::dead),
+/// [`Inbox::replay`](super::Inbox::replay), [`Inbox::ping`](super::Inbox::ping) and the
+/// worker's pruning.
+pub trait InboxAdmin: InboxStore {
     /// Counts by state, and the oldest pending delivery's time of receipt.
     fn stats(&self) -> InboxFuture<'_, InboxStats>;
 
@@ -101,13 +111,6 @@ pub trait InboxStore: Send + Sync + 'static {
     /// `Ok` only if a delivery would commit now (for example: a small write commits): for a
     /// readiness check. A check that only reads passes on a full disk.
     fn ping(&self) -> InboxFuture<'_, ()>;
-
-    /// Resolves when another process may have stored a delivery (Postgres: `LISTEN`), so idle
-    /// workers wake at once rather than at their next poll. The default never resolves: the
-    /// inbox wakes workers in its own process itself, and polls as the fallback.
-    fn changed_elsewhere(&self) -> InboxFuture<'_, ()> {
-        Box::pin(std::future::pending())
-    }
 }
 
 /// A verified delivery to store.
@@ -246,11 +249,11 @@ pub struct InboxStats {
     pub oldest_pending: Option<DateTime<Utc>>,
 }
 
-/// A dead-lettered delivery, as listed by [`InboxStore::dead`].
+/// A dead-lettered delivery, as listed by [`InboxAdmin::dead`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct DeadDelivery {
-    /// The delivery's identity, for [`InboxStore::replay`].
+    /// The delivery's identity, for [`InboxAdmin::replay`].
     pub id: DeliveryId,
     /// The event's name.
     pub event: String,

@@ -13,9 +13,9 @@ use super::{
     commit::Batcher,
     handle::Inbox,
     job::{Handler, Policy, Run},
-    store::{now, ClaimedDelivery, InboxStore, Settlement},
+    store::{ClaimedDelivery, InboxAdmin, Settlement},
 };
-use crate::{event::FromEventData, replay::ClaimToken};
+use crate::{event::FromEventData, outage::Outage, replay::ClaimToken};
 
 /// Runs a handler on the inbox's deliveries: at least once, in practice once.
 ///
@@ -65,16 +65,15 @@ use crate::{event::FromEventData, replay::ClaimToken};
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use ringyo_webhook::{inbox::{Inbox, Job}, Event};
+/// use ringyo_webhook::{inbox::{Inbox, Job, Worker}, Event};
 ///
 /// # async fn demo(inbox: Inbox) {
-/// let worker = inbox
-///     .worker(|job: Job<Event>| async move {
-///         println!("{} {}", job.delivery_id(), job.event.kind);
-///         Ok::<(), String>(())
-///     })
-///     .concurrency(16)
-///     .max_attempts(5);
+/// let worker = Worker::new(&inbox, |job: Job<Event>| async move {
+///     println!("{} {}", job.delivery_id(), job.event.kind);
+///     Ok::<(), String>(())
+/// })
+/// .concurrency(16)
+/// .max_attempts(5);
 /// // Runs until Ctrl-C, then lets running handlers finish for up to the grace period.
 /// worker.run(async { tokio::signal::ctrl_c().await.ok(); }).await;
 /// # }
@@ -100,77 +99,109 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
 /// The most outcomes one transaction records (each running handler queues at most two: an
 /// extension and its outcome).
 const MAX_SETTLE_BATCH: usize = 256;
+/// The shortest lease: the worker extends it every third, which must leave time to commit.
+const MIN_LEASE: Duration = Duration::from_millis(30);
+/// The longest wait before a claim that failed is tried again.
+const MAX_CLAIM_RETRY: Duration = Duration::from_secs(1);
 
 impl<T, H> Worker<T, H>
 where
     T: FromEventData + Send + 'static,
     H: Handler<T>,
 {
-    pub(super) fn new(inbox: Inbox, handler: H) -> Self {
+    /// The default for [`concurrency`](Self::concurrency).
+    pub const DEFAULT_CONCURRENCY: usize = 8;
+    /// The default for [`lease`](Self::lease).
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+    /// The default for [`max_attempts`](Self::max_attempts).
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 12;
+    /// The default for [`poll_interval`](Self::poll_interval).
+    pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
+    /// The default for [`shutdown_grace`](Self::shutdown_grace).
+    pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+    /// The default for [`retention`](Self::retention): 7 days.
+    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+    /// A worker that runs `handler` on `inbox`'s deliveries, with the defaults below; nothing
+    /// runs until [`run`](Self::run).
+    pub fn new(inbox: &Inbox, handler: H) -> Self {
         Self {
-            inbox,
+            inbox: inbox.clone(),
             handler: Arc::new(handler),
             config: Config {
-                concurrency: 8,
+                concurrency: Self::DEFAULT_CONCURRENCY,
                 policy: Policy {
-                    lease: Duration::from_secs(30),
-                    max_attempts: 12,
+                    lease: Self::DEFAULT_LEASE,
+                    max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
                     backoff: Backoff::DEFAULT,
                 },
-                poll_interval: Duration::from_secs(5),
-                shutdown_grace: Duration::from_secs(20),
-                retention: Duration::from_secs(7 * 24 * 60 * 60),
+                poll_interval: Self::DEFAULT_POLL_INTERVAL,
+                shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
+                retention: Self::DEFAULT_RETENTION,
             },
             marker: PhantomData,
         }
     }
 
-    /// How many handlers run at once; default 8.
+    /// How many handlers run at once; default [`DEFAULT_CONCURRENCY`](Self::DEFAULT_CONCURRENCY),
+    /// at least 1.
+    #[must_use]
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.config.concurrency = concurrency.max(1);
         self
     }
 
-    /// How long a claim lasts without being extended; default 30 s. The worker extends it
-    /// every third of that while the handler runs; after a crash, the delivery runs again
-    /// once it has run out.
+    /// How long a claim lasts without being extended; default
+    /// [`DEFAULT_LEASE`](Self::DEFAULT_LEASE), at least 30 ms. The worker extends it every
+    /// third of that while the handler runs; after a crash, the delivery runs again once it
+    /// has run out.
+    #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.config.policy.lease = lease.max(Duration::from_millis(30));
+        self.config.policy.lease = lease.max(MIN_LEASE);
         self
     }
 
-    /// Attempts before a delivery is dead-lettered; default 12. Attempts that never finished
-    /// (their process died) do not count: see [A delivery that kills the
+    /// Attempts before a delivery is dead-lettered; default
+    /// [`DEFAULT_MAX_ATTEMPTS`](Self::DEFAULT_MAX_ATTEMPTS), at least 1. Attempts that never
+    /// finished (their process died) do not count: see [A delivery that kills the
     /// process](Self#a-delivery-that-kills-the-process).
+    #[must_use]
     pub fn max_attempts(mut self, max_attempts: u32) -> Self {
         self.config.policy.max_attempts = max_attempts.max(1);
         self
     }
 
     /// The wait between attempts; default [`Backoff::DEFAULT`].
+    #[must_use]
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.config.policy.backoff = backoff;
         self
     }
 
     /// How often an idle worker looks for due deliveries it was not woken for (retries come
-    /// due, another process on the same SQLite file stored one); default 5 s.
+    /// due, another process on the same SQLite file stored one); default
+    /// [`DEFAULT_POLL_INTERVAL`](Self::DEFAULT_POLL_INTERVAL).
+    #[must_use]
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.config.poll_interval = interval;
         self
     }
 
     /// After shutdown is signalled, how long running handlers may take to finish; then they
-    /// are cancelled and their deliveries given back, due at once. Default 20 s, inside the
-    /// usual 30 s an orchestrator waits before it kills.
+    /// are cancelled and their deliveries given back, due at once. Default
+    /// [`DEFAULT_SHUTDOWN_GRACE`](Self::DEFAULT_SHUTDOWN_GRACE), inside the usual 30 s an
+    /// orchestrator waits before it kills.
+    #[must_use]
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.config.shutdown_grace = grace;
         self
     }
 
     /// How long handled deliveries are kept, so a late retry by Ringyo is still known as a
-    /// duplicate; default 7 days. Keep it well over the layer's freshness window (1 h by
-    /// default), past which a retry is refused anyway.
+    /// duplicate; default [`DEFAULT_RETENTION`](Self::DEFAULT_RETENTION), 7 days. Keep it well
+    /// over the layer's freshness window (1 h by default), past which a retry is refused
+    /// anyway.
+    #[must_use]
     pub fn retention(mut self, retention: Duration) -> Self {
         self.config.retention = retention;
         self
@@ -188,15 +219,23 @@ where
             self.config.poll_interval,
         )));
         #[cfg(feature = "metrics")]
-        let counting = AbortOnDrop(tokio::spawn(count_for_metrics(Arc::clone(&store))));
-        let settler = settler(&store);
+        let counting = AbortOnDrop(tokio::spawn(count_for_metrics(self.inbox.clone())));
         let (cancel, cancelled) = watch::channel(false);
-        let mut running = JoinSet::new();
-        self.claim_until(shutdown, &store, &woken, &settler, &cancelled, &mut running)
-            .await;
+        let mut claiming = Claiming {
+            worker: &self,
+            settler: settler(&store),
+            store,
+            woken,
+            cancelled,
+            running: JoinSet::new(),
+            suspicion: Suspicion::default(),
+            outage: Outage::default(),
+        };
+        claiming.until(shutdown).await;
         drop(listener);
         #[cfg(feature = "metrics")]
         drop(counting);
+        let mut running = claiming.running;
         tracing::info!(running = running.len(), "worker stopping: no new claims");
         let deadline = tokio::time::sleep(self.config.shutdown_grace);
         tokio::pin!(deadline);
@@ -212,57 +251,76 @@ where
         tracing::info!("worker stopped");
     }
 
-    async fn claim_until(
-        &self,
-        shutdown: impl Future<Output = ()>,
-        store: &Arc<dyn InboxStore>,
-        woken: &Notify,
-        settler: &Batcher<Settlement, bool>,
-        cancelled: &watch::Receiver<bool>,
-        running: &mut JoinSet<()>,
-    ) {
+    async fn prune(&self, store: &dyn InboxAdmin) {
+        let before = self.inbox.now() - self.config.retention;
+        match store.prune(before).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "deleted handled deliveries past the retention"),
+            Err(err) => tracing::warn!("cannot prune handled deliveries ({err})"),
+        }
+    }
+}
+
+/// One run of a worker's claim loop: what it claims with, and what it has started.
+struct Claiming<'w, T, H> {
+    worker: &'w Worker<T, H>,
+    store: Arc<dyn InboxAdmin>,
+    /// Notified when another process may have stored a delivery.
+    woken: Arc<Notify>,
+    /// The group commit for the handlers' outcomes.
+    settler: Batcher<Settlement, bool>,
+    /// Turns `true` when the shutdown grace is over: handlers give their deliveries back.
+    cancelled: watch::Receiver<bool>,
+    running: JoinSet<()>,
+    suspicion: Suspicion,
+    /// Claims failing: logged once per outage.
+    outage: Outage,
+}
+
+impl<T, H> Claiming<'_, T, H>
+where
+    T: FromEventData + Send + 'static,
+    H: Handler<T>,
+{
+    /// Claims and starts deliveries until `shutdown` resolves; running handlers go on.
+    async fn until(&mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut stored = self.inbox.subscribe();
+        let config = self.worker.config;
+        let mut stored = self.worker.inbox.subscribe();
         let mut next_prune = Instant::now();
-        let mut failing = false;
-        let mut suspicion = Suspicion::default();
         loop {
-            while running.try_join_next().is_some() {}
+            while self.running.try_join_next().is_some() {}
             if Instant::now() >= next_prune {
-                self.prune(store).await;
+                self.worker.prune(&*self.store).await;
                 next_prune = Instant::now() + PRUNE_EVERY;
             }
-            let mut wake_at = Instant::now() + self.config.poll_interval;
-            let mut starts = Starts {
-                settler,
-                cancelled,
-                running,
-            };
-            match self.claim(store, &mut starts, &mut suspicion).await {
+            let mut wake_at = Instant::now() + config.poll_interval;
+            match self.claim().await {
                 Ok(Claimed::Filled) => continue,
-                Ok(Claimed::Waiting) => failing = false,
-                Ok(Claimed::AllDue) => {
-                    failing = false;
-                    if let Ok(Some(due)) = store.next_due().await {
-                        let wait = (due - now()).to_std().unwrap_or_default();
-                        wake_at = wake_at.min(Instant::now() + wait);
+                Ok(claimed) => {
+                    if self.outage.recovered() {
+                        tracing::info!("claiming deliveries again");
+                    }
+                    if claimed == Claimed::AllDue {
+                        if let Ok(Some(due)) = self.store.next_due().await {
+                            let wait = (due - self.worker.inbox.now()).to_std();
+                            wake_at = wake_at.min(Instant::now() + wait.unwrap_or_default());
+                        }
                     }
                 }
                 Err(err) => {
-                    if !failing {
+                    if self.outage.failed() {
                         tracing::warn!("cannot claim deliveries ({err}); retrying");
-                        failing = true;
                     }
-                    wake_at =
-                        Instant::now() + self.config.poll_interval.min(Duration::from_secs(1));
+                    wake_at = Instant::now() + config.poll_interval.min(MAX_CLAIM_RETRY);
                 }
             }
             tokio::select! {
                 () = &mut shutdown => return,
                 _ = stored.changed() => {}
-                () = woken.notified() => {}
+                () = self.woken.notified() => {}
                 // A finished job frees a slot, and may have scheduled a retry due before the poll.
-                Some(_) = running.join_next() => {}
+                Some(_) = self.running.join_next() => {}
                 () = tokio::time::sleep_until(wake_at) => {}
             }
         }
@@ -270,39 +328,35 @@ where
 
     /// Claims what [`next`] says and starts it: deliveries up to the free slots, or one suspect
     /// to run alone once nothing else runs.
-    async fn claim(
-        &self,
-        store: &Arc<dyn InboxStore>,
-        starts: &mut Starts<'_>,
-        suspicion: &mut Suspicion,
-    ) -> Result<Claimed, super::InboxError> {
-        let running = starts.running.len();
-        let concurrency = self.config.concurrency;
-        if free(concurrency, running, suspicion.alone) == 0 {
+    async fn claim(&mut self) -> Result<Claimed, super::InboxError> {
+        let running = self.running.len();
+        let concurrency = self.worker.config.concurrency;
+        if free(concurrency, running, self.suspicion.alone) == 0 {
             return Ok(Claimed::Waiting);
         }
         // Whatever ran alone has ended.
-        suspicion.alone = false;
-        let now = now();
-        let lease_until = now + self.config.policy.lease;
+        self.suspicion.alone = false;
+        let now = self.worker.inbox.now();
+        let lease_until = now + self.worker.config.policy.lease;
         let token = ClaimToken::new();
-        let due = store.suspects(now).await?;
-        suspicion.found(due);
+        let due = self.store.suspects(now).await?;
+        self.suspicion.found(due);
         let limit = match next(concurrency, running, due) {
             Next::Wait => return Ok(Claimed::Waiting),
             Next::Claim(limit) => limit,
-            Next::ClaimSuspect => match store.claim_suspect(now, lease_until, token).await? {
+            Next::ClaimSuspect => match self.store.claim_suspect(now, lease_until, token).await? {
                 Some(suspect) => {
                     tracing::info!(delivery_id = %suspect.id, "running a suspect alone");
-                    suspicion.alone = true;
-                    self.start(starts, token, suspect);
+                    self.suspicion.alone = true;
+                    self.start(token, suspect);
                     return Ok(Claimed::Waiting);
                 }
                 // Another worker took it first.
                 None => concurrency,
             },
         };
-        let claimed = store
+        let claimed = self
+            .store
             .claim(
                 now,
                 lease_until,
@@ -312,7 +366,7 @@ where
             .await?;
         let filled = claimed.len() == limit;
         for delivery in claimed {
-            self.start(starts, token, delivery);
+            self.start(token, delivery);
         }
         Ok(if filled {
             Claimed::Filled
@@ -321,33 +375,18 @@ where
         })
     }
 
-    fn start(&self, starts: &mut Starts<'_>, token: ClaimToken, delivery: ClaimedDelivery) {
+    fn start(&mut self, token: ClaimToken, delivery: ClaimedDelivery) {
         let run = Run::<T, H> {
-            settler: starts.settler.clone(),
-            handler: Arc::clone(&self.handler),
+            settler: self.settler.clone(),
+            handler: Arc::clone(&self.worker.handler),
             token,
-            policy: self.config.policy,
-            cancel: starts.cancelled.clone(),
+            policy: self.worker.config.policy,
+            cancel: self.cancelled.clone(),
+            clock: self.worker.inbox.shared_clock(),
             marker: PhantomData,
         };
-        starts.running.spawn(run.run(delivery));
+        self.running.spawn(run.run(delivery));
     }
-
-    async fn prune(&self, store: &Arc<dyn InboxStore>) {
-        let before = now() - self.config.retention;
-        match store.prune(before).await {
-            Ok(0) => {}
-            Ok(pruned) => tracing::info!(pruned, "deleted handled deliveries past the retention"),
-            Err(err) => tracing::warn!("cannot prune handled deliveries ({err})"),
-        }
-    }
-}
-
-/// What a claim's handlers are started with.
-struct Starts<'a> {
-    settler: &'a Batcher<Settlement, bool>,
-    cancelled: &'a watch::Receiver<bool>,
-    running: &'a mut JoinSet<()>,
 }
 
 /// How a claim went.
@@ -418,7 +457,7 @@ fn next(concurrency: usize, running: usize, suspects: u64) -> Next {
 
 /// The worker's group commit for its handlers' outcomes: finishing together, they share one
 /// transaction, as accepted deliveries do. A handler's own task logs a failure.
-fn settler(store: &Arc<dyn InboxStore>) -> Batcher<Settlement, bool> {
+fn settler(store: &Arc<dyn InboxAdmin>) -> Batcher<Settlement, bool> {
     let store = Arc::clone(store);
     Batcher::spawn(
         MAX_SETTLE_BATCH,
@@ -437,14 +476,26 @@ const COUNT_EVERY: Duration = Duration::from_secs(15);
 
 /// Keeps the inbox gauges current: counts the inbox every [`COUNT_EVERY`].
 #[cfg(feature = "metrics")]
-async fn count_for_metrics(store: Arc<dyn InboxStore>) {
+async fn count_for_metrics(inbox: Inbox) {
     let mut tick = tokio::time::interval(COUNT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         // A failure is the claim loop's to report; the gauges keep their last values.
-        if let Ok(stats) = store.stats().await {
-            crate::metrics::record::inbox_stats(&stats, now());
+        if let Ok(stats) = inbox.stats().await {
+            let oldest_pending = stats
+                .oldest_pending
+                .and_then(|at| (inbox.now() - at).to_std().ok())
+                .unwrap_or_default();
+            crate::metrics::record::inbox_counts(
+                [
+                    ("pending", stats.pending),
+                    ("running", stats.running),
+                    ("done", stats.done),
+                    ("dead", stats.dead),
+                ],
+                oldest_pending,
+            );
         }
     }
 }
@@ -459,7 +510,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// Wakes the worker whenever another process may have stored a delivery.
-async fn listen_elsewhere(store: Arc<dyn InboxStore>, woken: Arc<Notify>, pause: Duration) {
+async fn listen_elsewhere(store: Arc<dyn InboxAdmin>, woken: Arc<Notify>, pause: Duration) {
     loop {
         match store.changed_elsewhere().await {
             Ok(()) => woken.notify_one(),
@@ -515,14 +566,15 @@ mod tests {
         };
 
         use crate::{
-            inbox::{Job, NewDelivery, SqlInbox},
+            inbox::{InboxStore, Job, NewDelivery, SqlInbox},
+            verify::{Clock, SystemClock},
             Event,
         };
 
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("inbox.db");
         let store = SqlInbox::open(&format!("sqlite://{}", path.display())).unwrap();
-        let now = now();
+        let now = SystemClock.now();
         let delivery = |n: u32| NewDelivery {
             id: format!("{n:064x}").parse().unwrap(),
             event: "call.completed".to_owned(),
@@ -568,7 +620,7 @@ mod tests {
         };
         let inbox = Inbox::new(store);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let worker = tokio::spawn(inbox.worker(handler).concurrency(8).run(async {
+        let worker = tokio::spawn(Worker::new(&inbox, handler).concurrency(8).run(async {
             let _ = stopped.await;
         }));
         for _ in 0..200 {

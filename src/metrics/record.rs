@@ -243,24 +243,19 @@ pub(crate) fn store_round_trip(watch: Stopwatch, store: &'static str, op: &'stat
     .record(watch.seconds());
 }
 
-/// A worker's count of the inbox.
+/// A worker's count of the inbox: deliveries by state, and how long the oldest pending one
+/// has waited.
 #[cfg(all(feature = "inbox", feature = "metrics"))]
-pub(crate) fn inbox_stats(stats: &crate::inbox::InboxStats, now: chrono::DateTime<chrono::Utc>) {
+pub(crate) fn inbox_counts(
+    by_state: [(&'static str, u64); 4],
+    oldest_pending: std::time::Duration,
+) {
     use metrics::gauge;
     #[allow(clippy::cast_precision_loss)] // counts far below 2^52
-    for (state, count) in [
-        ("pending", stats.pending),
-        ("running", stats.running),
-        ("done", stats.done),
-        ("dead", stats.dead),
-    ] {
+    for (state, count) in by_state {
         gauge!(INBOX_DELIVERIES, "state" => state).set(count as f64);
     }
-    let age = stats
-        .oldest_pending
-        .and_then(|at| (now - at).to_std().ok())
-        .unwrap_or_default();
-    gauge!(INBOX_OLDEST_PENDING_SECONDS).set(age.as_secs_f64());
+    gauge!(INBOX_OLDEST_PENDING_SECONDS).set(oldest_pending.as_secs_f64());
 }
 
 /// The inbox worker's handler returned (or panicked).

@@ -1,15 +1,9 @@
 //! What every service made by one layer shares, behind an `Arc`.
 
-use std::{
-    fmt,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{fmt, sync::Arc, time::Duration};
 
 use crate::{
+    outage::Outage,
     replay::DeliveryStore,
     secrets::{SecretSource, Secrets, Tenant},
     verify::Verifier,
@@ -43,25 +37,6 @@ pub enum StoreFailure {
     /// Run the handler without deduplication: nothing waits, at the price of a possible double
     /// run of a delivery that was already handled, or is being handled elsewhere.
     RunHandler,
-}
-
-/// Whether a backend (the delivery store, the secret source) is failing, so an outage is
-/// logged once, not once a request.
-#[derive(Debug, Default)]
-pub(crate) struct StoreHealth {
-    down: AtomicBool,
-}
-
-impl StoreHealth {
-    /// Notes a failure; true for the first of an outage.
-    pub(crate) fn failed(&self) -> bool {
-        !self.down.swap(true, Ordering::Relaxed)
-    }
-
-    /// Notes a success; true for the first after an outage.
-    pub(crate) fn succeeded(&self) -> bool {
-        self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed)
-    }
 }
 
 /// Which secrets verify one request.
@@ -100,9 +75,9 @@ pub(crate) struct Config {
     pub(crate) claim_lease: Duration,
     pub(crate) on_store_failure: StoreFailure,
     /// Shared by every service the layer makes.
-    pub(crate) store_health: Arc<StoreHealth>,
+    pub(crate) store_health: Arc<Outage>,
     /// Whether the secret source's lookups are failing, likewise shared.
-    pub(crate) lookup_health: Arc<StoreHealth>,
+    pub(crate) lookup_health: Arc<Outage>,
 }
 
 impl Config {

@@ -331,7 +331,7 @@ fn lookup_failed<S, F, B, Out>(
 
 /// The source answered: logs the end of an outage, once.
 pub(super) fn lookup_succeeded(config: &Config) {
-    if config.lookup_health.succeeded() {
+    if config.lookup_health.recovered() {
         tracing::info!("secret lookups work again");
     }
 }

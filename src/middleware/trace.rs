@@ -4,7 +4,8 @@
 use http::{header, HeaderMap, StatusCode};
 use tracing::{field, Span};
 
-use super::config::{StoreFailure, StoreHealth};
+use super::config::StoreFailure;
+use crate::outage::Outage;
 use crate::{
     event::EventKind,
     extract::VerifiedPayload,
@@ -127,7 +128,7 @@ pub(super) fn handled(span: &Span, status: StatusCode) {
 /// Logs (and counts) a delivery store's outage once when it starts and once when it ends, whatever the
 /// number of requests in between (each of those gets its own debug line).
 pub(super) fn store_health(
-    health: &StoreHealth,
+    health: &Outage,
     claim: &Result<Claim, StoreError>,
     on_failure: StoreFailure,
 ) {
@@ -137,7 +138,7 @@ pub(super) fn store_health(
             store_down(err, on_failure);
         }
         Err(err) => tracing::debug!(error = %err, "delivery store still unavailable"),
-        Ok(_) if health.succeeded() => tracing::info!("delivery store answers again"),
+        Ok(_) if health.recovered() => tracing::info!("delivery store answers again"),
         Ok(_) => {}
     }
 }
