@@ -5,7 +5,8 @@
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`); builds on the stable toolchain with
 # RUSTC_BOOTSTRAP=1, as cargo-fuzz needs nightly flags (the address sanitizer). Every target
-# starts from the committed envelopes in fuzz/seeds (read, never written); corpora grow in
+# starts from the committed envelopes in fuzz/seeds (read, never written), with the JSON tokens of
+# fuzz/json.dict to splice in; corpora grow in
 # fuzz/corpus/<target>, crashes land in fuzz/artifacts/<target>: each becomes a regression test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,7 @@ for target in $(cargo fuzz list); do
   log=$(mktemp)
   mkdir -p "fuzz/corpus/$target"
   if ! cargo fuzz run -O "$target" "fuzz/corpus/$target" fuzz/seeds -- -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 \
-      -timeout=5 >"$log" 2>&1; then
+      -timeout=5 -dict=fuzz/json.dict >"$log" 2>&1; then
     status=1
   fi
   runs=$(grep -o 'Done [0-9]* runs' "$log" | awk '{ print $2 }' | tail -n 1)

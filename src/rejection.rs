@@ -99,8 +99,19 @@ kinds! {
     /// The verified body is not valid JSON.
     InvalidJson => BAD_REQUEST, "invalid_json",
         "the body is not valid JSON";
+    /// The verified body is JSON nested deeper than the receiver reads (127 levels,
+    /// serde_json's recursion limit), anywhere in it. Refused rather than stored: no handler
+    /// could read it.
+    JsonTooDeep => UNPROCESSABLE_ENTITY, "json_too_deep",
+        "the body's JSON is nested deeper than 127 levels";
+    /// The verified body holds a number that a 64-bit float cannot hold, such as `1e400`
+    /// (`JSON.stringify` never writes one). Refused rather than stored: no handler could read
+    /// it.
+    NumberOutOfRange => UNPROCESSABLE_ENTITY, "number_out_of_range",
+        "the body holds a number too large for a 64-bit float";
     /// The verified body is JSON but not an event envelope: not an object, no string `event`,
-    /// or a field given twice.
+    /// a field given twice, or, for an event the crate knows, a `data` that is not an object or
+    /// gives one of its own fields twice.
     InvalidEnvelope => UNPROCESSABLE_ENTITY, "invalid_envelope",
         "the body is not a Ringyo event envelope";
     /// The envelope has no `timestamp`, or one that is not an RFC 3339 date-time.
@@ -205,6 +216,8 @@ impl Rejection {
         match self.kind {
             RejectionKind::TimestampOutOfTolerance
             | RejectionKind::InvalidJson
+            | RejectionKind::JsonTooDeep
+            | RejectionKind::NumberOutOfRange
             | RejectionKind::InvalidEnvelope
             | RejectionKind::InvalidTimestamp
             | RejectionKind::InvalidEventData => {

@@ -14,12 +14,22 @@ use axum::{extract::State, routing::post, Router};
 use common::{deliver, envelope, raw_exchange, read_response, serve, sign, status_of};
 use ringyo_webhook::{Event, RingyoEvent, RingyoWebhookLayer, VerifiedPayload};
 use serde_json::json;
-use tokio::{io::AsyncWriteExt, net::TcpStream};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
 
 const PATH: &str = "/webhooks/ringyo";
 
 /// Handled deliveries, and the router that counts them.
 fn app(limit: usize) -> (Router, Arc<AtomicUsize>) {
+    app_with(|layer| layer.body_limit(limit))
+}
+
+/// [`app`] with a layer configured by `configure`.
+fn app_with(
+    configure: impl FnOnce(RingyoWebhookLayer) -> RingyoWebhookLayer,
+) -> (Router, Arc<AtomicUsize>) {
     let handled = Arc::new(AtomicUsize::new(0));
     async fn handle(
         State(handled): State<Arc<AtomicUsize>>,
@@ -29,10 +39,7 @@ fn app(limit: usize) -> (Router, Arc<AtomicUsize>) {
         handled.fetch_add(1, Ordering::SeqCst);
         format!("{} {}", event.kind, payload.secret_index())
     }
-    let layer = common::layer()
-        .add_secret("whsec_previous")
-        .unwrap()
-        .body_limit(limit);
+    let layer = configure(common::layer().add_secret("whsec_previous").unwrap());
     let router = Router::new()
         .route(PATH, post(handle).route_layer(layer))
         .with_state(Arc::clone(&handled));
@@ -195,13 +202,15 @@ async fn old_secret_verifies_and_is_reported() {
     assert_eq!(response.text().await.unwrap(), "agent.updated 1");
 }
 
+/// A client that waits for `100 Continue` sends nothing until asked: one that announces a body
+/// over the limit is answered at once, and never asked.
 #[tokio::test]
-async fn content_length_over_twice_the_limit_is_413_before_the_body_is_sent() {
+async fn content_length_over_the_limit_with_expect_100_continue_is_413_before_the_body_is_sent() {
     let (router, handled) = app(1024);
     let addr = serve(router).await;
     // Only the head is sent: an answer proves the body was never waited for.
     let head = format!(
-        "POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-ringyo-signature: {}\r\ncontent-length: 2049\r\n\r\n",
+        "POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-ringyo-signature: {}\r\ncontent-length: 1025\r\nexpect: 100-continue\r\n\r\n",
         "ab".repeat(32)
     );
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -237,44 +246,60 @@ async fn bad_signature_headers_are_rejected_before_the_body_is_sent() {
     }
 }
 
+/// A body over the limit that does not end, chunked or with a `Content-Length` far past what
+/// arrives: thrown away only for the discard time, then answered 413 while the client is still
+/// sending, so no peer holds the connection by sending for ever.
 #[tokio::test]
-async fn chunked_body_over_limit_is_413_while_streaming() {
+async fn a_body_over_the_limit_that_keeps_coming_is_413_once_the_discard_time_is_up() {
     let limit = 64 * 1024;
-    let (router, handled) = app(limit);
+    let (router, handled) = app_with(|layer| {
+        layer
+            .body_limit(limit)
+            .discard_time(Duration::from_millis(100))
+    });
     let addr = serve(router).await;
-    let head = format!(
-        "POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-ringyo-signature: {}\r\ntransfer-encoding: chunked\r\n\r\n",
-        "ab".repeat(32)
+    let signature = "ab".repeat(32);
+    let chunked = (
+        format!("x-ringyo-signature: {signature}\r\ntransfer-encoding: chunked\r\n"),
+        format!("{:x}\r\n{}\r\n", 4096, "x".repeat(4096)),
     );
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(head.as_bytes()).await.unwrap();
-    // A body that would never end: chunks until the server answers, bounded at 64x the limit.
-    let chunk = format!("{:x}\r\n{}\r\n", 4096, "x".repeat(4096));
-    let (mut reader, mut writer) = stream.into_split();
-    let writing = tokio::spawn(async move {
-        for _ in 0..(64 * limit / 4096) {
-            if writer.write_all(chunk.as_bytes()).await.is_err() {
-                return; // the server closed the connection after answering
+    let announced = (
+        format!(
+            "x-ringyo-signature: {signature}\r\ncontent-length: {}\r\n",
+            1_u64 << 40
+        ),
+        "x".repeat(4096),
+    );
+    for (headers, chunk) in [chunked, announced] {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut reader, mut writer) = stream.into_split();
+        let head = format!("POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\n{headers}\r\n");
+        // Chunks until the server answers, paced so the discard time passes while they come,
+        // and bounded (at 64 MiB).
+        let writing = tokio::spawn(async move {
+            writer.write_all(head.as_bytes()).await.unwrap();
+            for _ in 0..16 * 1024 {
+                if writer.write_all(chunk.as_bytes()).await.is_err() {
+                    return false; // the server closed the connection after answering
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            true
+        });
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !common::response_complete(&out) {
+            match tokio::time::timeout_at(deadline, reader.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+                _ => break,
             }
         }
-    });
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !String::from_utf8_lossy(&out).contains("payload_too_large") {
-        match tokio::time::timeout_at(
-            deadline,
-            tokio::io::AsyncReadExt::read(&mut reader, &mut buf),
-        )
-        .await
-        {
-            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
-            _ => break,
-        }
+        assert_raw_rejection(&String::from_utf8_lossy(&out), 413, "payload_too_large");
+        writing.abort();
+        let sent_it_all = writing.await.unwrap_or(false);
+        assert!(!sent_it_all, "answered only after 64 MiB");
     }
-    writing.abort();
-    let response = String::from_utf8_lossy(&out);
-    assert_raw_rejection(&response, 413, "payload_too_large");
     assert_eq!(handled.load(Ordering::SeqCst), 0);
 }
 
@@ -433,6 +458,30 @@ async fn a_client_that_sends_all_before_reading_sees_the_413() {
             stream.write_all(part).await.unwrap();
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        let response = read_response(&mut stream).await;
+        assert_raw_rejection(&response, 413, "payload_too_large");
+    }
+    assert_eq!(handled.load(Ordering::SeqCst), 0);
+}
+
+/// Node's `http` and Python's `http.client` write the whole body before they read the answer:
+/// 4 and 16 MiB against the default 1 MiB limit are read and thrown away, and the client
+/// reads the 413, rather than a reset connection (issue 20, item 7).
+#[tokio::test]
+async fn a_client_that_writes_4_or_16_mib_before_reading_sees_the_413() {
+    let (addr, handled) = server().await;
+    for mib in [4, 16] {
+        let body = vec![b'x'; mib << 20];
+        let head = format!(
+            "POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-ringyo-signature: {}\r\n\
+             content-length: {}\r\n\r\n",
+            "ab".repeat(32),
+            body.len()
+        );
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let written = stream.write_all(&body).await;
+        assert!(written.is_ok(), "{mib} MiB: {written:?}");
         let response = read_response(&mut stream).await;
         assert_raw_rejection(&response, 413, "payload_too_large");
     }

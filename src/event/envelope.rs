@@ -7,6 +7,12 @@
 //! the object) never passes the layer. The extractor then parses the whole envelope once,
 //! streaming `data` into the handler's type as soon as it knows the event's name ([`parse`]). A
 //! body whose `data` comes before `event` costs one more pass over `data`, never a wrong answer.
+//!
+//! The layer is the door and the inbox's worker reads later what it let in, so the head scan
+//! refuses every body the full parse into [`Event`](super::Event) cannot read: it reads every
+//! value as serde_json reads it into a `Value` (its nesting limit, its range of numbers), and
+//! checks the shape of `data`. Both read the text after lone surrogates are replaced
+//! ([`surrogates`]).
 
 use std::{borrow::Cow, fmt, marker::PhantomData};
 
@@ -14,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{EventKind, FromEventData};
+use super::{surrogates, EventKind, FromEventData};
 use crate::rejection::{Rejection, RejectionKind};
 
 /// Why verified bytes are not a usable event.
@@ -25,6 +31,12 @@ use crate::rejection::{Rejection, RejectionKind};
 pub(crate) enum EnvelopeError {
     #[error("line {line}, column {column}")]
     Syntax { line: usize, column: usize },
+    /// Nested deeper than serde_json reads (its recursion limit), anywhere in the body.
+    #[error("line {line}, column {column}")]
+    TooDeep { line: usize, column: usize },
+    /// A number that a 64-bit float cannot hold, such as `1e400`.
+    #[error("line {line}, column {column}")]
+    NumberOutOfRange { line: usize, column: usize },
     #[error("a JSON object is expected (line {line}, column {column})")]
     Shape { line: usize, column: usize },
     #[error("it has no string `event` field")]
@@ -35,6 +47,10 @@ pub(crate) enum EnvelopeError {
     InvalidTimestamp,
     #[error("it has more than one `{0}` field")]
     Duplicate(&'static str),
+    #[error("its `data` is not an object")]
+    DataNotObject,
+    #[error("its `data` has a field given twice")]
+    DataDuplicate,
     /// Where in `data`, and what was expected there.
     #[error("{0}")]
     Data(String),
@@ -42,10 +58,21 @@ pub(crate) enum EnvelopeError {
 
 impl EnvelopeError {
     /// Classifies a `serde_json` error about the envelope itself.
+    ///
+    /// Nesting past the limit and numbers out of range are valid JSON (RFC 8259 section 9 lets
+    /// a parser limit both), so they get answers of their own. serde_json classifies them as
+    /// syntax errors and keeps its error codes private; its messages are stable, and
+    /// `serde_json_names_its_limits_as_we_read_them` guards them.
     fn from_json(err: &serde_json::Error) -> Self {
         let (line, column) = (err.line(), err.column());
         if err.is_data() {
-            Self::Shape { line, column }
+            return Self::Shape { line, column };
+        }
+        let message = err.to_string();
+        if message.starts_with("recursion limit exceeded") {
+            Self::TooDeep { line, column }
+        } else if message.starts_with("number out of range") {
+            Self::NumberOutOfRange { line, column }
         } else {
             Self::Syntax { line, column }
         }
@@ -56,9 +83,13 @@ impl EnvelopeError {
     fn kind(&self) -> RejectionKind {
         match self {
             Self::Syntax { .. } => RejectionKind::InvalidJson,
-            Self::Shape { .. } | Self::MissingEvent | Self::Duplicate(_) => {
-                RejectionKind::InvalidEnvelope
-            }
+            Self::TooDeep { .. } => RejectionKind::JsonTooDeep,
+            Self::NumberOutOfRange { .. } => RejectionKind::NumberOutOfRange,
+            Self::Shape { .. }
+            | Self::MissingEvent
+            | Self::Duplicate(_)
+            | Self::DataNotObject
+            | Self::DataDuplicate => RejectionKind::InvalidEnvelope,
             Self::MissingTimestamp | Self::InvalidTimestamp => RejectionKind::InvalidTimestamp,
             Self::Data(_) => RejectionKind::InvalidEventData,
         }
@@ -76,25 +107,38 @@ impl From<EnvelopeError> for Rejection {
 pub(crate) struct Head {
     pub(crate) kind: Option<EventKind>,
     timestamp: Option<Result<DateTime<Utc>, EnvelopeError>>,
+    /// What `data` is, as far as the models care.
+    data: Walked,
+    /// Whether this head came from a scan that passed (not `Default`, as the verifier leaves
+    /// it for a body it could not scan with the timestamp check off).
+    scanned: bool,
 }
 
 impl Head {
     /// Reads `event` and `timestamp`, and checks that the body is one JSON object, in UTF-8,
-    /// whose envelope keys each appear once.
+    /// whose envelope keys each appear once, and that every value in it is one the full parse
+    /// can read.
     ///
-    /// The whole body is read, `data` included (skipped, not built), because what the layer
+    /// The whole body is read, `data` included (walked, not built), because what the layer
     /// checks must be what every full parse reads: parsers disagree on a key given twice (most
     /// keep the last, some the first), so a body with a second `timestamp` after the first
     /// would be freshness-checked on one value and handled on the other. Such a body, or bytes
-    /// after the object, are refused here, as the extractor refuses them. (Nesting past
-    /// serde_json's limit of 128 inside a skipped value passes, since skipping does not
-    /// recurse; a parse that would build that value refuses the body, so it reads nothing
-    /// else.)
+    /// after the object, are refused here, as the extractor refuses them.
+    ///
+    /// And what the layer accepts, the inbox's worker must read later: a 2xx is Ringyo's last
+    /// word on a delivery, so one the worker cannot read is lost. So every value is read as
+    /// serde_json reads it into a `Value`, with the same parser's limits, rather than skipped:
+    /// nesting past its recursion limit (127 levels; refused rather than parsed without the
+    /// limit, which would let a body of brackets overflow the stack of whoever builds it) and
+    /// numbers past the range of an `f64` (`1e400`: Ringyo's Node sender cannot write one, as
+    /// `JSON.stringify` writes infinities as `null`, so only someone else's sender can) are
+    /// refused with answers of their own. What `data` looks like is kept for
+    /// [`readable`](Self::readable), which knows the event by then.
     pub(crate) fn scan(body: &[u8]) -> Result<Self, EnvelopeError> {
-        let text = utf8(body)?;
+        let text = text(body)?;
         let mut head = Self::default();
         let mut duplicate = None;
-        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let mut deserializer = serde_json::Deserializer::from_str(&text);
         let result = deserializer
             .deserialize_map(HeadVisitor {
                 head: &mut head,
@@ -106,6 +150,7 @@ impl Head {
             return Err(EnvelopeError::Duplicate(field));
         }
         result.map_err(|err| EnvelopeError::from_json(&err))?;
+        head.scanned = true;
         Ok(head)
     }
 
@@ -114,6 +159,35 @@ impl Head {
         self.timestamp
             .clone()
             .unwrap_or(Err(EnvelopeError::MissingTimestamp))
+    }
+
+    /// Whether the full parse into [`Event`](super::Event) reads the body this head was read
+    /// from (`body`): the door's last check, after freshness, in the full parse's order
+    /// (`timestamp`, `event`, then `data`). With the timestamp check off, which keeps no reason
+    /// for a body it could not scan, the body is scanned again for that reason.
+    ///
+    /// A known event's model reads `data` as an object (or `null`) whose own fields each come
+    /// once (serde refuses a second value for a field); an unknown event keeps any `data` as
+    /// a `Value`, so nothing Ringyo adds is refused.
+    pub(crate) fn readable(&self, body: &[u8]) -> Result<(), EnvelopeError> {
+        let rescanned;
+        let head = if self.scanned {
+            self
+        } else {
+            rescanned = Self::scan(body)?;
+            &rescanned
+        };
+        head.timestamp()?;
+        let Some(kind) = &head.kind else {
+            return Err(EnvelopeError::MissingEvent);
+        };
+        match (kind, head.data) {
+            (EventKind::Unknown(_), _) | (_, Walked::Null | Walked::Object { repeats: false }) => {
+                Ok(())
+            }
+            (_, Walked::Object { repeats: true }) => Err(EnvelopeError::DataDuplicate),
+            (_, Walked::Other) => Err(EnvelopeError::DataNotObject),
+        }
     }
 }
 
@@ -137,7 +211,7 @@ impl<'de> Visitor<'de> for HeadVisitor<'_> {
         let mut seen = [false; ENVELOPE_KEYS.len()];
         while let Some(key) = map.next_key::<Key<'de>>()? {
             let Some(index) = ENVELOPE_KEYS.iter().position(|name| *name == key.0) else {
-                map.next_value::<IgnoredAny>()?;
+                map.next_value_seed(Walk::ANY)?;
                 continue;
             };
             if std::mem::replace(&mut seen[index], true) {
@@ -149,12 +223,98 @@ impl<'de> Visitor<'de> for HeadVisitor<'_> {
                 1 => {
                     self.head.timestamp = Some(map.next_value::<LenientStr<'de>>()?.timestamp());
                 }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
+                2 => {
+                    map.next_value_seed(Walk::ANY)?;
                 }
+                _ => self.head.data = map.next_value_seed(Walk::OWN_KEYS)?,
             }
         }
         Ok(())
+    }
+}
+
+/// What [`Walk`] found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Walked {
+    /// `null`, or nothing (no `data`).
+    #[default]
+    Null,
+    /// An object, and whether one of its own keys appears twice (when asked to check).
+    Object {
+        repeats: bool,
+    },
+    Other,
+}
+
+/// Any JSON value, read as serde_json reads it into a `Value` but not built: serde_json checks
+/// its nesting limit on every array and object, parses every number (refusing one out of
+/// range) and every string, as a `Value` would.
+///
+/// It recurses once per level of the JSON, which serde_json bounds (its recursion limit is
+/// checked before a visitor is called), so the stack holds.
+#[derive(Debug, Clone, Copy)]
+struct Walk {
+    /// Whether an object's own keys are checked for repeats (`data`'s, which the models read
+    /// into fields that refuse a second value).
+    own_keys: bool,
+}
+
+impl Walk {
+    const ANY: Self = Self { own_keys: false };
+    const OWN_KEYS: Self = Self { own_keys: true };
+}
+
+impl<'de> DeserializeSeed<'de> for Walk {
+    type Value = Walked;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Walked, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Walk {
+    type Value = Walked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Walked, E> {
+        Ok(Walked::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Walked, E> {
+        Ok(Walked::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Walked, E> {
+        Ok(Walked::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Walked, E> {
+        Ok(Walked::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Walked, E> {
+        Ok(Walked::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Walked, E> {
+        Ok(Walked::Null)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Walked, A::Error> {
+        while seq.next_element_seed(Self::ANY)?.is_some() {}
+        Ok(Walked::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Walked, A::Error> {
+        if !self.own_keys {
+            while map.next_entry_seed(Self::ANY, Self::ANY)?.is_some() {}
+            return Ok(Walked::Object { repeats: false });
+        }
+        // Unescaped, as serde matches field names; sorted rather than hashed, one allocation.
+        let mut keys = Vec::new();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            map.next_value_seed(Self::ANY)?;
+            keys.push(key.0);
+        }
+        keys.sort_unstable();
+        Ok(Walked::Object {
+            repeats: keys.windows(2).any(|pair| pair[0] == pair[1]),
+        })
     }
 }
 
@@ -183,9 +343,16 @@ fn utf8(body: &[u8]) -> Result<&str, EnvelopeError> {
     })
 }
 
+/// The text every reading of the envelope parses: the body as UTF-8, with lone surrogate
+/// escapes read as U+FFFD (see [`surrogates`]), so the layer and the worker read one text.
+fn text(body: &[u8]) -> Result<Cow<'_, str>, EnvelopeError> {
+    utf8(body).map(surrogates::replace_lone)
+}
+
 /// Parses verified bytes into an event whose `data` is `T`.
 pub(crate) fn parse<T: FromEventData>(body: &[u8]) -> Result<Parsed<T>, EnvelopeError> {
-    let body = utf8(body)?;
+    let text = text(body)?;
+    let body = &*text;
     let mut data_failed = None;
     let mut deserializer = serde_json::Deserializer::from_str(body);
     let result = deserializer
@@ -473,13 +640,11 @@ mod tests {
         Agree,
         /// Refuse it.
         Refuse,
-        /// Accept it, while every full parse refuses it: nothing reads a different value.
-        ParsersRefuse,
     }
 
     #[test]
     fn head_reads_what_a_full_parse_reads_or_refuses_the_body() {
-        use Expect::{Agree, ParsersRefuse, Refuse};
+        use Expect::{Agree, Refuse};
         let valid = r#""event":"credits.low","timestamp":"2024-01-15T10:30:00Z""#;
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         let cases: Vec<(Vec<u8>, Expect)> = vec![
@@ -533,9 +698,8 @@ mod tests {
                 .concat(),
                 Refuse,
             ),
-            // Nesting past serde_json's limit: skipped without recursion here, refused by
-            // the parse that would build it (the extractor's too).
-            (format!("{{{valid},\"data\":{deep}}}").into(), ParsersRefuse),
+            // Nesting past serde_json's limit: refused here, as by every parse that builds it.
+            (format!("{{{valid},\"data\":{deep}}}").into(), Refuse),
             // Bytes that are not UTF-8 after the fields, in a key or in a skipped value.
             (
                 [format!("{{{valid},\"").as_bytes(), b"\xff\":1}"].concat(),
@@ -557,11 +721,7 @@ mod tests {
                 continue;
             };
             assert_ne!(expect, Refuse, "accepted: {shown}");
-            let Some((kind, timestamp)) = full_parse(&body) else {
-                assert_eq!(expect, ParsersRefuse, "{shown}");
-                assert!(parse::<Value>(&body).is_err(), "{shown}");
-                continue;
-            };
+            let (kind, timestamp) = full_parse(&body).expect(&shown);
             assert_eq!(head.kind, kind, "{shown}");
             assert_eq!(
                 head.timestamp().unwrap(),
@@ -582,6 +742,133 @@ mod tests {
         let head = Head::scan(body).unwrap();
         assert_eq!(head.kind, Some(EventKind::CallFailed));
         assert!(head.timestamp().is_ok());
+    }
+
+    /// Every body the head scan lets through, the full parse into `Event` (the inbox worker's)
+    /// reads; the rest are refused with why.
+    #[test]
+    fn the_door_refuses_what_the_worker_cannot_read_and_says_why() {
+        let valid = r#""event":"call.completed","timestamp":"2024-01-15T10:30:00Z""#;
+        let nested = |levels: usize| format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        let too_deep = |column| Err(EnvelopeError::TooDeep { line: 1, column });
+        let out_of_range = |column| Err(EnvelopeError::NumberOutOfRange { line: 1, column });
+        let cases: Vec<(String, Result<(), EnvelopeError>)> = vec![
+            // serde_json reads 127 levels, the envelope's object included.
+            (
+                format!("{{{valid},\"data\":{{\"a\":{}}}}}", nested(125)),
+                Ok(()),
+            ),
+            (
+                format!("{{{valid},\"data\":{{\"a\":{}}}}}", nested(126)),
+                too_deep(199),
+            ),
+            // Anywhere in the body, not only in `data`.
+            (format!("{{{valid},\"x\":{}}}", nested(200)), too_deep(192)),
+            (
+                format!("{{{valid},\"data\":{{\"a\":1.7976931348623157e308}}}}"),
+                Ok(()),
+            ),
+            (
+                format!("{{{valid},\"data\":{{\"a\":[1e400]}}}}"),
+                out_of_range(79),
+            ),
+            (
+                format!("{{{valid},\"webhook_id\":-1e400}}"),
+                out_of_range(80),
+            ),
+            // Below the range is zero, which serde_json reads.
+            (format!("{{{valid},\"data\":{{\"a\":1e-400}}}}"), Ok(())),
+            (format!("{{{valid},\"data\":null}}"), Ok(())),
+            (
+                format!("{{{valid},\"data\":[]}}"),
+                Err(EnvelopeError::DataNotObject),
+            ),
+            (
+                format!("{{{valid},\"data\":\"x\"}}"),
+                Err(EnvelopeError::DataNotObject),
+            ),
+            // An unknown event keeps any `data` as a `Value`.
+            (
+                r#"{"event":"sms.received","timestamp":"2024-01-15T10:30:00Z","data":[1]}"#.into(),
+                Ok(()),
+            ),
+            (
+                r#"{"event":"sms.received","timestamp":"2024-01-15T10:30:00Z","data":{"a":1,"a":2}}"#.into(),
+                Ok(()),
+            ),
+            // The models refuse a second value for a field; deeper, the last one is read.
+            (
+                format!("{{{valid},\"data\":{{\"id\":\"a\",\"\\u0069d\":\"b\"}}}}"),
+                Err(EnvelopeError::DataDuplicate),
+            ),
+            (
+                format!("{{{valid},\"data\":{{\"metadata\":{{\"a\":1,\"a\":2}}}}}}"),
+                Ok(()),
+            ),
+            (
+                r#"{"timestamp":"2024-01-15T10:30:00Z","data":{}}"#.into(),
+                Err(EnvelopeError::MissingEvent),
+            ),
+            (
+                r#"{"event":["call.completed"],"timestamp":"2024-01-15T10:30:00Z"}"#.into(),
+                Err(EnvelopeError::MissingEvent),
+            ),
+            // The timestamp first, as the full parse reports it first.
+            (
+                r#"{"data":{}}"#.into(),
+                Err(EnvelopeError::MissingTimestamp),
+            ),
+        ];
+        for (body, expected) in cases {
+            let shown = body.chars().take(100).collect::<String>();
+            let door = Head::scan(body.as_bytes()).and_then(|head| head.readable(body.as_bytes()));
+            assert_eq!(door, expected, "{shown}");
+            if door.is_ok() {
+                parse::<Event>(body.as_bytes()).expect(&shown);
+            }
+        }
+        // With the timestamp check off, the verifier keeps no head for a body it could not
+        // scan: `readable` finds the reason again.
+        let deep = format!("{{{valid},\"data\":{}}}", nested(300));
+        assert!(matches!(
+            Head::default().readable(deep.as_bytes()),
+            Err(EnvelopeError::TooDeep { .. })
+        ));
+    }
+
+    /// Ringyo's Node sender writes half an emoji as a lone surrogate escape when it cuts a
+    /// string: read, with U+FFFD in its place, by the door and the worker alike.
+    #[test]
+    fn a_lone_surrogate_is_read_as_the_replacement_character() {
+        let body = br#"{"event":"call.transcript.ready","timestamp":"2024-01-15T10:30:00Z","data":{"id":"call_1 \ud83d","transcript":[{"role":"user","content":"bye \ud83d\ude00 \ude00"}]}}"#;
+        assert!(serde_json::from_slice::<Value>(body).is_err());
+        Head::scan(body).unwrap().readable(body).unwrap();
+        let Event::CallTranscriptReady(call) = parse::<Event>(body).unwrap().data else {
+            panic!()
+        };
+        assert_eq!(call.id.as_deref(), Some("call_1 \u{FFFD}"));
+        let data = parse::<Value>(body).unwrap().data;
+        assert_eq!(data["transcript"][0]["content"], "bye \u{1F600} \u{FFFD}");
+    }
+
+    /// serde_json keeps its error codes private: the answers `json_too_deep` and
+    /// `number_out_of_range` rest on its messages, which this holds to.
+    #[test]
+    fn serde_json_names_its_limits_as_we_read_them() {
+        let read = |text: &str| {
+            serde_json::from_str::<Value>(text).map_err(|err| EnvelopeError::from_json(&err))
+        };
+        let nested = |levels: usize| format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        assert!(read(&nested(127)).is_ok());
+        assert!(matches!(
+            read(&nested(128)),
+            Err(EnvelopeError::TooDeep { .. })
+        ));
+        assert!(matches!(
+            read("1e400"),
+            Err(EnvelopeError::NumberOutOfRange { .. })
+        ));
+        assert!(matches!(read("[1,]"), Err(EnvelopeError::Syntax { .. })));
     }
 
     #[test]
@@ -788,9 +1075,19 @@ mod tests {
                 RejectionKind::InvalidJson,
             ),
             (
+                EnvelopeError::TooDeep { line: 1, column: 1 },
+                RejectionKind::JsonTooDeep,
+            ),
+            (
+                EnvelopeError::NumberOutOfRange { line: 1, column: 1 },
+                RejectionKind::NumberOutOfRange,
+            ),
+            (
                 EnvelopeError::Shape { line: 1, column: 1 },
                 RejectionKind::InvalidEnvelope,
             ),
+            (EnvelopeError::DataNotObject, RejectionKind::InvalidEnvelope),
+            (EnvelopeError::DataDuplicate, RejectionKind::InvalidEnvelope),
             (EnvelopeError::MissingEvent, RejectionKind::InvalidEnvelope),
             (
                 EnvelopeError::Duplicate("event"),

@@ -29,5 +29,6 @@ mod string_enum;
 mod catalog;
 pub(crate) mod envelope;
 pub mod model;
+mod surrogates;
 
 pub use catalog::{Event, EventKind, FromEventData};

@@ -130,7 +130,8 @@ impl<T: FromEventData> RingyoEvent<T> {
             return Err(SignatureError::Missing.into());
         }
         let verified = verifier.verify(body, &Signature::parse(signature)?)?;
-        verifier.check_fresh(body, verifier.now())?;
+        let fresh = verifier.check_fresh(body, verifier.now())?;
+        fresh.head.readable(body)?;
         Self::parse(body, verified.delivery_id())
     }
 

@@ -3,7 +3,7 @@
 //! their verdicts from one state to the next.
 //!
 //! 1. [`precheck`], before any body byte is read: the signature header's shape, then the
-//!    announced length.
+//!    announced length of a body its client sends only when asked.
 //! 2. [`admit`], once the body is in: the signature over its bytes, then freshness, then what
 //!    to ask the delivery store.
 //! 3. [`claim_verdict`], once the store has answered: run the handler, answer as a duplicate,
@@ -18,7 +18,7 @@ use http::{header, HeaderName, HeaderValue, Request, Response};
 use http_body::Body;
 
 use super::{
-    buffer::{too_large, Buffer},
+    buffer::too_large,
     config::{Config, RequestSecrets, StoreFailure},
 };
 use crate::{
@@ -39,7 +39,13 @@ use crate::{
 pub const DUPLICATE_HEADER: HeaderName = HeaderName::from_static("x-webhook-duplicate");
 
 /// The checks that need no body: a missing, malformed or conflicting signature header (401),
-/// then a `Content-Length` (or a body's own lower bound) over the limit (413).
+/// then, for a client that waits to be asked for its body (`Expect: 100-continue`), a
+/// `Content-Length` (or a body's own lower bound) over the limit (413).
+///
+/// Any other body announced over the limit is read and thrown away before the 413 (see
+/// [`buffer`](super::buffer)): its client may be sending it already, and would find its
+/// connection reset. One that waits for `100 Continue` sends nothing until asked, and hyper
+/// asks only when the body is read, so it can be answered at once.
 pub(super) fn precheck<B: Body>(req: &Request<B>, limit: usize) -> Result<Signature, Rejection> {
     let signature = Signature::from_headers(req.headers())?;
     let header = req
@@ -48,9 +54,11 @@ pub(super) fn precheck<B: Body>(req: &Request<B>, limit: usize) -> Result<Signat
         .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
         .unwrap_or(0);
     let declared = header.max(req.body().size_hint().lower());
-    // Over the limit, but read and thrown away so the client sees the 413, unless it is too
-    // far over (`Buffer::drains`).
-    if !Buffer::drains(declared, limit) {
+    let waits = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if waits && declared > limit as u64 {
         return Err(too_large(limit));
     }
     Ok(signature)
@@ -107,8 +115,9 @@ impl std::fmt::Debug for ClaimTicket {
 
 /// The checks on the whole body: the signature over its exact bytes (401), then the freshness
 /// of its signed `timestamp` (401 `timestamp_out_of_tolerance`; 422 `invalid_timestamp` when
-/// there is none, 422 `invalid_envelope` or 400 `invalid_json` when the body is no envelope);
-/// then, with a store, the claim to ask for.
+/// there is none, 422 `invalid_envelope`, `json_too_deep` or `number_out_of_range`, or 400
+/// `invalid_json`, when the body is no envelope the full parse reads), then its `event` (422
+/// `invalid_envelope`); then, with a store, the claim to ask for.
 pub(super) fn admit(
     config: &Config,
     bytes: Bytes,
@@ -135,6 +144,9 @@ pub(super) fn admit(
     };
     let now = config.verifier.now();
     let fresh = config.verifier.check_fresh(&bytes, now)?;
+    // What is let in must be what the inbox's worker can read later: a 2xx is the last Ringyo
+    // hears of a delivery. With the timestamp check off too.
+    fresh.head.readable(&bytes)?;
     let claim = config.store.as_ref().map(|store| ClaimTicket {
         store: Arc::clone(store),
         id: verified.delivery_id(),
@@ -244,7 +256,18 @@ mod tests {
     }
 
     fn request(signature: Option<&str>, content_length: Option<&str>) -> Request<String> {
+        request_expecting(signature, content_length, None)
+    }
+
+    fn request_expecting(
+        signature: Option<&str>,
+        content_length: Option<&str>,
+        expect: Option<&str>,
+    ) -> Request<String> {
         let mut request = Request::builder();
+        if let Some(expect) = expect {
+            request = request.header("expect", expect);
+        }
         if let Some(signature) = signature {
             request = request.header("x-ringyo-signature", signature);
         }
@@ -272,12 +295,17 @@ mod tests {
             kind(precheck(&request(Some("zz"), None), 1024)),
             RejectionKind::MalformedSignature
         );
-        // Over the limit but within twice it: read and thrown away, then 413 (the buffer's).
+        // Over the limit, however far: read and thrown away, then 413 (the buffer's), as the
+        // client may be sending it already.
         assert!(precheck(&request(Some(&good), Some("2048")), 1024).is_ok());
+        assert!(precheck(&request(Some(&good), Some("17000000")), 1024).is_ok());
+        // Unless it waits to be asked for it: then at once.
+        let waits = |length| request_expecting(Some(&good), Some(length), Some("100-Continue"));
         assert_eq!(
-            kind(precheck(&request(Some(&good), Some("2049")), 1024)),
+            kind(precheck(&waits("1025"), 1024)),
             RejectionKind::PayloadTooLarge
         );
+        assert!(precheck(&waits("1024"), 1024).is_ok());
         // A garbled length is left to the streaming limit, not trusted and not refused.
         assert!(precheck(&request(Some(&good), Some("lots")), 1024).is_ok());
     }

@@ -1,14 +1,24 @@
 //! Collects a streamed body into one contiguous buffer, never past a limit.
 //!
 //! A frame that would cross the limit is not buffered. The body is then read on and thrown
-//! away, up to one more limit's worth, before the 413 is answered: a client that sends its
-//! whole body before it reads the answer (Python's `http.client`, Node's `http`, many SDKs)
-//! would otherwise find its connection reset, the server having closed it with bytes unread,
-//! and never see the 413. Past that budget the connection is closed as before.
+//! away, never copied, until it ends or for at most the discard time (5 s by default), and only
+//! then is the 413 answered. A client that sends its whole body before it reads the answer
+//! (Python's `http.client`, Node's `http`, many SDKs) would otherwise find its connection reset
+//! and never see the 413: a server that closes a socket with bytes unread makes the kernel send
+//! a reset, which destroys the answer still in flight or unread at the client (RFC 9112 section
+//! 9.6 asks servers to close in stages for that reason). A budget in bytes (one more limit's
+//! worth, as before) still reset every client that sent 4 or 16 MiB against the 1 MiB default;
+//! time is what bounds the cost, as nginx's `lingering_time` bounds its lingering close.
+//!
+//! The time is checked as each frame arrives, so a client that keeps sending gets its 413 once
+//! the time is up, and hyper then closes the connection with the rest unread. A client that
+//! stops sending altogether holds the request as a stalled body under the limit does: that is
+//! the server's time-out to end (see the crate's README), not the layer's, which owns no timer.
 
 use std::{
     pin::Pin,
     task::{ready, Context, Poll},
+    time::{Duration, Instant},
 };
 
 use bytes::{Buf, Bytes};
@@ -37,15 +47,13 @@ where
                     continue;
                 };
                 let len = data.remaining();
-                if let Some(left) = &mut buffer.discarding {
-                    // Over the limit: thrown away (never copied), within the budget.
-                    match left.checked_sub(len) {
-                        Some(still) => *left = still,
-                        None => return Poll::Ready(Err(too_large(buffer.limit))),
+                if let Some(until) = buffer.discarding {
+                    // Over the limit: thrown away (never copied), until the time is up.
+                    if Instant::now() >= until {
+                        return Poll::Ready(Err(too_large(buffer.limit)));
                     }
                 } else if buffer.len.saturating_add(len) > buffer.limit {
-                    // One more limit's worth, this chunk included.
-                    buffer.discard_the_rest(buffer.limit.saturating_sub(len));
+                    buffer.discard_the_rest();
                 } else {
                     buffer.push(data.copy_to_bytes(len));
                 }
@@ -91,37 +99,38 @@ pub(super) struct Buffer {
     len: usize,
     expected: usize,
     limit: usize,
-    /// Over the limit: how many more bytes may be read and thrown away.
-    discarding: Option<usize>,
+    /// How long the rest of a body over the limit is read and thrown away.
+    discard_time: Duration,
+    /// Over the limit: until when the rest is read and thrown away.
+    discarding: Option<Instant>,
 }
 
 impl Buffer {
     /// A buffer for a body that announces `expected` bytes (0 if unknown), to hold at most
-    /// `limit`. A body that announces more than the limit is read only to be thrown away, and
-    /// answered 413.
-    pub(super) fn new(expected: usize, limit: usize) -> Self {
+    /// `limit`, and to throw away for `discard_time` the rest of a body over it. A body that
+    /// announces more than the limit is read only to be thrown away, and answered 413.
+    pub(super) fn new(expected: usize, limit: usize, discard_time: Duration) -> Self {
         let mut buffer = Self {
             expected: expected.min(limit),
             limit,
+            discard_time,
             ..Self::default()
         };
         if expected > limit {
-            buffer.discard_the_rest(expected);
+            buffer.discard_the_rest();
         }
         buffer
     }
 
-    /// Whether a body that announces `declared` bytes is worth reading to answer 413 cleanly:
-    /// within the limit and the budget for what is thrown away after it.
-    pub(super) fn drains(declared: u64, limit: usize) -> bool {
-        declared <= (limit as u64).saturating_mul(2)
-    }
-
-    /// Drops what was kept, and throws away up to `budget` more bytes.
-    fn discard_the_rest(&mut self, budget: usize) {
+    /// Drops what was kept, and throws away what comes for the discard time from now.
+    fn discard_the_rest(&mut self) {
+        // A time too long to add to the clock (`Duration::MAX`) is read as a century.
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+        let now = Instant::now();
+        let until = now.checked_add(self.discard_time.min(CENTURY));
         *self = Self {
             limit: self.limit,
-            discarding: Some(budget),
+            discarding: Some(until.unwrap_or(now)),
             ..Self::default()
         };
     }
@@ -175,10 +184,13 @@ mod tests {
 
     use super::*;
 
+    /// The default discard time: no test here comes near it.
+    const DISCARD: Duration = Duration::from_secs(5);
+
     #[test]
     fn single_chunk_is_kept_without_copy() {
         let chunk = Bytes::from_static(b"hello");
-        let mut buffer = Buffer::new(5, 5);
+        let mut buffer = Buffer::new(5, 5, DISCARD);
         buffer.push(chunk.clone());
         let body = buffer.finish();
         assert_eq!(body.as_ptr(), chunk.as_ptr());
@@ -186,7 +198,7 @@ mod tests {
 
     #[test]
     fn chunks_are_joined_in_order() {
-        let mut buffer = Buffer::new(0, 5);
+        let mut buffer = Buffer::new(0, 5, DISCARD);
         for part in ["ab", "", "cd", "e"] {
             buffer.push(Bytes::from(part));
         }
@@ -196,7 +208,7 @@ mod tests {
     #[test]
     fn capacity_never_exceeds_the_limit() {
         let limit = 1000;
-        let mut buffer = Buffer::new(0, limit);
+        let mut buffer = Buffer::new(0, limit, DISCARD);
         for _ in 0..100 {
             buffer.push(Bytes::from_static(b"0123456789"));
             assert!(buffer.rest.capacity() <= limit);
@@ -206,7 +218,7 @@ mod tests {
 
     #[test]
     fn a_small_announced_length_sizes_the_buffer_once() {
-        let mut buffer = Buffer::new(300, 1000);
+        let mut buffer = Buffer::new(300, 1000, DISCARD);
         buffer.push(Bytes::from(vec![1; 100]));
         buffer.push(Bytes::from(vec![2; 100]));
         let capacity = buffer.rest.capacity();
@@ -218,7 +230,7 @@ mod tests {
     #[test]
     fn memory_follows_the_bytes_received_not_the_bytes_announced() {
         let mib = 1024 * 1024;
-        let mut buffer = Buffer::new(mib, mib);
+        let mut buffer = Buffer::new(mib, mib, DISCARD);
         buffer.push(Bytes::from_static(b"{\"event\":"));
         buffer.push(Bytes::from_static(b"\"call."));
         assert!(
@@ -242,35 +254,57 @@ mod tests {
         assert!(buffer.rest.capacity() <= mib);
     }
 
-    /// Collects `chunks` as the layer does.
-    fn collect(chunks: &[&'static [u8]], limit: usize) -> Result<Bytes, RejectionKind> {
-        let frames = chunks
-            .iter()
-            .map(|chunk| Ok::<_, Infallible>(http_body::Frame::data(Bytes::from_static(chunk))));
-        let body = StreamBody::new(futures_util::stream::iter(frames.collect::<Vec<_>>()));
+    /// Collects `chunks` as the layer does, and says how many of them it read.
+    fn collect_within(
+        chunks: &[&'static [u8]],
+        limit: usize,
+        discard_time: Duration,
+    ) -> (Result<Bytes, RejectionKind>, usize) {
+        let read = std::cell::Cell::new(0);
+        let frames = chunks.iter().map(|chunk| {
+            read.set(read.get() + 1);
+            Ok::<_, Infallible>(http_body::Frame::data(Bytes::from_static(chunk)))
+        });
+        let body = StreamBody::new(futures_util::stream::iter(frames));
         let mut body = std::pin::pin!(body);
-        let mut buffer = Buffer::new(0, limit);
+        let mut buffer = Buffer::new(0, limit, discard_time);
         let waker = std::task::Waker::noop();
-        match poll_collect(body.as_mut(), &mut buffer, &mut Context::from_waker(waker)) {
+        let result = match poll_collect(body.as_mut(), &mut buffer, &mut Context::from_waker(waker))
+        {
             Poll::Ready(result) => result.map_err(|rejection| rejection.kind()),
             Poll::Pending => panic!("an in-memory body is never pending"),
-        }
+        };
+        (result, read.get())
+    }
+
+    fn collect(chunks: &[&'static [u8]], limit: usize) -> Result<Bytes, RejectionKind> {
+        collect_within(chunks, limit, DISCARD).0
     }
 
     #[test]
-    fn past_the_limit_the_rest_is_read_and_thrown_away_within_a_budget() {
-        // 4 over a limit of 5: refused, all of it read (the client sees the 413).
+    fn past_the_limit_the_rest_is_thrown_away_until_it_ends_or_the_time_is_up() {
+        // Far over a limit of 5: refused, and all of it read first, so a client that sends
+        // everything before reading sees the 413.
+        let body: &[&'static [u8]] = &[b"0123456789".as_slice(); 1000];
         assert_eq!(
-            collect(&[b"1234", b"56", b"789"], 5),
-            Err(RejectionKind::PayloadTooLarge)
+            collect_within(body, 5, DISCARD),
+            (Err(RejectionKind::PayloadTooLarge), 1000)
         );
-        let mut buffer = Buffer::new(0, 5);
-        buffer.discard_the_rest(3);
+        // With no time to throw bytes away, the first frame past the crossing one answers.
+        assert_eq!(
+            collect_within(body, 5, Duration::ZERO),
+            (Err(RejectionKind::PayloadTooLarge), 2)
+        );
+        let mut buffer = Buffer::new(0, 5, DISCARD);
+        buffer.push(Bytes::from_static(b"12"));
+        buffer.push(Bytes::from_static(b"34"));
+        buffer.discard_the_rest();
         assert_eq!((buffer.len, buffer.rest.capacity()), (0, 0), "nothing kept");
-        // A body that announces more than the limit is read to be thrown away, if within twice
-        // the limit; beyond that, it is refused unread.
-        assert!(Buffer::drains(10, 5) && !Buffer::drains(11, 5));
-        assert_eq!(Buffer::new(8, 5).discarding, Some(8));
+        // A body that announces more than the limit is read only to be thrown away.
+        assert!(Buffer::new(8, 5, DISCARD).discarding.is_some());
+        assert!(Buffer::new(5, 5, DISCARD).discarding.is_none());
+        // A time too long to add to the clock still makes a deadline.
+        assert!(Buffer::new(8, 5, Duration::MAX).discarding.is_some());
     }
 
     #[test]

@@ -12,6 +12,10 @@ use crate::{
 /// The default body limit: 1 MiB.
 pub(super) const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
+/// The default discard time: 5 seconds, Ringyo's own attempt time-out, after which its sender
+/// has stopped listening anyway.
+pub(super) const DEFAULT_DISCARD_TIME: Duration = Duration::from_secs(5);
+
 /// The default claim lease: 15 seconds, three times Ringyo's 5 s attempt time-out.
 pub(super) const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(15);
 
@@ -71,6 +75,8 @@ pub(crate) struct Config {
     /// Asked per request, when there is one; else the verifier's secrets serve every request.
     pub(crate) source: Option<Arc<dyn SecretSource>>,
     pub(crate) body_limit: usize,
+    /// How long the rest of a body over the limit is read and thrown away.
+    pub(crate) discard_time: Duration,
     pub(crate) store: Option<Arc<dyn DeliveryStore>>,
     pub(crate) claim_lease: Duration,
     pub(crate) on_store_failure: StoreFailure,
@@ -86,6 +92,7 @@ impl Config {
             verifier,
             source: None,
             body_limit: DEFAULT_BODY_LIMIT,
+            discard_time: DEFAULT_DISCARD_TIME,
             store: None,
             claim_lease: DEFAULT_CLAIM_LEASE,
             on_store_failure: StoreFailure::default(),
@@ -101,6 +108,7 @@ impl fmt::Debug for Config {
             .field("verifier", &self.verifier)
             .field("secret_source", &self.source.is_some())
             .field("body_limit", &self.body_limit)
+            .field("discard_time", &self.discard_time)
             .field("delivery_store", &self.store.is_some())
             .field("claim_lease", &self.claim_lease)
             .field("on_store_failure", &self.on_store_failure)

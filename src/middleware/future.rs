@@ -304,7 +304,7 @@ fn buffer_body<S, F, B: Body, Out>(
     let expected = usize::try_from(next.body.size_hint().lower()).unwrap_or(usize::MAX);
     State::Buffering {
         body: next.body,
-        buffer: Buffer::new(expected, config.body_limit),
+        buffer: Buffer::new(expected, config.body_limit, config.discard_time),
         parts: Some(next.parts),
         inner: Some(next.inner),
         signature: next.signature,

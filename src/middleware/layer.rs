@@ -19,15 +19,22 @@ use crate::{
 /// For each request, cheapest check first, so hostile traffic costs little:
 ///
 /// - a missing, malformed or conflicting `x-ringyo-signature` header: 401, body not read;
-/// - a `Content-Length` over the [body limit](Self::body_limit): 413, body not read;
+/// - a `Content-Length` over the [body limit](Self::body_limit) with `Expect: 100-continue`:
+///   413, body not read;
 /// - the body is buffered with the limit enforced while it streams (chunked bodies too):
-///   413 as soon as it is crossed, 400 if the body fails mid-read;
+///   past it, nothing is kept and the rest is thrown away (for at most the
+///   [discard time](Self::discard_time)) before the 413; 400 if the body fails mid-read;
 /// - the HMAC-SHA256 of the raw bytes, exactly as received, is compared in constant time with
 ///   the header under each secret: 401 if none matches;
 /// - the signed `timestamp` must be within the [tolerance](Self::timestamp_tolerance) of
 ///   now (on by default): 401 `timestamp_out_of_tolerance` outside it, 422
 ///   `invalid_timestamp` if there is none (422 `invalid_envelope` if the body is not a JSON
 ///   object, 400 `invalid_json` if it is not JSON);
+/// - what is let through must be readable later, by the inbox's worker too: 422
+///   `invalid_envelope` without a string `event`, or for a known event with a `data` that is
+///   not an object or gives one of its fields twice, `json_too_deep` past 127 levels of nesting,
+///   `number_out_of_range` for a number like `1e400` (a lone UTF-16 surrogate escape, as Node
+///   writes half an emoji, is read as U+FFFD);
 /// - with a [delivery store](Self::delivery_store) (opt-in), a delivery already handled is
 ///   answered 200 with `x-webhook-duplicate: true` without running the handler, and one being
 ///   handled right now gets 409 `delivery_in_progress`; if the store fails, 503
@@ -97,6 +104,10 @@ pub struct RingyoWebhookLayer {
 impl RingyoWebhookLayer {
     /// The default [body limit](Self::body_limit): 1 MiB.
     pub const DEFAULT_BODY_LIMIT: usize = config::DEFAULT_BODY_LIMIT;
+
+    /// How long the rest of a body over the limit is read and thrown away by default: 5
+    /// seconds. See [`discard_time`](Self::discard_time).
+    pub const DEFAULT_DISCARD_TIME: Duration = config::DEFAULT_DISCARD_TIME;
 
     /// How old an event may be by default: one hour. See
     /// [`timestamp_tolerance`](Self::timestamp_tolerance).
@@ -191,12 +202,31 @@ impl RingyoWebhookLayer {
     /// ([`DEFAULT_BODY_LIMIT`](Self::DEFAULT_BODY_LIMIT)).
     ///
     /// Larger deliveries get 413 `payload_too_large`, and nothing past the limit is kept. The
-    /// rest of such a body is read and thrown away, up to one more limit's worth, so a client
-    /// that sends its whole body before reading sees the 413 rather than a reset connection;
-    /// a body announced as larger than twice the limit is refused before it is read.
+    /// rest of such a body is read and thrown away, for at most the
+    /// [discard time](Self::discard_time), so that a client that sends its whole body before
+    /// reading sees the 413 rather than a reset connection. A client that announces a larger
+    /// body and waits to be asked for it (`Expect: 100-continue`) gets the 413 at once.
     #[must_use]
     pub fn body_limit(mut self, limit: usize) -> Self {
         Arc::make_mut(&mut self.config).body_limit = limit;
+        self
+    }
+
+    /// Sets how long the rest of a body over the [limit](Self::body_limit) is read and thrown
+    /// away before the 413 is answered. Default: 5 seconds
+    /// ([`DEFAULT_DISCARD_TIME`](Self::DEFAULT_DISCARD_TIME)), Ringyo's own attempt time-out.
+    ///
+    /// A server that closes a connection with bytes unread makes the kernel reset it, and a
+    /// client still sending (Node's `http`, Python's `http.client`, most SDKs send the whole
+    /// body before they read) then sees "connection reset" instead of the 413. So the layer
+    /// reads on, copying nothing, until the body ends, at line speed, or until this time is
+    /// up, as nginx's `lingering_time` does; then hyper closes the connection with the rest
+    /// unread. The time is checked as bytes arrive: a client that stops sending altogether is
+    /// the server's time-out to end, as for any stalled body. `Duration::ZERO` answers at the
+    /// first bytes past the limit.
+    #[must_use]
+    pub fn discard_time(mut self, time: Duration) -> Self {
+        Arc::make_mut(&mut self.config).discard_time = time;
         self
     }
 
