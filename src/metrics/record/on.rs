@@ -1,34 +1,25 @@
-//! The hooks the layer, the delivery stores and the inbox call. Without the feature `metrics`
-//! each is empty and its timers are zero-sized, so nothing is measured or kept.
+//! The hooks, recording through the `metrics` facade: the build with the feature `metrics`.
 
-#![cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-
-#[cfg(feature = "metrics")]
 use std::{sync::OnceLock, time::Instant};
 
-#[cfg(feature = "metrics")]
 use metrics::{counter, histogram, Counter, Histogram};
 
-#[cfg(feature = "metrics")]
-use super::names::*;
+use crate::metrics::names::*;
 use crate::{event::EventKind, rejection::RejectionKind};
 
 /// When something started, kept only when metrics are on.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Stopwatch {
-    #[cfg(feature = "metrics")]
     started: Instant,
 }
 
 impl Stopwatch {
     pub(crate) fn start() -> Self {
         Self {
-            #[cfg(feature = "metrics")]
             started: Instant::now(),
         }
     }
 
-    #[cfg(feature = "metrics")]
     fn seconds(self) -> f64 {
         self.started.elapsed().as_secs_f64()
     }
@@ -38,30 +29,22 @@ impl Stopwatch {
 /// [`INBOX_HANDLER_SECONDS`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HandlerTimer {
-    #[cfg(feature = "metrics")]
     watch: Stopwatch,
     /// The event's place in [`EventKind::KNOWN`], or one past it for any other name.
-    #[cfg(feature = "metrics")]
     event: usize,
 }
 
 impl HandlerTimer {
     pub(crate) fn start(kind: Option<&EventKind>) -> Self {
         Self {
-            #[cfg(feature = "metrics")]
             watch: Stopwatch::start(),
-            #[cfg(feature = "metrics")]
             event: event_index(kind),
         }
     }
 
     /// The same event, timed from now: the handler starts after the store's claim.
-    #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
     pub(crate) fn restart(mut self) -> Self {
-        #[cfg(feature = "metrics")]
-        {
-            self.watch = Stopwatch::start();
-        }
+        self.watch = Stopwatch::start();
         self
     }
 }
@@ -72,30 +55,21 @@ impl HandlerTimer {
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
     /// Inside `poll`: a drop while this holds means a panic unwound through it.
-    #[cfg(feature = "metrics")]
     polling: bool,
-    #[cfg(feature = "metrics")]
     finished: bool,
 }
 
 impl Tally {
     pub(crate) fn polling(&mut self, polling: bool) {
-        #[cfg(feature = "metrics")]
-        {
-            self.polling = polling;
-        }
+        self.polling = polling;
     }
 
     pub(crate) fn finished(&mut self) {
-        #[cfg(feature = "metrics")]
-        {
-            self.finished = true;
-        }
+        self.finished = true;
     }
 
     /// The future is dropped; `uncounted` if its state had not been counted yet.
     pub(crate) fn dropped(&self, uncounted: bool) {
-        #[cfg(feature = "metrics")]
         if uncounted && !self.finished {
             let code = if self.polling { "panic" } else { "dropped" };
             counter!(DELIVERIES_TOTAL, "outcome" => "aborted", "code" => code).increment(1);
@@ -105,7 +79,6 @@ impl Tally {
 
 /// Where the event's name is in [`EventKind::KNOWN`], or one past the end (`other`), so a
 /// sender cannot grow the label set.
-#[cfg(feature = "metrics")]
 fn event_index(kind: Option<&EventKind>) -> usize {
     kind.and_then(|kind| {
         EventKind::KNOWN
@@ -116,7 +89,6 @@ fn event_index(kind: Option<&EventKind>) -> usize {
 }
 
 /// The label for [`event_index`]'s answer.
-#[cfg(feature = "metrics")]
 fn event_label(index: usize) -> &'static str {
     EventKind::KNOWN.get(index).copied().unwrap_or("other")
 }
@@ -126,7 +98,6 @@ fn event_label(index: usize) -> &'static str {
 ///
 /// Registered with the recorder installed when the first delivery is recorded (the facade ties
 /// a handle to the recorder it was registered with), so install yours before serving.
-#[cfg(feature = "metrics")]
 struct Handles {
     accepted: Counter,
     duplicate: Counter,
@@ -140,7 +111,6 @@ struct Handles {
     inbox_handler: Vec<Histogram>,
 }
 
-#[cfg(feature = "metrics")]
 fn handles() -> &'static Handles {
     static HANDLES: OnceLock<Handles> = OnceLock::new();
     HANDLES.get_or_init(|| {
@@ -168,7 +138,6 @@ fn handles() -> &'static Handles {
 }
 
 /// The `outcome` of a refusal.
-#[cfg(feature = "metrics")]
 fn refusal(kind: RejectionKind) -> &'static str {
     match kind {
         RejectionKind::DeliveryInProgress => "in_flight",
@@ -179,61 +148,51 @@ fn refusal(kind: RejectionKind) -> &'static str {
 
 /// The body has been read (or failed to be).
 pub(crate) fn body_read(watch: Stopwatch) {
-    #[cfg(feature = "metrics")]
     handles().body_read.record(watch.seconds());
 }
 
 /// The signature has been checked and the envelope read.
 pub(crate) fn verified(watch: Stopwatch) {
-    #[cfg(feature = "metrics")]
     handles().verify.record(watch.seconds());
 }
 
 /// The layer refused a delivery.
 pub(crate) fn rejected(kind: RejectionKind) {
-    #[cfg(feature = "metrics")]
     handles().refused[kind as usize].increment(1);
 }
 
 /// The layer's delivery store knew the delivery: answered 200 without the handler.
 pub(crate) fn duplicate() {
-    #[cfg(feature = "metrics")]
     handles().duplicate.increment(1);
 }
 
 /// The service behind the layer answered a verified delivery with `status`; `duplicate` if it
 /// said the delivery was already stored (the inbox's 200).
 pub(crate) fn answered(timer: HandlerTimer, status: Option<http::StatusCode>, duplicate: bool) {
-    #[cfg(feature = "metrics")]
-    {
-        let handles = handles();
-        handles.handler[timer.event].record(timer.watch.seconds());
-        match status {
-            Some(status) if status.is_success() && duplicate => handles.duplicate.increment(1),
-            Some(status) if status.is_success() => handles.accepted.increment(1),
-            Some(status) => {
-                let code = status.as_u16().to_string();
-                counter!(DELIVERIES_TOTAL, "outcome" => "handler_error", "code" => code)
-                    .increment(1);
-            }
-            None => {
-                counter!(DELIVERIES_TOTAL, "outcome" => "handler_error", "code" => "error")
-                    .increment(1);
-            }
+    let handles = handles();
+    handles.handler[timer.event].record(timer.watch.seconds());
+    match status {
+        Some(status) if status.is_success() && duplicate => handles.duplicate.increment(1),
+        Some(status) if status.is_success() => handles.accepted.increment(1),
+        Some(status) => {
+            let code = status.as_u16().to_string();
+            counter!(DELIVERIES_TOTAL, "outcome" => "handler_error", "code" => code).increment(1);
+        }
+        None => {
+            counter!(DELIVERIES_TOTAL, "outcome" => "handler_error", "code" => "error")
+                .increment(1);
         }
     }
 }
 
 /// A delivery store stopped answering (once per outage).
 pub(crate) fn store_outage() {
-    #[cfg(feature = "metrics")]
     counter!(STORE_OUTAGES_TOTAL).increment(1);
 }
 
 /// One delivery store round trip.
 #[cfg(feature = "redis")]
 pub(crate) fn store_round_trip(watch: Stopwatch, store: &'static str, op: &'static str, ok: bool) {
-    #[cfg(feature = "metrics")]
     histogram!(
         STORE_SECONDS,
         "store" => store,
@@ -245,7 +204,7 @@ pub(crate) fn store_round_trip(watch: Stopwatch, store: &'static str, op: &'stat
 
 /// A worker's count of the inbox: deliveries by state, and how long the oldest pending one
 /// has waited.
-#[cfg(all(feature = "inbox", feature = "metrics"))]
+#[cfg(feature = "inbox")]
 pub(crate) fn inbox_counts(
     by_state: [(&'static str, u64); 4],
     oldest_pending: std::time::Duration,
@@ -261,18 +220,16 @@ pub(crate) fn inbox_counts(
 /// The inbox worker's handler returned (or panicked).
 #[cfg(feature = "inbox")]
 pub(crate) fn inbox_handler(timer: HandlerTimer) {
-    #[cfg(feature = "metrics")]
     handles().inbox_handler[timer.event].record(timer.watch.seconds());
 }
 
 /// What an inbox attempt came to: `handled`, `retry`, `dead`, `released` or `lost`.
 #[cfg(feature = "inbox")]
 pub(crate) fn inbox_attempt(result: &'static str) {
-    #[cfg(feature = "metrics")]
     counter!(INBOX_ATTEMPTS_TOTAL, "result" => result).increment(1);
 }
 
-#[cfg(all(test, feature = "metrics"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 
