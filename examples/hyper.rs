@@ -6,21 +6,18 @@
 //!
 //! The layer wraps a `service_fn`; the handler deserializes the verified payload the layer left
 //! in the request's extensions with `RingyoEvent::from_extensions`. Connections are served by
-//! hyper's HTTP/1.1 connection builder within documented limits (`support/server.rs`): a
-//! connection that has not sent a request's headers within 10 s (silent, trickling, or idle
-//! between requests) is closed, a request has 10 s, body included, at most 1 024 connections
-//! are served at once, and on Ctrl-C or SIGTERM requests in flight get 20 s to finish.
-
-#[path = "support/server.rs"]
-mod server;
-#[path = "support/signal.rs"]
-mod signal;
+//! hyper's HTTP/1.1 connection builder within documented limits (the receiver's accept loop,
+//! `receiver/src/server.rs`): a connection that has not sent a request's headers within 10 s
+//! (silent, trickling, or idle between requests) is closed, a request has 10 s, body included,
+//! at most 1 024 connections are served at once, and on Ctrl-C or SIGTERM requests in flight
+//! get 20 s to finish.
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
+use ringyo_receiver::{server, signal};
 use ringyo_webhook::{middleware::RequestBody, Event, RingyoEvent, RingyoWebhookLayer};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;

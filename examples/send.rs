@@ -24,9 +24,9 @@ Events: any names (default: call.completed); --all sends every event the crate k
 
 Options:
   --url URL          where to POST (default: http://127.0.0.1:3000/webhooks/ringyo,
-                     the receiver example's address)
-  --secret SECRET    signing secret (default: $RINGYO_WEBHOOK_SECRET, else the receiver
-                     example's development secret)
+                     the receiver's address)
+  --secret SECRET    signing secret (default: $RINGYO_WEBHOOK_SECRET, else the receiver's
+                     development secret)
   --all              send every known event
   --tamper           change the body after signing    (expect 401 invalid_signature)
   --wrong-secret     sign with another secret          (expect 401 invalid_signature)
@@ -209,7 +209,7 @@ async fn send_one(
         if err.is_connect() {
             format!(
                 "cannot reach the receiver at {}: is it running? Start it with \
-                 `cargo run --example receiver`, or point --url at yours",
+                 `cargo run -p ringyo-receiver`, or point --url at yours",
                 options.url
             )
         } else {

@@ -12,9 +12,6 @@
 //! shutdown, so both are added around it here ([`Limits`]); its HTTP/1.1 header-read time-out
 //! is hyper's default, 30 s, and not configurable, which the maximum connection age bounds too.
 
-#[path = "support/signal.rs"]
-mod signal;
-
 use std::{
     future::Future,
     io,
@@ -26,6 +23,7 @@ use std::{
 
 use axum::{http::StatusCode, routing::post};
 use futures_util::Stream;
+use ringyo_receiver::signal;
 use ringyo_webhook::{RingyoEvent, RingyoWebhookLayer};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},

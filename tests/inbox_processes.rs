@@ -1,41 +1,29 @@
-//! The receiver example as real processes: killed with SIGKILL mid-stream and restarted on the
-//! same inbox, and two of them on one Postgres; and a worker whose handler aborts its process,
-//! restarted as a supervisor would.
+//! A worker whose handler aborts its process, restarted as a supervisor would. (The receiver's
+//! own process tests, killed mid-stream and two on one Postgres, are the receiver package's,
+//! `receiver/tests/processes.rs`.)
 //!
-//! The test binary starts copies of itself running `receiver_process` or `aborting_worker`
-//! (ignored tests, run only as children), so the process killed is a real one, not a task.
+//! The test binary starts copies of itself running `aborting_worker` (an ignored test, run only
+//! as a child), so the process that dies is a real one, not a task.
 
 mod common;
 
-#[allow(dead_code)]
-#[path = "../examples/receiver.rs"]
-mod receiver;
-
 use std::{
     collections::{HashMap, HashSet},
-    net::SocketAddr,
     os::unix::process::ExitStatusExt,
     path::Path,
     process::Stdio,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
     time::Duration,
 };
 
-use common::{envelope, sign, stores::ids};
+use common::{envelope, stores::ids};
 use ringyo_webhook::{
     inbox::{Inbox, InboxAdmin, InboxStats, InboxStore, Job, NewDelivery, Worker},
     Clock, Event, SystemClock,
 };
 use serde_json::json;
-use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
-    process::{Child, Command},
-};
+use tokio::{io::AsyncWriteExt, process::Command};
 
-/// Set in a child process: the inbox URL it receives into.
+/// Set in a child process: the inbox URL it works on.
 const INBOX_URL: &str = "RINGYO_PROCESS_TEST_INBOX_URL";
 /// Set in a child process: the file it appends `call_id` lines to as it finishes each event.
 const PROCESSED_LOG: &str = "RINGYO_PROCESS_TEST_LOG";
@@ -57,95 +45,8 @@ async fn log_processed(log: &str, call_id: &str) -> Result<(), String> {
         .map_err(|err| err.to_string())
 }
 
-/// Not a test of its own: the receiver process the tests below start, kill and restart.
-#[test]
-#[ignore = "started by the process tests, as a child"]
-fn receiver_process() {
-    let (Ok(url), Ok(log)) = (std::env::var(INBOX_URL), std::env::var(PROCESSED_LOG)) else {
-        return;
-    };
-    let work = receiver::work_from(std::env::var("RINGYO_WORK_MS")).unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async move {
-        let (webhook, addr) = common::local_listener().await;
-        let (admin, _) = common::local_listener().await;
-        println!("listening {addr}");
-        let inbox = receiver::inbox_from(Ok(url)).unwrap();
-        let handler = move |job: Job<Event>| {
-            let log = log.clone();
-            async move {
-                tokio::time::sleep(work).await;
-                let Event::CallCompleted(call) = &job.event.data else {
-                    return Err("unexpected event".to_owned());
-                };
-                log_processed(&log, call.id.as_deref().unwrap_or("-")).await
-            }
-        };
-        receiver::run(
-            receiver::Listeners { webhook, admin },
-            common::layer(),
-            inbox,
-            handler,
-            common::detached_metrics(),
-            receiver::ServerLimits::default(),
-            std::future::pending(),
-        )
-        .await
-        .unwrap();
-    });
-}
-
-/// A receiver process; killed when dropped, so a failing test leaves none behind.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Process {
-    async fn start(url: &str, log: &Path, work_ms: u64) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["receiver_process", "--exact", "--ignored", "--nocapture"])
-            .env(INBOX_URL, url)
-            .env(PROCESSED_LOG, log)
-            .env("RINGYO_WORK_MS", work_ms.to_string())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(addr) = line.strip_prefix("listening ") {
-                    return addr.parse().unwrap();
-                }
-            }
-            panic!("the receiver process exited before listening")
-        })
-        .await
-        .expect("the receiver process did not start");
-        Self { child, addr }
-    }
-
-    async fn kill(mut self) {
-        self.child.kill().await.unwrap();
-    }
-}
-
 fn call(n: usize) -> Vec<u8> {
     envelope("call.completed", json!({ "id": format!("call_{n}") }))
-}
-
-/// POSTs a signed body; the status, or `None` if no answer came (the process died).
-async fn post(client: &reqwest::Client, addr: SocketAddr, body: &[u8]) -> Option<u16> {
-    let response = client
-        .post(format!("http://{addr}{}", receiver::PATH))
-        .header("x-ringyo-signature", sign(body))
-        .body(body.to_vec())
-        .send()
-        .await
-        .ok()?;
-    Some(response.status().as_u16())
 }
 
 /// How many times each call id was processed, from the log the processes append to.
@@ -156,148 +57,6 @@ fn processed(log: &Path) -> HashMap<String, usize> {
         *counts.entry(line.to_owned()).or_insert(0) += 1;
     }
     counts
-}
-
-/// Waits (bounded) until the log holds every id in `expected`.
-async fn until_processed(
-    log: &Path,
-    expected: impl Iterator<Item = String>,
-) -> HashMap<String, usize> {
-    let expected: HashSet<String> = expected.collect();
-    for _ in 0..600 {
-        let counts = processed(log);
-        if expected.iter().all(|id| counts.contains_key(id)) {
-            return counts;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let counts = processed(log);
-    let missing: Vec<_> = expected
-        .iter()
-        .filter(|id| !counts.contains_key(*id))
-        .collect();
-    panic!("never processed: {missing:?}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_receiver_killed_mid_stream_loses_no_acknowledged_delivery() {
-    const DELIVERIES: usize = 300;
-    const SENDERS: usize = 16;
-    const KILL_AFTER: usize = 150;
-    let database = common::inbox::sqlite();
-    let log = tempfile::NamedTempFile::new().unwrap();
-    // 30 ms of work per event against 16 senders: acknowledged deliveries pile up in the inbox.
-    let first = Process::start(&database.url, log.path(), 30).await;
-    let addr = first.addr;
-
-    let next = Arc::new(AtomicUsize::new(0));
-    let acked = Arc::new(Mutex::new(HashSet::new()));
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|_| {
-            let (next, acked) = (Arc::clone(&next), Arc::clone(&acked));
-            tokio::spawn(async move {
-                let client = common::client();
-                loop {
-                    let n = next.fetch_add(1, Ordering::SeqCst);
-                    if n >= DELIVERIES {
-                        return;
-                    }
-                    if let Some(200..=299) = post(&client, addr, &call(n)).await {
-                        acked.lock().unwrap().insert(n);
-                    }
-                    // Paced, as Ringyo's deliveries come: the worker gets under way before the
-                    // stream ends, so the kill finds handlers running.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            })
-        })
-        .collect();
-    for _ in 0..1000 {
-        // Past the first round of handlers: the next round is running when the kill comes.
-        if acked.lock().unwrap().len() >= KILL_AFTER && processed(log.path()).len() > 8 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    first.kill().await;
-    let acked_at_kill = acked.lock().unwrap().clone();
-    let processed_at_kill = processed(log.path()).len();
-    for sender in senders {
-        sender.await.unwrap();
-    }
-    let acked_before_restart = acked.lock().unwrap().clone();
-    assert!(acked_at_kill.len() >= KILL_AFTER && acked_before_restart.len() < DELIVERIES);
-    assert!(
-        processed_at_kill < acked_at_kill.len(),
-        "the kill came while acknowledged deliveries waited in the inbox \
-         ({processed_at_kill} processed of {} acknowledged)",
-        acked_at_kill.len()
-    );
-
-    // Restarted on the same file; Ringyo retries what got no 2xx.
-    let second = Process::start(&database.url, log.path(), 0).await;
-    let client = common::client();
-    for n in (0..DELIVERIES).filter(|n| !acked_before_restart.contains(n)) {
-        let mut status = None;
-        for _ in 0..50 {
-            status = post(&client, second.addr, &call(n)).await;
-            if let Some(200..=299) = status {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(matches!(status, Some(200..=299)), "call_{n}: {status:?}");
-    }
-    let counts = until_processed(log.path(), (0..DELIVERIES).map(|n| format!("call_{n}"))).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let counts = processed(log.path())
-        .into_iter()
-        .chain(counts)
-        .collect::<HashMap<_, _>>();
-    second.kill().await;
-
-    let twice: Vec<_> = counts.iter().filter(|(_, runs)| **runs > 1).collect();
-    eprintln!(
-        "killed with {} acknowledged and {processed_at_kill} processed; after the restart all \
-         {DELIVERIES} processed, {} of them twice: {twice:?}",
-        acked_at_kill.len(),
-        twice.len()
-    );
-    assert_eq!(counts.len(), DELIVERIES);
-    // Only a delivery in a handler at the kill may run again: at most the worker's concurrency.
-    assert!(twice.len() <= 8, "{twice:?}");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn two_receivers_on_one_postgres_store_and_process_each_delivery_once() {
-    let Some(database) = common::inbox::postgres().await else {
-        return;
-    };
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let (one, two) = tokio::join!(
-        Process::start(&database.url, log.path(), 0),
-        Process::start(&database.url, log.path(), 0)
-    );
-    let client = common::client();
-    for n in 0..20 {
-        // The same delivery to both at once, as a retry behind a load balancer can.
-        let body = call(n);
-        let (a, b) = tokio::join!(
-            post(&client, one.addr, &body),
-            post(&client, two.addr, &body)
-        );
-        let mut statuses = [a.unwrap(), b.unwrap()];
-        statuses.sort_unstable();
-        assert_eq!(statuses, [200, 202], "call_{n}");
-    }
-    until_processed(log.path(), (0..20).map(|n| format!("call_{n}"))).await;
-    // Long enough for a second run, were there one.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let counts = processed(log.path());
-    assert_eq!(counts.len(), 20);
-    assert!(counts.values().all(|runs| *runs == 1), "{counts:?}");
-    one.kill().await;
-    two.kill().await;
 }
 
 /// Not a test of its own: a worker whose handler aborts the process on the culprit's call

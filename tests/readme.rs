@@ -18,8 +18,9 @@ fn readme_lists_every_rejection_with_its_status_and_code() {
 /// No snippet a reader may copy holds a secret the crate would take: a `"whsec_..."` literal
 /// copied into a service lets in anyone who signs with that public string. Scanned: README's
 /// Rust blocks (all lines: GitHub shows a doctest's hidden ones) and the Rust blocks of the API
-/// docs in `src/` (the lines rustdoc shows). Test code is exempt: README lines after a
-/// `#[test]` attribute, and `src/testing/`, which exists only with the `test-util` feature.
+/// docs in `src/` and the receiver's `receiver/src/` (the lines rustdoc shows). Test code is
+/// exempt: README lines after a `#[test]` attribute, and `src/testing/`, which exists only with
+/// the `test-util` feature.
 #[test]
 fn no_snippet_holds_a_secret_that_would_be_accepted() {
     let mut live = Vec::new();
@@ -28,10 +29,12 @@ fn no_snippet_holds_a_secret_that_would_be_accepted() {
         live.extend(live_secrets(line).map(|secret| format!("README.md:{number}: {secret}")));
     }
     let mut files = Vec::new();
-    rust_files(
-        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src")),
-        &mut files,
-    );
+    for dir in ["src", "receiver/src"] {
+        rust_files(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
+            &mut files,
+        );
+    }
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         let docs = text.lines().map(|line| {

@@ -1,10 +1,6 @@
-//! The `send` example against the receiver example, both real, on 127.0.0.1.
+//! The `send` example against the receiver (`ringyo-receiver`), both real, on 127.0.0.1.
 
 mod common;
-
-#[allow(dead_code)]
-#[path = "../examples/receiver.rs"]
-mod receiver;
 
 #[allow(dead_code)]
 #[path = "../examples/send.rs"]
@@ -12,6 +8,7 @@ mod send;
 
 use std::net::SocketAddr;
 
+use ringyo_receiver::{config::inbox_from, process, run, Listeners, ServerLimits, PATH};
 use ringyo_webhook::{
     testing::{Fault, DEVELOPMENT_SECRET},
     EventKind, RingyoWebhookLayer,
@@ -19,21 +16,21 @@ use ringyo_webhook::{
 use send::Options;
 use tokio::net::TcpListener;
 
-/// The receiver example as `cargo run --example receiver` starts it, on an ephemeral port,
+/// The receiver as `cargo run -p ringyo-receiver` starts it, on an ephemeral port,
 /// with an inbox file of its own (kept for as long as the test runs).
 async fn start_receiver() -> SocketAddr {
     let (webhook, addr) = common::local_listener().await;
     let (admin, _) = common::local_listener().await;
     let layer = RingyoWebhookLayer::new(DEVELOPMENT_SECRET).unwrap();
     let database = Box::leak(Box::new(common::inbox::sqlite()));
-    let inbox = receiver::inbox_from(Ok(database.url.clone())).unwrap();
-    tokio::spawn(receiver::run(
-        receiver::Listeners { webhook, admin },
+    let inbox = inbox_from(Ok(database.url.clone())).unwrap();
+    tokio::spawn(run(
+        Listeners { webhook, admin },
         layer,
         inbox,
-        receiver::process(std::time::Duration::ZERO),
+        process(std::time::Duration::ZERO),
         common::detached_metrics(),
-        receiver::ServerLimits::default(),
+        ServerLimits::default(),
         std::future::pending(),
     ));
     addr
@@ -41,7 +38,7 @@ async fn start_receiver() -> SocketAddr {
 
 fn options(addr: SocketAddr, args: &[&str]) -> Options {
     let mut args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
-    args.extend(["--url".into(), format!("http://{addr}{}", receiver::PATH)]);
+    args.extend(["--url".into(), format!("http://{addr}{PATH}")]);
     Options::parse(args, None).unwrap().unwrap()
 }
 

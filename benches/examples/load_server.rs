@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Built with the feature `metrics` and run with `LOAD_METRICS` set, every mode records the
-//! crate's metrics into a Prometheus recorder (the receiver example's buckets, upkeep every
+//! crate's metrics into a Prometheus recorder (the receiver's buckets, upkeep every
 //! 5 s), as a receiver serving `/metrics` does; `features` says whether it was built so.
 //!
 //! Modes: `layer`, `manual`, `none`, `parse` (verification), and `layer-memory`,
@@ -257,7 +257,7 @@ fn record_metrics() -> Result<(), Box<dyn std::error::Error>> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)?
         .install_recorder()?;
     ringyo_webhook::metrics::describe();
-    // A task on the server's runtime, as the receiver example does; not a thread: a second
+    // A task on the server's runtime, as the receiver does; not a thread: a second
     // thread would switch glibc's malloc from its single-threaded fast path to locking, which
     // costs this single-threaded server about a tenth of its throughput whatever it records.
     tokio::spawn(async move {
@@ -275,7 +275,7 @@ fn record_metrics() -> Result<(), Box<dyn std::error::Error>> {
     Err("LOAD_METRICS is set, but load_server was built without the feature metrics".into())
 }
 
-/// The `queue` route: today's in-memory receiver before the inbox (`examples/receiver.rs`
+/// The `queue` route: today's in-memory receiver before the inbox (the receiver example
 /// until the inbox replaced it): `try_send` the event on a bounded channel, answer 202 (503 if
 /// full), and a task drains the channel, running the handler (here: count) on each event.
 fn queue() -> axum::routing::MethodRouter {

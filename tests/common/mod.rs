@@ -88,12 +88,6 @@ pub fn detached_metrics() -> metrics_exporter_prometheus::PrometheusHandle {
         .handle()
 }
 
-/// The status of `GET path`, such as a health route's.
-pub async fn get_status(addr: SocketAddr, path: &str) -> u16 {
-    let url = format!("http://{addr}{path}");
-    client().get(url).send().await.unwrap().status().as_u16()
-}
-
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -192,18 +186,6 @@ pub async fn stalled_mid_body(addr: SocketAddr, path: &str) -> TcpStream {
     stalled.write_all(&body[..10]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     stalled
-}
-
-/// Sends this process SIGHUP, on which a receiver re-reads its secrets file.
-#[cfg(unix)]
-pub async fn hang_up() {
-    let pid = std::process::id();
-    let status = tokio::process::Command::new("sh")
-        .args(["-c", &format!("kill -HUP {pid}")])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success());
 }
 
 /// Writes raw bytes to the server and reads what comes back until it closes or `deadline`.

@@ -8,10 +8,6 @@
 
 mod common;
 
-#[allow(dead_code)]
-#[path = "../examples/receiver.rs"]
-mod receiver;
-
 use std::{
     net::SocketAddr,
     path::PathBuf,
@@ -20,9 +16,13 @@ use std::{
 };
 
 use axum::{http::StatusCode, routing::post, Router};
-use common::{envelope, Captured};
+use common::{
+    process::{Log, Receiver},
+    Logs,
+};
+use ringyo_receiver::{config::layer_from_file, server, ServerLimits, PATH};
+use ringyo_webhook::testing::TestDelivery;
 use serde_json::json;
-use tracing_subscriber::fmt::format::FmtSpan;
 
 const OLD: &str = "whsec_old_endpoint";
 const NEW: &str = "whsec_new_endpoint";
@@ -41,11 +41,12 @@ impl Endpoint {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secrets");
         std::fs::write(&path, contents).unwrap();
-        let layer = receiver::layer_from_file(&path)
-            .unwrap()
-            .clock(common::test_now);
+        let layer = layer_from_file(&path).unwrap();
         let accept = post(|| async { StatusCode::ACCEPTED }).route_layer(layer);
-        let addr = common::serve(Router::new().route(receiver::PATH, accept)).await;
+        let (listener, addr) = common::local_listener().await;
+        let app = Router::new().route(PATH, accept);
+        let limits = ServerLimits::default();
+        tokio::spawn(server::serve(listener, app, limits, std::future::pending()));
         Self {
             addr,
             path,
@@ -57,9 +58,11 @@ impl Endpoint {
     /// The status of a distinct delivery signed with `secret`.
     async fn send_with(&self, secret: &str) -> u16 {
         let n = self.sent.fetch_add(1, Ordering::SeqCst);
-        let body = envelope("call.completed", json!({ "id": format!("call_{n}") }));
-        let signature = ringyo_webhook::testing::sign(secret, &body).unwrap();
-        common::deliver(self.addr, receiver::PATH, body, Some(&signature))
+        let (body, signature) = TestDelivery::new("call.completed")
+            .data(json!({ "id": format!("call_{n}") }))
+            .secret(secret)
+            .body_and_signature();
+        common::post(self.addr, body.into_bytes(), signature.as_deref())
             .await
             .0
     }
@@ -83,23 +86,12 @@ impl Endpoint {
     }
 }
 
-/// Whether `logs` come to hold a line with `text` within 5 s.
-async fn logged(logs: &Captured, text: &str) -> bool {
-    for _ in 0..250 {
-        if logs.text().contains(text) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
-
 /// What the receiver says when it cannot start on a file holding `contents`.
 fn refused_at_start(contents: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("secrets");
     std::fs::write(&path, contents).unwrap();
-    receiver::layer_from_file(&path).unwrap_err()
+    layer_from_file(&path).unwrap_err()
 }
 
 /// Item 8 of issue 20: a Windows editor's byte-order mark used to become part of the first
@@ -156,13 +148,13 @@ async fn comments_and_the_layout_around_a_secret_are_not_part_of_it() {
 #[cfg(unix)]
 #[tokio::test]
 async fn a_sighup_on_a_file_with_an_inline_comment_keeps_the_secrets_and_logs_the_line() {
-    let (logs, _guard) = Captured::start(FmtSpan::NONE);
+    let (logs, _guard) = Logs::capture();
     let endpoint = Endpoint::start(&format!("{OLD}\n")).await;
     endpoint
         .rewrite(&format!("{NEW} # the new endpoint\n{OLD}\n"))
         .await;
     assert!(
-        logged(&logs, "line 1: text after the secret").await,
+        logs.comes_to_hold("line 1: text after the secret").await,
         "never refused:\n{}",
         logs.text()
     );
@@ -177,16 +169,13 @@ async fn a_sighup_on_a_file_with_an_inline_comment_keeps_the_secrets_and_logs_th
 #[cfg(unix)]
 #[tokio::test]
 async fn a_sighup_on_a_half_written_file_keeps_the_secrets_until_it_is_whole() {
-    let (logs, _guard) = Captured::start(FmtSpan::NONE);
+    let (logs, _guard) = Logs::capture();
     let endpoint = Endpoint::start(&format!("{OLD}\n")).await;
     let whole = format!("{NEW}\n{OLD}\n");
     endpoint.rewrite(&whole[..whole.len() - 8]).await;
     assert!(
-        logged(
-            &logs,
-            "does not end with a newline, so it may be half written"
-        )
-        .await,
+        logs.comes_to_hold("does not end with a newline, so it may be half written")
+            .await,
         "never refused:\n{}",
         logs.text()
     );
@@ -222,38 +211,23 @@ fn write_temp(contents: &str) -> tempfile::NamedTempFile {
     file
 }
 
-/// Set in a child process: the secrets file it starts on.
-const CHILD_SECRETS_FILE: &str = "RINGYO_SECRETS_FILE_TEST_CHILD";
-
-/// Not a test of its own: a receiver's start on the secrets file in [`CHILD_SECRETS_FILE`],
-/// with the receiver's log to stdout, in a fresh process: the stand-in secrets a layer built
-/// `from_source` holds are made once per process, so only a fresh one shows what a start logs.
-#[test]
-#[ignore = "started by a_start_on_a_secrets_file_logs_the_count_and_no_prefix_warning"]
-fn receiver_start() {
-    let Some(path) = std::env::var_os(CHILD_SECRETS_FILE) else {
-        return;
-    };
-    tracing_subscriber::fmt().with_ansi(false).init();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async move {
-        receiver::layer_from_file(PathBuf::from(path)).unwrap();
-    });
-}
-
 /// Item 10: every receiver start on a file of valid `whsec_` secrets used to warn that a
 /// secret "does not start with `whsec_`" (the layer's own stand-in secrets did not), and said
-/// nothing of what it read.
-#[test]
-fn a_start_on_a_secrets_file_logs_the_count_and_no_prefix_warning() {
+/// nothing of what it read. The receiver's binary, in a fresh process: the stand-in secrets a
+/// layer built `from_source` holds are made once per process, so only a fresh one shows what a
+/// start logs.
+#[tokio::test]
+async fn a_start_on_a_secrets_file_logs_the_count_and_no_prefix_warning() {
     let file = write_temp(&format!("# current first\n{NEW}\n{OLD}\n"));
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["receiver_start", "--exact", "--ignored", "--nocapture"])
-        .env(CHILD_SECRETS_FILE, file.path())
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{log}");
+    let database = common::inbox::sqlite();
+    let path = file.path().to_str().unwrap();
+    let env = [
+        ("RINGYO_SECRETS_FILE", path),
+        ("RINGYO_INBOX_URL", &database.url),
+    ];
+    let log = Log::default();
+    Receiver::start(&env, &log).await.kill().await;
+    let log = log.lines().join("\n");
     let read = format!("read 2 secret(s) from {} at start", file.path().display());
     assert!(log.contains(&read), "{log}");
     assert!(!log.contains("WARN"), "{log}");

@@ -1,7 +1,7 @@
-//! The shutdown signal the examples stop on.
+//! The shutdown signal the receiver and the crate's examples stop on.
 
 /// Resolves on Ctrl-C, or on SIGTERM (what an orchestrator sends before SIGKILL).
-pub(crate) async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(err) = tokio::signal::ctrl_c().await {
             tracing::error!("cannot listen for Ctrl-C: {err}");

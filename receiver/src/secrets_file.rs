@@ -31,27 +31,27 @@ use zeroize::Zeroizing;
 
 /// The secrets read from one file, swapped in place whenever it is re-read.
 #[derive(Debug, Clone)]
-pub(crate) struct SecretsFile {
+pub struct SecretsFile {
     path: PathBuf,
     secrets: RotatingSecrets,
 }
 
 impl SecretsFile {
     /// Reads `path`, and logs how many secrets it holds.
-    pub(crate) fn load(path: impl Into<PathBuf>) -> Result<Self, String> {
+    pub fn load(path: impl Into<PathBuf>) -> Result<Self, String> {
         let path = path.into();
         let secrets = RotatingSecrets::new(read_logged(&path, "at start")?);
         Ok(Self { path, secrets })
     }
 
     /// The secrets, as the layer's source.
-    pub(crate) fn secrets(&self) -> RotatingSecrets {
+    pub fn secrets(&self) -> RotatingSecrets {
         self.secrets.clone()
     }
 
     /// Reads the file again and uses what it says now, logging how many secrets it holds; on
     /// an error the secrets stay as they were.
-    pub(crate) fn reload(&self) -> Result<(), String> {
+    pub fn reload(&self) -> Result<(), String> {
         self.secrets.set(read_logged(&self.path, "on SIGHUP")?);
         Ok(())
     }
@@ -59,7 +59,7 @@ impl SecretsFile {
     /// Re-reads the file on every SIGHUP, for as long as the process runs. The handler is in
     /// place when this returns, so a SIGHUP sent after it never stops the process.
     #[cfg(unix)]
-    pub(crate) fn reload_on_hangup(self) -> std::io::Result<()> {
+    pub fn reload_on_hangup(self) -> std::io::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hangups = signal(SignalKind::hangup())?;
         tokio::spawn(async move {
@@ -88,7 +88,7 @@ fn read_logged(path: &Path, when: &str) -> Result<Secrets, String> {
 }
 
 /// The secrets in the file at `path`. Errors name the file and the line, never a secret.
-pub(crate) fn read(path: &Path) -> Result<Secrets, String> {
+pub fn read(path: &Path) -> Result<Secrets, String> {
     let shown = path.display();
     // The file's bytes hold the secrets: wiped once they are key states. Borrowed as text
     // rather than converted, so no copy is left behind unwiped.

@@ -1,19 +1,11 @@
-//! The `inbox` example, the receiver's admin command, against a real inbox file.
+//! `ringyo-receiver inbox ...`, the receiver's admin command, against a real inbox file.
 
 mod common;
-
-#[allow(dead_code)]
-#[path = "../examples/inbox.rs"]
-mod admin;
-
-#[allow(dead_code)]
-#[path = "../examples/receiver.rs"]
-mod receiver;
 
 use std::time::Duration;
 
 use axum::{routing::post_service, Router};
-use common::{envelope, sign};
+use ringyo_receiver::{inbox_command as admin, server, ServerLimits, PATH};
 use ringyo_webhook::{
     inbox::{Inbox, Job, Worker},
     Event,
@@ -27,14 +19,16 @@ fn args(line: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn stats_dead_and_replay_work_against_the_receivers_database() {
     let database = common::inbox::sqlite();
-    let inbox = Inbox::new(database.open());
+    let inbox = Inbox::open(&database.url).unwrap();
     let app = Router::new().route(
-        receiver::PATH,
+        PATH,
         post_service(inbox.clone()).route_layer(common::layer()),
     );
-    let addr = common::serve(app).await;
-    let body = envelope("call.completed", json!({"id": "call_1"}));
-    let sent = common::deliver(addr, receiver::PATH, body.clone(), Some(&sign(&body))).await;
+    let (listener, addr) = common::local_listener().await;
+    let limits = ServerLimits::default();
+    tokio::spawn(server::serve(listener, app, limits, std::future::pending()));
+    let (body, signature) = common::signed("call.completed", json!({"id": "call_1"}));
+    let sent = common::post(addr, body, Some(&signature)).await;
     assert_eq!(sent.0, 202);
     let worker = Worker::new(&inbox, |_: Job<Event>| async {
         Err::<(), _>("the CRM is down")
@@ -89,12 +83,11 @@ async fn mistakes_are_sentences_and_looking_creates_no_database() {
         .await
         .unwrap_err();
     assert!(
-        usage.starts_with("usage: inbox stats | dead | replay"),
+        usage.starts_with("usage: ringyo-receiver inbox stats | dead | replay"),
         "{usage}"
     );
     let bad_id = admin::run(&args("replay 12"), &database.url)
         .await
         .unwrap_err();
     assert!(bad_id.contains("is not a delivery id"), "{bad_id}");
-    assert_eq!(admin::DEFAULT_INBOX_URL, receiver::DEFAULT_INBOX_URL);
 }

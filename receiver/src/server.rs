@@ -1,4 +1,4 @@
-//! A hardened HTTP/1.1 accept loop on hyper, shared by the receiver and hyper examples.
+//! A hardened HTTP/1.1 accept loop on hyper, for the receiver and the crate's hyper example.
 //!
 //! Not `axum::serve`: it has no header-read time-out, no cap on connections and no deadline
 //! on its graceful shutdown, and each of those lets a client that holds connections open
@@ -33,13 +33,13 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// the process alive past an orchestrator's patience. (A body that trickles is the request
 /// time-out's to cut off: the service's, such as tower-http's `TimeoutLayer`.)
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ServerLimits {
+pub struct ServerLimits {
     /// Default 10 s.
-    pub(crate) header_read_timeout: Duration,
+    pub header_read_timeout: Duration,
     /// Default 1 024.
-    pub(crate) max_connections: usize,
+    pub max_connections: usize,
     /// Default 20 s, inside the usual 30 s between SIGTERM and SIGKILL.
-    pub(crate) shutdown_deadline: Duration,
+    pub shutdown_deadline: Duration,
 }
 
 impl Default for ServerLimits {
@@ -54,7 +54,7 @@ impl Default for ServerLimits {
 
 /// Serves `service` on `listener` within `limits` until `shutdown` resolves, then lets open
 /// connections finish their requests for up to the shutdown deadline.
-pub(crate) async fn serve<S, B>(
+pub async fn serve<S, B>(
     listener: TcpListener,
     service: S,
     limits: ServerLimits,

@@ -1,17 +1,13 @@
-//! The receiver example against a Postgres that is down at start-up and goes down mid-run:
+//! The receiver against a Postgres that is down at start-up and goes down mid-run:
 //! 503s while it is away, then deliveries stored and processed again, with no restart.
 //!
 //! Its own test binary: it stops the shared test server, which no other test may see.
 
 mod common;
 
-#[allow(dead_code)]
-#[path = "../examples/receiver.rs"]
-mod receiver;
-
 use std::{net::SocketAddr, time::Duration};
 
-use common::{envelope, sign};
+use ringyo_receiver::{config::inbox_from, run, Listeners, ServerLimits};
 use ringyo_webhook::{inbox::Job, Event};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -29,10 +25,8 @@ fn server(command: &str) {
 }
 
 async fn send(addr: SocketAddr, n: u32) -> u16 {
-    let body = envelope("credits.low", json!({ "balance": n }));
-    common::deliver(addr, receiver::PATH, body.clone(), Some(&sign(&body)))
-        .await
-        .0
+    let (body, signature) = common::signed("credits.low", json!({ "balance": n }));
+    common::post(addr, body, Some(&signature)).await.0
 }
 
 async fn ready(admin: SocketAddr) -> u16 {
@@ -67,14 +61,14 @@ async fn postgres_down_at_start_and_mid_run_is_503_then_recovers_without_a_resta
             Ok::<(), String>(())
         }
     };
-    let inbox = receiver::inbox_from(Ok(database.url.clone())).unwrap();
-    let running = tokio::spawn(receiver::run(
-        receiver::Listeners { webhook, admin },
+    let inbox = inbox_from(Ok(database.url.clone())).unwrap();
+    let running = tokio::spawn(run(
+        Listeners { webhook, admin },
         common::layer(),
         inbox,
         handler,
         common::detached_metrics(),
-        receiver::ServerLimits::default(),
+        ServerLimits::default(),
         std::future::pending(),
     ));
 

@@ -1,50 +1,36 @@
-//! Looks into the receiver's inbox: counts, dead letters, and replaying one.
+//! `ringyo-receiver inbox ...`: looks into the receiver's inbox: counts, dead letters, and
+//! replaying one.
 //!
 //! ```text
-//! cargo run --example inbox -- stats
-//! cargo run --example inbox -- dead
-//! cargo run --example inbox -- replay <DELIVERY_ID>
+//! cargo run -p ringyo-receiver -- inbox stats
+//! cargo run -p ringyo-receiver -- inbox dead
+//! cargo run -p ringyo-receiver -- inbox replay <DELIVERY_ID>
 //! ```
 //!
-//! Works against the same database as the receiver example: `RINGYO_INBOX_URL`, default
+//! Works against the same database as the receiver: `RINGYO_INBOX_URL`, default
 //! `sqlite://ringyo-inbox.db` in the working directory. A replayed delivery is run again from
-//! its first attempt by the receiver's worker (at once if it runs in the same process, else
-//! at its next poll, or at once on Postgres).
-
-use std::process::ExitCode;
+//! its first attempt by the receiver's worker (at its next poll, or at once on Postgres).
 
 use ringyo_webhook::{
     inbox::{Inbox, InboxStats},
     DeliveryId,
 };
 
-/// The receiver example's default inbox.
-pub(crate) const DEFAULT_INBOX_URL: &str = "sqlite://ringyo-inbox.db";
-
 /// How many dead letters `dead` lists.
 const DEAD_LIMIT: u32 = 100;
 
-const USAGE: &str = "usage: inbox stats | dead | replay <DELIVERY_ID>\n\
-                     (RINGYO_INBOX_URL names the database; default sqlite://ringyo-inbox.db)";
+/// What `inbox` with no or an unknown command answers.
+pub const USAGE: &str = "usage: ringyo-receiver inbox stats | dead | replay <DELIVERY_ID>\n\
+                         (RINGYO_INBOX_URL names the database; default sqlite://ringyo-inbox.db)";
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let url = std::env::var("RINGYO_INBOX_URL").unwrap_or_else(|_| DEFAULT_INBOX_URL.to_owned());
-    match run(&args, &url).await {
-        Ok(report) => {
-            println!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(problem) => {
-            eprintln!("error: {problem}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Runs one command against the inbox at `url` and returns what to print.
-pub(crate) async fn run(args: &[String], url: &str) -> Result<String, String> {
+/// Runs one command (`args`: `stats`, `dead` or `replay <DELIVERY_ID>`) against the inbox at
+/// `url` and returns what to print. A SQLite file that is missing is not created.
+///
+/// # Errors
+///
+/// A sentence: an unusable URL, a database that does not answer, an unknown command (the
+/// [`USAGE`]), a malformed delivery id, or one that is not dead-lettered.
+pub async fn run(args: &[String], url: &str) -> Result<String, String> {
     // Looking must not create: a SQLite file missing here means the wrong directory or URL.
     let url = if url.starts_with("sqlite:") && !url.contains("mode=") {
         format!("{url}{}mode=rw", if url.contains('?') { '&' } else { '?' })

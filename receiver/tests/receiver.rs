@@ -1,20 +1,21 @@
-//! The receiver example, driven through real HTTP: store, acknowledge, process, health, and
-//! graceful shutdown that leaves unprocessed deliveries in the inbox for the next start.
+//! The receiver, driven through real HTTP: store, acknowledge, process, health, and graceful
+//! shutdown that leaves unprocessed deliveries in the inbox for the next start.
 
 mod common;
 
-#[allow(dead_code)]
-#[path = "../examples/receiver.rs"]
-mod receiver;
-
 use std::{net::SocketAddr, sync::OnceLock, time::Duration};
 
-use common::{envelope, read_response, sign, status_of};
+use common::{post, send, signed, Logs};
 use metrics_exporter_prometheus::PrometheusHandle;
-use ringyo_webhook::{inbox::Job, Event};
+use ringyo_receiver::{
+    admin, check_inbox,
+    config::{self, bind_from, inbox_from, layer_from, layer_from_file, work_from},
+    process, run, Listeners, ServerLimits, PATH,
+};
+use ringyo_webhook::{inbox::Job, testing::TestDelivery, Event};
 use serde_json::json;
 use tokio::{
-    io::AsyncWriteExt,
+    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::{mpsc, oneshot},
     task::JoinHandle,
@@ -27,28 +28,28 @@ struct Receiver {
     done: JoinHandle<std::io::Result<()>>,
 }
 
-/// The example's Prometheus recorder, installed once for this test process.
+/// The receiver's Prometheus recorder, installed once for this test process.
 fn metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
             // `install_metrics` spawns its upkeep on the runtime of the first test to get here.
-            receiver::install_metrics().unwrap()
+            admin::install_metrics().unwrap()
         })
         .clone()
 }
 
-/// Starts the example's `run` on the inbox at `url`, with a handler that reports each event
+/// Starts the receiver's `run` on the inbox at `url`, with a handler that reports each event
 /// it starts and finishes, taking `work` in between.
 async fn start(url: &str, work: Duration) -> (Receiver, mpsc::UnboundedReceiver<String>) {
-    start_limited(url, work, receiver::ServerLimits::default()).await
+    start_limited(url, work, ServerLimits::default()).await
 }
 
 /// [`start`], with the servers' `limits`.
 async fn start_limited(
     url: &str,
     work: Duration,
-    limits: receiver::ServerLimits,
+    limits: ServerLimits,
 ) -> (Receiver, mpsc::UnboundedReceiver<String>) {
     start_with(url, work, limits, common::layer()).await
 }
@@ -57,7 +58,7 @@ async fn start_limited(
 async fn start_with(
     url: &str,
     work: Duration,
-    limits: receiver::ServerLimits,
+    limits: ServerLimits,
     layer: ringyo_webhook::RingyoWebhookLayer,
 ) -> (Receiver, mpsc::UnboundedReceiver<String>) {
     let (webhook, addr) = common::local_listener().await;
@@ -73,15 +74,15 @@ async fn start_with(
             Ok::<(), String>(())
         }
     };
-    let inbox = receiver::inbox_from(Ok(url.to_owned())).unwrap();
+    let inbox = inbox_from(Ok(url.to_owned())).unwrap();
     let shutdown = async move {
         let _ = stopped.await;
     };
-    let listeners = receiver::Listeners {
+    let listeners = Listeners {
         webhook,
         admin: admin_listener,
     };
-    let done = tokio::spawn(receiver::run(
+    let done = tokio::spawn(run(
         listeners,
         layer,
         inbox,
@@ -110,15 +111,20 @@ impl Receiver {
     }
 }
 
-type Answer = (u16, serde_json::Value, reqwest::header::HeaderMap);
-
-async fn send(addr: SocketAddr, event: &str) -> Answer {
-    send_body(addr, envelope(event, json!({}))).await
-}
-
-async fn send_body(addr: SocketAddr, body: Vec<u8>) -> Answer {
-    let signature = sign(&body);
-    common::deliver(addr, receiver::PATH, body, Some(&signature)).await
+/// A connection that sent the headers of a signed delivery and the first 10 bytes of its
+/// body, asking for the connection to close after the answer; and the rest of the body.
+async fn begin_request(addr: SocketAddr) -> (TcpStream, Vec<u8>) {
+    let (body, signature) = signed("agent.created", json!({"name": "late"}));
+    let head = format!(
+        "POST {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\
+         x-ringyo-signature: {signature}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    (stream, body[10..].to_vec())
 }
 
 /// `/readyz` on the admin listener.
@@ -138,8 +144,7 @@ async fn verified_event_is_stored_acknowledged_then_processed_in_background() {
         "done call.completed attempt 1"
     );
 
-    let (status, json, _) =
-        common::deliver(receiver.addr, receiver::PATH, b"{}".to_vec(), None).await;
+    let (status, json, _) = post(receiver.addr, b"{}".to_vec(), None).await;
     assert_eq!(status, 401);
     assert_eq!(json["error"], "missing_signature");
     assert_eq!(ready(&receiver).await, 200);
@@ -150,9 +155,9 @@ async fn verified_event_is_stored_acknowledged_then_processed_in_background() {
 async fn a_retry_of_a_stored_delivery_is_a_duplicate_and_runs_once() {
     let database = common::inbox::sqlite();
     let (receiver, mut reports) = start(&database.url, Duration::ZERO).await;
-    let body = envelope("appointment.created", json!({"id": "apt_1"}));
-    let (first, _, _) = send_body(receiver.addr, body.clone()).await;
-    let (again, _, headers) = send_body(receiver.addr, body).await;
+    let (body, signature) = signed("appointment.created", json!({"id": "apt_1"}));
+    let (first, _, _) = post(receiver.addr, body.clone(), Some(&signature)).await;
+    let (again, _, headers) = post(receiver.addr, body, Some(&signature)).await;
     assert_eq!((first, again), (202, 200));
     assert_eq!(headers["x-webhook-duplicate"], "true");
     receiver.stop().await;
@@ -215,14 +220,14 @@ async fn a_corrupt_inbox_file_stops_the_start_with_a_sentence_naming_it() {
     let database = common::inbox::sqlite();
     let file = database.url.strip_prefix("sqlite://").unwrap().to_owned();
     std::fs::write(&file, vec![0x5A_u8; 64 * 1024]).unwrap();
-    let inbox = receiver::inbox_from(Ok(database.url.clone())).unwrap();
-    let problem = receiver::check_inbox(&inbox).await.unwrap_err();
+    let inbox = inbox_from(Ok(database.url.clone())).unwrap();
+    let problem = check_inbox(&inbox).await.unwrap_err();
     assert!(problem.contains(&file), "{problem}");
     assert!(problem.contains("is corrupt"), "{problem}");
 
     // A database that is only down is no reason to stop: it may come up.
-    let down = receiver::inbox_from(Ok("postgres://postgres@127.0.0.1:1/ringyo".into())).unwrap();
-    receiver::check_inbox(&down).await.unwrap();
+    let down = inbox_from(Ok("postgres://postgres@127.0.0.1:1/ringyo".into())).unwrap();
+    check_inbox(&down).await.unwrap();
 }
 
 #[tokio::test]
@@ -248,22 +253,12 @@ async fn shutdown_finishes_requests_and_handlers_and_leaves_the_rest_for_the_nex
     let database = common::inbox::sqlite();
     let (receiver, mut reports) = start(&database.url, Duration::from_millis(300)).await;
     for n in 0..12 {
-        let body = envelope("credits.low", json!({ "balance": n }));
-        assert_eq!(send_body(receiver.addr, body).await.0, 202);
+        let (body, signature) = signed("credits.low", json!({ "balance": n }));
+        assert_eq!(post(receiver.addr, body, Some(&signature)).await.0, 202);
     }
 
     // A request whose body is still arriving when the shutdown begins.
-    let body = envelope("agent.created", json!({"name": "late"}));
-    let head = format!(
-        "POST {} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-ringyo-signature: {}\r\ncontent-length: {}\r\n\r\n",
-        receiver::PATH,
-        sign(&body),
-        body.len()
-    );
-    let mut stream = TcpStream::connect(receiver.addr).await.unwrap();
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(&body[..10]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (mut stream, rest) = begin_request(receiver.addr).await;
 
     receiver.stop.send(()).unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -274,9 +269,10 @@ async fn shutdown_finishes_requests_and_handlers_and_leaves_the_rest_for_the_nex
     // Draining: out of rotation, still scraped.
     assert_eq!(common::get_status(receiver.admin, "/readyz").await, 503);
     assert_eq!(common::get_status(receiver.admin, "/metrics").await, 200);
-    stream.write_all(&body[10..]).await.unwrap();
-    let response = read_response(&mut stream).await;
-    assert_eq!(status_of(&response), 202, "{response}");
+    stream.write_all(&rest).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 202 "), "{response}");
     drop(stream);
     tokio::time::timeout(Duration::from_secs(30), receiver.done)
         .await
@@ -313,39 +309,39 @@ async fn shutdown_finishes_requests_and_handlers_and_leaves_the_rest_for_the_nex
 
 #[test]
 fn configuration_problems_are_sentences_that_say_what_to_do() {
-    let problem = |secret: &str| receiver::layer_from(Ok(secret.into())).unwrap_err();
+    let problem = |secret: &str| layer_from(Ok(secret.into())).unwrap_err();
     assert_eq!(
         problem("whsec_abc\n"),
         "RINGYO_WEBHOOK_SECRET has whitespace at its start or end (a trailing newline?); \
          Ringyo's secrets have none"
     );
     assert!(problem("").starts_with("RINGYO_WEBHOOK_SECRET is empty;"));
-    assert!(receiver::layer_from(Err(std::env::VarError::NotPresent)).is_ok());
+    assert!(layer_from(Err(std::env::VarError::NotPresent)).is_ok());
     assert_eq!(
-        receiver::inbox_from(Ok("mysql://user:hunter2@db/x".into())).unwrap_err(),
+        inbox_from(Ok("mysql://user:hunter2@db/x".into())).unwrap_err(),
         "RINGYO_INBOX_URL cannot be used: unsupported inbox URL \"mysql\": use sqlite://PATH \
          or postgres://USER@HOST/DATABASE"
     );
     assert_eq!(
-        receiver::work_from(Ok("soon".into())).unwrap_err(),
+        work_from(Ok("soon".into())).unwrap_err(),
         "RINGYO_WORK_MS is \"soon\", which is not a whole number of milliseconds"
     );
     assert_eq!(
-        receiver::work_from(Err(std::env::VarError::NotPresent)).unwrap(),
+        work_from(Err(std::env::VarError::NotPresent)).unwrap(),
         Duration::ZERO
     );
 
     let bind = |variable, value: Option<&str>, default| {
-        receiver::bind_from(variable, value.map(str::to_owned), default)
+        bind_from(variable, value.map(str::to_owned), default)
     };
     assert_eq!(
-        bind("RINGYO_BIND", None, receiver::DEFAULT_BIND)
+        bind("RINGYO_BIND", None, config::DEFAULT_BIND)
             .unwrap()
             .to_string(),
         "127.0.0.1:3000"
     );
     assert_eq!(
-        bind("RINGYO_ADMIN_BIND", None, receiver::DEFAULT_ADMIN_BIND)
+        bind("RINGYO_ADMIN_BIND", None, config::DEFAULT_ADMIN_BIND)
             .unwrap()
             .to_string(),
         "127.0.0.1:9090",
@@ -355,7 +351,7 @@ fn configuration_problems_are_sentences_that_say_what_to_do() {
         bind(
             "RINGYO_ADMIN_BIND",
             Some("localhost"),
-            receiver::DEFAULT_ADMIN_BIND
+            config::DEFAULT_ADMIN_BIND
         )
         .unwrap_err(),
         "RINGYO_ADMIN_BIND is \"localhost\", which is not an address and port such as \
@@ -369,50 +365,50 @@ async fn address_in_use_is_a_sentence_that_names_the_fix() {
     let addr = taken.local_addr().unwrap();
     let err = TcpListener::bind(addr).await.unwrap_err();
     assert_eq!(
-        receiver::cannot_listen("RINGYO_BIND", addr, &err),
+        config::cannot_listen("RINGYO_BIND", addr, &err),
         format!("cannot listen on {addr}: address in use; set RINGYO_BIND to another address")
     );
 }
 
-#[test]
-fn development_secret_is_the_one_the_test_kit_and_sender_use() {
-    assert_eq!(
-        receiver::DEVELOPMENT_SECRET,
-        ringyo_webhook::testing::DEVELOPMENT_SECRET
-    );
-    assert_eq!(receiver::PATH, ringyo_webhook::testing::DEFAULT_PATH);
+/// With no secret set, the receiver accepts what the crate's test kit (and so the `send`
+/// example) signs by default, at the path it posts to by default.
+#[tokio::test]
+async fn development_secret_is_the_one_the_test_kit_and_sender_use() {
+    let database = common::inbox::sqlite();
+    let layer = layer_from(Err(std::env::VarError::NotPresent)).unwrap();
+    let limits = ServerLimits::default();
+    let (receiver, _reports) = start_with(&database.url, Duration::ZERO, limits, layer).await;
+    let (body, signature) = TestDelivery::new("call.completed").body_and_signature();
+    let (status, _, _) = post(receiver.addr, body.into_bytes(), signature.as_deref()).await;
+    assert_eq!(status, 202);
+    receiver.stop().await;
 }
 
 /// Signed strings reach the log escaped: a newline in an event's name does not start a forged
 /// log line, and a terminal's escape codes are not sent to the terminal.
 #[tokio::test]
 async fn signed_strings_in_log_lines_are_escaped() {
-    let (logs, _guard) = common::Captured::start(tracing_subscriber::fmt::format::FmtSpan::NONE);
+    let (logs, _guard) = Logs::capture();
     let database = common::inbox::sqlite();
-    let inbox = receiver::inbox_from(Ok(database.url.clone())).unwrap();
+    let inbox = inbox_from(Ok(database.url.clone())).unwrap();
     let (webhook, addr) = common::local_listener().await;
     let (admin, _) = common::local_listener().await;
     let (stop, stopped) = oneshot::channel::<()>();
-    let done = tokio::spawn(receiver::run(
-        receiver::Listeners { webhook, admin },
+    let done = tokio::spawn(run(
+        Listeners { webhook, admin },
         common::layer(),
         inbox,
-        receiver::process(Duration::ZERO),
+        process(Duration::ZERO),
         common::detached_metrics(),
-        receiver::ServerLimits::default(),
+        ServerLimits::default(),
         async move {
             let _ = stopped.await;
         },
     ));
     let hostile = "call.completed\nINFO forged: all is well \u{1b}[2J";
-    let body = envelope(hostile, json!({ "id": "call_1\r\nforged" }));
-    assert_eq!(send_body(addr, body).await.0, 202);
-    for _ in 0..200 {
-        if logs.text().contains("processed event") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (body, signature) = signed(hostile, json!({ "id": "call_1\r\nforged" }));
+    assert_eq!(post(addr, body, Some(&signature)).await.0, 202);
+    logs.comes_to_hold("processed event").await;
     stop.send(()).unwrap();
     done.await.unwrap().unwrap();
     let text = logs.text();
@@ -433,9 +429,9 @@ async fn signed_strings_in_log_lines_are_escaped() {
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_that_stall_mid_headers_send_nothing_or_idle_are_closed_and_others_served() {
     let database = common::inbox::sqlite();
-    let limits = receiver::ServerLimits {
+    let limits = ServerLimits {
         header_read_timeout: Duration::from_millis(500),
-        ..receiver::ServerLimits::default()
+        ..ServerLimits::default()
     };
     let (receiver, _reports) = start_limited(&database.url, Duration::ZERO, limits).await;
     let addr = receiver.addr;
@@ -494,12 +490,12 @@ async fn clients_that_stall_mid_headers_send_nothing_or_idle_are_closed_and_othe
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_client_does_not_hold_the_shutdown_past_its_deadline() {
     let database = common::inbox::sqlite();
-    let limits = receiver::ServerLimits {
+    let limits = ServerLimits {
         shutdown_deadline: Duration::from_millis(500),
-        ..receiver::ServerLimits::default()
+        ..ServerLimits::default()
     };
     let (receiver, _reports) = start_limited(&database.url, Duration::ZERO, limits).await;
-    let stalled = common::stalled_mid_body(receiver.addr, receiver::PATH).await;
+    let (stalled, _) = begin_request(receiver.addr).await;
 
     let started = std::time::Instant::now();
     receiver.stop.send(()).unwrap();
@@ -520,10 +516,10 @@ async fn a_stalled_client_does_not_hold_the_shutdown_past_its_deadline() {
 #[tokio::test(flavor = "multi_thread")]
 async fn past_the_connection_cap_a_client_waits_for_a_slot_and_is_then_served() {
     let database = common::inbox::sqlite();
-    let limits = receiver::ServerLimits {
+    let limits = ServerLimits {
         header_read_timeout: Duration::from_millis(600),
         max_connections: 2,
-        ..receiver::ServerLimits::default()
+        ..ServerLimits::default()
     };
     let (receiver, _reports) = start_limited(&database.url, Duration::ZERO, limits).await;
     let silent = [
@@ -550,35 +546,25 @@ async fn a_secrets_file_is_re_read_on_sighup_and_a_broken_one_changes_nothing() 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("secrets");
     std::fs::write(&path, "# the current secret first\nwhsec_old\n").unwrap();
-    let layer = receiver::layer_from_file(&path)
-        .unwrap()
-        .clock(common::test_now);
+    let layer = layer_from_file(&path).unwrap();
     let database = common::inbox::sqlite();
-    let limits = receiver::ServerLimits::default();
+    let limits = ServerLimits::default();
     let (receiver, _reports) = start_with(&database.url, Duration::ZERO, limits, layer).await;
     let addr = receiver.addr;
     let sent = std::sync::atomic::AtomicUsize::new(0);
     // A distinct delivery signed with `secret`: its status.
     let send_with = |secret: &'static str| {
         let n = sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let body = envelope("call.completed", json!({ "id": format!("call_{n}") }));
-        let signature = ringyo_webhook::testing::sign(secret, &body).unwrap();
-        async move {
-            common::deliver(addr, receiver::PATH, body, Some(&signature))
-                .await
-                .0
-        }
+        let (body, signature) = TestDelivery::new("call.completed")
+            .data(json!({ "id": format!("call_{n}") }))
+            .secret(secret)
+            .body_and_signature();
+        async move { post(addr, body.into_bytes(), signature.as_deref()).await.0 }
     };
     // Writes the file and sends this process SIGHUP.
     let rewrite = async |contents: &str| {
         std::fs::write(&path, contents).unwrap();
-        let pid = std::process::id();
-        let status = tokio::process::Command::new("sh")
-            .args(["-c", &format!("kill -HUP {pid}")])
-            .status()
-            .await
-            .unwrap();
-        assert!(status.success());
+        common::hang_up().await;
     };
     // Whether deliveries signed with `secret` come to get `status` within 5 s.
     let comes_to = async |secret: &'static str, status: u16| {
@@ -626,7 +612,7 @@ fn secrets_file_problems_name_the_file_never_a_secret() {
     let path = dir.path().join("secrets");
     let problem = |contents: &[u8]| {
         std::fs::write(&path, contents).unwrap();
-        receiver::layer_from_file(&path).unwrap_err()
+        layer_from_file(&path).unwrap_err()
     };
     let garbled = problem(b"whsec_hunter2\xff\n");
     assert!(
@@ -635,6 +621,6 @@ fn secrets_file_problems_name_the_file_never_a_secret() {
     );
     let empty = problem(b"# nothing yet\n\n");
     assert!(empty.contains("holds no secret"), "{empty}");
-    let missing = receiver::layer_from_file(dir.path().join("absent")).unwrap_err();
+    let missing = layer_from_file(dir.path().join("absent")).unwrap_err();
     assert!(missing.starts_with("cannot read"), "{missing}");
 }

@@ -1,0 +1,149 @@
+//! The receiver's start, and its two servers: the webhook route on one listener, the
+//! [`admin`] routes on another, and the inbox's worker beside them.
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use axum::{http::StatusCode, routing::post_service, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use ringyo_webhook::{
+    inbox::{Handler, Inbox, InboxError, Worker},
+    Event, RingyoWebhookLayer,
+};
+use tokio::{net::TcpListener, sync::watch};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::{
+    admin,
+    config::{cannot_listen, Config},
+    process::process,
+    server::{serve, ServerLimits},
+    signal::shutdown_signal,
+};
+
+/// The path Ringyo is configured to POST to: the one the crate's test kit
+/// (`ringyo_webhook::testing::TestDelivery`) and the `send` example post to by default.
+pub const PATH: &str = ringyo_webhook::testing::DEFAULT_PATH;
+
+/// How long one request may take, body included. Ringyo gives up after 5 s; the bound keeps a
+/// peer that trickles its body from holding a request, or a graceful shutdown, for ever.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts the receiver on `config` and serves until Ctrl-C or SIGTERM: installs the metrics
+/// recorder, checks the inbox ([`check_inbox`]), binds both listeners, logs where they listen,
+/// and [`run`]s with the [`process`] handler.
+///
+/// # Errors
+///
+/// A sentence for the person at the terminal: a corrupt inbox, an address that cannot be
+/// bound, or the servers stopping on an error.
+pub async fn start(config: Config) -> Result<(), String> {
+    let metrics = admin::install_metrics()?;
+    check_inbox(&config.inbox).await?;
+    let listeners = Listeners {
+        webhook: listen("RINGYO_BIND", config.bind).await?,
+        admin: listen("RINGYO_ADMIN_BIND", config.admin_bind).await?,
+    };
+    let addr = listeners
+        .webhook
+        .local_addr()
+        .map_err(|err| err.to_string())?;
+    let admin = listeners
+        .admin
+        .local_addr()
+        .map_err(|err| err.to_string())?;
+    tracing::info!("listening on http://{addr}{PATH}; health and metrics on http://{admin}");
+    run(
+        listeners,
+        config.layer,
+        config.inbox,
+        process(config.work),
+        metrics,
+        ServerLimits::default(),
+        shutdown_signal(),
+    )
+    .await
+    .map_err(|err| format!("the receiver stopped: {err}"))
+}
+
+/// Checks, before serving, that the inbox can commit. A corrupt file stops the start with a
+/// sentence that names it and says what to do; a database that is down or full does not: the
+/// receiver answers 503 (and `/readyz` fails) until it can commit, with no restart.
+///
+/// # Errors
+///
+/// A corrupt inbox file, as a sentence that names it.
+pub async fn check_inbox(inbox: &Inbox) -> Result<(), String> {
+    match inbox.ping().await {
+        Ok(()) => Ok(()),
+        Err(err @ InboxError::Corrupt { .. }) => Err(err.to_string()),
+        Err(err) => {
+            tracing::warn!("the inbox cannot commit yet ({err}); answering 503 until it can");
+            Ok(())
+        }
+    }
+}
+
+/// The webhook's listener, and the admin routes' listener.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Serves only `POST` [`PATH`].
+    pub webhook: TcpListener,
+    /// Serves the [`admin`] routes.
+    pub admin: TcpListener,
+}
+
+async fn listen(variable: &str, addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|err| cannot_listen(variable, addr, &err))
+}
+
+/// Serves the webhook route and the admin routes, and runs the inbox's worker, until
+/// `shutdown` resolves. Then `/readyz` turns 503 (take this replica out of rotation), the
+/// webhook finishes its in-flight requests, running handlers end, and only then do the admin
+/// routes stop, so `/metrics` is scraped to the last handled delivery.
+///
+/// # Errors
+///
+/// Either server, or the worker's task, ending on an error.
+pub async fn run<H>(
+    listeners: Listeners,
+    layer: RingyoWebhookLayer,
+    inbox: Inbox,
+    handler: H,
+    metrics: PrometheusHandle,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    H: Handler<Event>,
+{
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let worker = tokio::spawn(Worker::new(&inbox, handler).run(until_stopped(stopped.clone())));
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin_routes = admin::routes(inbox.clone(), metrics, stopped.clone());
+    let admin = tokio::spawn(serve(listeners.admin, admin_routes, limits, async move {
+        let _ = admin_stopped.await;
+    }));
+
+    let app = Router::new()
+        .route(PATH, post_service(inbox.clone()).route_layer(layer))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ));
+    let served = serve(listeners.webhook, app, limits, async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    })
+    .await;
+    // Whatever ended serving, the worker stops too (a no-op if the signal already did).
+    drop(stopped);
+    worker.await.map_err(std::io::Error::other)?;
+    let _ = admin_stop.send(());
+    let admin_served = admin.await.map_err(std::io::Error::other)?;
+    served.and(admin_served)
+}

@@ -1,0 +1,188 @@
+//! The receiver's configuration, read from environment variables, and the sentences a mistake
+//! in one of them gets: for the person at the terminal, naming the variable and the fix, never
+//! a secret or a database password.
+
+use std::{env::VarError, net::SocketAddr, path::PathBuf, time::Duration};
+
+use ringyo_webhook::{inbox::Inbox, testing::DEVELOPMENT_SECRET, RingyoWebhookLayer, SecretError};
+
+use crate::secrets_file::SecretsFile;
+
+/// Where the receiver listens unless `RINGYO_BIND` says otherwise.
+pub const DEFAULT_BIND: &str = "127.0.0.1:3000";
+
+/// Where health checks and metrics are served unless `RINGYO_ADMIN_BIND` says otherwise: apart
+/// from the webhook, so the internet-facing port exposes nothing else.
+pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:9090";
+
+/// The inbox unless `RINGYO_INBOX_URL` says otherwise: a SQLite file in the working directory.
+pub const DEFAULT_INBOX_URL: &str = "sqlite://ringyo-inbox.db";
+
+/// What the receiver runs with, from its environment variables.
+#[derive(Debug)]
+pub struct Config {
+    /// From `RINGYO_WEBHOOK_SECRET` or `RINGYO_SECRETS_FILE`: [`layer_from`] and
+    /// [`layer_from_file`].
+    pub layer: RingyoWebhookLayer,
+    /// From `RINGYO_INBOX_URL`: [`inbox_from`].
+    pub inbox: Inbox,
+    /// From `RINGYO_WORK_MS`: [`work_from`].
+    pub work: Duration,
+    /// From `RINGYO_BIND`: [`bind_from`].
+    pub bind: SocketAddr,
+    /// From `RINGYO_ADMIN_BIND`: [`bind_from`].
+    pub admin_bind: SocketAddr,
+}
+
+impl Config {
+    /// Reads the environment. With nothing set, the development secret (with a warning that
+    /// prints it), the SQLite file [`DEFAULT_INBOX_URL`] and the default addresses.
+    ///
+    /// Runs inside a tokio runtime: a secrets file's SIGHUP handler is a task.
+    ///
+    /// # Errors
+    ///
+    /// A sentence that names the variable in the way and what to set instead.
+    pub fn from_env() -> Result<Self, String> {
+        let layer = match std::env::var_os("RINGYO_SECRETS_FILE") {
+            Some(_) if std::env::var_os("RINGYO_WEBHOOK_SECRET").is_some() => {
+                return Err("set RINGYO_WEBHOOK_SECRET or RINGYO_SECRETS_FILE, not both".into())
+            }
+            Some(path) => layer_from_file(path)?,
+            None => layer_from(std::env::var("RINGYO_WEBHOOK_SECRET"))?,
+        };
+        Ok(Self {
+            layer,
+            inbox: inbox_from(std::env::var("RINGYO_INBOX_URL"))?,
+            work: work_from(std::env::var("RINGYO_WORK_MS"))?,
+            bind: bind_from(
+                "RINGYO_BIND",
+                std::env::var("RINGYO_BIND").ok(),
+                DEFAULT_BIND,
+            )?,
+            admin_bind: bind_from(
+                "RINGYO_ADMIN_BIND",
+                std::env::var("RINGYO_ADMIN_BIND").ok(),
+                DEFAULT_ADMIN_BIND,
+            )?,
+        })
+    }
+}
+
+/// The layer for the secret in `RINGYO_WEBHOOK_SECRET`, or the development secret if it is
+/// unset. Freshness is checked by default (events up to an hour old).
+///
+/// # Errors
+///
+/// A secret that is not UTF-8, empty, or has whitespace around it.
+pub fn layer_from(secret: Result<String, VarError>) -> Result<RingyoWebhookLayer, String> {
+    let secret = match secret {
+        Ok(secret) => secret,
+        // Only an unset variable falls back; a garbled one must not become a public secret.
+        Err(VarError::NotPresent) => {
+            tracing::warn!(
+                "RINGYO_WEBHOOK_SECRET is not set: using the development secret \
+                 {DEVELOPMENT_SECRET:?}. Anyone who reads this can sign events; never use it \
+                 in production"
+            );
+            DEVELOPMENT_SECRET.to_owned()
+        }
+        Err(VarError::NotUnicode(_)) => {
+            return Err("RINGYO_WEBHOOK_SECRET is not valid UTF-8; Ringyo's secrets are".into())
+        }
+    };
+    let layer = RingyoWebhookLayer::new(secret).map_err(|err| match err {
+        SecretError::Empty => "RINGYO_WEBHOOK_SECRET is empty; set it to your endpoint's \
+                               secret (whsec_...), or unset it to use the development secret"
+            .to_owned(),
+        SecretError::SurroundingWhitespace => "RINGYO_WEBHOOK_SECRET has whitespace at its \
+                                               start or end (a trailing newline?); Ringyo's \
+                                               secrets have none"
+            .to_owned(),
+        other => format!("RINGYO_WEBHOOK_SECRET cannot be used: {other}"),
+    })?;
+    Ok(layer)
+}
+
+/// The layer for the secrets in the file at `path`, re-read on SIGHUP (see [`SecretsFile`]).
+///
+/// # Errors
+///
+/// A file that cannot be read or used (naming the file and the line, never a secret), or no
+/// SIGHUP handler.
+pub fn layer_from_file(path: impl Into<PathBuf>) -> Result<RingyoWebhookLayer, String> {
+    let file = SecretsFile::load(path)?;
+    #[cfg(unix)]
+    file.clone()
+        .reload_on_hangup()
+        .map_err(|err| format!("cannot listen for SIGHUP: {err}"))?;
+    Ok(RingyoWebhookLayer::from_source(file.secrets()))
+}
+
+/// The inbox at `RINGYO_INBOX_URL`, or the SQLite file in the working directory.
+///
+/// # Errors
+///
+/// A URL that is not UTF-8 or names no engine the inbox speaks; never the URL itself, which
+/// may hold a password.
+pub fn inbox_from(url: Result<String, VarError>) -> Result<Inbox, String> {
+    let url = match url {
+        Ok(url) => url,
+        Err(VarError::NotPresent) => DEFAULT_INBOX_URL.to_owned(),
+        // Not printed: a database URL may hold a password.
+        Err(VarError::NotUnicode(_)) => return Err("RINGYO_INBOX_URL is not valid UTF-8".into()),
+    };
+    let inbox =
+        Inbox::open(&url).map_err(|err| format!("RINGYO_INBOX_URL cannot be used: {err}"))?;
+    tracing::info!("deliveries are stored in {}", redacted(&url));
+    Ok(inbox)
+}
+
+/// A database URL without its password, for the log.
+fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://...{}", &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// The simulated work per event in `RINGYO_WORK_MS`, or none.
+///
+/// # Errors
+///
+/// A value that is not a whole number of milliseconds.
+pub fn work_from(work: Result<String, VarError>) -> Result<Duration, String> {
+    match work {
+        Err(VarError::NotPresent) => Ok(Duration::ZERO),
+        Ok(ms) => ms.trim().parse().map(Duration::from_millis).map_err(|_| {
+            format!("RINGYO_WORK_MS is {ms:?}, which is not a whole number of milliseconds")
+        }),
+        Err(VarError::NotUnicode(_)) => Err("RINGYO_WORK_MS is not valid UTF-8".into()),
+    }
+}
+
+/// The address in `variable` (its value `bind`), or `default`.
+///
+/// # Errors
+///
+/// A value that is not an address and port.
+pub fn bind_from(
+    variable: &str,
+    bind: Option<String>,
+    default: &str,
+) -> Result<SocketAddr, String> {
+    let bind = bind.unwrap_or_else(|| default.to_owned());
+    bind.parse().map_err(|_| {
+        format!("{variable} is {bind:?}, which is not an address and port such as {default}")
+    })
+}
+
+/// Why the receiver cannot listen on `addr` (from `variable`), and what to do about it.
+pub fn cannot_listen(variable: &str, addr: SocketAddr, err: &std::io::Error) -> String {
+    let reason = match err.kind() {
+        std::io::ErrorKind::AddrInUse => "address in use".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => err.to_string(),
+    };
+    format!("cannot listen on {addr}: {reason}; set {variable} to another address")
+}

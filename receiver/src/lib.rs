@@ -1,0 +1,51 @@
+//! A Ringyo webhook receiver: verify, store durably, acknowledge, process in the background.
+//!
+//! ```text
+//! cargo run -p ringyo-receiver                       # serve (the binary, `src/main.rs`)
+//! cargo run -p ringyo-receiver -- inbox stats        # look into its inbox: stats, dead, replay
+//! ```
+//!
+//! Reads `RINGYO_WEBHOOK_SECRET` (without it, starts with the development secret, which it
+//! prints) or `RINGYO_SECRETS_FILE` (a file of secrets, one per line, the current first, re-read
+//! on SIGHUP: rotation without a restart; see [`secrets_file`]), `RINGYO_BIND` (default
+//! `127.0.0.1:3000`), `RINGYO_ADMIN_BIND` (default `127.0.0.1:9090`), `RINGYO_INBOX_URL`
+//! (default `sqlite://ringyo-inbox.db`, a file in the working directory; or `postgres://...`,
+//! shared by replicas) and `RINGYO_WORK_MS` (default 0: simulated work per event, a stand-in
+//! for a slow downstream call); see [`Config`]. On `RINGYO_BIND` it serves only
+//! `POST /webhooks/ringyo`, the one thing the internet should reach; on `RINGYO_ADMIN_BIND`,
+//! for the orchestrator and Prometheus, `GET /healthz` (liveness: 200 while the process
+//! serves), `GET /readyz` (200 while the inbox can commit, else 503) and `GET /metrics`
+//! (Prometheus text format; see README for the metrics and alerts); see [`admin`].
+//!
+//! Each verified delivery is committed to the inbox and only then answered 202, as Ringyo asks
+//! (answer within 5 s, do heavy work in the background); a crash after that loses nothing,
+//! because the worker finds the delivery in the inbox after the restart. A retry of a stored
+//! delivery gets 200 and is not stored twice; if the database cannot commit, the answer is 503,
+//! so Ringyo retries. The worker logs `processed event` once per finished delivery
+//! ([`process()`]). Ctrl-C or SIGTERM stops accepting connections, finishes in-flight requests
+//! and running handlers, and leaves the rest in the inbox for the next start ([`run`]).
+//!
+//! Both servers close a connection that does not finish its request headers within 10 s
+//! (silent, trickling, or idle between requests), serve at most 1 024 connections at once, and
+//! give open connections 20 s to finish at shutdown ([`ServerLimits`]); a request, body
+//! included, has 10 s.
+//!
+//! The modules, one role each: [`config`] (environment variables to a [`Config`], and the
+//! sentences a mistake in them gets), [`app`] (the start and the two servers), [`admin`]
+//! (health, readiness and metrics), [`mod@process`] (the background work), [`server`] (the
+//! hardened accept loop), [`secrets_file`], [`signal`] and [`inbox_command`] (`stats`, `dead`,
+//! `replay`).
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod inbox_command;
+pub mod process;
+pub mod secrets_file;
+pub mod server;
+pub mod signal;
+
+pub use app::{check_inbox, run, start, Listeners, PATH};
+pub use config::Config;
+pub use process::process;
+pub use server::ServerLimits;
