@@ -257,3 +257,30 @@ async fn the_span_names_the_tenant_and_the_secret_index_never_the_secret() {
     assert!(!text.contains("whsec_acme"), "{text}");
     assert!(!text.contains("nobody"), "{text}");
 }
+
+/// Corruption is logged once at error level, naming the file, however many operations meet
+/// it; every operation after it is refused with the same error. (sqlx logs its own line for
+/// each connection it fails to set up on the file, during the first attempt only.)
+#[tokio::test]
+async fn a_corrupt_inbox_file_is_logged_once_at_error_level_naming_the_file() {
+    use ringyo_webhook::inbox::{Inbox, InboxError};
+
+    let (logs, _guard) = Captured::start(FmtSpan::NONE);
+    let database = common::inbox::sqlite();
+    let file = database.url.strip_prefix("sqlite://").unwrap().to_owned();
+    std::fs::write(&file, vec![0x5A_u8; 64 * 1024]).unwrap();
+    let inbox = Inbox::open(&database.url).unwrap();
+    for _ in 0..3 {
+        let err = inbox.ping().await.unwrap_err();
+        assert!(matches!(err, InboxError::Corrupt { .. }), "{err:?}");
+        assert!(inbox.stats().await.is_err());
+    }
+
+    let text = logs.text();
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("ERROR ringyo_webhook") && line.contains("is corrupt"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{text}");
+    assert!(errors[0].contains(&file), "{text}");
+}
