@@ -106,9 +106,11 @@ impl Body for Endless {
     }
 }
 
-#[tokio::test]
-async fn endless_body_is_rejected_after_reading_no_more_than_twice_the_limit() {
-    let app = Router::new().route("/", post(|| async {}).route_layer(common::layer()));
+/// Sends an endless body through a layer that discards for `discard_time`; the answer's
+/// status and how much of the body was taken.
+async fn endless(discard_time: Duration) -> (u16, usize) {
+    let layer = common::layer().discard_time(discard_time);
+    let app = Router::new().route("/", post(|| async {}).route_layer(layer));
     let taken = Arc::new(AtomicUsize::new(0));
     let request = Request::post("/")
         .header("x-ringyo-signature", "ab".repeat(32))
@@ -120,9 +122,22 @@ async fn endless_body_is_rejected_after_reading_no_more_than_twice_the_limit() {
         .await
         .expect("no hang")
         .unwrap();
-    assert_eq!(response.status(), 413);
-    let taken = taken.load(Ordering::SeqCst);
-    // Up to the limit is kept; up to one more limit's worth is read and thrown away (so a
-    // client that sends all before it reads sees the 413); nothing after that.
-    assert!(taken <= 2 * LIMIT + CHUNK.len(), "read {taken} bytes");
+    (response.status().as_u16(), taken.load(Ordering::SeqCst))
+}
+
+/// A body that never ends is refused: at once past the limit with no discard time, and once
+/// the discard time is up otherwise (what it reads meanwhile is thrown away, not kept).
+#[tokio::test]
+async fn endless_body_is_refused_past_the_limit_or_once_the_discard_time_is_up() {
+    let (status, taken) = endless(Duration::ZERO).await;
+    assert_eq!(status, 413);
+    // The chunk that crossed the limit, and the one that showed the body goes on.
+    assert!(taken <= LIMIT + 2 * CHUNK.len(), "read {taken} bytes");
+
+    let (status, taken) = endless(Duration::from_millis(200)).await;
+    assert_eq!(status, 413);
+    assert!(
+        taken > LIMIT + CHUNK.len(),
+        "read on, to discard: {taken} bytes"
+    );
 }
