@@ -176,9 +176,11 @@ impl<T: FromEventData> RingyoEvent<T> {
             }
             Rejection::from(err)
         })?;
+        // Present: `parse` refuses an envelope without them.
+        let (kind, timestamp) = parsed.required()?;
         Ok(Self {
-            kind: parsed.kind,
-            timestamp: parsed.timestamp,
+            kind: kind.clone(),
+            timestamp,
             webhook_id: parsed.webhook_id,
             delivery_id,
             tenant: None,

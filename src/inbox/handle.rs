@@ -286,11 +286,7 @@ fn new_delivery(payload: &VerifiedPayload, received_at: DateTime<Utc>) -> NewDel
     let head = payload.head();
     NewDelivery {
         id: payload.delivery_id(),
-        event: head
-            .kind
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
+        event: head.kind().map(ToString::to_string).unwrap_or_default(),
         timestamp: head.timestamp().ok(),
         received_at,
         payload: payload.bytes().clone(),

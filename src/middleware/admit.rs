@@ -314,7 +314,7 @@ mod tests {
     fn admit_checks_the_signature_then_freshness() {
         let config = config();
         let admitted = admit_fixed(&config, FRESH, FRESH).unwrap();
-        assert_eq!(admitted.payload.head().kind, Some(EventKind::CreditsLow));
+        assert_eq!(admitted.payload.head().kind(), Some(&EventKind::CreditsLow));
         assert!(admitted.claim.is_none(), "no store, nothing to claim");
         assert_eq!(admitted.payload.bytes(), FRESH);
 

@@ -397,7 +397,7 @@ fn pass<S, B>(span: &Span, mut parts: Parts, mut inner: S, admitted: Admitted) -
 where
     S: Service<Request<RequestBody>>,
 {
-    let kind = admitted.payload.head().kind.as_ref();
+    let kind = admitted.payload.head().kind();
     trace::verified(span, &admitted.payload, kind);
     let timer = HandlerTimer::start(kind);
     let body = RequestBody::new(admitted.payload.bytes().clone());
