@@ -4,31 +4,23 @@
 
 mod common;
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
-use axum::{routing::post_service, Router};
-use common::{sign, SENT_AT};
+use common::{
+    inbox::{serve, PATH},
+    sign, SENT_AT,
+};
 use ringyo_webhook::{
     inbox::{Inbox, InboxStats, Job, Worker},
     Event,
 };
 use tokio::sync::mpsc;
 
-const PATH: &str = "/webhooks/ringyo";
-
 /// An envelope of `event` around `data`, as raw text: some of these bodies no JSON library
 /// would write.
 fn raw_envelope(event: &str, data: &str) -> Vec<u8> {
     format!(r#"{{"event":"{event}","timestamp":"{SENT_AT}","webhook_id":"wh_1","data":{data}}}"#)
         .into_bytes()
-}
-
-async fn serve(inbox: &Inbox) -> SocketAddr {
-    let app = Router::new().route(
-        PATH,
-        post_service(inbox.clone()).route_layer(common::layer()),
-    );
-    common::serve(app).await
 }
 
 /// Polls the inbox (bounded) until nothing is pending or running.

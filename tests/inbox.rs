@@ -12,7 +12,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{routing::post_service, Router};
 use chrono::{DateTime, Utc};
 use common::{envelope, sign};
 use ringyo_webhook::{
@@ -26,16 +25,7 @@ use ringyo_webhook::{
 use serde_json::json;
 use tokio::sync::mpsc;
 
-const PATH: &str = "/webhooks/ringyo";
-
-/// The webhook route in front of `inbox`, as README shows it.
-async fn serve(inbox: &Inbox) -> SocketAddr {
-    let app = Router::new().route(
-        PATH,
-        post_service(inbox.clone()).route_layer(common::layer()),
-    );
-    common::serve(app).await
-}
+use common::inbox::{serve, PATH};
 
 async fn send(
     addr: SocketAddr,

@@ -12,7 +12,6 @@ use std::{
     time::Duration,
 };
 
-use axum::{routing::post_service, Router};
 use bytes::Bytes;
 use chrono::TimeDelta;
 use common::{envelope, sign};
@@ -24,15 +23,7 @@ use ringyo_webhook::{
 };
 use serde_json::json;
 
-const PATH: &str = "/webhooks/ringyo";
-
-async fn serve(inbox: &Inbox) -> SocketAddr {
-    let app = Router::new().route(
-        PATH,
-        post_service(inbox.clone()).route_layer(common::layer()),
-    );
-    common::serve(app).await
-}
+use common::inbox::{serve, PATH};
 
 async fn send(addr: SocketAddr, n: usize) -> (u16, serde_json::Value) {
     let body = envelope("credits.low", json!({ "balance": n }));

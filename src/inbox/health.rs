@@ -153,14 +153,19 @@ fn one_line(text: &str) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    if line.len() > MAX_DETAIL {
-        let cut = (0..=MAX_DETAIL)
-            .rev()
-            .find(|&at| line.is_char_boundary(at))
-            .unwrap_or(0);
-        line.truncate(cut);
-    }
+    cut(&mut line, MAX_DETAIL);
     line
+}
+
+/// Cuts `text` to at most `max` bytes, on a character boundary.
+pub(super) fn cut(text: &mut String, max: usize) {
+    if text.len() > max {
+        let at = (0..=max)
+            .rev()
+            .find(|&at| text.is_char_boundary(at))
+            .unwrap_or(0);
+        text.truncate(at);
+    }
 }
 
 /// The file a `sqlite://PATH?options` URL names (the whole URL on other engines, where it is

@@ -16,7 +16,7 @@ use tokio::sync::{Mutex, OnceCell};
 
 use super::{
     dialect::Dialect,
-    health::Health,
+    health::{self, Health},
     store::{
         ClaimedDelivery, DeadDelivery, InboxAdmin, InboxError, InboxFuture, InboxStats, InboxStore,
         NewDelivery, Settle, Settlement, Stored,
@@ -558,13 +558,7 @@ const MAX_ERROR_LEN: usize = 4096;
 /// cut to at most `max` bytes on a character boundary.
 fn text_column(text: &str, max: usize) -> String {
     let mut kept: String = text.chars().filter(|&c| c != '\0').collect();
-    if kept.len() > max {
-        let cut = (0..=max)
-            .rev()
-            .find(|&at| kept.is_char_boundary(at))
-            .unwrap_or(0);
-        kept.truncate(cut);
-    }
+    health::cut(&mut kept, max);
     kept
 }
 

@@ -25,6 +25,18 @@ impl Database {
     }
 }
 
+/// The route inbox tests deliver to.
+pub const PATH: &str = "/webhooks/ringyo";
+
+/// The webhook route in front of `inbox`, as README shows it, on a real server.
+pub async fn serve(inbox: &ringyo_webhook::inbox::Inbox) -> std::net::SocketAddr {
+    let app = axum::Router::new().route(
+        PATH,
+        axum::routing::post_service(inbox.clone()).route_layer(super::layer()),
+    );
+    super::serve(app).await
+}
+
 /// A fresh SQLite file in a temporary directory.
 pub fn sqlite() -> Database {
     let dir = tempfile::tempdir().unwrap();
