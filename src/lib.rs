@@ -43,8 +43,9 @@
 //!
 //! # Where things are
 //!
-//! - [`verify`]: secrets, the signature header, the freshness window ([`Verifier`]).
-//! - [`secrets`]: secrets that change at run time, and one endpoint for many tenants.
+//! - [`verify`]: secrets and sets of them ([`Secrets`](verify::Secrets)), the signature
+//!   header, the freshness window ([`Verifier`]).
+//! - [`secrets`]: sources of secrets at run time: rotation, and one endpoint for many tenants.
 //! - [`event`]: event names, typed events and lenient payload [`model`]s.
 //! - [`middleware`]: the layer, its service, response future and bodies.
 //! - [`replay`]: delivery stores, for exactly-once handling.

@@ -25,8 +25,7 @@ use crate::{
     extract::VerifiedPayload,
     rejection::{Rejection, RejectionKind},
     replay::{Claim, ClaimCall, ClaimGuard, ClaimToken, DeliveryStore, StoreError},
-    secrets::{Resolved, Secrets},
-    verify::{after, DeliveryId, Signature},
+    verify::{after, check, DeliveryId, Signature},
 };
 
 /// The header on a 200 that answers an already handled delivery without running the handler:
@@ -124,24 +123,14 @@ pub(super) fn admit(
     signature: &Signature,
     secrets: RequestSecrets,
 ) -> Result<Admitted, Rejection> {
-    let (verified, tenant) = match secrets {
-        RequestSecrets::Fixed => (config.verifier.verify(&bytes, signature)?, None),
-        RequestSecrets::Found {
-            tenant,
-            secrets,
-            tenanted,
-        } => {
-            let verified = secrets.verify(&bytes, signature).inspect_err(|_| {
-                if tenanted {
-                    Secrets::waste(&bytes, REFUSAL_HASHES.saturating_sub(secrets.len()));
-                }
-            })?;
-            match tenant {
-                Some(tenant) => (verified.for_tenant(&tenant), Some(tenant)),
-                None => (verified, None),
-            }
-        }
+    let verified = check(secrets.keys(config), &bytes, signature)?;
+    let tenant = match secrets {
+        RequestSecrets::Fixed => None,
+        RequestSecrets::Found(resolved) => resolved.into_tenant(),
     };
+    let verified = tenant
+        .as_ref()
+        .map_or(verified, |tenant| verified.for_tenant(tenant.as_str()));
     let now = config.verifier.now();
     let fresh = config.verifier.check_fresh(&bytes, now)?;
     // What is let in must be what the inbox's worker can read later: a 2xx is the last Ringyo
@@ -159,24 +148,6 @@ pub(super) fn admit(
         payload: VerifiedPayload::new(bytes, verified, tenant, fresh.head),
         claim,
     })
-}
-
-/// How many times a refused request for a tenant hashes its body, at least: as often as a
-/// known tenant in mid-rotation (two secrets) does, so that no refusal, of an unknown tenant
-/// (the decoy, one key) or of a known one, takes a time that tells them apart. A tenant with
-/// more secrets than this takes longer to refuse.
-const REFUSAL_HASHES: usize = 2;
-
-/// The secrets a source found: an unknown tenant gets the decoy, which hashes the body like
-/// any set and never matches, so its 401 comes after the same work as a known tenant's.
-pub(super) fn found(resolved: Resolved) -> RequestSecrets {
-    let tenanted = resolved.names_tenants();
-    let (tenant, secrets) = resolved.into_parts();
-    RequestSecrets::Found {
-        tenant,
-        secrets,
-        tenanted,
-    }
 }
 
 /// What the delivery store's answer to a claim means.
@@ -228,7 +199,11 @@ mod tests {
 
     use super::*;
     use crate::event::EventKind;
-    use crate::{replay::MemoryDeliveryStore, verify::Verifier};
+    use crate::{
+        replay::MemoryDeliveryStore,
+        secrets::Resolved,
+        verify::{Secrets, Verifier},
+    };
 
     const SECRET: &str = "whsec_test";
 
@@ -402,7 +377,7 @@ mod tests {
                 &config,
                 Bytes::from_static(FRESH),
                 &signature(FRESH),
-                found(resolved),
+                RequestSecrets::Found(resolved),
             )
         };
         let (acme, globex) = (admit_for("acme").unwrap(), admit_for("globex").unwrap());
@@ -416,7 +391,7 @@ mod tests {
         ];
         assert!(ids[0] != ids[1] && ids[0] != ids[2] && ids[1] != ids[2]);
 
-        let unknown = found(Resolved::unknown());
+        let unknown = RequestSecrets::Found(Resolved::unknown());
         let decoy_signed = Secrets::decoy().sign(FRESH);
         assert_eq!(
             kind(admit(

@@ -5,8 +5,8 @@ use std::{fmt, sync::Arc, time::Duration};
 use crate::{
     outage::Outage,
     replay::DeliveryStore,
-    secrets::{SecretSource, Secrets, Tenant},
-    verify::Verifier,
+    secrets::{Resolved, SecretSource},
+    verify::{Keys, Verifier},
 };
 
 /// The default body limit: 1 MiB.
@@ -47,23 +47,16 @@ pub enum StoreFailure {
 pub(crate) enum RequestSecrets {
     /// The layer's own fixed set, the verifier's.
     Fixed,
-    /// What the layer's [`SecretSource`] found: a tenant's set, or the decoy for an unknown
-    /// tenant.
-    Found {
-        tenant: Option<Tenant>,
-        secrets: Secrets,
-        /// Whether the source names tenants: then a refusal must not tell a known tenant
-        /// from an unknown one by its time.
-        tenanted: bool,
-    },
+    /// What the layer's [`SecretSource`] found: an endpoint's set, a tenant's, or none.
+    Found(Resolved),
 }
 
 impl RequestSecrets {
-    /// How many secrets a mismatch was checked against, for its log line.
-    pub(crate) fn count(&self, config: &Config) -> usize {
+    /// The keys to check the body against.
+    pub(crate) fn keys<'a>(&'a self, config: &'a Config) -> Keys<'a> {
         match self {
-            Self::Fixed => config.verifier.secret_count(),
-            Self::Found { secrets, .. } => secrets.len(),
+            Self::Fixed => Keys::Endpoint(config.verifier.secrets()),
+            Self::Found(resolved) => resolved.keys(),
         }
     }
 }

@@ -248,7 +248,7 @@ where
             StateProj::Resolving { lookup, next } => match ready!(lookup.as_mut().poll(cx)) {
                 Ok(resolved) => {
                     lookup_succeeded(config);
-                    buffer_body(take(next), admit::found(resolved), config)
+                    buffer_body(take(next), RequestSecrets::Found(resolved), config)
                 }
                 Err(err) => lookup_failed(config, span, &err),
             },
@@ -370,7 +370,7 @@ where
         Err(rejection) => return reject(span, &rejection, Cause::None),
     };
     let body_len = bytes.len();
-    let secret_count = secrets.count(config);
+    let secret_count = secrets.keys(config).len();
     let verifying = Stopwatch::start();
     let admitted = admit::admit(config, bytes, signature, secrets);
     record::verified(verifying);

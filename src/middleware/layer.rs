@@ -10,8 +10,8 @@ use super::{
 };
 use crate::{
     replay::DeliveryStore,
-    secrets::{SecretSource, Secrets},
-    verify::{Clock, SecretError, Verifier},
+    secrets::SecretSource,
+    verify::{Clock, SecretError, Secrets, Verifier},
 };
 
 /// A tower [`Layer`] that lets only verified Ringyo deliveries through.
@@ -294,6 +294,7 @@ impl RingyoWebhookLayer {
 }
 
 impl RingyoWebhookLayer {
+    #[must_use]
     fn map_verifier(mut self, change: impl FnOnce(Verifier) -> Verifier) -> Self {
         let config = Arc::make_mut(&mut self.config);
         config.verifier = change(config.verifier.clone());

@@ -85,7 +85,7 @@ where
         match source.lookup(&parts) {
             Lookup::Ready(Ok(resolved)) => {
                 future::lookup_succeeded(&config);
-                let secrets = admit::found(resolved);
+                let secrets = RequestSecrets::Found(resolved);
                 ResponseFuture::buffering(next(parts), secrets, config, span)
             }
             Lookup::Ready(Err(err)) => ResponseFuture::lookup_failed(&err, config, span),

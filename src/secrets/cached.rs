@@ -7,7 +7,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Lookup, LookupError, Resolved, Secrets, Tenant, TenantLookup};
+use super::{Lookup, LookupError, Resolved, Tenant, TenantLookup};
+use crate::verify::Secrets;
 
 /// A tenant's secrets from your own async lookup (a database, a vault), remembered for a while
 /// so most requests wait for no I/O.

@@ -4,7 +4,8 @@ use std::{collections::HashMap, sync::Arc};
 
 use arc_swap::ArcSwap;
 
-use super::{Lookup, Resolved, Secrets, Tenant, TenantLookup};
+use super::{Lookup, Resolved, Tenant, TenantLookup};
+use crate::verify::Secrets;
 
 /// Every tenant's secrets in memory, for [`Tenants`](super::Tenants): a lookup is one hash
 /// probe, whatever the number of tenants, and takes no lock.

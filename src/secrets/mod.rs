@@ -13,6 +13,8 @@
 //!   [`CachedLookup`]. An unknown tenant is answered like a bad signature.
 //!
 //! Every set is a [`Secrets`]: HMAC key states computed once per secret, wiped when dropped.
+//! It is defined in [`verify`](crate::verify), which checks signatures against it, and
+//! re-exported here beside the sources that hold it.
 //!
 //! ```
 //! use ringyo_webhook::{
@@ -32,13 +34,12 @@
 mod cached;
 mod map;
 mod rotating;
-mod set;
 mod source;
 mod tenant;
 
+pub use crate::verify::Secrets;
 pub use cached::CachedLookup;
 pub use map::TenantMap;
 pub use rotating::RotatingSecrets;
-pub use set::Secrets;
 pub use source::{Lookup, LookupError, Resolved, SecretSource};
 pub use tenant::{Tenant, TenantKey, TenantLookup, Tenants};

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::request::Parts;
 
-use super::{Lookup, Resolved, SecretSource, Secrets};
-use crate::SecretError;
+use super::{Lookup, Resolved, SecretSource};
+use crate::verify::{SecretError, Secrets};
 
 /// A set of secrets that another task (an admin endpoint, a file watcher, a SIGHUP handler)
 /// changes while the layer serves: a secret is added, promoted and retired without a restart.

@@ -4,7 +4,8 @@ use std::{fmt, future::Future, pin::Pin};
 
 use http::request::Parts;
 
-use super::{Secrets, Tenant};
+use super::Tenant;
+use crate::verify::{Keys, Secrets};
 
 /// Where [`RingyoWebhookLayer`](crate::RingyoWebhookLayer) gets the secrets to verify a request
 /// with, asked once per request before its body is read.
@@ -92,18 +93,19 @@ impl Resolved {
         self.tenant.as_ref()
     }
 
-    /// Whether this answer comes from a source of tenants: a tenant's, or an unknown one's.
-    pub(crate) fn names_tenants(&self) -> bool {
-        self.tenant.is_some() || self.secrets.is_none()
+    /// What the request is verified with: one endpoint's set, a known tenant's, or none (an
+    /// unknown tenant). How long a refusal takes follows from that, in `verify::check`.
+    pub(crate) fn keys(&self) -> Keys<'_> {
+        match (&self.tenant, &self.secrets) {
+            (_, None) => Keys::UnknownTenant,
+            (Some(_), Some(secrets)) => Keys::Tenant(secrets),
+            (None, Some(secrets)) => Keys::Endpoint(secrets),
+        }
     }
 
-    /// The parts the layer verifies with: the tenant, and the set (the decoy for an unknown
-    /// tenant).
-    pub(crate) fn into_parts(self) -> (Option<Tenant>, Secrets) {
-        match self.secrets {
-            Some(secrets) => (self.tenant, secrets),
-            None => (None, Secrets::decoy()),
-        }
+    /// The tenant, when the request named a known one.
+    pub(crate) fn into_tenant(self) -> Option<Tenant> {
+        self.tenant
     }
 }
 

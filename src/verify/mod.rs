@@ -6,9 +6,13 @@
 //! as Ringyo shows it, `whsec_` prefix included: it is not base64-decoded as Svix and Standard
 //! Webhooks secrets are, so their verifiers give wrong answers for Ringyo.
 //!
-//! - [`Verifier`] holds the secrets (each one's HMAC key state computed once) and the freshness
-//!   window on the signed `timestamp`; the layer and
-//!   [`RingyoEvent::verify`](crate::RingyoEvent::verify) both use it.
+//! - [`Verifier`] holds the secrets and the freshness window on the signed `timestamp`; the
+//!   layer and [`RingyoEvent::verify`](crate::RingyoEvent::verify) both use it.
+//! - [`Secrets`] is a set of secrets, each kept only as its HMAC key state (computed once,
+//!   wiped when dropped). Every signature, the layer's fixed set's or one a
+//!   [source](crate::secrets) found for a request, is checked against one in the same loop,
+//!   which also decides how long a refusal takes (so that an unknown tenant is refused in the
+//!   time a known one is).
 //! - [`Signature`] is a parsed header value: exactly 32 bytes, compared in constant time.
 //! - [`DeliveryId`] names a delivery, the same for every retry of it.
 //! - [`SecretError`] is a configuration mistake, found when a verifier is built;
@@ -30,6 +34,7 @@
 
 mod freshness;
 mod id;
+mod keys;
 mod secret;
 mod signature;
 mod verifier;
@@ -37,8 +42,9 @@ mod verifier;
 pub(crate) use freshness::after;
 pub use freshness::{Clock, SystemClock};
 pub use id::{DeliveryId, InvalidDeliveryId};
-pub(crate) use secret::HmacKey;
+pub(crate) use keys::{check, Keys};
+pub use keys::{Secrets, Verified};
 pub use secret::SecretError;
 pub(crate) use signature::describe_header;
 pub use signature::{Signature, SignatureError, SIGNATURE_HEADER};
-pub use verifier::{Verified, Verifier};
+pub use verifier::Verifier;

@@ -3,17 +3,12 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use subtle::ConstantTimeEq;
 
-use crate::{
-    event::envelope::Head,
-    rejection::Rejection,
-    secrets::{Secrets, Tenant},
-};
+use crate::{event::envelope::Head, rejection::Rejection};
 
 use super::{
     freshness::{Clock, Freshness},
-    id::DeliveryId,
+    keys::{check, Keys, Secrets, Verified},
     secret::SecretError,
     signature::{Signature, SignatureError},
 };
@@ -52,65 +47,6 @@ use super::{
 pub struct Verifier {
     secrets: Secrets,
     freshness: Freshness,
-}
-
-/// What a successful signature check found: which secret matched, and the delivery's id.
-///
-/// See [`Verifier::verify`] for an example.
-#[derive(Clone, Copy)]
-pub struct Verified {
-    secret_index: usize,
-    // What the delivery id is derived from: the matching secret's HMAC of the body (a valid
-    // signature, so kept private and out of Debug), folded with the tenant when there is one.
-    digest: [u8; 32],
-}
-
-impl Verified {
-    /// Which secret matched: 0 for the first, then in the order they were added.
-    pub fn secret_index(&self) -> usize {
-        self.secret_index
-    }
-
-    /// The delivery's identity; see [`DeliveryId`]. Computed on demand (one short hash), so
-    /// verification costs nothing extra when no one asks.
-    pub fn delivery_id(&self) -> DeliveryId {
-        DeliveryId::from_digest(&self.digest)
-    }
-
-    pub(crate) fn new(secret_index: usize, digest: [u8; 32]) -> Self {
-        Self {
-            secret_index,
-            digest,
-        }
-    }
-
-    /// The same match, for `tenant`: its delivery id differs from every other tenant's for
-    /// the same bytes, even when two tenants share a secret.
-    pub(crate) fn for_tenant(self, tenant: &Tenant) -> Self {
-        Self {
-            digest: DeliveryId::tenant_digest(tenant.as_str(), &self.digest),
-            ..self
-        }
-    }
-}
-
-/// Compares in constant time: the digest inside is a valid signature.
-impl PartialEq for Verified {
-    fn eq(&self, other: &Self) -> bool {
-        let same_digest: bool = self.digest.ct_eq(&other.digest).into();
-        same_digest & (self.secret_index == other.secret_index)
-    }
-}
-
-impl Eq for Verified {}
-
-impl fmt::Debug for Verified {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Verified")
-            .field("secret_index", &self.secret_index)
-            .field("delivery_id", &self.delivery_id())
-            .finish()
-    }
 }
 
 impl Verifier {
@@ -220,14 +156,14 @@ impl Verifier {
     /// not looked at: that needs the body parsed, which only verified bytes may be.
     ///
     /// On success, says which secret matched (0 for the one given to [`new`](Self::new), then
-    /// in the order of [`add_secret`](Self::add_secret)) and the delivery's [`DeliveryId`].
+    /// in the order of [`add_secret`](Self::add_secret)) and the delivery's [`DeliveryId`](super::DeliveryId).
     /// Each comparison takes constant time.
     ///
     /// # Errors
     ///
     /// [`SignatureError::Mismatch`] if no secret matches.
     pub fn verify(&self, body: &[u8], signature: &Signature) -> Result<Verified, SignatureError> {
-        self.secrets.verify(body, signature)
+        check(Keys::Endpoint(&self.secrets), body, signature)
     }
 
     /// Signs `body` with the first secret, as Ringyo would.
