@@ -138,11 +138,16 @@ pub fn inbox_from(url: Result<String, VarError>) -> Result<Inbox, String> {
     Ok(inbox)
 }
 
-/// A database URL without its password, for the log.
+/// A database URL for the log: its scheme, host and path, without the user and password
+/// before an `@` nor the query after a `?` (sqlx reads `password=` and `sslpassword=` there).
 fn redacted(url: &str) -> String {
-    match (url.split_once("://"), url.rfind('@')) {
-        (Some((scheme, _)), Some(at)) => format!("{scheme}://...{}", &url[at..]),
-        _ => url.to_owned(),
+    let without_query = url.split_once('?').map_or(url, |(base, _)| base);
+    match without_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let host_and_path = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
+            format!("{scheme}://{host_and_path}")
+        }
+        None => without_query.to_owned(),
     }
 }
 
@@ -185,4 +190,30 @@ pub fn cannot_listen(variable: &str, addr: SocketAddr, err: &std::io::Error) -> 
         _ => err.to_string(),
     };
     format!("cannot listen on {addr}: {reason}; set {variable} to another address")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn a_logged_database_url_keeps_no_user_password_or_query() {
+        assert_eq!(
+            redacted("sqlite://ringyo-inbox.db"),
+            "sqlite://ringyo-inbox.db"
+        );
+        assert_eq!(
+            redacted("postgres://user:secret@db.internal:5432/ringyo"),
+            "postgres://db.internal:5432/ringyo"
+        );
+        assert_eq!(
+            redacted("postgres://db.internal/ringyo?user=r&password=hunter2"),
+            "postgres://db.internal/ringyo"
+        );
+        assert_eq!(
+            redacted("postgres://u:p@h/db?sslpassword=s3cret&sslmode=require"),
+            "postgres://h/db"
+        );
+        assert_eq!(redacted("not a url?password=x"), "not a url");
+    }
 }
