@@ -61,7 +61,8 @@ const MIGRATION_LOCK: i64 = 0x7269_6e67_796f_0001; // "ringyo" and the schema's 
 /// A claim statement for each engine, `[SQLite, Postgres]`: `$set` (more columns to set)
 /// with the lease, on due rows that also match `$which`, oldest first; Postgres skips rows
 /// another claim is taking rather than wait for them (SQLite has one writer: nothing to skip).
-/// Binds `$1` the token, `$2` the end of the lease, `$3` now, `$4` how many.
+/// Binds `$1` the token, `$2` the end of the lease, `$3` now, `$4` how many, `$5` the
+/// claiming inbox's holder id (one per [`SqlInbox`](super::SqlInbox), so one per process).
 macro_rules! claim_sql {
     ($set:literal, $which:literal) => {
         [
@@ -73,7 +74,7 @@ macro_rules! claim_sql {
         concat!(
             "UPDATE ringyo_inbox SET state = 'running', attempts = attempts + 1, ",
             $set,
-            "lease_token = $1, available_at = $2 \
+            "lease_token = $1, available_at = $2, lease_holder = $5 \
              WHERE delivery_id IN (SELECT delivery_id FROM ringyo_inbox \
                WHERE state IN ('pending', 'running') AND available_at <= $3 AND ",
             $which,
@@ -175,11 +176,16 @@ impl Dialect {
     /// that never finished: counted in `orphaned`, and in `crashes_alone` if it ran alone
     /// too), or one given back while it ran alone. Both engines evaluate every `SET`
     /// expression on the row as it was before the update, so `state` there is the old one.
+    ///
+    /// A death alone is counted only when another holder takes the row: the same holder
+    /// taking it again is alive, so its attempt ended without a crash (its outcome could not
+    /// be recorded: the database was away for longer than the lease).
     pub(super) fn claim_suspect_sql(self) -> &'static str {
         self.pick(claim_sql!(
             "orphaned = orphaned + CASE WHEN state = 'running' THEN 1 ELSE 0 END, \
              crashes_alone = crashes_alone \
-               + CASE WHEN state = 'running' AND suspect THEN 1 ELSE 0 END, \
+               + CASE WHEN state = 'running' AND suspect \
+                   AND COALESCE(lease_holder, '') <> $5 THEN 1 ELSE 0 END, \
              suspect = TRUE, ",
             "(state = 'running' OR suspect)"
         ))

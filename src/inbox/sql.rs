@@ -66,6 +66,9 @@ struct Shared {
     dialect: Dialect,
     health: Arc<Health>,
     upkeep: Arc<Upkeep>,
+    /// This inbox's id on the leases it takes: a suspect it takes again was not killed by
+    /// this process, which is alive.
+    holder: String,
     migrated: OnceCell<()>,
     /// Postgres only: the connection that `LISTEN`s, made on first use.
     #[cfg(feature = "postgres")]
@@ -148,6 +151,7 @@ impl SqlInbox {
                 dialect,
                 health,
                 upkeep: Arc::default(),
+                holder: ClaimToken::new().to_string(),
                 migrated: OnceCell::new(),
                 listener: Mutex::default(),
             }),
@@ -187,7 +191,7 @@ impl SqlInbox {
         })
     }
 
-    /// Counts a commit of about `bytes` for the upkeep of a SQLite file's WAL.
+    /// Counts a commit of deliveries of about `bytes` for the upkeep of a SQLite file's WAL.
     fn committed(&self, bytes: usize) {
         if self.shared.dialect == Dialect::Sqlite {
             let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
@@ -210,10 +214,10 @@ impl SqlInbox {
             .bind(lease_until.timestamp_millis())
             .bind(now.timestamp_millis())
             .bind(i64::from(limit))
+            .bind(self.shared.holder.as_str())
             .fetch_all(pool)
             .await
             .map_err(InboxError::database)?;
-        self.committed(0);
         rows.iter().map(claimed).collect()
     }
 }
@@ -341,7 +345,6 @@ impl InboxStore for SqlInbox {
                 held[at] = updated.rows_affected() == 1;
             }
             tx.commit().await?;
-            self.committed(0);
             Ok(held)
         })
     }

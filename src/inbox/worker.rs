@@ -54,7 +54,8 @@ use crate::{event::FromEventData, outage::Outage, replay::ClaimToken};
 /// The cost: while suspects are due, the worker runs one handler at a time, and a culprit
 /// takes the process down three times (once beside others, twice alone), each a restart and
 /// a lease long, before it is dead-lettered. A lease lost without a crash (the database away
-/// for longer than it) also makes a suspect, cleared once it finishes.
+/// for longer than it) also makes a suspect, cleared once it finishes; taken again by the same
+/// process, which is alive, it is never counted as a death.
 ///
 /// Alone means alone in this worker, which is alone in the process only if it is the
 /// process's one worker: raise [`concurrency`](Self::concurrency) rather than start a second

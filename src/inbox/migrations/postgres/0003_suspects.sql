@@ -6,6 +6,9 @@
 -- crashes are told apart from the handler's failures (`attempts - orphaned`).
 ALTER TABLE ringyo_inbox ADD COLUMN orphaned BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE ringyo_inbox ADD COLUMN crashes_alone BIGINT NOT NULL DEFAULT 0;
+-- Which inbox (one per process) holds the lease: a suspect taken again by its own holder was
+-- not killed by its process, which is still alive, so that is not counted as a crash.
+ALTER TABLE ringyo_inbox ADD COLUMN lease_holder TEXT;
 ALTER TABLE ringyo_inbox ADD COLUMN suspect BOOLEAN NOT NULL DEFAULT FALSE;
 -- Workers look for due suspects before each claim: this index holds only the running rows and
 -- the suspects, so the look costs the same with a backlog of pending deliveries.
