@@ -20,6 +20,23 @@ const MAX_DETAIL: usize = 200;
 /// says a delivery of that size would commit too, not only a write that fits in a free page.
 const PROBE_BYTES: usize = 64 * 1024;
 
+/// The probe's bytes, made once: incompressible, since Postgres would store a row of zeros in
+/// a few bytes and the probe would then say nothing of the room left.
+fn probe_bytes() -> &'static [u8] {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES.get_or_init(|| {
+        use sha2::{Digest, Sha256};
+        let mut bytes = Vec::with_capacity(PROBE_BYTES);
+        let mut block = Sha256::digest(b"ringyo inbox readiness probe");
+        while bytes.len() < PROBE_BYTES {
+            bytes.extend_from_slice(&block);
+            block = Sha256::digest(block);
+        }
+        bytes.truncate(PROBE_BYTES);
+        bytes
+    })
+}
+
 /// The storage's health, shared by every handle of one [`SqlInbox`](super::SqlInbox).
 #[derive(Debug)]
 pub(super) struct Health {
@@ -114,7 +131,7 @@ impl Health {
              SELECT COALESCE(MAX(id), 0) + 1, $1 FROM ringyo_inbox_probe WHERE true \
              ON CONFLICT (id) DO NOTHING",
         )
-        .bind(vec![0_u8; PROBE_BYTES])
+        .bind(probe_bytes())
         .execute(tx.conn())
         .await
         .map_err(InboxError::database)?;

@@ -8,10 +8,11 @@
 //!
 //! - every connection sets `journal_size_limit`, so whenever SQLite restarts the WAL it cuts
 //!   it back to [`JOURNAL_SIZE_LIMIT`];
-//! - once [`BURST_BYTES`] have been written since the last truncation and the inbox has then
-//!   been quiet (no commit) for [`QUIET`], a `wal_checkpoint(TRUNCATE)` empties the WAL;
-//! - after pruning, `incremental_vacuum` hands the freed pages back (new files are created with
-//!   `auto_vacuum = INCREMENTAL`) and the same checkpoint empties the WAL.
+//! - once [`BURST_BYTES`] of deliveries have been stored since the last truncation and none has
+//!   then been stored for [`QUIET`], a `wal_checkpoint(TRUNCATE)` empties the WAL;
+//! - after pruning, `incremental_vacuum` hands the freed pages back a few megabytes at a time
+//!   (new files are created with `auto_vacuum = INCREMENTAL`) and the same checkpoint empties
+//!   the WAL.
 
 use std::{
     sync::{
@@ -34,10 +35,12 @@ const BURST_BYTES: u64 = JOURNAL_SIZE_LIMIT;
 /// for writers, so it runs only once they have stopped.
 const QUIET: Duration = Duration::from_secs(1);
 
-/// What the inbox has written since the WAL was last truncated, shared by its handles.
+/// What the inbox has stored since the WAL was last truncated, shared by its handles. Only
+/// stored deliveries count: claims and outcomes are small, and go on while a backlog drains,
+/// so counting them would keep a busy inbox from ever being quiet.
 #[derive(Debug, Default)]
 pub(super) struct Upkeep {
-    /// Commits so far: unchanged over [`QUIET`] means the inbox is quiet.
+    /// Commits of deliveries so far: unchanged over [`QUIET`] means the inbox is quiet.
     commits: AtomicU64,
     /// Bytes committed since the last truncation.
     written: AtomicU64,
@@ -46,8 +49,8 @@ pub(super) struct Upkeep {
 }
 
 impl Upkeep {
-    /// Counts a commit of about `bytes`; past a burst's worth, truncates the WAL once the
-    /// inbox is quiet, on a task of its own.
+    /// Counts a commit of deliveries of about `bytes`; past a burst's worth, truncates the WAL
+    /// once no delivery has been stored for [`QUIET`], on a task of its own.
     pub(super) fn committed(self: &Arc<Self>, bytes: u64, pool: &AnyPool) {
         self.commits.fetch_add(1, Ordering::Relaxed);
         let written = self.written.fetch_add(bytes, Ordering::Relaxed) + bytes;
@@ -56,8 +59,9 @@ impl Upkeep {
             let pool = pool.clone();
             tokio::spawn(async move {
                 upkeep.until_quiet().await;
-                truncate_wal(&pool).await;
-                upkeep.written.store(0, Ordering::Relaxed);
+                if truncate_wal(&pool).await {
+                    upkeep.written.store(0, Ordering::Relaxed);
+                }
                 upkeep.pending.store(false, Ordering::Release);
             });
         }
@@ -77,25 +81,64 @@ impl Upkeep {
     /// WAL. A file created before `auto_vacuum` was set keeps its size (see the inbox's docs
     /// for the one-off `VACUUM` that converts it).
     pub(super) async fn after_prune(&self, pool: &AnyPool) {
-        if let Err(err) = sqlx::query("PRAGMA incremental_vacuum").execute(pool).await {
-            tracing::debug!("could not give pruned pages back ({err})");
+        give_pages_back(pool).await;
+        if truncate_wal(pool).await {
+            self.written.store(0, Ordering::Relaxed);
         }
-        truncate_wal(pool).await;
-        self.written.store(0, Ordering::Relaxed);
     }
 }
 
-/// Moves the WAL into the database file and truncates it to nothing. Upkeep only: a checkpoint
-/// that could not finish (a reader holding an old snapshot) leaves it for the next time.
-async fn truncate_wal(pool: &AnyPool) {
+/// How many free pages one `incremental_vacuum` gives back: each call is one write transaction,
+/// and SQLite has one writer, so deliveries wait at most for this much (8 MiB of 4 KiB pages)
+/// rather than for all of a large pruning's pages at once.
+const VACUUM_PAGES: u32 = 2048;
+
+/// Gives the file's free pages back to the file system, [`VACUUM_PAGES`] at a time, letting
+/// other writers in between. A file created without `auto_vacuum` has none to give.
+async fn give_pages_back(pool: &AnyPool) {
+    let step = format!("PRAGMA incremental_vacuum({VACUUM_PAGES})");
+    loop {
+        let free = sqlx::query("PRAGMA freelist_count")
+            .fetch_one(pool)
+            .await
+            .and_then(|row| row.try_get::<i64, _>(0));
+        match free {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(err) => {
+                tracing::debug!("could not count free pages ({err})");
+                return;
+            }
+        }
+        if let Err(err) = sqlx::query(&step).execute(pool).await {
+            tracing::debug!("could not give pruned pages back ({err})");
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Moves the WAL into the database file and truncates it to nothing; whether it did. Upkeep
+/// only: a checkpoint that could not finish (a reader holding an old snapshot) leaves it for
+/// the next time.
+async fn truncate_wal(pool: &AnyPool) -> bool {
     let busy = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
         .fetch_one(pool)
         .await
         .and_then(|row| row.try_get::<i64, _>(0));
     match busy {
-        Ok(0) => tracing::debug!("checkpointed and truncated the inbox's WAL"),
-        Ok(_) => tracing::debug!("could not truncate the inbox's WAL: readers in the way"),
-        Err(err) => tracing::debug!("could not truncate the inbox's WAL ({err})"),
+        Ok(0) => {
+            tracing::debug!("checkpointed and truncated the inbox's WAL");
+            true
+        }
+        Ok(_) => {
+            tracing::debug!("could not truncate the inbox's WAL: readers in the way");
+            false
+        }
+        Err(err) => {
+            tracing::debug!("could not truncate the inbox's WAL ({err})");
+            false
+        }
     }
 }
 
