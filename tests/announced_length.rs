@@ -3,7 +3,7 @@
 //! Its own test binary: it measures the process's reserved memory, which no other test may
 //! move meanwhile.
 
-mod common;
+use ringyo_test_support as support;
 
 use std::time::Duration;
 
@@ -34,8 +34,8 @@ async fn clients_announcing_the_limit_and_sending_a_few_bytes_reserve_little() {
     const CLIENTS: usize = 400;
     let limit = RingyoWebhookLayer::DEFAULT_BODY_LIMIT;
     let handler = |_: RingyoEvent| async { StatusCode::NO_CONTENT };
-    let app = Router::new().route("/", post(handler).route_layer(common::layer()));
-    let addr = common::serve(app).await;
+    let app = Router::new().route("/", post(handler).route_layer(support::layer()));
+    let addr = support::serve(app).await;
     // A well-formed signature that will not match: the body must be read before it fails.
     let head = format!(
         "POST / HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
@@ -46,9 +46,9 @@ async fn clients_announcing_the_limit_and_sending_a_few_bytes_reserve_little() {
     // A first wave, not measured: the allocator's per-thread arenas (64 MiB of address space
     // each) are set up by then.
     drop(hold(addr, &head, CLIENTS / 4).await);
-    let base = common::proc_status_bytes("VmSize:");
+    let base = support::proc_status_bytes("VmSize:");
     let clients = hold(addr, &head, CLIENTS).await;
-    let reserved = common::proc_status_bytes("VmSize:").saturating_sub(base);
+    let reserved = support::proc_status_bytes("VmSize:").saturating_sub(base);
     drop(clients);
 
     let announced = (CLIENTS * limit) as u64;

@@ -2,7 +2,7 @@
 //!
 //! Its own test binary, so no other test's allocations blur the peak RSS it measures.
 
-mod common;
+use ringyo_test_support as support;
 
 use std::{
     convert::Infallible,
@@ -16,8 +16,8 @@ use std::{
 };
 
 use axum::{body::Bytes, extract::State, http::Request, routing::post, Router};
-use common::{envelope, sign};
 use http_body::{Body, Frame};
+use ringyo_test_support::{envelope, sign};
 use ringyo_webhook::{RingyoWebhookLayer, VerifiedPayload};
 use serde_json::json;
 use tokio::sync::Barrier;
@@ -51,11 +51,11 @@ async fn many_megabyte_deliveries_at_once_keep_peak_rss_under_twice_the_bytes_in
         payload.len().to_string()
     }
     let app = Router::new()
-        .route("/", post(handle).route_layer(common::layer()))
+        .route("/", post(handle).route_layer(support::layer()))
         .with_state(barrier);
-    let addr = common::serve(app).await;
+    let addr = support::serve(app).await;
 
-    let base = common::proc_status_bytes("VmHWM:");
+    let base = support::proc_status_bytes("VmHWM:");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -73,7 +73,7 @@ async fn many_megabyte_deliveries_at_once_keep_peak_rss_under_twice_the_bytes_in
     }
 
     let in_flight = (DELIVERIES * LIMIT) as u64;
-    let growth = common::proc_status_bytes("VmHWM:").saturating_sub(base);
+    let growth = support::proc_status_bytes("VmHWM:").saturating_sub(base);
     let fixed = 64 << 20; // runtime, connections, hyper's read buffers
     println!(
         "peak RSS grew {} MiB for {} MiB in flight",
@@ -109,7 +109,7 @@ impl Body for Endless {
 /// Sends an endless body through a layer that discards for `discard_time`; the answer's
 /// status and how much of the body was taken.
 async fn endless(discard_time: Duration) -> (u16, usize) {
-    let layer = common::layer().discard_time(discard_time);
+    let layer = support::layer().discard_time(discard_time);
     let app = Router::new().route("/", post(|| async {}).route_layer(layer));
     let taken = Arc::new(AtomicUsize::new(0));
     let request = Request::post("/")

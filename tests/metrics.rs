@@ -4,7 +4,7 @@
 //! One recorder per process (the `metrics` facade has one global recorder), drained before and
 //! after each case; the cases take turns.
 
-mod common;
+use ringyo_test_support as support;
 
 use std::{
     collections::BTreeMap,
@@ -13,8 +13,8 @@ use std::{
 };
 
 use axum::{http::StatusCode, routing::post, Router};
-use common::{envelope, sign, stores::Faulty};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use ringyo_test_support::{envelope, sign, stores::Faulty};
 use ringyo_webhook::{
     inbox::{Inbox, Job, Worker},
     metrics::{
@@ -94,7 +94,7 @@ fn only<'a>(moved: &'a BTreeMap<String, f64>, name: &str) -> BTreeMap<&'a str, f
 }
 
 async fn send(addr: std::net::SocketAddr, body: Vec<u8>, signature: Option<&str>) -> u16 {
-    common::deliver(addr, PATH, body, signature).await.0
+    support::deliver(addr, PATH, body, signature).await.0
 }
 
 async fn send_signed(addr: std::net::SocketAddr, body: Vec<u8>) -> u16 {
@@ -124,10 +124,10 @@ async fn each_layer_outcome_moves_its_counter_by_exactly_what_happened() {
             }
         }
     };
-    let layer = common::layer()
+    let layer = support::layer()
         .delivery_store(MemoryDeliveryStore::new())
         .body_limit(16 * 1024);
-    let addr = common::serve(Router::new().route(PATH, post(handler).route_layer(layer))).await;
+    let addr = support::serve(Router::new().route(PATH, post(handler).route_layer(layer))).await;
     recorded();
 
     let accepted = envelope("call.completed", json!({ "id": "call_1" }));
@@ -144,7 +144,7 @@ async fn each_layer_outcome_moves_its_counter_by_exactly_what_happened() {
         500
     );
     let stale = TestDelivery::new("call.completed")
-        .timestamp(common::test_now() - chrono::TimeDelta::hours(2))
+        .timestamp(support::test_now() - chrono::TimeDelta::hours(2))
         .body_and_signature()
         .0
         .into_bytes();
@@ -185,9 +185,9 @@ async fn each_layer_outcome_moves_its_counter_by_exactly_what_happened() {
 #[tokio::test(flavor = "multi_thread")]
 async fn labels_never_carry_an_unknown_event_name_a_delivery_id_or_a_body_value() {
     let _turn = TURN.lock().await;
-    let layer = common::layer();
+    let layer = support::layer();
     let handler = |_: RingyoEvent<Event>| async { StatusCode::NO_CONTENT };
-    let addr = common::serve(Router::new().route(PATH, post(handler).route_layer(layer))).await;
+    let addr = support::serve(Router::new().route(PATH, post(handler).route_layer(layer))).await;
     recorded();
     let odd = envelope(
         "call.voicemail\n\u{1b}[31m",
@@ -211,13 +211,13 @@ async fn labels_never_carry_an_unknown_event_name_a_delivery_id_or_a_body_value(
 #[tokio::test(flavor = "multi_thread")]
 async fn the_inbox_counts_attempts_by_result_and_its_rows_by_state() {
     let _turn = TURN.lock().await;
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     let inbox = Inbox::new(database.open());
     let app = Router::new().route(
         PATH,
-        axum::routing::post_service(inbox.clone()).route_layer(common::layer()),
+        axum::routing::post_service(inbox.clone()).route_layer(support::layer()),
     );
-    let addr = common::serve(app).await;
+    let addr = support::serve(app).await;
     // `call.failed` fails on its first attempt, then is handled; the rest are handled at once.
     let worker = Worker::new(&inbox, |job: Job<Event>| async move {
         if job.event.kind.as_str() == "call.failed" && job.attempt == 1 {
@@ -283,9 +283,9 @@ async fn a_store_outage_is_counted_once_and_each_refused_delivery_by_its_code() 
     let _turn = TURN.lock().await;
     // Its claims fail while `claim_fails` is set, as a store that lost its server.
     let store = Arc::new(Faulty::default());
-    let layer = common::layer().delivery_store(Arc::clone(&store));
+    let layer = support::layer().delivery_store(Arc::clone(&store));
     let handler = |_: RingyoEvent<Event>| async { StatusCode::NO_CONTENT };
-    let addr = common::serve(Router::new().route(PATH, post(handler).route_layer(layer))).await;
+    let addr = support::serve(Router::new().route(PATH, post(handler).route_layer(layer))).await;
     let delivery = |n: u32| envelope("credits.low", json!({ "balance": n }));
     recorded();
 
@@ -323,17 +323,17 @@ async fn a_delivery_whose_handler_panics_or_times_out_is_counted_as_aborted() {
         }
     };
     let app = Router::new()
-        .route(PATH, post(handler).route_layer(common::layer()))
+        .route(PATH, post(handler).route_layer(support::layer()))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_millis(200),
         ));
-    let addr = common::serve(app).await;
+    let addr = support::serve(app).await;
     recorded();
 
     let body = envelope("call.failed", json!({}));
     let signature = sign(&body);
-    let cut = common::client()
+    let cut = support::client()
         .post(format!("http://{addr}{PATH}"))
         .header("x-ringyo-signature", signature)
         .body(body)

@@ -1,13 +1,14 @@
 //! The receiver against a Postgres that is down at start-up and goes down mid-run:
 //! 503s while it is away, then deliveries stored and processed again, with no restart.
 //!
-//! Its own test binary: it stops the shared test server, which no other test may see.
-
-mod common;
+//! Its own test binary: it stops the shared test server, which no other test may see. It signs
+//! with `ringyo-test-support`'s secret and fixed time, and its receiver's layer has the clock
+//! that goes with them.
 
 use std::{net::SocketAddr, time::Duration};
 
-use ringyo_receiver::{config::inbox_from, run, Listeners, ServerLimits};
+use ringyo_receiver::{config::inbox_from, run, Listeners, ServerLimits, PATH};
+use ringyo_test_support as support;
 use ringyo_webhook::{inbox::Job, Event};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -25,12 +26,13 @@ fn server(command: &str) {
 }
 
 async fn send(addr: SocketAddr, n: u32) -> u16 {
-    let (body, signature) = common::signed("credits.low", json!({ "balance": n }));
-    common::post(addr, body, Some(&signature)).await.0
+    let body = support::envelope("credits.low", json!({ "balance": n }));
+    let signature = support::sign(&body);
+    support::deliver(addr, PATH, body, Some(&signature)).await.0
 }
 
 async fn ready(admin: SocketAddr) -> u16 {
-    common::get_status(admin, "/readyz").await
+    support::get_status(admin, "/readyz").await
 }
 
 /// Sends delivery `n` until it is acknowledged (2xx), as Ringyo retries (bounded).
@@ -47,12 +49,12 @@ async fn until_acknowledged(addr: SocketAddr, n: u32) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_down_at_start_and_mid_run_is_503_then_recovers_without_a_restart() {
-    let Some(database) = common::inbox::postgres().await else {
+    let Some(database) = support::inbox::postgres().await else {
         return;
     };
     server("RINGYO_TEST_POSTGRES_STOP");
-    let (webhook, addr) = common::local_listener().await;
-    let (admin, admin_addr) = common::local_listener().await;
+    let (webhook, addr) = support::local_listener().await;
+    let (admin, admin_addr) = support::local_listener().await;
     let (report, mut reports) = mpsc::unbounded_channel();
     let handler = move |job: Job<Event>| {
         let report = report.clone();
@@ -64,10 +66,10 @@ async fn postgres_down_at_start_and_mid_run_is_503_then_recovers_without_a_resta
     let inbox = inbox_from(Ok(database.url.clone())).unwrap();
     let running = tokio::spawn(run(
         Listeners { webhook, admin },
-        common::layer(),
+        support::layer(),
         inbox,
         handler,
-        common::detached_metrics(),
+        support::detached_metrics(),
         ServerLimits::default(),
         std::future::pending(),
     ));

@@ -21,7 +21,7 @@ pub type InboxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, InboxError>>
 /// dead letters, pruning, readiness) is [`InboxAdmin`], on top of it, as tower-sessions keeps
 /// the deletion of expired sessions apart from its store.
 ///
-/// The crate's stores pass one behaviour suite (`tests/inbox_store.rs` in the repository).
+/// The crate's stores pass one behaviour suite (`tests/inbox/store.rs` in the repository).
 pub trait InboxStore: Send + Sync + 'static {
     /// Stores deliveries in one transaction, and says for each, in order, whether it is new
     /// or was stored before (by any replica): a delivery id is stored once. Returns only after

@@ -119,8 +119,9 @@ impl StoreError {
 /// or `release` that fails does not change the answer already given: the claim then stays until
 /// its lease runs out, and copies arriving meanwhile get 409.
 ///
-/// The crate's own stores pass one behaviour suite (`tests/stores.rs` in the repository); a new
-/// backend in this crate proves itself by passing the same cases.
+/// The crate's own stores pass one behaviour suite (`test-support/src/stores.rs` in the
+/// repository, run by `tests/stores/`); a new backend in this crate proves itself by passing the
+/// same cases.
 ///
 /// A store is three methods returning boxed futures that own what they need:
 ///

@@ -215,7 +215,7 @@ const REFUSAL_HASHES: usize = 2;
 ///   hashes under the decoy once, then pads once; a known tenant with one secret pads once;
 ///   one in mid-rotation does not pad. So neither the answer (401 `invalid_signature`) nor its
 ///   time tells a made-up name from a tenant. A tenant with more secrets takes longer to
-///   refuse. (`tests/secrets.rs`, `an_unknown_tenant_is_refused_in_the_time_a_known_one_is`,
+///   refuse. (`tests/layer/secrets.rs`, `an_unknown_tenant_is_refused_in_the_time_a_known_one_is`,
 ///   measures it.)
 /// - The decoy is hashed and compared like any set and never matches, not even its own
 ///   signature, nor a set that a decoy was joined or added to (a layer built from a source

@@ -1,9 +1,9 @@
 //! What the layer logs: the span fields that help, and never secrets or payload values.
 
-mod common;
+use ringyo_test_support as support;
 
 use axum::{routing::post, Router};
-use common::{deliver, envelope, serve, sign, Captured, SECRET};
+use ringyo_test_support::{deliver, envelope, serve, sign, Captured, SECRET};
 use ringyo_webhook::{RingyoEvent, RingyoWebhookLayer};
 use serde_json::json;
 use tracing_subscriber::fmt::format::FmtSpan;
@@ -15,7 +15,7 @@ async fn spans_name_the_event_and_outcome_but_never_secrets_or_payload_values() 
     // A secret of the user's own choosing is accepted, with a warning.
     RingyoWebhookLayer::new("my-own-secret").unwrap();
 
-    let layer = common::layer();
+    let layer = support::layer();
     let app = Router::new()
         .route("/", post(|_: RingyoEvent| async {}).route_layer(layer))
         .route("/unguarded", post(|_: RingyoEvent| async {}));
@@ -96,7 +96,7 @@ async fn each_rejection_is_logged_once() {
     let (logs, _guard) = Captured::start(FmtSpan::NONE);
     let app = Router::new().route(
         "/",
-        post(|_: RingyoEvent| async {}).route_layer(common::layer()),
+        post(|_: RingyoEvent| async {}).route_layer(support::layer()),
     );
     let addr = serve(app).await;
 
@@ -139,7 +139,7 @@ async fn no_rejection_path_logs_the_secret_or_a_body_value() {
             StatusCode::NO_CONTENT
         }
     };
-    let layer = common::layer()
+    let layer = support::layer()
         .delivery_store(MemoryDeliveryStore::new())
         .body_limit(4096);
     let addr = serve(Router::new().route("/", post(handler).route_layer(layer))).await;
@@ -219,7 +219,7 @@ async fn no_rejection_path_logs_the_secret_or_a_body_value() {
 async fn the_span_names_the_tenant_and_the_secret_index_never_the_secret() {
     use ringyo_webhook::secrets::{Secrets, Tenant, TenantKey, TenantMap, Tenants};
 
-    let (logs, _guard) = common::Captured::start(FmtSpan::CLOSE);
+    let (logs, _guard) = support::Captured::start(FmtSpan::CLOSE);
     let map = TenantMap::new();
     map.insert(
         Tenant::new("acme").unwrap(),
@@ -229,7 +229,7 @@ async fn the_span_names_the_tenant_and_the_secret_index_never_the_secret() {
             .unwrap(),
     );
     let layer = RingyoWebhookLayer::from_source(Tenants::new(TenantKey::PathSegment(2), map))
-        .clock(common::test_now);
+        .clock(support::test_now);
     let app = Router::new().route(
         "/webhooks/ringyo/{tenant}",
         post(|_: RingyoEvent| async {}).route_layer(layer),
@@ -266,7 +266,7 @@ async fn a_corrupt_inbox_file_is_logged_once_at_error_level_naming_the_file() {
     use ringyo_webhook::inbox::{Inbox, InboxError};
 
     let (logs, _guard) = Captured::start(FmtSpan::NONE);
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     let file = database.url.strip_prefix("sqlite://").unwrap().to_owned();
     std::fs::write(&file, vec![0x5A_u8; 64 * 1024]).unwrap();
     let inbox = Inbox::open(&database.url).unwrap();

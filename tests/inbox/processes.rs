@@ -1,11 +1,11 @@
 //! A worker whose handler aborts its process, restarted as a supervisor would. (The receiver's
 //! own process tests, killed mid-stream and two on one Postgres, are the receiver package's,
-//! `receiver/tests/processes.rs`.)
+//! `receiver/tests/receiver/processes.rs`.)
 //!
 //! The test binary starts copies of itself running `aborting_worker` (an ignored test, run only
 //! as a child), so the process that dies is a real one, not a task.
 
-mod common;
+use ringyo_test_support as support;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-use common::{envelope, stores::ids};
+use ringyo_test_support::{envelope, stores::ids};
 use ringyo_webhook::{
     inbox::{Inbox, InboxAdmin, InboxStats, InboxStore, Job, NewDelivery, Worker},
     Clock, Event, SystemClock,
@@ -57,6 +57,13 @@ fn processed(log: &Path) -> HashMap<String, usize> {
         *counts.entry(line.to_owned()).or_insert(0) += 1;
     }
     counts
+}
+
+/// The child's test name, [`aborting_worker`] by its path in this binary
+/// (`processes::aborting_worker`): the module path without the crate's name.
+fn child_test() -> String {
+    let (_, module) = module_path!().split_once("::").unwrap();
+    format!("{module}::aborting_worker")
 }
 
 /// Not a test of its own: a worker whose handler aborts the process on the culprit's call
@@ -109,13 +116,13 @@ fn aborting_worker() {
 /// the cause, and the seven taken down with it are handled.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_delivery_that_aborts_its_process_is_dead_lettered_alone_and_its_neighbours_run() {
-    for database in common::inbox::databases().await {
+    for database in support::inbox::databases().await {
         eprintln!("engine: {}", database.name);
         aborting_worker_is_isolated(&database).await;
     }
 }
 
-async fn aborting_worker_is_isolated(database: &common::inbox::Database) {
+async fn aborting_worker_is_isolated(database: &support::inbox::Database) {
     const DELIVERIES: u32 = 8;
     const CULPRIT_AT: u32 = 3;
     /// The restarts a supervisor may make before the test gives up.
@@ -139,7 +146,7 @@ async fn aborting_worker_is_isolated(database: &common::inbox::Database) {
 
     let start = || {
         Command::new(std::env::current_exe().unwrap())
-            .args(["aborting_worker", "--exact", "--ignored", "--nocapture"])
+            .args([&child_test(), "--exact", "--ignored", "--nocapture"])
             .env(INBOX_URL, &database.url)
             .env(PROCESSED_LOG, log.path())
             .env(CULPRIT, format!("call_{CULPRIT_AT}"))

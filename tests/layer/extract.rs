@@ -1,9 +1,9 @@
 //! The extractor through real HTTP: typed events reach handlers, bad payloads get JSON errors.
 
-mod common;
+use ringyo_test_support as support;
 
 use axum::{http::StatusCode, routing::post, Json, Router};
-use common::{deliver, envelope, serve, sign};
+use ringyo_test_support::{deliver, envelope, serve, sign};
 use ringyo_webhook::{
     model::CallStatus, Event, EventKind, Rejection, RingyoEvent, VerifiedPayload,
 };
@@ -45,7 +45,7 @@ async fn typed(event: RingyoEvent<Event>) -> Json<Value> {
 
 #[tokio::test]
 async fn every_event_name_reaches_the_handler_as_its_variant() {
-    let addr = serve(Router::new().route("/", post(typed).route_layer(common::layer()))).await;
+    let addr = serve(Router::new().route("/", post(typed).route_layer(support::layer()))).await;
     let expected = [
         ("call.started", "CallStarted"),
         ("call.initiated", "CallInitiated"),
@@ -108,7 +108,7 @@ async fn call_data_is_typed_leniently() {
             call.extra.contains_key("sentiment_v2")
         )
     }
-    let addr = serve(Router::new().route("/", post(handler).route_layer(common::layer()))).await;
+    let addr = serve(Router::new().route("/", post(handler).route_layer(support::layer()))).await;
     let body = envelope(
         "call.completed",
         json!({
@@ -118,7 +118,7 @@ async fn call_data_is_typed_leniently() {
         }),
     );
     let signature = sign(&body);
-    let response = common::post_signed(addr, "/", body, &signature).await;
+    let response = support::post_signed(addr, "/", body, &signature).await;
     assert_eq!(response.status(), 200);
     let expected = format!(
         "{:?} None Some(2) true",
@@ -140,13 +140,13 @@ async fn users_own_type_and_value_work_as_data() {
         event.data["id"].to_string()
     }
     let app = Router::new()
-        .route("/mine", post(mine).route_layer(common::layer()))
-        .route("/value", post(value).route_layer(common::layer()));
+        .route("/mine", post(mine).route_layer(support::layer()))
+        .route("/value", post(value).route_layer(support::layer()));
     let addr = serve(app).await;
     let body = envelope("call.completed", json!({"id": "call_1", "other": true}));
     let signature = sign(&body);
     for (path, expected) in [("/mine", "call.completed call_1"), ("/value", "\"call_1\"")] {
-        let response = common::post_signed(addr, path, body.clone(), &signature).await;
+        let response = support::post_signed(addr, path, body.clone(), &signature).await;
         assert_eq!(response.text().await.unwrap(), expected);
     }
 
@@ -166,7 +166,7 @@ async fn verified_body_that_is_not_json_is_400_invalid_json() {
     // The layer's timestamp check would refuse it first; this is the extractor's own answer.
     let addr = serve(Router::new().route(
         "/",
-        post(typed).route_layer(common::layer().skip_timestamp_check()),
+        post(typed).route_layer(support::layer().skip_timestamp_check()),
     ))
     .await;
     let body = b"{\"event\": \"call.completed\", ".to_vec();
@@ -180,7 +180,7 @@ async fn verified_body_that_is_not_json_is_400_invalid_json() {
 async fn envelope_without_event_or_timestamp_is_422_with_its_own_code() {
     let addr = serve(Router::new().route(
         "/",
-        post(typed).route_layer(common::layer().skip_timestamp_check()),
+        post(typed).route_layer(support::layer().skip_timestamp_check()),
     ))
     .await;
     for (body, code) in [
@@ -250,9 +250,9 @@ async fn handler_keeps_verified_bytes_when_its_type_does_not_fit() {
             }
         }
     }
-    let addr = serve(Router::new().route("/", post(handler).route_layer(common::layer()))).await;
+    let addr = serve(Router::new().route("/", post(handler).route_layer(support::layer()))).await;
     let body = envelope("call.completed", json!({"unexpected": "shape"}));
-    let response = common::post_signed(addr, "/", body.clone(), &sign(&body)).await;
+    let response = support::post_signed(addr, "/", body.clone(), &sign(&body)).await;
     assert_eq!(response.status(), 202);
     assert_eq!(response.bytes().await.unwrap(), body);
 }
@@ -267,18 +267,18 @@ async fn body_extractor_after_the_layer_shares_the_verified_bytes_without_a_copy
             bytes.as_ptr() == payload.bytes().as_ptr()
         )
     }
-    let addr = serve(Router::new().route("/", post(handler).route_layer(common::layer()))).await;
+    let addr = serve(Router::new().route("/", post(handler).route_layer(support::layer()))).await;
     let body = envelope("agent.created", json!({"name": "Ada"}));
-    let response = common::post_signed(addr, "/", body.clone(), &sign(&body)).await;
+    let response = support::post_signed(addr, "/", body.clone(), &sign(&body)).await;
     assert_eq!(response.text().await.unwrap(), "true true");
 }
 
 #[tokio::test]
 async fn broken_envelopes_get_the_same_answer_with_the_timestamp_check_on_or_off() {
-    let on = serve(Router::new().route("/", post(typed).route_layer(common::layer()))).await;
+    let on = serve(Router::new().route("/", post(typed).route_layer(support::layer()))).await;
     let off = serve(Router::new().route(
         "/",
-        post(typed).route_layer(common::layer().skip_timestamp_check()),
+        post(typed).route_layer(support::layer().skip_timestamp_check()),
     ))
     .await;
     let cases: [(&[u8], u16, &str); 8] = [

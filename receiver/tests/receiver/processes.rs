@@ -2,8 +2,6 @@
 //! same inbox, and two of them on one Postgres. What each processed comes from its
 //! `processed event` log lines.
 
-mod common;
-
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
@@ -14,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use common::{
+use crate::common::{
     process::{Log, Receiver},
     signed, SECRET,
 };
@@ -98,7 +96,7 @@ async fn a_receiver_killed_mid_stream_loses_no_acknowledged_delivery() {
     const DELIVERIES: usize = 300;
     const SENDERS: usize = 16;
     const KILL_AFTER: usize = 150;
-    let database = common::inbox::sqlite();
+    let database = ringyo_test_support::inbox::sqlite();
     let log = Log::default();
     // 30 ms of work per event against 16 senders: acknowledged deliveries pile up in the inbox.
     let first = start(&database.url, &log, 30).await;
@@ -110,7 +108,7 @@ async fn a_receiver_killed_mid_stream_loses_no_acknowledged_delivery() {
         .map(|_| {
             let (next, acked) = (Arc::clone(&next), Arc::clone(&acked));
             tokio::spawn(async move {
-                let client = common::client();
+                let client = ringyo_test_support::client();
                 loop {
                     let n = next.fetch_add(1, Ordering::SeqCst);
                     if n >= DELIVERIES {
@@ -150,7 +148,7 @@ async fn a_receiver_killed_mid_stream_loses_no_acknowledged_delivery() {
 
     // Restarted on the same file; Ringyo retries what got no 2xx.
     let second = start(&database.url, &log, 0).await;
-    let client = common::client();
+    let client = ringyo_test_support::client();
     for n in (0..DELIVERIES).filter(|n| !acked_before_restart.contains(n)) {
         let mut status = None;
         for _ in 0..50 {
@@ -184,12 +182,12 @@ async fn a_receiver_killed_mid_stream_loses_no_acknowledged_delivery() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_receivers_on_one_postgres_store_and_process_each_delivery_once() {
-    let Some(database) = common::inbox::postgres().await else {
+    let Some(database) = ringyo_test_support::inbox::postgres().await else {
         return;
     };
     let log = Log::default();
     let (one, two) = tokio::join!(start(&database.url, &log, 0), start(&database.url, &log, 0));
-    let client = common::client();
+    let client = ringyo_test_support::client();
     for n in 0..20 {
         // The same delivery to both at once, as a retry behind a load balancer can.
         let body = call(n);

@@ -1,10 +1,10 @@
 //! The `send` example against the receiver (`ringyo-receiver`), both real, on 127.0.0.1.
 
-mod common;
+use ringyo_test_support as support;
 
 #[allow(dead_code)]
-#[path = "../examples/send.rs"]
-mod send;
+#[path = "../../examples/send.rs"]
+mod send_example;
 
 use std::net::SocketAddr;
 
@@ -13,23 +13,23 @@ use ringyo_webhook::{
     testing::{Fault, DEVELOPMENT_SECRET},
     EventKind, RingyoWebhookLayer,
 };
-use send::Options;
+use send_example::Options;
 use tokio::net::TcpListener;
 
 /// The receiver as `cargo run -p ringyo-receiver` starts it, on an ephemeral port,
 /// with an inbox file of its own (kept for as long as the test runs).
 async fn start_receiver() -> SocketAddr {
-    let (webhook, addr) = common::local_listener().await;
-    let (admin, _) = common::local_listener().await;
+    let (webhook, addr) = support::local_listener().await;
+    let (admin, _) = support::local_listener().await;
     let layer = RingyoWebhookLayer::new(DEVELOPMENT_SECRET).unwrap();
-    let database = Box::leak(Box::new(common::inbox::sqlite()));
+    let database = Box::leak(Box::new(support::inbox::sqlite()));
     let inbox = inbox_from(Ok(database.url.clone())).unwrap();
     tokio::spawn(run(
         Listeners { webhook, admin },
         layer,
         inbox,
         process(std::time::Duration::ZERO),
-        common::detached_metrics(),
+        support::detached_metrics(),
         ServerLimits::default(),
         std::future::pending(),
     ));
@@ -46,9 +46,10 @@ fn options(addr: SocketAddr, args: &[&str]) -> Options {
 async fn all_sends_every_event_and_the_receiver_accepts_each() {
     let addr = start_receiver().await;
     let mut printed = Vec::new();
-    let outcomes = send::send_all(&options(addr, &["--all"]), |o| printed.push(o.to_string()))
-        .await
-        .unwrap();
+    let outcomes =
+        send_example::send_all(&options(addr, &["--all"]), |o| printed.push(o.to_string()))
+            .await
+            .unwrap();
     let sent: Vec<&str> = outcomes.iter().map(|o| o.event.as_str()).collect();
     assert_eq!(sent, EventKind::KNOWN);
     for outcome in &outcomes {
@@ -73,7 +74,7 @@ async fn each_fault_option_gets_its_documented_rejection() {
     ];
     assert_eq!(flags.len(), Fault::ALL.len());
     for (flag, fault) in flags {
-        let outcomes = send::send_all(&options(addr, &["credits.low", flag]), |_| {})
+        let outcomes = send_example::send_all(&options(addr, &["credits.low", flag]), |_| {})
             .await
             .unwrap();
         assert_eq!(outcomes[0].status, 401, "{flag}");
@@ -89,12 +90,12 @@ async fn each_fault_option_gets_its_documented_rejection() {
 async fn two_sends_of_one_sample_are_two_deliveries_and_a_replay_is_a_duplicate() {
     let addr = start_receiver().await;
     let twice = options(addr, &["agent.created", "agent.created"]);
-    let outcomes = send::send_all(&twice, |_| {}).await.unwrap();
+    let outcomes = send_example::send_all(&twice, |_| {}).await.unwrap();
     let statuses: Vec<_> = outcomes.iter().map(|o| (o.status, o.duplicate)).collect();
     assert_eq!(statuses, [(202, false), (202, false)]);
 
     let replay = options(addr, &["agent.created", "--replay"]);
-    let outcomes = send::send_all(&replay, |_| {}).await.unwrap();
+    let outcomes = send_example::send_all(&replay, |_| {}).await.unwrap();
     let statuses: Vec<_> = outcomes.iter().map(|o| (o.status, o.duplicate)).collect();
     assert_eq!(statuses, [(202, false), (200, true)]);
     assert!(outcomes[1].to_string().contains("duplicate"));
@@ -105,7 +106,7 @@ async fn receiver_not_listening_is_a_clear_error() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let err = send::send_all(&options(addr, &[]), |_| {})
+    let err = send_example::send_all(&options(addr, &[]), |_| {})
         .await
         .unwrap_err();
     assert!(err.contains("is it running"), "{err}");

@@ -1,7 +1,7 @@
 //! Secrets at run time through real HTTP: rotation under load, tenants on one route, an
 //! unknown tenant, a lookup that fails.
 
-mod common;
+use ringyo_test_support as support;
 
 use std::{
     net::SocketAddr,
@@ -13,7 +13,7 @@ use std::{
 };
 
 use axum::{routing::post, Router};
-use common::{deliver, envelope, serve};
+use ringyo_test_support::{deliver, envelope, serve};
 use ringyo_webhook::{
     secrets::{
         CachedLookup, LookupError, RotatingSecrets, SecretSource, Secrets, Tenant, TenantKey,
@@ -40,7 +40,7 @@ async fn server(path: &str, source: impl SecretSource) -> (SocketAddr, Seen) {
     let seen = Seen::default();
     let record = Arc::clone(&seen);
     let layer = RingyoWebhookLayer::from_source(source)
-        .clock(common::test_now)
+        .clock(support::test_now)
         .delivery_store(MemoryDeliveryStore::new());
     let handler = move |payload: VerifiedPayload| async move {
         let tenant = payload.tenant().map_or("-".to_owned(), ToString::to_string);
@@ -162,8 +162,8 @@ async fn a_request_in_flight_keeps_the_secrets_it_started_with() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(secrets.retire(1));
     stream.write_all(&body[10..]).await.unwrap();
-    let response = common::read_response(&mut stream).await;
-    assert_eq!(common::status_of(&response), 200, "{response}");
+    let response = support::read_response(&mut stream).await;
+    assert_eq!(support::status_of(&response), 200, "{response}");
     assert_eq!(seen.lock().unwrap().as_slice(), [("-".to_owned(), 1)]);
 }
 
@@ -234,7 +234,7 @@ async fn an_unknown_tenant_is_answered_like_a_bad_signature() {
     let send = |workspace: Option<&'static str>, signature: String| {
         let body = body.clone();
         async move {
-            let mut request = common::client()
+            let mut request = support::client()
                 .post(format!("http://{addr}/hook"))
                 .header("x-ringyo-signature", signature)
                 .body(body);
@@ -327,7 +327,7 @@ async fn an_unknown_tenant_is_refused_in_the_time_a_known_one_is() {
     .into_iter()
     .collect();
     let layer = RingyoWebhookLayer::from_source(Tenants::new(TenantKey::PathSegment(0), map))
-        .clock(common::test_now);
+        .clock(support::test_now);
     let service = tower::ServiceBuilder::new()
         .layer(layer)
         .service(service_fn(|_| async {
@@ -375,14 +375,14 @@ async fn the_inbox_keeps_tenants_apart_and_gives_each_job_its_tenant() {
     use axum::routing::post_service;
     use ringyo_webhook::inbox::{Inbox, Job, Worker};
 
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     let inbox = Inbox::open(&database.url).unwrap();
     let map = TenantMap::new();
     for name in ["acme", "globex"] {
         map.insert(tenant(name), Secrets::new("whsec_shared").unwrap());
     }
     let layer = RingyoWebhookLayer::from_source(Tenants::new(TenantKey::PathSegment(2), map))
-        .clock(common::test_now);
+        .clock(support::test_now);
     let app = Router::new().route(
         "/webhooks/ringyo/{tenant}",
         post_service(inbox.clone()).route_layer(layer),

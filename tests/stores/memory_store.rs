@@ -2,6 +2,8 @@
 //! that fails, is slow, or releases asynchronously. In memory, through the layer's real
 //! service (`tower::ServiceExt::oneshot`).
 
+use ringyo_test_support as support;
+
 use std::{
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -19,9 +21,7 @@ use ringyo_webhook::{
 };
 use tower::ServiceExt;
 
-mod common;
-
-use common::stores::Faulty;
+use ringyo_test_support::stores::Faulty;
 
 const SECRET: &str = "whsec_stores";
 
@@ -31,14 +31,14 @@ fn t(seconds: i64) -> DateTime<Utc> {
 
 #[tokio::test]
 async fn memory_store_passes_the_store_suite() {
-    common::stores::behaves_as_a_delivery_store(&MemoryDeliveryStore::new()).await;
+    support::stores::behaves_as_a_delivery_store(&MemoryDeliveryStore::new()).await;
 }
 
 #[tokio::test]
 async fn a_store_with_async_steps_passes_the_store_suite() {
     let store = Faulty::default();
     store.delay.store(20, Ordering::SeqCst);
-    common::stores::behaves_as_a_delivery_store(&store).await;
+    support::stores::behaves_as_a_delivery_store(&store).await;
 }
 
 /// How the handler behaves on each run: panics, hangs or answers 200, counting its runs.
@@ -267,7 +267,7 @@ async fn a_request_dropped_while_its_outcome_is_recorded_is_still_recorded() {
 
 #[tokio::test]
 async fn an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
-    let (logs, _guard) = common::Captured::start(tracing_subscriber::fmt::format::FmtSpan::NONE);
+    let (logs, _guard) = support::Captured::start(tracing_subscriber::fmt::format::FmtSpan::NONE);
     let setup = setup(Behaviour::Answer);
     setup.store.claim_fails.store(true, Ordering::SeqCst);
     for _ in 0..5 {
@@ -312,13 +312,13 @@ async fn a_full_memory_store_refuses_a_new_delivery_rather_than_forget_one_in_fl
             StatusCode::NO_CONTENT
         }
     };
-    let layer = common::layer().delivery_store(MemoryDeliveryStore::with_capacity(1));
-    let addr = common::serve(Router::new().route("/", post(handler).route_layer(layer))).await;
-    let first = common::envelope("credits.low", serde_json::json!({ "balance": 1 }));
-    let second = common::envelope("credits.low", serde_json::json!({ "balance": 2 }));
+    let layer = support::layer().delivery_store(MemoryDeliveryStore::with_capacity(1));
+    let addr = support::serve(Router::new().route("/", post(handler).route_layer(layer))).await;
+    let first = support::envelope("credits.low", serde_json::json!({ "balance": 1 }));
+    let second = support::envelope("credits.low", serde_json::json!({ "balance": 2 }));
     let send = |body: Vec<u8>| async move {
-        let signature = common::sign(&body);
-        common::deliver(addr, "/", body, Some(&signature)).await
+        let signature = support::sign(&body);
+        support::deliver(addr, "/", body, Some(&signature)).await
     };
 
     let ran = |times: usize| {

@@ -1,6 +1,6 @@
 //! Replay protection and exactly-once handling, through real HTTP on 127.0.0.1.
 
-mod common;
+use ringyo_test_support as support;
 
 use std::{
     net::SocketAddr,
@@ -13,7 +13,7 @@ use std::{
 
 use axum::{extract::State, http::StatusCode, routing::post, Router};
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{deliver, sign, SECRET};
+use ringyo_test_support::{deliver, sign, SECRET};
 use ringyo_webhook::{
     middleware::DUPLICATE_HEADER,
     testing::{ManualClock, TestDelivery},
@@ -62,7 +62,7 @@ async fn serve(layer: RingyoWebhookLayer, handler: Handler) -> SocketAddr {
     let app = Router::new()
         .route("/", post(handle).route_layer(layer))
         .with_state(handler);
-    common::serve(app).await
+    support::serve(app).await
 }
 
 fn handler(delay: Duration, fail_first: usize) -> Handler {
@@ -201,7 +201,7 @@ async fn twenty_concurrent_copies_run_the_handler_exactly_once() {
         json!({"id": "call_1"}),
     );
     let signature = sign(&body);
-    let client = common::client();
+    let client = support::client();
     let copies = (0..20).map(|_| {
         let request = client
             .post(format!("http://{addr}/"))
@@ -285,9 +285,9 @@ async fn panicked_handler_is_not_recorded_so_the_retry_runs_again() {
             .route_layer(layer_at_now().delivery_store(MemoryDeliveryStore::new())),
         )
         .with_state(Arc::clone(&runs));
-    let addr = common::serve(app).await;
+    let addr = support::serve(app).await;
     let body = aged("call.completed", TimeDelta::minutes(1), json!({}));
-    let first = common::client()
+    let first = support::client()
         .post(format!("http://{addr}/"))
         .header("x-ringyo-signature", sign(&body))
         .body(body.clone())
@@ -303,12 +303,12 @@ async fn delivery_id_is_the_same_for_every_copy_and_differs_between_deliveries()
     let handler = handler(Duration::ZERO, 0);
     let addr = serve(layer_at_now(), handler).await;
     let body = aged("call.completed", TimeDelta::minutes(1), json!({"id": "a"}));
-    let first = common::post_signed(addr, "/", body.clone(), &sign(&body))
+    let first = support::post_signed(addr, "/", body.clone(), &sign(&body))
         .await
         .text()
         .await
         .unwrap();
-    let second = common::client()
+    let second = support::client()
         .post(format!("http://{addr}/"))
         .header("x-ringyo-signature", sign(&body).to_uppercase())
         .body(body.clone())
@@ -321,7 +321,7 @@ async fn delivery_id_is_the_same_for_every_copy_and_differs_between_deliveries()
     assert_eq!(first.len(), 64);
     assert_eq!(first, second);
     let other = aged("call.completed", TimeDelta::minutes(1), json!({"id": "b"}));
-    let third = common::post_signed(addr, "/", other.clone(), &sign(&other))
+    let third = support::post_signed(addr, "/", other.clone(), &sign(&other))
         .await
         .text()
         .await

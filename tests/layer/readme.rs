@@ -5,7 +5,7 @@ use ringyo_webhook::RejectionKind;
 
 #[test]
 fn readme_lists_every_rejection_with_its_status_and_code() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     for kind in RejectionKind::ALL {
         let row = format!("| {} | `{}` |", kind.status().as_u16(), kind.code());
         assert!(
@@ -24,7 +24,7 @@ fn readme_lists_every_rejection_with_its_status_and_code() {
 #[test]
 fn no_snippet_holds_a_secret_that_would_be_accepted() {
     let mut live = Vec::new();
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     for (number, line) in rust_block_lines(readme.lines(), false) {
         live.extend(live_secrets(line).map(|secret| format!("README.md:{number}: {secret}")));
     }

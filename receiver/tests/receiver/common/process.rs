@@ -15,10 +15,10 @@ use tokio::{
 
 /// The lines receivers log, in the order they arrive; shared by every process given it.
 #[derive(Clone, Default)]
-pub struct Log(Arc<Mutex<Vec<String>>>);
+pub(crate) struct Log(Arc<Mutex<Vec<String>>>);
 
 impl Log {
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         self.0.lock().unwrap().clone()
     }
 
@@ -28,17 +28,17 @@ impl Log {
 }
 
 /// A receiver process; killed (SIGKILL) when dropped, so a failing test leaves none behind.
-pub struct Receiver {
+pub(crate) struct Receiver {
     child: Child,
     /// Where it serves the webhook.
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Receiver {
     /// Starts the binary with `env` (over `RINGYO_BIND` and `RINGYO_ADMIN_BIND` on ephemeral
     /// ports, `NO_COLOR`, and no `RUST_LOG`: the binary's own default) and waits until it
     /// listens. Every line it writes goes to `log`, also after this returns.
-    pub async fn start(env: &[(&str, &str)], log: &Log) -> Self {
+    pub(crate) async fn start(env: &[(&str, &str)], log: &Log) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringyo-receiver"))
             .env_remove("RUST_LOG")
             .env_remove("RINGYO_WEBHOOK_SECRET")
@@ -71,7 +71,7 @@ impl Receiver {
     }
 
     /// SIGKILL, and waits for the process to be gone.
-    pub async fn kill(mut self) {
+    pub(crate) async fn kill(mut self) {
         self.child.kill().await.unwrap();
     }
 }

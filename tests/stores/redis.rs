@@ -14,9 +14,6 @@ fn redis_store_tests_are_skipped_without_the_redis_feature() {
 }
 
 #[cfg(feature = "redis")]
-mod common;
-
-#[cfg(feature = "redis")]
 mod with_redis {
     use std::{
         net::SocketAddr,
@@ -33,7 +30,7 @@ mod with_redis {
         ClaimToken, RingyoEvent, RingyoWebhookLayer,
     };
 
-    use super::common;
+    use ringyo_test_support as support;
 
     const SECRET: &str = "whsec_redis_tests";
 
@@ -61,7 +58,7 @@ mod with_redis {
     #[tokio::test]
     async fn redis_store_passes_the_store_suite() {
         let Some(url) = redis_url() else { return };
-        common::stores::behaves_as_a_delivery_store(&store(&url)).await;
+        support::stores::behaves_as_a_delivery_store(&store(&url)).await;
     }
 
     /// A handler that counts its runs and takes `delay[run]` (the last entry for later runs),
@@ -88,11 +85,11 @@ mod with_redis {
         let app = Router::new()
             .route("/", post(handle).route_layer(layer))
             .with_state(handler);
-        common::serve(app).await
+        support::serve(app).await
     }
 
     async fn send(addr: SocketAddr, body: &str, signature: &str) -> (u16, bool) {
-        let response = common::post_signed(addr, "/", body.to_owned(), signature).await;
+        let response = support::post_signed(addr, "/", body.to_owned(), signature).await;
         let duplicate = response.headers().contains_key(DUPLICATE_HEADER.as_str());
         (response.status().as_u16(), duplicate)
     }
@@ -129,14 +126,14 @@ mod with_redis {
         let app = Router::new()
             .route("/{tenant}", post(handle).route_layer(layer))
             .with_state(handler.clone());
-        let addr = common::serve(app).await;
+        let addr = support::serve(app).await;
         let (body, signature) = TestDelivery::new("call.completed")
             .secret(SECRET)
             .body_and_signature();
         let signature = signature.unwrap();
         let mut answers = Vec::new();
         for path in ["/acme", "/globex", "/acme"] {
-            let response = common::post_signed(addr, path, body.clone(), &signature).await;
+            let response = support::post_signed(addr, path, body.clone(), &signature).await;
             let duplicate = response.headers().contains_key(DUPLICATE_HEADER.as_str());
             answers.push((response.status().as_u16(), duplicate));
         }

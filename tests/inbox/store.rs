@@ -1,13 +1,11 @@
 //! The inbox's store behaviour, one suite run against every engine: a fresh SQLite file, and
 //! a fresh Postgres database when `RINGYO_TEST_POSTGRES_URL` names a server.
 
-mod common;
-
 use std::{collections::HashSet, time::Duration};
 
 use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
-use common::{inbox::databases, stores::ids};
+use ringyo_test_support::{inbox::databases, stores::ids};
 use ringyo_webhook::{
     inbox::{
         ClaimedDelivery, InboxAdmin, InboxStore, NewDelivery, Settle, Settlement, SqlInbox, Stored,

@@ -3,10 +3,10 @@
 //!
 //! Each test serves the layer the receiver builds from its file (`layer_from_file`, SIGHUP
 //! handler included) in front of a handler that answers 202; the inbox behind it is
-//! `tests/receiver.rs`'s. SIGHUP goes to this whole process: every test's file is re-read on
-//! each, which the tests allow for.
+//! `serving`'s. SIGHUP goes to this whole process (`serving` sends one too): every test's file
+//! is re-read on each, which the tests allow for.
 
-mod common;
+use crate::common;
 
 use std::{
     net::SocketAddr,
@@ -15,11 +15,11 @@ use std::{
     time::Duration,
 };
 
-use axum::{http::StatusCode, routing::post, Router};
-use common::{
+use crate::common::{
     process::{Log, Receiver},
     Logs,
 };
+use axum::{http::StatusCode, routing::post, Router};
 use ringyo_receiver::{config::layer_from_file, server, ServerLimits, PATH};
 use ringyo_webhook::testing::TestDelivery;
 use serde_json::json;
@@ -41,9 +41,10 @@ impl Endpoint {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secrets");
         std::fs::write(&path, contents).unwrap();
+        common::recorder();
         let layer = layer_from_file(&path).unwrap();
         let accept = post(|| async { StatusCode::ACCEPTED }).route_layer(layer);
-        let (listener, addr) = common::local_listener().await;
+        let (listener, addr) = ringyo_test_support::local_listener().await;
         let app = Router::new().route(PATH, accept);
         let limits = ServerLimits::default();
         tokio::spawn(server::serve(listener, app, limits, std::future::pending()));
@@ -219,7 +220,7 @@ fn write_temp(contents: &str) -> tempfile::NamedTempFile {
 #[tokio::test]
 async fn a_start_on_a_secrets_file_logs_the_count_and_no_prefix_warning() {
     let file = write_temp(&format!("# current first\n{NEW}\n{OLD}\n"));
-    let database = common::inbox::sqlite();
+    let database = ringyo_test_support::inbox::sqlite();
     let path = file.path().to_str().unwrap();
     let env = [
         ("RINGYO_SECRETS_FILE", path),

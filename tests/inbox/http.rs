@@ -1,7 +1,7 @@
 //! The inbox through real HTTP on 127.0.0.1: what is acknowledged, when, and what workers do
 //! with it: retries, dead letters, leases, wake-ups, shutdown and group commit.
 
-mod common;
+use ringyo_test_support as support;
 
 use std::{
     net::SocketAddr,
@@ -13,7 +13,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use common::{envelope, sign};
+use ringyo_test_support::{envelope, sign};
 use ringyo_webhook::{
     inbox::{
         sqlx, Backoff, ClaimedDelivery, DeadDelivery, Handler, Inbox, InboxAdmin, InboxError,
@@ -25,13 +25,13 @@ use ringyo_webhook::{
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use common::inbox::{serve, PATH};
+use ringyo_test_support::inbox::{serve, PATH};
 
 async fn send(
     addr: SocketAddr,
     body: &[u8],
 ) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
-    common::deliver(addr, PATH, body.to_vec(), Some(&sign(body))).await
+    support::deliver(addr, PATH, body.to_vec(), Some(&sign(body))).await
 }
 
 fn credits(n: usize) -> Vec<u8> {
@@ -86,7 +86,7 @@ fn quick_backoff() -> Backoff {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_or_panicking_handler_is_retried_then_dead_lettered_and_can_be_replayed() {
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     let inbox = Inbox::new(database.open());
     let addr = serve(&inbox).await;
     let (handler, mut reports) = reporting(|attempt| match attempt {
@@ -124,7 +124,7 @@ async fn a_failing_or_panicking_handler_is_retried_then_dead_lettered_and_can_be
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_panic_is_recorded_with_its_message() {
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     let inbox = Inbox::new(database.open());
     let addr = serve(&inbox).await;
     let (handler, _reports) = reporting(|_| panic!("boom at the bank"));
@@ -147,7 +147,7 @@ async fn a_stored_delivery_the_handlers_type_cannot_read_is_dead_lettered_with_t
         #[allow(dead_code)]
         balance: String,
     }
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     let inbox = Inbox::new(database.open());
     let addr = serve(&inbox).await;
     let runs = Arc::new(AtomicUsize::new(0));
@@ -193,14 +193,14 @@ async fn a_delivery_wakes_the_idle_worker(front: &Inbox, back: &Inbox) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stored_delivery_wakes_an_idle_worker_at_once_not_at_its_next_poll() {
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     let inbox = Inbox::new(database.open());
     a_delivery_wakes_the_idle_worker(&inbox, &inbox).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_postgres_a_delivery_stored_by_one_replica_wakes_another_replicas_worker() {
-    let Some(database) = common::inbox::postgres().await else {
+    let Some(database) = support::inbox::postgres().await else {
         return;
     };
     // Two pools on one database: two replicas, as far as the database can tell.
@@ -210,7 +210,7 @@ async fn on_postgres_a_delivery_stored_by_one_replica_wakes_another_replicas_wor
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_handler_keeps_its_lease_so_a_second_worker_does_not_run_it_again() {
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     let inbox = Inbox::new(database.open());
     let addr = serve(&inbox).await;
     let runs = Arc::new(AtomicUsize::new(0));
@@ -242,7 +242,7 @@ async fn a_long_handler_keeps_its_lease_so_a_second_worker_does_not_run_it_again
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_lets_handlers_finish_within_the_grace_then_gives_the_rest_back() {
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     let inbox = Inbox::new(database.open());
     let addr = serve(&inbox).await;
     for n in 0..2 {
@@ -346,7 +346,7 @@ impl InboxAdmin for Flaky {
     }
 }
 
-fn flaky(database: &common::inbox::Database) -> Arc<Flaky> {
+fn flaky(database: &support::inbox::Database) -> Arc<Flaky> {
     Arc::new(Flaky {
         inner: database.open(),
         failing: AtomicBool::new(false),
@@ -358,7 +358,7 @@ fn flaky(database: &common::inbox::Database) -> Arc<Flaky> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_commit_is_503_with_retry_after_and_the_retry_is_stored_once_it_heals() {
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     let store = flaky(&database);
     let inbox = Inbox::from_arc(store.clone());
     let addr = serve(&inbox).await;
@@ -381,7 +381,7 @@ async fn a_failed_commit_is_503_with_retry_after_and_the_retry_is_stored_once_it
 #[tokio::test(flavor = "multi_thread")]
 async fn deliveries_arriving_together_share_commits_and_each_is_answered_after_its_own() {
     for (max_batch, shared) in [(Inbox::DEFAULT_MAX_BATCH, true), (1, false)] {
-        let database = common::inbox::sqlite();
+        let database = support::inbox::sqlite();
         let store = flaky(&database);
         let inbox = Inbox::from_arc(store.clone()).max_batch(max_batch);
         let addr = serve(&inbox).await;
@@ -410,7 +410,7 @@ async fn deliveries_arriving_together_share_commits_and_each_is_answered_after_i
 
 #[tokio::test(flavor = "multi_thread")]
 async fn handlers_finishing_together_share_the_commit_of_their_outcomes() {
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     let store = flaky(&database);
     let inbox = Inbox::from_arc(store.clone());
     let addr = serve(&inbox).await;
@@ -444,7 +444,7 @@ async fn handlers_finishing_together_share_the_commit_of_their_outcomes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_read_only_database_is_503_and_acknowledges_nothing() {
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     database.open().ping().await.unwrap(); // created and migrated
     let read_only = Inbox::new(SqlInbox::open(&format!("{}?mode=ro", database.url)).unwrap());
     let addr = serve(&read_only).await;
@@ -459,7 +459,7 @@ async fn a_read_only_database_is_503_and_acknowledges_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_is_503_then_2xx_again_within_seconds_once_there_is_room_without_a_restart() {
     use sqlx::Row;
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     let setup = database.open();
     setup.ping().await.unwrap();
     let pages: i64 = sqlx::query("PRAGMA page_count")
@@ -470,7 +470,7 @@ async fn a_full_disk_is_503_then_2xx_again_within_seconds_once_there_is_room_wit
         .unwrap();
     setup.close().await;
     let limit = Arc::new(AtomicI64::new(pages + 8));
-    let pool = common::inbox::capped_pool(&database, &limit).await;
+    let pool = support::inbox::capped_pool(&database, &limit).await;
     let inbox = Inbox::new(SqlInbox::with_pool(pool.clone()).unwrap());
     let addr = serve(&inbox).await;
     let big = |n: usize| {
@@ -498,7 +498,7 @@ async fn a_full_disk_is_503_then_2xx_again_within_seconds_once_there_is_room_wit
         "every 202 is a stored row"
     );
 
-    common::inbox::give_room(&pool, &limit).await;
+    support::inbox::give_room(&pool, &limit).await;
     let freed = Instant::now();
     let mut n = 100;
     loop {
@@ -542,7 +542,7 @@ async fn a_full_disk_is_503_then_2xx_again_within_seconds_once_there_is_room_wit
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stored_bytes_are_read_afresh_by_whatever_type_the_worker_of_the_day_uses() {
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     let inbox = Inbox::new(database.open());
     let addr = serve(&inbox).await;
     // Stored by one release; no worker ran.
@@ -568,13 +568,16 @@ async fn stored_bytes_are_read_afresh_by_whatever_type_the_worker_of_the_day_use
         .unwrap()
         .unwrap();
     assert_eq!(currency, "EUR");
-    assert_eq!(timestamp, common::SENT_AT.parse::<DateTime<Utc>>().unwrap());
+    assert_eq!(
+        timestamp,
+        support::SENT_AT.parse::<DateTime<Utc>>().unwrap()
+    );
     running.abort();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_handler_error_with_nul_characters_is_dead_lettered_on_every_engine() {
-    for database in common::inbox::databases().await {
+    for database in support::inbox::databases().await {
         let inbox = Inbox::new(database.open());
         let addr = serve(&inbox).await;
         assert_eq!(send(addr, &credits(1)).await.0, 202);
@@ -596,8 +599,8 @@ async fn a_handler_error_with_nul_characters_is_dead_lettered_on_every_engine() 
 /// rather than waiting a week, and the next worker deletes what was handled.
 #[tokio::test(flavor = "multi_thread")]
 async fn handled_deliveries_are_pruned_once_the_inbox_clock_passes_the_retention() {
-    let clock = ringyo_webhook::testing::ManualClock::new(common::test_now());
-    let database = common::inbox::sqlite();
+    let clock = ringyo_webhook::testing::ManualClock::new(support::test_now());
+    let database = support::inbox::sqlite();
     let inbox = Inbox::new(database.open()).clock(clock.clone());
     let addr = serve(&inbox).await;
     assert_eq!(send(addr, &credits(1)).await.0, 202);

@@ -1,6 +1,9 @@
-//! A real server on 127.0.0.1 and a real client, shared by the HTTP tests.
-
-#![allow(dead_code, unreachable_pub)] // each test binary uses its own part of this module
+//! What the crate's tests share: a real server on 127.0.0.1 and a real client, signed
+//! deliveries, raw HTTP exchanges, captured logs ([`Captured`]), inbox databases ([`inbox`]) and
+//! the behaviour suite every delivery store passes ([`stores`]).
+//!
+//! A library of its own (never published) rather than a `tests/common` module: each test binary
+//! uses its own part of it, and a library's unused public items are no dead code.
 
 pub mod inbox;
 pub mod stores;
@@ -19,13 +22,14 @@ use tokio::{
 };
 use tracing_subscriber::fmt::{format::FmtSpan, MakeWriter};
 
+/// The secret the tests' layers verify with and their deliveries are signed with.
 pub const SECRET: &str = "whsec_a1b2c3d4e5f6g7h8i9j0";
 
 /// The `timestamp` in every envelope these tests send (the fixed test vectors need one).
 pub const SENT_AT: &str = "2024-01-15T10:30:00Z";
 
 /// The time the test layers see: five minutes after [`SENT_AT`].
-pub fn test_now() -> chrono::DateTime<chrono::Utc> {
+pub fn test_now() -> ringyo_webhook::chrono::DateTime<ringyo_webhook::chrono::Utc> {
     "2024-01-15T10:35:00Z".parse().unwrap()
 }
 
@@ -88,6 +92,7 @@ pub fn detached_metrics() -> metrics_exporter_prometheus::PrometheusHandle {
         .handle()
 }
 
+/// A client with a 10 s time-out, so a test that waits on a stuck server fails rather than hangs.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -106,6 +111,7 @@ pub fn envelope(event: &str, data: serde_json::Value) -> Vec<u8> {
         .into_bytes()
 }
 
+/// The `x-ringyo-signature` of `body` with [`SECRET`], by the crate's test kit.
 pub fn sign(body: &[u8]) -> String {
     ringyo_webhook::testing::sign(SECRET, body).unwrap()
 }
@@ -130,6 +136,12 @@ pub async fn deliver(
     let bytes = response.bytes().await.unwrap();
     let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     (status, json, headers)
+}
+
+/// The status of `GET path`, such as a health route's.
+pub async fn get_status(addr: SocketAddr, path: &str) -> u16 {
+    let url = format!("http://{addr}{path}");
+    client().get(url).send().await.unwrap().status().as_u16()
 }
 
 /// POSTs `body` with the `x-ringyo-signature` value `signature`, for tests that read the
@@ -242,7 +254,7 @@ pub fn status_of(response: &str) -> u16 {
 }
 
 /// Log lines captured from a test, to assert on what the layer logs.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl std::io::Write for Captured {
@@ -277,6 +289,7 @@ impl Captured {
         (logs, tracing::subscriber::set_default(subscriber))
     }
 
+    /// Everything captured so far.
     pub fn text(&self) -> String {
         String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }

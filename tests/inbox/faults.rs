@@ -2,7 +2,7 @@
 //! while running, turns answers to 503; readiness is a real commit, so it fails on a full
 //! disk, a read-only file and a corrupt file, and passes again once commits do.
 
-mod common;
+use ringyo_test_support as support;
 
 use std::{
     io::{Seek, SeekFrom, Write},
@@ -14,7 +14,7 @@ use std::{
 
 use bytes::Bytes;
 use chrono::TimeDelta;
-use common::{envelope, sign};
+use ringyo_test_support::{envelope, sign};
 use ringyo_webhook::{
     inbox::{
         sqlx, Inbox, InboxAdmin, InboxError, InboxStore, NewDelivery, Settle, Settlement, SqlInbox,
@@ -23,23 +23,23 @@ use ringyo_webhook::{
 };
 use serde_json::json;
 
-use common::inbox::{serve, PATH};
+use ringyo_test_support::inbox::{serve, PATH};
 
 async fn send(addr: SocketAddr, n: usize) -> (u16, serde_json::Value) {
     let body = envelope("credits.low", json!({ "balance": n }));
-    let (status, json, _) = common::deliver(addr, PATH, body.clone(), Some(&sign(&body))).await;
+    let (status, json, _) = support::deliver(addr, PATH, body.clone(), Some(&sign(&body))).await;
     (status, json)
 }
 
 /// The SQLite file behind `database`.
-fn file_of(database: &common::inbox::Database) -> PathBuf {
+fn file_of(database: &support::inbox::Database) -> PathBuf {
     PathBuf::from(database.url.strip_prefix("sqlite://").unwrap())
 }
 
 /// Stores `count` deliveries of 4 KiB each through `store`, so the file spans hundreds of
 /// pages, and moves them from the WAL into the file itself.
-async fn fill(database: &common::inbox::Database, store: &SqlInbox, count: u32) {
-    let id = common::stores::ids();
+async fn fill(database: &support::inbox::Database, store: &SqlInbox, count: u32) {
+    let id = support::stores::ids();
     let now = SystemClock.now();
     let deliveries: Vec<NewDelivery> = (0..count)
         .map(|n| NewDelivery {
@@ -87,7 +87,7 @@ fn assert_corrupt(result: Result<(), InboxError>, file: &Path) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_cut_in_half_while_stopped_is_refused_at_start_naming_the_file() {
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     let store = database.open();
     fill(&database, &store, 200).await;
     store.close().await;
@@ -113,7 +113,7 @@ async fn a_file_cut_in_half_while_stopped_is_refused_at_start_naming_the_file() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_with_pages_overwritten_while_stopped_is_refused_at_start() {
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     let store = database.open();
     fill(&database, &store, 200).await;
     store.close().await;
@@ -125,7 +125,7 @@ async fn a_file_with_pages_overwritten_while_stopped_is_refused_at_start() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn corruption_met_while_running_turns_answers_and_readiness_to_503() {
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     let store = database.open();
     let inbox = Inbox::new(store.clone());
     let addr = serve(&inbox).await;
@@ -153,7 +153,7 @@ async fn corruption_met_while_running_turns_answers_and_readiness_to_503() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readiness_fails_on_a_full_disk_and_passes_again_once_there_is_room() {
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     let setup = database.open();
     setup.ping().await.unwrap();
     setup.close().await;
@@ -170,18 +170,18 @@ async fn readiness_fails_on_a_full_disk_and_passes_again_once_there_is_room() {
         pages
     };
     let limit = Arc::new(AtomicI64::new(pages));
-    let pool = common::inbox::capped_pool(&database, &limit).await;
+    let pool = support::inbox::capped_pool(&database, &limit).await;
     let inbox = Inbox::new(SqlInbox::with_pool(pool.clone()).unwrap());
     let err = inbox.ping().await.expect_err("ready on a full disk");
     assert!(err.to_string().contains("full"), "{err}");
 
-    common::inbox::give_room(&pool, &limit).await;
+    support::inbox::give_room(&pool, &limit).await;
     inbox.ping().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readiness_fails_on_a_file_that_cannot_be_written() {
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     database.open().ping().await.unwrap();
     let read_only = Inbox::new(SqlInbox::open(&format!("{}?mode=ro", database.url)).unwrap());
     let err = read_only
@@ -215,12 +215,12 @@ async fn within(limit: Duration, done: impl Fn() -> bool) -> Option<Duration> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_wal_is_truncated_after_a_burst_and_pruning_gives_the_space_back() {
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     let store = database.open();
     let file = file_of(&database);
     let wal = wal_of(&file);
     // A burst: 96 MiB of 256 KiB deliveries, committed 16 at a time as under load.
-    let id = common::stores::ids();
+    let id = support::stores::ids();
     let now = SystemClock.now();
     for batch in 0..24_u32 {
         let deliveries: Vec<NewDelivery> = (0..16)

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use chrono::{DateTime, TimeDelta, Utc};
+use ringyo_webhook::chrono::{DateTime, TimeDelta, Utc};
 use ringyo_webhook::{
     replay::StoreFuture, Claim, ClaimToken, Clock, DeliveryId, DeliveryStore, MemoryDeliveryStore,
     Signature, StoreError, SystemClock, Verifier,
@@ -74,13 +74,17 @@ pub async fn behaves_as_a_delivery_store(store: &dyn DeliveryStore) {
 }
 
 /// A memory store with faults and delays switched on by the test.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Faulty {
+    /// The store that does the work when no fault is switched on.
     pub inner: Arc<MemoryDeliveryStore>,
     /// Milliseconds each call waits before doing its work, as one over a network would.
     pub delay: AtomicUsize,
+    /// Whether `claim` fails, as a store that cannot be reached.
     pub claim_fails: AtomicBool,
+    /// Whether `complete` fails.
     pub complete_fails: AtomicBool,
+    /// How many releases were asked for.
     pub releases: Arc<AtomicUsize>,
 }
 

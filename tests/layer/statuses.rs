@@ -1,6 +1,6 @@
 //! The layer through real HTTP: every status it answers, on a real server on 127.0.0.1.
 
-mod common;
+use ringyo_test_support as support;
 
 use std::{
     sync::{
@@ -11,7 +11,7 @@ use std::{
 };
 
 use axum::{extract::State, routing::post, Router};
-use common::{deliver, envelope, raw_exchange, read_response, serve, sign, status_of};
+use ringyo_test_support::{deliver, envelope, raw_exchange, read_response, serve, sign, status_of};
 use ringyo_webhook::{Event, RingyoEvent, RingyoWebhookLayer, VerifiedPayload};
 use serde_json::json;
 use tokio::{
@@ -39,7 +39,7 @@ fn app_with(
         handled.fetch_add(1, Ordering::SeqCst);
         format!("{} {}", event.kind, payload.secret_index())
     }
-    let layer = configure(common::layer().add_secret("whsec_previous").unwrap());
+    let layer = configure(support::layer().add_secret("whsec_previous").unwrap());
     let router = Router::new()
         .route(PATH, post(handle).route_layer(layer))
         .with_state(Arc::clone(&handled));
@@ -71,7 +71,7 @@ async fn valid_delivery_reaches_the_handler() {
     let (addr, handled) = server().await;
     let body = envelope("call.completed", json!({"id": "call_xyz789"}));
     let signature = sign(&body);
-    let response = common::client()
+    let response = support::client()
         .post(format!("http://{addr}{PATH}"))
         .header("X-Ringyo-Signature", &signature) // header names are case-insensitive
         .body(body)
@@ -175,7 +175,7 @@ async fn repeated_header_with_different_values_is_rejected() {
         (&good, &other, 401),
         (&other, &good, 401),
     ] {
-        let response = common::client()
+        let response = support::client()
             .post(format!("http://{addr}{PATH}"))
             .header("x-ringyo-signature", first)
             .header("x-ringyo-signature", second)
@@ -198,7 +198,7 @@ async fn old_secret_verifies_and_is_reported() {
     let (addr, _) = server().await;
     let body = envelope("agent.updated", json!({}));
     let signature = ringyo_webhook::testing::sign("whsec_previous", &body).unwrap();
-    let response = common::post_signed(addr, PATH, body, &signature).await;
+    let response = support::post_signed(addr, PATH, body, &signature).await;
     assert_eq!(response.text().await.unwrap(), "agent.updated 1");
 }
 
@@ -289,7 +289,7 @@ async fn a_body_over_the_limit_that_keeps_coming_is_413_once_the_discard_time_is
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !common::response_complete(&out) {
+        while !support::response_complete(&out) {
             match tokio::time::timeout_at(deadline, reader.read(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
                 _ => break,
@@ -310,7 +310,7 @@ async fn chunked_body_under_limit_verifies() {
         "call.transcript.ready",
         json!({"transcript": [{"role": "agent", "content": "hello"}]}),
     );
-    let response = common::post_signed(addr, PATH, common::chunked(&body, 7), &sign(&body)).await;
+    let response = support::post_signed(addr, PATH, support::chunked(&body, 7), &sign(&body)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(handled.load(Ordering::SeqCst), 1);
 }
@@ -330,14 +330,14 @@ async fn body_failing_mid_read_is_400() {
 #[tokio::test]
 async fn wrong_path_is_404_and_wrong_method_is_405_not_401() {
     let (addr, _) = server().await;
-    let statuses = common::wrong_path_and_method(addr, PATH).await;
+    let statuses = support::wrong_path_and_method(addr, PATH).await;
     assert_eq!(statuses, (404, 405));
 }
 
 #[tokio::test]
 async fn two_hundred_concurrent_deliveries_all_verify() {
     let (addr, handled) = server().await;
-    let client = common::client();
+    let client = support::client();
     let requests = (0..200).map(|i| {
         let body = envelope("call.completed", json!({"id": format!("call_{i}")}));
         let signature = sign(&body);
@@ -379,9 +379,9 @@ async fn server_keeps_serving_after_bad_input() {
 async fn router_route_layer_would_turn_a_wrong_method_into_401() {
     let router = Router::new()
         .route(PATH, post(|| async {}))
-        .route_layer(common::layer());
+        .route_layer(support::layer());
     let addr = serve(router).await;
-    let statuses = common::wrong_path_and_method(addr, PATH).await;
+    let statuses = support::wrong_path_and_method(addr, PATH).await;
     assert_eq!(statuses, (404, 401));
 }
 
@@ -390,7 +390,7 @@ async fn router_route_layer_would_turn_a_wrong_method_into_401() {
 async fn router_layer_guards_every_path() {
     let router = Router::new()
         .route(PATH, post(|| async { "ok" }))
-        .layer(common::layer());
+        .layer(support::layer());
     let addr = serve(router).await;
     let body = envelope("call.completed", json!({}));
     let (status, _, _) = deliver(addr, PATH, body.clone(), Some(&sign(&body))).await;
@@ -418,8 +418,8 @@ async fn body_exactly_at_the_limit_passes_and_one_byte_more_is_413() {
 
     // The same bodies streamed without a Content-Length.
     for (bytes, expected) in [(body, 200), (longer, 413)] {
-        let body = common::chunked(&bytes, 5);
-        let response = common::post_signed(addr, PATH, body, &sign(&bytes)).await;
+        let body = support::chunked(&bytes, 5);
+        let response = support::post_signed(addr, PATH, body, &sign(&bytes)).await;
         assert_eq!(response.status(), expected);
     }
     assert_eq!(handled.load(Ordering::SeqCst), 2);
@@ -508,7 +508,7 @@ async fn expect_100_continue_asks_for_the_body_only_when_the_headers_pass() {
         .write_all(signed_head(&body, "expect: 100-continue\r\n").as_bytes())
         .await
         .unwrap();
-    let interim = common::read_until(&mut stream, |bytes| bytes.ends_with(b"\r\n\r\n")).await;
+    let interim = support::read_until(&mut stream, |bytes| bytes.ends_with(b"\r\n\r\n")).await;
     assert!(interim.starts_with("HTTP/1.1 100 Continue"), "{interim}");
     stream.write_all(&body).await.unwrap();
     let response = read_response(&mut stream).await;
@@ -553,9 +553,9 @@ async fn pipelined_deliveries_are_each_answered_in_order() {
             .map(|answer| format!("HTTP/1.1 {answer}"))
             .collect()
     };
-    let all = common::read_until(&mut stream, |bytes| {
+    let all = support::read_until(&mut stream, |bytes| {
         let seen = answers(bytes);
-        seen.len() == 3 && common::response_complete(seen[2].as_bytes())
+        seen.len() == 3 && support::response_complete(seen[2].as_bytes())
     })
     .await;
     let seen = answers(all.as_bytes());
@@ -592,7 +592,7 @@ async fn sixty_kilobytes_of_headers_are_answered_and_the_server_keeps_serving() 
 async fn a_client_that_disconnects_mid_body_runs_no_handler() {
     let (addr, handled) = server().await;
     let body = envelope("call.completed", json!({}));
-    let stalled = common::stalled_mid_body(addr, PATH).await;
+    let stalled = support::stalled_mid_body(addr, PATH).await;
     drop(stalled);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(handled.load(Ordering::SeqCst), 0);
@@ -616,10 +616,10 @@ async fn bodies_that_parsers_read_differently_are_refused_by_the_layer() {
         post(move |_: VerifiedPayload| async move {
             count.fetch_add(1, Ordering::SeqCst);
         })
-        .route_layer(common::layer()),
+        .route_layer(support::layer()),
     );
     let addr = serve(router).await;
-    let at = common::SENT_AT;
+    let at = support::SENT_AT;
     let cases: [(Vec<u8>, u16, &str); 3] = [
         (
             format!(r#"{{"event":"call.completed","timestamp":"{at}","data":{{}},"timestamp":"2020-01-01T00:00:00Z"}}"#).into_bytes(),

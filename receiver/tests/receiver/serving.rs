@@ -1,14 +1,13 @@
 //! The receiver, driven through real HTTP: store, acknowledge, process, health, and graceful
 //! shutdown that leaves unprocessed deliveries in the inbox for the next start.
 
-mod common;
+use crate::common;
 
-use std::{net::SocketAddr, sync::OnceLock, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
-use common::{post, send, signed, Logs};
-use metrics_exporter_prometheus::PrometheusHandle;
+use crate::common::{post, send, signed, Logs};
 use ringyo_receiver::{
-    admin, check_inbox,
+    check_inbox,
     config::{self, bind_from, inbox_from, layer_from, layer_from_file, work_from},
     process, run, Listeners, ServerLimits, PATH,
 };
@@ -26,17 +25,6 @@ struct Receiver {
     admin: SocketAddr,
     stop: oneshot::Sender<()>,
     done: JoinHandle<std::io::Result<()>>,
-}
-
-/// The receiver's Prometheus recorder, installed once for this test process.
-fn metrics() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            // `install_metrics` spawns its upkeep on the runtime of the first test to get here.
-            admin::install_metrics().unwrap()
-        })
-        .clone()
 }
 
 /// Starts the receiver's `run` on the inbox at `url`, with a handler that reports each event
@@ -61,8 +49,8 @@ async fn start_with(
     limits: ServerLimits,
     layer: ringyo_webhook::RingyoWebhookLayer,
 ) -> (Receiver, mpsc::UnboundedReceiver<String>) {
-    let (webhook, addr) = common::local_listener().await;
-    let (admin_listener, admin) = common::local_listener().await;
+    let (webhook, addr) = ringyo_test_support::local_listener().await;
+    let (admin_listener, admin) = ringyo_test_support::local_listener().await;
     let (stop, stopped) = oneshot::channel::<()>();
     let (report, reports) = mpsc::unbounded_channel();
     let handler = move |job: Job<Event>| {
@@ -87,7 +75,7 @@ async fn start_with(
         layer,
         inbox,
         handler,
-        metrics(),
+        common::recorder(),
         limits,
         shutdown,
     ));
@@ -129,12 +117,12 @@ async fn begin_request(addr: SocketAddr) -> (TcpStream, Vec<u8>) {
 
 /// `/readyz` on the admin listener.
 async fn ready(receiver: &Receiver) -> u16 {
-    common::get_status(receiver.admin, "/readyz").await
+    ringyo_test_support::get_status(receiver.admin, "/readyz").await
 }
 
 #[tokio::test]
 async fn verified_event_is_stored_acknowledged_then_processed_in_background() {
-    let database = common::inbox::sqlite();
+    let database = ringyo_test_support::inbox::sqlite();
     let (receiver, mut reports) = start(&database.url, Duration::ZERO).await;
     let (status, _, _) = send(receiver.addr, "call.completed").await;
     assert_eq!(status, 202);
@@ -153,7 +141,7 @@ async fn verified_event_is_stored_acknowledged_then_processed_in_background() {
 
 #[tokio::test]
 async fn a_retry_of_a_stored_delivery_is_a_duplicate_and_runs_once() {
-    let database = common::inbox::sqlite();
+    let database = ringyo_test_support::inbox::sqlite();
     let (receiver, mut reports) = start(&database.url, Duration::ZERO).await;
     let (body, signature) = signed("appointment.created", json!({"id": "apt_1"}));
     let (first, _, _) = post(receiver.addr, body.clone(), Some(&signature)).await;
@@ -170,16 +158,23 @@ async fn a_retry_of_a_stored_delivery_is_a_duplicate_and_runs_once() {
 
 #[tokio::test]
 async fn the_webhook_port_serves_only_the_webhook_and_the_admin_port_health_and_metrics() {
-    let database = common::inbox::sqlite();
+    let database = ringyo_test_support::inbox::sqlite();
     let (receiver, mut reports) = start(&database.url, Duration::ZERO).await;
     for path in ["/healthz", "/readyz", "/metrics"] {
-        assert_eq!(common::get_status(receiver.addr, path).await, 404, "{path}");
+        assert_eq!(
+            ringyo_test_support::get_status(receiver.addr, path).await,
+            404,
+            "{path}"
+        );
     }
     assert_eq!(send(receiver.addr, "call.completed").await.0, 202);
     assert_eq!(reports.recv().await.unwrap(), "started call.completed");
-    assert_eq!(common::get_status(receiver.admin, "/healthz").await, 200);
+    assert_eq!(
+        ringyo_test_support::get_status(receiver.admin, "/healthz").await,
+        200
+    );
     assert_eq!(ready(&receiver).await, 200);
-    let metrics = common::client()
+    let metrics = ringyo_test_support::client()
         .get(format!("http://{}/metrics", receiver.admin))
         .send()
         .await
@@ -208,7 +203,7 @@ async fn an_unreachable_database_is_503_for_deliveries_and_readiness() {
     assert_eq!(headers["retry-after"], "5");
     assert_eq!(ready(&receiver).await, 503);
     assert_eq!(
-        common::get_status(receiver.admin, "/healthz").await,
+        ringyo_test_support::get_status(receiver.admin, "/healthz").await,
         200,
         "alive, only not ready"
     );
@@ -217,7 +212,7 @@ async fn an_unreachable_database_is_503_for_deliveries_and_readiness() {
 
 #[tokio::test]
 async fn a_corrupt_inbox_file_stops_the_start_with_a_sentence_naming_it() {
-    let database = common::inbox::sqlite();
+    let database = ringyo_test_support::inbox::sqlite();
     let file = database.url.strip_prefix("sqlite://").unwrap().to_owned();
     std::fs::write(&file, vec![0x5A_u8; 64 * 1024]).unwrap();
     let inbox = inbox_from(Ok(database.url.clone())).unwrap();
@@ -232,7 +227,7 @@ async fn a_corrupt_inbox_file_stops_the_start_with_a_sentence_naming_it() {
 
 #[tokio::test]
 async fn readiness_is_503_when_the_inbox_file_cannot_be_written() {
-    let database = common::inbox::sqlite();
+    let database = ringyo_test_support::inbox::sqlite();
     ringyo_webhook::inbox::Inbox::open(&database.url)
         .unwrap()
         .ping()
@@ -250,7 +245,7 @@ async fn readiness_is_503_when_the_inbox_file_cannot_be_written() {
 
 #[tokio::test]
 async fn shutdown_finishes_requests_and_handlers_and_leaves_the_rest_for_the_next_start() {
-    let database = common::inbox::sqlite();
+    let database = ringyo_test_support::inbox::sqlite();
     let (receiver, mut reports) = start(&database.url, Duration::from_millis(300)).await;
     for n in 0..12 {
         let (body, signature) = signed("credits.low", json!({ "balance": n }));
@@ -267,8 +262,14 @@ async fn shutdown_finishes_requests_and_handlers_and_leaves_the_rest_for_the_nex
         "stopped before the in-flight request ended"
     );
     // Draining: out of rotation, still scraped.
-    assert_eq!(common::get_status(receiver.admin, "/readyz").await, 503);
-    assert_eq!(common::get_status(receiver.admin, "/metrics").await, 200);
+    assert_eq!(
+        ringyo_test_support::get_status(receiver.admin, "/readyz").await,
+        503
+    );
+    assert_eq!(
+        ringyo_test_support::get_status(receiver.admin, "/metrics").await,
+        200
+    );
     stream.write_all(&rest).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
@@ -374,7 +375,7 @@ async fn address_in_use_is_a_sentence_that_names_the_fix() {
 /// example) signs by default, at the path it posts to by default.
 #[tokio::test]
 async fn development_secret_is_the_one_the_test_kit_and_sender_use() {
-    let database = common::inbox::sqlite();
+    let database = ringyo_test_support::inbox::sqlite();
     let layer = layer_from(Err(std::env::VarError::NotPresent)).unwrap();
     let limits = ServerLimits::default();
     let (receiver, _reports) = start_with(&database.url, Duration::ZERO, limits, layer).await;
@@ -389,17 +390,17 @@ async fn development_secret_is_the_one_the_test_kit_and_sender_use() {
 #[tokio::test]
 async fn signed_strings_in_log_lines_are_escaped() {
     let (logs, _guard) = Logs::capture();
-    let database = common::inbox::sqlite();
+    let database = ringyo_test_support::inbox::sqlite();
     let inbox = inbox_from(Ok(database.url.clone())).unwrap();
-    let (webhook, addr) = common::local_listener().await;
-    let (admin, _) = common::local_listener().await;
+    let (webhook, addr) = ringyo_test_support::local_listener().await;
+    let (admin, _) = ringyo_test_support::local_listener().await;
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(run(
         Listeners { webhook, admin },
         common::layer(),
         inbox,
         process(Duration::ZERO),
-        common::detached_metrics(),
+        common::recorder(),
         ServerLimits::default(),
         async move {
             let _ = stopped.await;
@@ -428,7 +429,7 @@ async fn signed_strings_in_log_lines_are_escaped() {
 /// header-read time-out, and a genuine delivery is served meanwhile.
 #[tokio::test(flavor = "multi_thread")]
 async fn clients_that_stall_mid_headers_send_nothing_or_idle_are_closed_and_others_served() {
-    let database = common::inbox::sqlite();
+    let database = ringyo_test_support::inbox::sqlite();
     let limits = ServerLimits {
         header_read_timeout: Duration::from_millis(500),
         ..ServerLimits::default()
@@ -477,7 +478,7 @@ async fn clients_that_stall_mid_headers_send_nothing_or_idle_are_closed_and_othe
     let closed = futures_util::future::join_all(
         hostile
             .into_iter()
-            .map(|stream| common::closed_within(stream, Duration::from_secs(5))),
+            .map(|stream| ringyo_test_support::closed_within(stream, Duration::from_secs(5))),
     )
     .await;
     assert!(closed.iter().all(|closed| *closed), "{closed:?}");
@@ -489,7 +490,7 @@ async fn clients_that_stall_mid_headers_send_nothing_or_idle_are_closed_and_othe
 /// deadline its connection is closed and the process goes on to stop.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_client_does_not_hold_the_shutdown_past_its_deadline() {
-    let database = common::inbox::sqlite();
+    let database = ringyo_test_support::inbox::sqlite();
     let limits = ServerLimits {
         shutdown_deadline: Duration::from_millis(500),
         ..ServerLimits::default()
@@ -508,14 +509,14 @@ async fn a_stalled_client_does_not_hold_the_shutdown_past_its_deadline() {
         started.elapsed() >= Duration::from_millis(400),
         "it waited for the request"
     );
-    assert!(common::closed_within(stalled, Duration::from_secs(1)).await);
+    assert!(ringyo_test_support::closed_within(stalled, Duration::from_secs(1)).await);
 }
 
 /// Past the cap, a connection waits for a slot rather than being served beside the others;
 /// slots free up as stalled connections time out, and it is served.
 #[tokio::test(flavor = "multi_thread")]
 async fn past_the_connection_cap_a_client_waits_for_a_slot_and_is_then_served() {
-    let database = common::inbox::sqlite();
+    let database = ringyo_test_support::inbox::sqlite();
     let limits = ServerLimits {
         header_read_timeout: Duration::from_millis(600),
         max_connections: 2,
@@ -547,7 +548,7 @@ async fn a_secrets_file_is_re_read_on_sighup_and_a_broken_one_changes_nothing() 
     let path = dir.path().join("secrets");
     std::fs::write(&path, "# the current secret first\nwhsec_old\n").unwrap();
     let layer = layer_from_file(&path).unwrap();
-    let database = common::inbox::sqlite();
+    let database = ringyo_test_support::inbox::sqlite();
     let limits = ServerLimits::default();
     let (receiver, _reports) = start_with(&database.url, Duration::ZERO, limits, layer).await;
     let addr = receiver.addr;

@@ -1,22 +1,18 @@
 //! The layer outside plain axum: in a hyper 1.x server and beside a gRPC service in tonic.
 
-// Each example is a binary of its own that brings the support modules it needs; here two of
-// them share one test crate, so `support/signal.rs` is loaded twice.
-#![allow(clippy::duplicate_mod)]
-
-mod common;
+use ringyo_test_support as support;
 
 #[allow(dead_code)]
-#[path = "../examples/hyper.rs"]
+#[path = "../../examples/hyper.rs"]
 mod hyper_example;
 
 #[allow(dead_code)]
-#[path = "../examples/tonic.rs"]
+#[path = "../../examples/tonic.rs"]
 mod tonic_example;
 
 use std::{future::pending, net::SocketAddr, time::Duration};
 
-use common::{deliver, envelope, sign};
+use ringyo_test_support::{deliver, envelope, sign};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tonic_health::pb::{
@@ -38,7 +34,7 @@ async fn bind() -> (TcpListener, SocketAddr) {
 async fn hyper_service_gets_only_verified_events() {
     let (listener, addr) = bind().await;
     tokio::spawn(async move {
-        hyper_example::serve(listener, common::layer(), limits(), pending())
+        hyper_example::serve(listener, support::layer(), limits(), pending())
             .await
             .unwrap()
     });
@@ -47,13 +43,13 @@ async fn hyper_service_gets_only_verified_events() {
         "phone_number.assigned",
         json!({"phone_number": "+15551234567"}),
     );
-    let response = common::post_signed(addr, "/anything", body.clone(), &sign(&body)).await;
+    let response = support::post_signed(addr, "/anything", body.clone(), &sign(&body)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "phone_number.assigned");
 
     // A verified body that is no event gets the extractor's JSON error, from plain hyper too.
     let not_json = b"not json".to_vec();
-    let layer = common::layer().skip_timestamp_check();
+    let layer = support::layer().skip_timestamp_check();
     let (listener2, addr2) = bind().await;
     tokio::spawn(async move {
         hyper_example::serve(listener2, layer, limits(), pending())
@@ -87,7 +83,7 @@ async fn hyper_example_closes_connections_that_stall_before_their_headers() {
         ..limits()
     };
     tokio::spawn(async move {
-        hyper_example::serve(listener, common::layer(), limits, pending())
+        hyper_example::serve(listener, support::layer(), limits, pending())
             .await
             .unwrap()
     });
@@ -106,7 +102,7 @@ async fn tonic_example_closes_stalled_connections_at_their_maximum_age() {
         ..tonic_example::Limits::default()
     };
     tokio::spawn(async move {
-        tonic_example::serve(listener, common::layer(), limits, pending())
+        tonic_example::serve(listener, support::layer(), limits, pending())
             .await
             .unwrap()
     });
@@ -130,11 +126,11 @@ async fn stalled_connections_are_closed_while_a_delivery_is_served(
         .await
         .unwrap();
     let body = envelope("credits.low", json!({}));
-    let response = common::post_signed(addr, path, body.clone(), &sign(&body)).await;
+    let response = support::post_signed(addr, path, body.clone(), &sign(&body)).await;
     assert_eq!(response.status(), 200, "served meanwhile");
     for stream in [silent, trickling] {
         assert!(
-            common::closed_within(stream, within).await,
+            support::closed_within(stream, within).await,
             "the stalled connection was not closed"
         );
     }
@@ -145,7 +141,7 @@ async fn tonic_server_hosts_webhook_route_beside_grpc() {
     let (listener, addr) = bind().await;
     tokio::spawn(async move {
         let limits = tonic_example::Limits::default();
-        tonic_example::serve(listener, common::layer(), limits, pending())
+        tonic_example::serve(listener, support::layer(), limits, pending())
             .await
             .unwrap()
     });
@@ -185,7 +181,7 @@ async fn tonic_example_past_the_connection_cap_a_client_waits_for_a_slot_and_is_
         ..tonic_example::Limits::default()
     };
     tokio::spawn(async move {
-        tonic_example::serve(listener, common::layer(), limits, pending())
+        tonic_example::serve(listener, support::layer(), limits, pending())
             .await
             .unwrap()
     });
@@ -221,7 +217,7 @@ async fn hyper_and_tonic_examples_stop_by_their_shutdown_deadline_despite_a_stal
                     ..limits()
                 };
                 tokio::spawn(async move {
-                    hyper_example::serve(listener, common::layer(), limits, shutdown)
+                    hyper_example::serve(listener, support::layer(), limits, shutdown)
                         .await
                         .map_err(|err| err.to_string())
                 })
@@ -232,13 +228,13 @@ async fn hyper_and_tonic_examples_stop_by_their_shutdown_deadline_despite_a_stal
                     ..tonic_example::Limits::default()
                 };
                 tokio::spawn(async move {
-                    tonic_example::serve(listener, common::layer(), limits, shutdown)
+                    tonic_example::serve(listener, support::layer(), limits, shutdown)
                         .await
                         .map_err(|err| err.to_string())
                 })
             }
         };
-        let stalled = common::stalled_mid_body(addr, "/webhooks/ringyo").await;
+        let stalled = support::stalled_mid_body(addr, "/webhooks/ringyo").await;
         let started = std::time::Instant::now();
         stop.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(5), served)

@@ -13,13 +13,17 @@ use ringyo_webhook::{
 
 /// An inbox database of a test's own, removed when dropped (SQLite) or left to the
 /// throwaway server (Postgres).
+#[derive(Debug)]
 pub struct Database {
+    /// The engine: `sqlite` or `postgres`.
     pub name: &'static str,
+    /// The URL [`SqlInbox::open`] takes.
     pub url: String,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Database {
+    /// The inbox store on this database.
     pub fn open(&self) -> SqlInbox {
         SqlInbox::open(&self.url).unwrap()
     }
@@ -32,9 +36,9 @@ pub const PATH: &str = "/webhooks/ringyo";
 pub async fn serve(inbox: &ringyo_webhook::inbox::Inbox) -> std::net::SocketAddr {
     let app = axum::Router::new().route(
         PATH,
-        axum::routing::post_service(inbox.clone()).route_layer(super::layer()),
+        axum::routing::post_service(inbox.clone()).route_layer(crate::layer()),
     );
-    super::serve(app).await
+    crate::serve(app).await
 }
 
 /// A fresh SQLite file in a temporary directory.

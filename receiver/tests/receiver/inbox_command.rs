@@ -1,6 +1,6 @@
 //! `ringyo-receiver inbox ...`, the receiver's admin command, against a real inbox file.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -18,13 +18,14 @@ fn args(line: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stats_dead_and_replay_work_against_the_receivers_database() {
-    let database = common::inbox::sqlite();
+    let database = ringyo_test_support::inbox::sqlite();
     let inbox = Inbox::open(&database.url).unwrap();
+    common::recorder();
     let app = Router::new().route(
         PATH,
         post_service(inbox.clone()).route_layer(common::layer()),
     );
-    let (listener, addr) = common::local_listener().await;
+    let (listener, addr) = ringyo_test_support::local_listener().await;
     let limits = ServerLimits::default();
     tokio::spawn(server::serve(listener, app, limits, std::future::pending()));
     let (body, signature) = common::signed("call.completed", json!({"id": "call_1"}));
@@ -78,7 +79,7 @@ async fn mistakes_are_sentences_and_looking_creates_no_database() {
     );
     assert!(!dir.path().join("nope.db").exists());
 
-    let database = common::inbox::sqlite();
+    let database = ringyo_test_support::inbox::sqlite();
     let usage = admin::run(&args("frobnicate"), &database.url)
         .await
         .unwrap_err();

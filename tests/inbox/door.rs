@@ -2,11 +2,11 @@
 //! a delivery answered 2xx is one the worker reads with the default `Event`, and one it could
 //! never read is refused at the door with a 4xx that says why (issue 20, item 6).
 
-mod common;
+use ringyo_test_support as support;
 
 use std::time::Duration;
 
-use common::{
+use ringyo_test_support::{
     inbox::{serve, PATH},
     sign, SENT_AT,
 };
@@ -40,7 +40,7 @@ async fn settled(inbox: &Inbox) -> InboxStats {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn what_the_door_accepts_the_worker_reads_and_the_rest_is_refused_with_why() {
-    let database = common::inbox::sqlite();
+    let database = support::inbox::sqlite();
     let inbox = Inbox::new(database.open());
     let addr = serve(&inbox).await;
     let (seen, mut handled) = mpsc::unbounded_channel();
@@ -96,7 +96,7 @@ async fn what_the_door_accepts_the_worker_reads_and_the_rest_is_refused_with_why
     ];
     for (body, status, code) in cases {
         let (answered, json, _) =
-            common::deliver(addr, PATH, body.clone(), Some(&sign(&body))).await;
+            support::deliver(addr, PATH, body.clone(), Some(&sign(&body))).await;
         let shown = String::from_utf8_lossy(&body[..body.len().min(90)]).into_owned();
         assert_eq!(answered, status, "{shown}: {json}");
         if status >= 400 {

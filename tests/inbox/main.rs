@@ -1,0 +1,12 @@
+//! The durable inbox: through real HTTP (what is acknowledged, when, and what workers do with
+//! it), the door that agrees with the worker, the store suite on every engine, storage faults,
+//! and a worker whose handler aborts its process.
+//!
+//! One test binary, a module per subject. `processes` starts copies of this binary that run one
+//! ignored test by its path in it (`processes::aborting_worker`).
+
+mod door;
+mod faults;
+mod http;
+mod processes;
+mod store;
