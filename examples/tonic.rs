@@ -43,20 +43,20 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How the server treats connections; [`Default`] gives the documented defaults.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
+struct Limits {
     /// Every connection is closed this long after it opened, so a client that sends nothing,
     /// trickles its headers or idles cannot hold one for longer. Webhook deliveries are short;
     /// gRPC clients reconnect. Default 30 s.
-    pub(crate) max_connection_age: Duration,
+    max_connection_age: Duration,
     /// How long a request in flight may still finish once its connection reached its age.
     /// Default 10 s.
-    pub(crate) connection_grace: Duration,
+    connection_grace: Duration,
     /// At most this many connections are served at once; more wait in the kernel's accept
     /// queue. Default 1 024.
-    pub(crate) max_connections: usize,
+    max_connections: usize,
     /// On shutdown, how long open connections may finish their requests before the server
     /// stops regardless. Default 20 s, inside the usual 30 s between SIGTERM and SIGKILL.
-    pub(crate) shutdown_deadline: Duration,
+    shutdown_deadline: Duration,
 }
 
 impl Default for Limits {
@@ -92,7 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Serves the gRPC health service and the webhook route on `listener` within `limits` until
 /// `shutdown` resolves, then lets open connections finish for up to the shutdown deadline.
-pub(crate) async fn serve(
+async fn serve(
     listener: TcpListener,
     layer: RingyoWebhookLayer,
     limits: Limits,
@@ -213,5 +213,127 @@ impl AsyncWrite for Slotted {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{future::pending, time::Duration};
+
+    use ringyo_test_support as support;
+    use serde_json::json;
+    use support::{deliver, envelope, sign};
+    use tonic_health::pb::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+
+    use super::*;
+
+    #[tokio::test]
+    async fn tonic_server_hosts_webhook_route_beside_grpc() {
+        let (listener, addr) = support::local_listener().await;
+        tokio::spawn(async move {
+            serve(listener, support::layer(), Limits::default(), pending())
+                .await
+                .unwrap()
+        });
+
+        let body = envelope("appointment.created", json!({"id": "appt_1"}));
+        let (status, _, _) =
+            deliver(addr, "/webhooks/ringyo", body.clone(), Some(&sign(&body))).await;
+        assert_eq!(status, 200);
+        let (status, json, _) = deliver(addr, "/webhooks/ringyo", body, None).await;
+        assert_eq!(status, 401);
+        assert_eq!(json["error"], "missing_signature");
+
+        // The gRPC service beside it is not behind the layer.
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = HealthClient::new(channel);
+        let reply = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(reply.into_inner().status, ServingStatus::Serving as i32);
+    }
+
+    /// Every connection is closed at its maximum age (and grace): one that sends nothing or
+    /// trickles its headers is gone by then, and a webhook is served meanwhile.
+    #[tokio::test]
+    async fn tonic_example_closes_stalled_connections_at_their_maximum_age() {
+        let (listener, addr) = support::local_listener().await;
+        let limits = Limits {
+            max_connection_age: Duration::from_millis(300),
+            connection_grace: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        tokio::spawn(async move {
+            serve(listener, support::layer(), limits, pending())
+                .await
+                .unwrap()
+        });
+        support::stalled_connections_are_closed_while_a_delivery_is_served(
+            addr,
+            "/webhooks/ringyo",
+            Duration::from_secs(5),
+        )
+        .await;
+    }
+
+    /// Past the cap, a connection waits for a slot rather than being served beside the others;
+    /// the slot frees once the connection holding it reaches its maximum age.
+    #[tokio::test]
+    async fn tonic_example_past_the_connection_cap_a_client_waits_for_a_slot_and_is_then_served() {
+        let (listener, addr) = support::local_listener().await;
+        let limits = Limits {
+            max_connection_age: Duration::from_millis(800),
+            connection_grace: Duration::from_millis(200),
+            max_connections: 1,
+            ..Limits::default()
+        };
+        tokio::spawn(async move {
+            serve(listener, support::layer(), limits, pending())
+                .await
+                .unwrap()
+        });
+        let silent = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        let body = envelope("credits.low", json!({}));
+        let (status, _, _) =
+            deliver(addr, "/webhooks/ringyo", body.clone(), Some(&sign(&body))).await;
+        assert_eq!(status, 200);
+        assert!(
+            started.elapsed() >= Duration::from_millis(600),
+            "served only once the slot was free: {:?}",
+            started.elapsed()
+        );
+        drop(silent);
+    }
+
+    /// A client stalled mid-body holds no shutdown past its deadline.
+    #[tokio::test]
+    async fn tonic_example_stops_by_its_shutdown_deadline_despite_a_stalled_client() {
+        let deadline = Duration::from_millis(500);
+        let (listener, addr) = support::local_listener().await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let limits = Limits {
+            shutdown_deadline: deadline,
+            ..Limits::default()
+        };
+        let served = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            serve(listener, support::layer(), limits, shutdown)
+                .await
+                .map_err(|err| err.to_string())
+        });
+        support::stops_by_its_deadline_despite_a_stalled_client(addr, stop, served, deadline).await;
     }
 }

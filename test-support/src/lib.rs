@@ -294,3 +294,53 @@ impl Captured {
         String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
 }
+
+/// Opens a silent connection and one that trickles its headers to `path`, has a signed
+/// delivery answered meanwhile, and checks both stalled ones are closed within `within`: what
+/// a server's header-read time-out or maximum connection age must do.
+pub async fn stalled_connections_are_closed_while_a_delivery_is_served(
+    addr: SocketAddr,
+    path: &str,
+    within: Duration,
+) {
+    let silent = TcpStream::connect(addr).await.unwrap();
+    let mut trickling = TcpStream::connect(addr).await.unwrap();
+    trickling
+        .write_all(format!("POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n").as_bytes())
+        .await
+        .unwrap();
+    let body = envelope("credits.low", serde_json::json!({}));
+    let response = post_signed(addr, path, body.clone(), &sign(&body)).await;
+    assert_eq!(response.status(), 200, "served meanwhile");
+    for stream in [silent, trickling] {
+        assert!(
+            closed_within(stream, within).await,
+            "the stalled connection was not closed"
+        );
+    }
+}
+
+/// With a client stalled mid-body on `addr`, sends `stop` and checks that `served` (the
+/// server's task) ends by itself, having waited about its shutdown `deadline` for the request:
+/// a stalled client holds no shutdown past its deadline.
+pub async fn stops_by_its_deadline_despite_a_stalled_client(
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<Result<(), String>>,
+    deadline: Duration,
+) {
+    let stalled = stalled_mid_body(addr, "/webhooks/ringyo").await;
+    let started = std::time::Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), served)
+        .await
+        .expect("the stalled client held the shutdown")
+        .unwrap()
+        .unwrap();
+    assert!(
+        started.elapsed() >= deadline.mul_f32(0.8),
+        "it waited for the request: {:?}",
+        started.elapsed()
+    );
+    drop(stalled);
+}
