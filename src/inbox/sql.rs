@@ -12,7 +12,9 @@ use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions, AnyRow},
     AnyPool, Row,
 };
-use tokio::sync::{Mutex, OnceCell};
+#[cfg(feature = "postgres")]
+use tokio::sync::Mutex;
+use tokio::sync::OnceCell;
 
 use super::{
     dialect::Dialect,
@@ -73,8 +75,6 @@ struct Shared {
     /// Postgres only: the connection that `LISTEN`s, made on first use.
     #[cfg(feature = "postgres")]
     listener: Mutex<Option<sqlx::postgres::PgListener>>,
-    #[cfg(not(feature = "postgres"))]
-    listener: Mutex<()>,
 }
 
 /// How long a statement may wait for a pooled connection before it fails (and the delivery is
@@ -153,6 +153,7 @@ impl SqlInbox {
                 upkeep: Arc::default(),
                 holder: ClaimToken::new().to_string(),
                 migrated: OnceCell::new(),
+                #[cfg(feature = "postgres")]
                 listener: Mutex::default(),
             }),
         }
@@ -382,7 +383,6 @@ impl InboxStore for SqlInbox {
                 Ok(())
             });
         }
-        let _ = &self.shared.listener;
         Box::pin(std::future::pending())
     }
 }
