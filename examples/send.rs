@@ -256,7 +256,7 @@ mod tests {
             Listeners { webhook, admin },
             layer,
             inbox,
-            process(std::time::Duration::ZERO),
+            process(ringyo_receiver::Work::NONE),
             support::detached_metrics(),
             ServerLimits::default(),
             std::future::pending(),

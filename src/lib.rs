@@ -96,7 +96,7 @@ pub mod secrets;
 pub mod testing;
 pub mod verify;
 
-pub use event::{model, Event, EventKind, FromEventData};
+pub use event::{model, Event, EventKind, FromEventData, Subject, SubjectKind};
 pub use extract::{RingyoEvent, VerifiedPayload};
 pub use middleware::RingyoWebhookLayer;
 pub use rejection::{Rejection, RejectionKind};

@@ -15,7 +15,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::{
     admin,
     config::{cannot_listen, Config},
-    process::process,
+    process::{process, STATUS_EVENTS},
     server::{serve, ServerLimits},
     signal::shutdown_signal,
 };
@@ -122,7 +122,8 @@ where
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let worker = tokio::spawn(Worker::new(&inbox, handler).run(until_stopped(stopped.clone())));
+    let worker = Worker::new(&inbox, handler).skip_superseded(STATUS_EVENTS);
+    let worker = tokio::spawn(worker.run(until_stopped(stopped.clone())));
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_routes = admin::routes(inbox.clone(), metrics, stopped.clone());
     let admin = tokio::spawn(serve(listeners.admin, admin_routes, limits, async move {

@@ -6,7 +6,7 @@ use std::{env::VarError, net::SocketAddr, path::PathBuf, time::Duration};
 
 use ringyo_webhook::{inbox::Inbox, testing::DEVELOPMENT_SECRET, RingyoWebhookLayer, SecretError};
 
-use crate::secrets_file::SecretsFile;
+use crate::{process::Work, secrets_file::SecretsFile};
 
 /// Where the receiver listens unless `RINGYO_BIND` says otherwise.
 pub const DEFAULT_BIND: &str = "127.0.0.1:3000";
@@ -27,7 +27,7 @@ pub struct Config {
     /// From `RINGYO_INBOX_URL`: [`inbox_from`].
     pub inbox: Inbox,
     /// From `RINGYO_WORK_MS`: [`work_from`].
-    pub work: Duration,
+    pub work: Work,
     /// From `RINGYO_BIND`: [`bind_from`].
     pub bind: SocketAddr,
     /// From `RINGYO_ADMIN_BIND`: [`bind_from`].
@@ -132,8 +132,9 @@ pub fn inbox_from(url: Result<String, VarError>) -> Result<Inbox, String> {
         // Not printed: a database URL may hold a password.
         Err(VarError::NotUnicode(_)) => return Err("RINGYO_INBOX_URL is not valid UTF-8".into()),
     };
-    let inbox =
-        Inbox::open(&url).map_err(|err| format!("RINGYO_INBOX_URL cannot be used: {err}"))?;
+    let inbox = Inbox::open(&url)
+        .map_err(|err| format!("RINGYO_INBOX_URL cannot be used: {err}"))?
+        .order_by_subject(true);
     tracing::info!("deliveries are stored in {}", redacted(&url));
     Ok(inbox)
 }
@@ -151,18 +152,29 @@ fn redacted(url: &str) -> String {
     }
 }
 
-/// The simulated work per event in `RINGYO_WORK_MS`, or none.
+/// The simulated work per event in `RINGYO_WORK_MS`: milliseconds (`20`), or a range of them
+/// (`5-20`); none when unset.
 ///
 /// # Errors
 ///
-/// A value that is not a whole number of milliseconds.
-pub fn work_from(work: Result<String, VarError>) -> Result<Duration, String> {
-    match work {
-        Err(VarError::NotPresent) => Ok(Duration::ZERO),
-        Ok(ms) => ms.trim().parse().map(Duration::from_millis).map_err(|_| {
-            format!("RINGYO_WORK_MS is {ms:?}, which is not a whole number of milliseconds")
-        }),
-        Err(VarError::NotUnicode(_)) => Err("RINGYO_WORK_MS is not valid UTF-8".into()),
+/// A value that is neither a whole number of milliseconds nor two joined by `-`.
+pub fn work_from(work: Result<String, VarError>) -> Result<Work, String> {
+    let ms = match work {
+        Err(VarError::NotPresent) => return Ok(Work::NONE),
+        Ok(ms) => ms,
+        Err(VarError::NotUnicode(_)) => return Err("RINGYO_WORK_MS is not valid UTF-8".into()),
+    };
+    let millis = |text: &str| text.trim().parse().map(Duration::from_millis).ok();
+    let (least, most) = match ms.split_once('-') {
+        Some((least, most)) => (millis(least), millis(most)),
+        None => (millis(&ms), millis(&ms)),
+    };
+    match least.zip(most) {
+        Some((least, most)) => Ok(Work::between(least, most)),
+        None => Err(format!(
+            "RINGYO_WORK_MS is {ms:?}, which is not a whole number of milliseconds nor a range \
+             of them such as 5-20"
+        )),
     }
 }
 

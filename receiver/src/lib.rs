@@ -10,7 +10,7 @@
 //! on SIGHUP: rotation without a restart; see [`secrets_file`]), `RINGYO_BIND` (default
 //! `127.0.0.1:3000`), `RINGYO_ADMIN_BIND` (default `127.0.0.1:9090`), `RINGYO_INBOX_URL`
 //! (default `sqlite://ringyo-inbox.db`, a file in the working directory; or `postgres://...`,
-//! shared by replicas) and `RINGYO_WORK_MS` (default 0: simulated work per event, a stand-in
+//! shared by replicas) and `RINGYO_WORK_MS` (default 0: simulated work per event, `20` or a range `5-20`, a stand-in
 //! for a slow downstream call); see [`Config`]. On `RINGYO_BIND` it serves only
 //! `POST /webhooks/ringyo`, the one thing the internet should reach; on `RINGYO_ADMIN_BIND`,
 //! for the orchestrator and Prometheus, `GET /healthz` (liveness: 200 while the process
@@ -47,5 +47,5 @@ pub mod signal;
 
 pub use app::{check_inbox, run, start, Listeners, PATH};
 pub use config::Config;
-pub use process::process;
+pub use process::{process, Work};
 pub use server::ServerLimits;

@@ -1,16 +1,67 @@
 //! The background work the worker runs for each stored delivery.
 
-use std::time::Duration;
+use std::{
+    hash::{DefaultHasher, Hash, Hasher},
+    time::Duration,
+};
 
 use ringyo_webhook::{
     inbox::{Handler, Job},
-    Event,
+    Event, EventKind,
 };
+
+/// The events whose only effect is a call's status, which a newer event of the same call
+/// already set: the worker skips them when superseded (`superseded event` in the log) rather
+/// than move a call back from `completed` to `ringing`. Events that carry something of their
+/// own (a completed call's duration, a transcript) still run.
+pub const STATUS_EVENTS: [EventKind; 4] = [
+    EventKind::CallStarted,
+    EventKind::CallInitiated,
+    EventKind::CallRinging,
+    EventKind::CallAnswered,
+];
+
+/// The simulated work per event, from `RINGYO_WORK_MS`: none, a fixed time (`20`), or a time
+/// between two bounds (`5-20`), the same for every attempt of a delivery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Work {
+    least: Duration,
+    most: Duration,
+}
+
+impl Work {
+    /// No simulated work.
+    pub const NONE: Self = Self {
+        least: Duration::ZERO,
+        most: Duration::ZERO,
+    };
+
+    /// Between `least` and `most` (swapped if given the other way round).
+    pub fn between(least: Duration, most: Duration) -> Self {
+        Self {
+            least: least.min(most),
+            most: least.max(most),
+        }
+    }
+
+    /// The work for `job`: spread over the bounds by its delivery id, which is a digest.
+    fn of<T>(self, job: &Job<T>) -> Duration {
+        let span = self.most.saturating_sub(self.least).as_millis();
+        if span == 0 {
+            return self.least;
+        }
+        let mut hasher = DefaultHasher::new();
+        job.delivery_id().hash(&mut hasher);
+        let extra = u128::from(hasher.finish()) % (span + 1);
+        self.least + Duration::from_millis(u64::try_from(extra).unwrap_or(0))
+    }
+}
 
 /// The background work: `work` of simulated downstream calls, then a `processed event` log
 /// line without payload values ([`log_event`]).
-pub fn process(work: Duration) -> impl Handler<Event> {
+pub fn process(work: Work) -> impl Handler<Event> {
     move |job: Job<Event>| async move {
+        let work = work.of(&job);
         if !work.is_zero() {
             tokio::time::sleep(work).await;
         }
@@ -20,22 +71,31 @@ pub fn process(work: Duration) -> impl Handler<Event> {
 }
 
 /// The `processed event` line for a finished delivery: its event, delivery id, timestamp,
-/// attempt and subject (a call's or an appointment's id, else `-`).
+/// attempt and subject (`call:call_123`, else `-`), and `superseded=true` when a newer event
+/// of its subject was handled before it ran.
 pub fn log_event(job: &Job<Event>) {
     let event = &job.event;
-    let subject = match &event.data {
-        Event::CallCompleted(call) | Event::CallFailed(call) => call.id.clone(),
-        Event::AppointmentCreated(appointment) => appointment.id.clone(),
-        _ => None,
-    };
+    let subject = job.subject.as_ref().map(ToString::to_string);
     // Signed strings as `&str` fields, which log escaped: an event name may hold a newline or
     // a terminal's escape codes.
-    tracing::info!(
-        event = event.kind.as_str(),
-        delivery_id = %event.delivery_id,
-        timestamp = %event.timestamp,
-        attempt = job.attempt,
-        subject = subject.as_deref().unwrap_or("-"),
-        "processed event"
-    );
+    if job.superseded_by.is_some() {
+        tracing::info!(
+            event = event.kind.as_str(),
+            delivery_id = %event.delivery_id,
+            timestamp = %event.timestamp,
+            attempt = job.attempt,
+            subject = subject.as_deref().unwrap_or("-"),
+            superseded = true,
+            "processed event"
+        );
+    } else {
+        tracing::info!(
+            event = event.kind.as_str(),
+            delivery_id = %event.delivery_id,
+            timestamp = %event.timestamp,
+            attempt = job.attempt,
+            subject = subject.as_deref().unwrap_or("-"),
+            "processed event"
+        );
+    }
 }

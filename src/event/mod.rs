@@ -29,6 +29,8 @@ mod string_enum;
 mod catalog;
 pub(crate) mod envelope;
 pub mod model;
+mod subject;
 mod surrogates;
 
 pub use catalog::{Event, EventKind, FromEventData};
+pub use subject::{InvalidSubject, Subject, SubjectKind};

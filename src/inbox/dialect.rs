@@ -4,7 +4,7 @@ use std::fmt;
 
 use sqlx::{pool::PoolConnection, Any, AnyConnection, AnyPool, Executor, Row};
 
-use super::store::InboxError;
+use super::{rows::claimed_columns, store::InboxError};
 use crate::verify::{Clock, SystemClock};
 
 /// The engine behind a [`SqlInbox`](super::SqlInbox).
@@ -46,6 +46,11 @@ macro_rules! migrations {
                 description: "probe",
                 sql: include_str!(concat!("migrations/", $engine, "/0004_probe.sql")),
             },
+            Migration {
+                version: 5,
+                description: "order",
+                sql: include_str!(concat!("migrations/", $engine, "/0005_order.sql")),
+            },
         ]
     };
 }
@@ -59,7 +64,7 @@ const CHANNEL: &str = "ringyo_inbox";
 const MIGRATION_LOCK: i64 = 0x7269_6e67_796f_0001; // "ringyo" and the schema's table set
 
 /// A claim statement for each engine, `[SQLite, Postgres]`: `$set` (more columns to set)
-/// with the lease, on due rows that also match `$which`, oldest first; Postgres skips rows
+/// with the lease, on rows due that match `$which`, oldest first; Postgres skips rows
 /// another claim is taking rather than wait for them (SQLite has one writer: nothing to skip).
 /// Binds `$1` the token, `$2` the end of the lease, `$3` now, `$4` how many, `$5` the
 /// claiming inbox's holder id (one per [`SqlInbox`](super::SqlInbox), so one per process).
@@ -76,12 +81,12 @@ macro_rules! claim_sql {
             $set,
             "lease_token = $1, available_at = $2, lease_holder = $5 \
              WHERE delivery_id IN (SELECT delivery_id FROM ringyo_inbox \
-               WHERE state IN ('pending', 'running') AND available_at <= $3 AND ",
+               WHERE available_at <= $3 AND ",
             $which,
             " ORDER BY available_at LIMIT $4",
             $lock,
-            ") RETURNING delivery_id, attempts, received_at, payload, tenant, orphaned, \
-             crashes_alone"
+            ") RETURNING ",
+            claimed_columns!()
         )
     };
 }
@@ -166,10 +171,14 @@ impl Dialect {
         }
     }
 
-    /// Leases due deliveries that are not suspects (those are for
-    /// [`claim_suspect_sql`](Self::claim_suspect_sql)).
+    /// Leases due deliveries outside any lane that are not suspects (ordered ones are for
+    /// [`lanes`](super::lanes), suspects for [`claim_suspect_sql`](Self::claim_suspect_sql)).
     pub(super) fn claim_sql(self) -> &'static str {
-        self.pick(claim_sql!("", "state = 'pending' AND NOT suspect"))
+        // As the partial index `ringyo_inbox_unordered` says it, so both engines use it.
+        self.pick(claim_sql!(
+            "",
+            "state = 'pending' AND lane IS NULL AND NOT suspect"
+        ))
     }
 
     /// Leases one suspect to run alone: a row still `running` whose lease ran out (an attempt
@@ -187,12 +196,12 @@ impl Dialect {
                + CASE WHEN state = 'running' AND suspect \
                    AND COALESCE(lease_holder, '') <> $5 THEN 1 ELSE 0 END, \
              suspect = TRUE, ",
-            "(state = 'running' OR suspect)"
+            "(state = 'running' OR suspect) AND state IN ('pending', 'running')"
         ))
     }
 
     /// This engine's statement of `[SQLite, Postgres]`.
-    fn pick(self, [sqlite, postgres]: [&'static str; 2]) -> &'static str {
+    pub(super) fn pick(self, [sqlite, postgres]: [&'static str; 2]) -> &'static str {
         match self {
             Self::Sqlite => sqlite,
             Self::Postgres => postgres,

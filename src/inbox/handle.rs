@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::{
     commit::Batcher,
+    filter::ReplayFilter,
     store::{DeadDelivery, InboxAdmin, InboxError, InboxStats, NewDelivery, Stored},
 };
 use crate::{
@@ -73,6 +74,8 @@ struct Shared {
 struct Config {
     max_batch: usize,
     commit_timeout: Duration,
+    order_by_subject: bool,
+    reorder_window: Duration,
 }
 
 impl Inbox {
@@ -80,6 +83,8 @@ impl Inbox {
     pub const DEFAULT_MAX_BATCH: usize = 256;
     /// The default for [`commit_timeout`](Self::commit_timeout).
     pub const DEFAULT_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// The default for [`reorder_window`](Self::reorder_window): 1 s.
+    pub const DEFAULT_REORDER_WINDOW: Duration = Duration::from_secs(1);
 
     /// An inbox over `store`.
     pub fn new(store: impl InboxAdmin) -> Self {
@@ -97,6 +102,8 @@ impl Inbox {
             config: Config {
                 max_batch: Self::DEFAULT_MAX_BATCH,
                 commit_timeout: Self::DEFAULT_COMMIT_TIMEOUT,
+                order_by_subject: false,
+                reorder_window: Self::DEFAULT_REORDER_WINDOW,
             },
             clock: Arc::new(SystemClock),
         }
@@ -137,6 +144,73 @@ impl Inbox {
         self
     }
 
+    /// Runs the deliveries of one [`Subject`](crate::Subject) (one call, appointment, agent
+    /// or phone number, of one tenant) one at a time, in the order of their signed
+    /// timestamps; default off.
+    ///
+    /// Ringyo retries a failed delivery after 1 s, 5 s, 30 s, 2 min and 10 min, so a call's
+    /// `call.ringing` can arrive after its `call.completed`, and with several workers two
+    /// events of one call would run at once. With ordering on, for the deliveries this inbox
+    /// stores from then on:
+    ///
+    /// - **one at a time:** at most one delivery of a subject is in a handler at any moment,
+    ///   across every worker and every process sharing the database. Other subjects go on: on
+    ///   Postgres, workers skip a subject another is claiming rather than wait for it.
+    /// - **in event order:** among a subject's waiting deliveries, the one with the earliest
+    ///   `timestamp` runs first (ties: the order of receipt), once it is due.
+    /// - **late arrivals:** a delivery older than the newest handled of its subject is
+    ///   *superseded*: [`Job::superseded_by`](super::Job::superseded_by) says so, and a worker
+    ///   can skip those of chosen kinds without running the handler
+    ///   ([`Worker::skip_superseded`](super::Worker::skip_superseded)).
+    /// - **a reorder window:** each delivery waits [`reorder_window`](Self::reorder_window)
+    ///   before it is due, so events sent close together are sorted before any of them runs.
+    /// - **head of line per subject, never global:** while a delivery is retrying (its
+    ///   back-off, up to the worker's maximum attempts), the later deliveries of its subject
+    ///   wait for it, and the other subjects go on. A dead letter stops the wait: the
+    ///   subject's next delivery runs, and the dead one, if replayed, runs in order again
+    ///   (superseded if a newer one was handled meanwhile). An earlier event arriving during
+    ///   the back-off runs first.
+    ///
+    /// Deliveries without a subject (`credits.low`, names this version does not know) are not
+    /// ordered. Set it the same on every process sharing the database: a delivery is ordered
+    /// if the process that stored it had ordering on, whichever process runs it.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use ringyo_webhook::inbox::Inbox;
+    ///
+    /// # fn demo() -> Result<(), ringyo_webhook::inbox::InboxError> {
+    /// let inbox = Inbox::open("sqlite://ringyo-inbox.db")?
+    ///     .order_by_subject(true)
+    ///     .reorder_window(Duration::from_millis(500));
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn order_by_subject(mut self, on: bool) -> Self {
+        self.config.order_by_subject = on;
+        self
+    }
+
+    /// With [`order_by_subject`](Self::order_by_subject), how long each delivery waits before
+    /// it is due, so that events sent close together are sorted first; default
+    /// [`DEFAULT_REORDER_WINDOW`](Self::DEFAULT_REORDER_WINDOW), 1 s.
+    ///
+    /// The trade: every ordered delivery starts that much later, and only events arriving
+    /// within it of each other are sorted before the first runs. Ringyo sends each event as it
+    /// happens, on a connection of its own, so events of one moment (a call's
+    /// `call.completed`, `call.recording.ready` and `call.transcript.ready` at hang-up)
+    /// arrive in any order, within the network's jitter of each other: well under a second.
+    /// Anything later is a retry, at least 1 s after the failed attempt and up to 12 minutes
+    /// after the first: no window could wait for those at a sane latency, and the
+    /// superseded rule handles them instead. A second covers the first case at the cost of a
+    /// second of latency, which a webhook's consumer rarely notices; zero keeps only the
+    /// one-at-a-time order of what has arrived.
+    #[must_use]
+    pub fn reorder_window(mut self, window: Duration) -> Self {
+        self.config.reorder_window = window;
+        self
+    }
+
     /// The clock the inbox and its workers read: when a delivery was received, when a lease
     /// ends, when a retry is due, what is past the retention. Default the system's; a test
     /// moves a [`ManualClock`](crate::testing::ManualClock) instead of waiting.
@@ -163,7 +237,7 @@ impl Inbox {
     /// [`InboxError`] if the commit failed or did not finish within the commit time-out:
     /// the delivery must not be acknowledged.
     pub async fn accept(&self, payload: &VerifiedPayload) -> Result<Stored, InboxError> {
-        let delivery = new_delivery(payload, self.now());
+        let delivery = self.new_delivery(payload);
         tokio::time::timeout(
             self.config.commit_timeout,
             self.committer().submit(delivery),
@@ -236,8 +310,19 @@ impl Inbox {
     ///
     /// [`InboxError`] if the database cannot answer.
     pub async fn replay(&self, id: DeliveryId) -> Result<bool, InboxError> {
-        let replayed = self.store.replay(id, self.now()).await?;
-        if replayed {
+        Ok(self.replay_matching(&ReplayFilter::dead().id(id)).await? == 1)
+    }
+
+    /// Runs the handled or dead-lettered deliveries that `filter` matches again, from their
+    /// first attempt, and returns how many; ordered ones go through their subject's order
+    /// again. See [`ReplayFilter`].
+    ///
+    /// # Errors
+    ///
+    /// [`InboxError`] if the database cannot answer.
+    pub async fn replay_matching(&self, filter: &ReplayFilter) -> Result<u64, InboxError> {
+        let replayed = self.store.replay(filter, self.now()).await?;
+        if replayed > 0 {
             wake(&self.shared.stored);
         }
         Ok(replayed)
@@ -268,6 +353,8 @@ impl fmt::Debug for Inbox {
         f.debug_struct("Inbox")
             .field("max_batch", &self.config.max_batch)
             .field("commit_timeout", &self.config.commit_timeout)
+            .field("order_by_subject", &self.config.order_by_subject)
+            .field("reorder_window", &self.config.reorder_window)
             .finish_non_exhaustive()
     }
 }
@@ -277,19 +364,32 @@ pub(super) fn wake(stored: &watch::Sender<u64>) {
     stored.send_modify(|count| *count = count.wrapping_add(1));
 }
 
-/// The row for a verified delivery: what the envelope says of itself, read from the bytes
-/// the signature covers, and the bytes.
-fn new_delivery(payload: &VerifiedPayload, received_at: DateTime<Utc>) -> NewDelivery {
-    // As the layer read it: a verified body it let through without a readable head (freshness
-    // off) is still stored, and the worker dead-letters it with the reason, rather than
-    // Ringyo's copy being lost.
-    let head = payload.head();
-    NewDelivery {
-        id: payload.delivery_id(),
-        event: head.kind().map(ToString::to_string).unwrap_or_default(),
-        timestamp: head.timestamp().ok(),
-        received_at,
-        payload: payload.bytes().clone(),
-        tenant: payload.tenant().cloned(),
+impl Inbox {
+    /// The row for a verified delivery: what the envelope says of itself, read from the bytes
+    /// the signature covers, and the bytes.
+    fn new_delivery(&self, payload: &VerifiedPayload) -> NewDelivery {
+        // As the layer read it: a verified body it let through without a readable head
+        // (freshness off) is still stored, and the worker dead-letters it with the reason,
+        // rather than Ringyo's copy being lost.
+        let head = payload.head();
+        let received_at = self.now();
+        let subject = head.subject();
+        let ordered = self.config.order_by_subject && subject.is_some();
+        let due_at = if ordered {
+            received_at + self.config.reorder_window
+        } else {
+            received_at
+        };
+        NewDelivery {
+            id: payload.delivery_id(),
+            event: head.kind().map(ToString::to_string).unwrap_or_default(),
+            timestamp: head.timestamp().ok(),
+            received_at,
+            payload: payload.bytes().clone(),
+            tenant: payload.tenant().cloned(),
+            subject,
+            ordered,
+            due_at,
+        }
     }
 }

@@ -13,7 +13,7 @@ use super::{
     store::{ClaimedDelivery, Settle, Settlement},
 };
 use crate::{
-    event::{Event, FromEventData},
+    event::{Event, EventKind, FromEventData, Subject},
     extract::RingyoEvent,
     metrics::record::{self, HandlerTimer},
     replay::ClaimToken,
@@ -34,6 +34,14 @@ pub struct Job<T = Event> {
     pub attempt: u32,
     /// When the receiver acknowledged the delivery.
     pub received_at: DateTime<Utc>,
+    /// What the event is about, if anything (see [`Subject`]).
+    pub subject: Option<Subject>,
+    /// With [`Inbox::order_by_subject`](super::Inbox::order_by_subject): set when a newer
+    /// delivery of the same subject (and tenant) was handled before this one ran, to that
+    /// one's timestamp. A handler that keeps the latest state of a subject should not let
+    /// this event overwrite it; [`Worker::skip_superseded`](super::Worker::skip_superseded)
+    /// skips such deliveries of chosen kinds without running the handler.
+    pub superseded_by: Option<DateTime<Utc>>,
 }
 
 impl<T> Job<T> {
@@ -131,6 +139,8 @@ pub(super) enum Attempt {
     Unreadable(String),
     /// Not run: the process died [`CRASHES_ALONE`] times while it ran alone.
     KillsTheProcess,
+    /// Not run: superseded, of a kind the worker skips then.
+    Superseded,
 }
 
 impl Policy {
@@ -144,6 +154,7 @@ impl Policy {
     pub(super) fn settle(&self, tally: Tally, outcome: Attempt, now: DateTime<Utc>) -> Settle {
         match outcome {
             Attempt::Handled => Settle::Done { at: now },
+            Attempt::Superseded => Settle::Superseded { at: now },
             Attempt::Unreadable(error) => Settle::Dead { at: now, error },
             Attempt::KillsTheProcess => Settle::Dead {
                 at: now,
@@ -170,6 +181,8 @@ pub(super) struct Run<T, H> {
     pub(super) handler: Arc<H>,
     pub(super) token: ClaimToken,
     pub(super) policy: Policy,
+    /// The kinds of event not run when superseded.
+    pub(super) skip_superseded: Arc<[EventKind]>,
     /// Turns `true` when the worker's shutdown deadline passed: give the delivery back.
     pub(super) cancel: watch::Receiver<bool>,
     /// The inbox's clock.
@@ -209,6 +222,7 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
             let settle = self.policy.settle(tally, outcome, self.clock.now());
             let result = match settle {
                 Settle::Done { .. } => "handled",
+                Settle::Superseded { .. } => "superseded",
                 Settle::Retry { .. } => "retry",
                 _ => "dead",
             };
@@ -233,7 +247,24 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
             event,
             attempt: delivery.attempt,
             received_at: delivery.received_at,
+            subject: delivery.subject,
+            superseded_by: delivery.superseded_by,
         };
+        if let Some(newer) = job.superseded_by {
+            if self.skip_superseded.contains(&job.event.kind) {
+                // As the receiver logs a handled one, with the newer timestamp.
+                tracing::info!(
+                    event = job.event.kind.as_str(),
+                    delivery_id = %job.event.delivery_id,
+                    timestamp = %job.event.timestamp,
+                    attempt = job.attempt,
+                    subject = job.subject.as_ref().map(ToString::to_string).as_deref().unwrap_or("-"),
+                    newer = %newer,
+                    "superseded event"
+                );
+                return Some(Attempt::Superseded);
+            }
+        }
         let timer = HandlerTimer::start(Some(&job.event.kind));
         // A task of its own: a panic is caught as a JoinError, and cancelling can abort it.
         let mut handler = tokio::spawn(self.handler.call(job));
@@ -335,6 +366,7 @@ fn log(outcome: &Attempt, tally: Tally) {
     let attempt = tally.attempt;
     match outcome {
         Attempt::Handled => tracing::debug!("handled"),
+        Attempt::Superseded => {}
         // Errors as `&str` fields, which log escaped: a handler's error may quote the event.
         Attempt::Failed(error) => tracing::warn!(attempt, error = error.as_str(), "handler failed"),
         Attempt::Unreadable(error) => {

@@ -53,10 +53,15 @@ mod backoff;
 mod commit;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod dialect;
+mod filter;
 mod handle;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod health;
 mod job;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod lanes;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod rows;
 mod service;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
@@ -66,6 +71,7 @@ mod upkeep;
 mod worker;
 
 pub use backoff::Backoff;
+pub use filter::ReplayFilter;
 pub use handle::Inbox;
 pub use job::{Handler, Job};
 pub use service::InboxResponseFuture;

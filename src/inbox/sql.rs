@@ -9,23 +9,26 @@ use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sqlx::{
-    any::{AnyConnectOptions, AnyPoolOptions, AnyRow},
-    AnyPool, Row,
+    any::{AnyConnectOptions, AnyPoolOptions},
+    AnyPool,
 };
 #[cfg(feature = "postgres")]
 use tokio::sync::Mutex;
 use tokio::sync::OnceCell;
 
 use super::{
-    dialect::Dialect,
+    dialect::{Dialect, WriteTx},
+    filter::ReplayFilter,
     health::{self, Health},
+    lanes,
+    rows::{self, attempts, delivery_id, get, millis},
     store::{
         ClaimedDelivery, DeadDelivery, InboxAdmin, InboxError, InboxFuture, InboxStats, InboxStore,
         NewDelivery, Settle, Settlement, Stored,
     },
     upkeep::Upkeep,
 };
-use crate::{replay::ClaimToken, secrets::Tenant, verify::DeliveryId};
+use crate::{replay::ClaimToken, secrets::Tenant};
 
 /// The inbox in an embedded SQLite file or in Postgres: [`InboxStore`] over sqlx.
 ///
@@ -219,8 +222,78 @@ impl SqlInbox {
             .fetch_all(pool)
             .await
             .map_err(InboxError::database)?;
-        rows.iter().map(claimed).collect()
+        rows.iter().map(rows::claimed).collect()
     }
+
+    /// Records one settlement in `tx`; whether its token still held the delivery. Frees the
+    /// lane of an ordered one, unless it keeps it (still running, or a suspect given back), and
+    /// returns that lane.
+    async fn settle_one(
+        tx: &mut WriteTx,
+        settlement: &Settlement,
+    ) -> Result<(bool, Option<LaneRelease>), InboxError> {
+        let Settlement { id, token, outcome } = settlement;
+        let change = Change::from(outcome);
+        let row = sqlx::query(
+            "UPDATE ringyo_inbox SET \
+                   state = $3, \
+                   available_at = COALESCE($4, available_at), \
+                   attempts = attempts - $5, \
+                   finished_at = $6, \
+                   last_error = COALESCE($7, last_error), \
+                   lease_token = CASE WHEN $3 = 'running' THEN lease_token ELSE NULL END, \
+                   suspect = CASE WHEN $8 = 1 THEN FALSE ELSE suspect END, \
+                   crashes_alone = CASE WHEN $8 = 1 THEN 0 ELSE crashes_alone END, \
+                   superseded = CASE WHEN $9 = 1 THEN TRUE ELSE FALSE END \
+                 WHERE delivery_id = $1 AND lease_token = $2 AND state = 'running' \
+                 RETURNING lane, order_at, CASE WHEN suspect THEN 1 ELSE 0 END",
+        )
+        .bind(id.to_string())
+        .bind(token.to_string())
+        .bind(change.state)
+        .bind(change.available_at.map(|at| at.timestamp_millis()))
+        .bind(change.attempts_back)
+        .bind(change.finished_at.map(|at| at.timestamp_millis()))
+        .bind(change.error)
+        .bind(i64::from(change.finished))
+        .bind(i64::from(change.superseded))
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(InboxError::database)?;
+        let Some(row) = row else {
+            return Ok((false, None));
+        };
+        let Some(lane) = get::<Option<String>>(&row, 0)? else {
+            return Ok((true, None));
+        };
+        let suspect = get::<i64>(&row, 2)? == 1;
+        let frees = match outcome {
+            Settle::Extend { .. } => false,
+            Settle::Release { .. } => !suspect,
+            _ => true,
+        };
+        let handled_at = match outcome {
+            Settle::Done { .. } => get::<Option<i64>>(&row, 1)?,
+            _ => None,
+        };
+        Ok((
+            true,
+            frees.then(|| LaneRelease {
+                lane,
+                holder: id.to_string(),
+                handled_at,
+            }),
+        ))
+    }
+}
+
+/// A lane its holder settled, to free in the same transaction.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct LaneRelease {
+    lane: String,
+    holder: String,
+    /// The holder's `order_at`, if it was handled.
+    handled_at: Option<i64>,
 }
 
 impl InboxStore for SqlInbox {
@@ -229,30 +302,45 @@ impl InboxStore for SqlInbox {
                 let pool = self.ready().await?;
                 let mut tx = self.shared.dialect.begin_write(pool).await?;
                 let mut stored = Vec::with_capacity(deliveries.len());
+                let mut due_lanes = Vec::new();
                 for delivery in deliveries {
+                    let lane = delivery
+                        .subject
+                        .as_ref()
+                        .filter(|_| delivery.ordered)
+                        .map(|subject| rows::lane(delivery.tenant.as_ref(), subject));
+                    let received_at = delivery.received_at.timestamp_millis();
+                    let due_at = delivery.due_at.timestamp_millis();
                     let inserted = sqlx::query(
                         "INSERT INTO ringyo_inbox \
                          (delivery_id, event, event_at, received_at, payload, tenant, state, attempts, \
-                          available_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $4) \
+                          available_at, subject, lane, order_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, $9, COALESCE($3, $4)) \
                          ON CONFLICT (delivery_id) DO NOTHING",
                     )
                     .bind(delivery.id.to_string())
                     .bind(text_column(&delivery.event, MAX_EVENT_LEN))
                     .bind(delivery.timestamp.map(|at| at.timestamp_millis()))
-                    .bind(delivery.received_at.timestamp_millis())
+                    .bind(received_at)
                     .bind(delivery.payload.as_ref())
                     .bind(delivery.tenant.as_ref().map(Tenant::as_str))
+                    .bind(due_at)
+                    .bind(delivery.subject.as_ref().map(ToString::to_string))
+                    .bind(lane.as_deref())
                     .execute(tx.conn())
                     .await
                     .map_err(InboxError::database)?
                     .rows_affected();
                     stored.push(if inserted == 1 {
+                        if let Some(lane) = lane {
+                            due_lanes.push((lane, due_at));
+                        }
                         Stored::New
                     } else {
                         Stored::Duplicate
                     });
                 }
+                lanes::make_due(tx.conn(), &mut due_lanes).await?;
                 if stored.contains(&Stored::New) {
                     self.shared.dialect.notify(&mut tx).await?;
                 }
@@ -274,7 +362,25 @@ impl InboxStore for SqlInbox {
         token: ClaimToken,
     ) -> InboxFuture<'_, Vec<ClaimedDelivery>> {
         let sql = self.shared.dialect.claim_sql();
-        self.run(self.claim_with(sql, now, lease_until, limit, token))
+        self.run(async move {
+            let mut claimed = self.claim_with(sql, now, lease_until, limit, token).await?;
+            let left = limit.saturating_sub(u32::try_from(claimed.len()).unwrap_or(u32::MAX));
+            let pool = self.ready().await?;
+            let shared = &self.shared;
+            claimed.extend(
+                lanes::claim(
+                    shared.dialect,
+                    pool,
+                    now,
+                    lease_until,
+                    left,
+                    token,
+                    &shared.holder,
+                )
+                .await?,
+            );
+            Ok(claimed)
+        })
     }
 
     fn suspects(&self, now: DateTime<Utc>) -> InboxFuture<'_, u64> {
@@ -312,38 +418,20 @@ impl InboxStore for SqlInbox {
         self.run(async move {
             let pool = self.ready().await?;
             let mut tx = self.shared.dialect.begin_write(pool).await?;
-            // In id order, so two workers' batches lock shared rows (a lease that changed hands)
-            // in the same order and never deadlock.
+            // Deliveries in id order, then lanes in lane order: two transactions lock shared rows
+            // (a lease that changed hands, a lane) in the same order and never deadlock.
             let mut order: Vec<usize> = (0..settlements.len()).collect();
             order.sort_by_key(|&at| settlements[at].id);
             let mut held = vec![false; settlements.len()];
+            let mut released = Vec::new();
             for at in order {
-                let Settlement { id, token, outcome } = &settlements[at];
-                let change = Change::from(outcome);
-                let updated = sqlx::query(
-                    "UPDATE ringyo_inbox SET \
-                           state = $3, \
-                           available_at = COALESCE($4, available_at), \
-                           attempts = attempts - $5, \
-                           finished_at = $6, \
-                           last_error = COALESCE($7, last_error), \
-                           lease_token = CASE WHEN $3 = 'running' THEN lease_token ELSE NULL END, \
-                           suspect = CASE WHEN $8 = 1 THEN FALSE ELSE suspect END, \
-                           crashes_alone = CASE WHEN $8 = 1 THEN 0 ELSE crashes_alone END \
-                         WHERE delivery_id = $1 AND lease_token = $2 AND state = 'running'",
-                )
-                .bind(id.to_string())
-                .bind(token.to_string())
-                .bind(change.state)
-                .bind(change.available_at.map(|at| at.timestamp_millis()))
-                .bind(change.attempts_back)
-                .bind(change.finished_at.map(|at| at.timestamp_millis()))
-                .bind(change.error)
-                .bind(i64::from(change.finished))
-                .execute(tx.conn())
-                .await
-                .map_err(InboxError::database)?;
-                held[at] = updated.rows_affected() == 1;
+                let (holds, lane) = Self::settle_one(&mut tx, &settlements[at]).await?;
+                held[at] = holds;
+                released.extend(lane);
+            }
+            released.sort_unstable();
+            for lane in &released {
+                lanes::release(tx.conn(), &lane.lane, &lane.holder, lane.handled_at).await?;
             }
             tx.commit().await?;
             Ok(held)
@@ -353,9 +441,16 @@ impl InboxStore for SqlInbox {
     fn next_due(&self) -> InboxFuture<'_, Option<DateTime<Utc>>> {
         self.run(async move {
             let pool = self.ready().await?;
-            let row = sqlx::query(
-                "SELECT MIN(available_at) FROM ringyo_inbox WHERE state IN ('pending', 'running')",
-            )
+            // Each part as a partial index says it: a lane's backlog waits for its lane.
+            let row = sqlx::query(&format!(
+                "SELECT MIN(at) FROM (\
+                   SELECT MIN(available_at) AS at FROM ringyo_inbox \
+                     WHERE state = 'pending' AND lane IS NULL \
+                   UNION ALL SELECT MIN(available_at) AS at FROM ringyo_inbox \
+                     WHERE (state = 'running' OR suspect) AND state IN ('pending', 'running') \
+                   UNION ALL {}) AS due",
+                lanes::NEXT_DUE
+            ))
             .fetch_one(pool)
             .await
             .map_err(InboxError::database)?;
@@ -392,21 +487,24 @@ impl InboxAdmin for SqlInbox {
         self.run(async move {
             let pool = self.ready().await?;
             let rows = sqlx::query(
-                "SELECT state, COUNT(*), MIN(received_at) FROM ringyo_inbox GROUP BY state",
+                "SELECT state, CASE WHEN superseded THEN 1 ELSE 0 END AS skipped, COUNT(*), \
+                 MIN(received_at) FROM ringyo_inbox GROUP BY state, skipped",
             )
             .fetch_all(pool)
             .await
             .map_err(InboxError::database)?;
             let mut stats = InboxStats::default();
             for row in &rows {
-                let count = u64::try_from(get::<i64>(row, 1)?).unwrap_or(0);
+                let count = u64::try_from(get::<i64>(row, 2)?).unwrap_or(0);
+                let superseded = get::<i64>(row, 1)? == 1;
                 match get::<String>(row, 0)?.as_str() {
                     "pending" => {
                         stats.pending = count;
                         stats.oldest_pending =
-                            get::<Option<i64>>(row, 2)?.map(millis).transpose()?;
+                            get::<Option<i64>>(row, 3)?.map(millis).transpose()?;
                     }
                     "running" => stats.running = count,
+                    "done" if superseded => stats.superseded = count,
                     "done" => stats.done = count,
                     _ => stats.dead = count,
                 }
@@ -443,25 +541,53 @@ impl InboxAdmin for SqlInbox {
         })
     }
 
-    fn replay(&self, id: DeliveryId, now: DateTime<Utc>) -> InboxFuture<'_, bool> {
+    fn replay<'a>(&'a self, filter: &'a ReplayFilter, now: DateTime<Utc>) -> InboxFuture<'a, u64> {
         self.run(async move {
-                let pool = self.ready().await?;
-                let mut tx = self.shared.dialect.begin_write(pool).await?;
-                let updated = sqlx::query(
-                    "UPDATE ringyo_inbox SET state = 'pending', attempts = 0, orphaned = 0, \
-                     available_at = $2, finished_at = NULL WHERE delivery_id = $1 AND state = 'dead'",
-                )
-                .bind(id.to_string())
-                .bind(now.timestamp_millis())
-                .execute(tx.conn())
-                .await
-                .map_err(InboxError::database)?
-                .rows_affected();
-                if updated == 1 {
-                    self.shared.dialect.notify(&mut tx).await?;
+            let pool = self.ready().await?;
+            let mut tx = self.shared.dialect.begin_write(pool).await?;
+            let now = now.timestamp_millis();
+            // Every condition binds a value or NULL, so one statement serves every filter.
+            let rows = sqlx::query(
+                "UPDATE ringyo_inbox SET state = 'pending', attempts = 0, orphaned = 0, \
+                 crashes_alone = 0, suspect = FALSE, superseded = FALSE, available_at = $1, \
+                 finished_at = NULL \
+                 WHERE ((state = 'dead' AND $2 = 1) OR (state = 'done' AND $3 = 1)) \
+                   AND ($4 IS NULL OR delivery_id = $4) \
+                   AND ($5 IS NULL OR received_at >= $5) \
+                   AND ($6 IS NULL OR received_at < $6) \
+                   AND ($7 IS NULL OR event = $7) \
+                   AND ($8 IS NULL OR subject = $8) \
+                   AND ($9 IS NULL OR tenant = $9) \
+                 RETURNING lane",
+            )
+            .bind(now)
+            .bind(i64::from(filter.dead))
+            .bind(i64::from(filter.handled))
+            .bind(filter.id.map(|id| id.to_string()))
+            .bind(filter.received_since.map(|at| at.timestamp_millis()))
+            .bind(filter.received_before.map(|at| at.timestamp_millis()))
+            .bind(filter.event.as_deref())
+            .bind(filter.subject.as_ref().map(ToString::to_string))
+            .bind(filter.tenant.as_ref().map(Tenant::as_str))
+            .fetch_all(tx.conn())
+            .await
+            .map_err(InboxError::database)?;
+            let replayed = u64::try_from(rows.len()).unwrap_or(u64::MAX);
+            let mut due_lanes = Vec::new();
+            for row in &rows {
+                if let Some(lane) = get::<Option<String>>(row, 0)? {
+                    due_lanes.push((lane, now));
                 }
-                tx.commit().await?;
-                Ok(updated == 1)
+            }
+            lanes::make_due(tx.conn(), &mut due_lanes).await?;
+            for (lane, _) in &due_lanes {
+                lanes::recount_newest(tx.conn(), lane).await?;
+            }
+            if replayed > 0 {
+                self.shared.dialect.notify(&mut tx).await?;
+            }
+            tx.commit().await?;
+            Ok(replayed)
         })
     }
 
@@ -474,6 +600,7 @@ impl InboxAdmin for SqlInbox {
                     .execute(pool)
                     .await
                     .map_err(InboxError::database)?;
+            lanes::prune(self.shared.dialect, pool, before).await?;
             if self.shared.dialect == Dialect::Sqlite && deleted.rows_affected() > 0 {
                 self.shared.upkeep.after_prune(pool).await;
             }
@@ -516,6 +643,8 @@ struct Change {
     error: Option<String>,
     /// The attempt finished (handled, failed, dead-lettered): a suspect is cleared.
     finished: bool,
+    /// Recorded as handled without running: superseded.
+    superseded: bool,
 }
 
 impl From<&Settle> for Change {
@@ -527,10 +656,15 @@ impl From<&Settle> for Change {
             finished_at,
             error,
             finished: state != "running",
+            superseded: false,
         };
         match *outcome {
             Settle::Extend { lease_until } => change("running", Some(lease_until), None, None),
             Settle::Done { at } => change("done", None, Some(at), None),
+            Settle::Superseded { at } => Self {
+                superseded: true,
+                ..change("done", None, Some(at), None)
+            },
             Settle::Retry { at, ref error } => change(
                 "pending",
                 Some(at),
@@ -563,41 +697,6 @@ fn text_column(text: &str, max: usize) -> String {
     let mut kept: String = text.chars().filter(|&c| c != '\0').collect();
     health::cut(&mut kept, max);
     kept
-}
-
-fn claimed(row: &AnyRow) -> Result<ClaimedDelivery, InboxError> {
-    Ok(ClaimedDelivery {
-        id: delivery_id(row)?,
-        attempt: attempts(row, 1)?,
-        orphaned: attempts(row, 5)?,
-        crashes_alone: attempts(row, 6)?,
-        received_at: millis(get(row, 2)?)?,
-        payload: get::<Vec<u8>>(row, 3)?.into(),
-        // Written from a `Tenant`, so it reads back as one; anything else names none.
-        tenant: get::<Option<String>>(row, 4)?
-            .as_deref()
-            .and_then(Tenant::new),
-    })
-}
-
-fn get<T>(row: &AnyRow, column: usize) -> Result<T, InboxError>
-where
-    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
-{
-    row.try_get(column).map_err(InboxError::database)
-}
-
-fn delivery_id(row: &AnyRow) -> Result<DeliveryId, InboxError> {
-    get::<String>(row, 0)?.parse().map_err(InboxError::database)
-}
-
-fn attempts(row: &AnyRow, column: usize) -> Result<u32, InboxError> {
-    u32::try_from(get::<i64>(row, column)?).map_err(InboxError::database)
-}
-
-fn millis(value: i64) -> Result<DateTime<Utc>, InboxError> {
-    DateTime::from_timestamp_millis(value)
-        .ok_or_else(|| InboxError::database(format!("{value} ms is not a time")))
 }
 
 #[cfg(test)]

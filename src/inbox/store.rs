@@ -6,7 +6,8 @@ use std::{fmt, future::Future, pin::Pin};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use crate::{replay::ClaimToken, secrets::Tenant, verify::DeliveryId};
+use super::filter::ReplayFilter;
+use crate::{event::Subject, replay::ClaimToken, secrets::Tenant, verify::DeliveryId};
 
 /// The boxed future an [`InboxStore`] method returns.
 pub type InboxFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, InboxError>> + Send + 'a>>;
@@ -31,6 +32,13 @@ pub trait InboxStore: Send + Sync + 'static {
     /// Takes up to `limit` deliveries that are due at `now` (new or retrying), oldest first,
     /// leasing them to `token` until `lease_until` and counting an attempt. Deliveries another
     /// worker is claiming at the same moment are skipped, not waited for.
+    ///
+    /// Deliveries stored [`ordered`](NewDelivery::ordered) are taken one at a time per subject
+    /// and tenant (their *lane*), across every worker and process: none while another of its
+    /// lane is running (or is a suspect), and only the lane's pending delivery with the
+    /// earliest timestamp (then time of receipt), once that one is due; a later one waits for
+    /// it. [`ClaimedDelivery::superseded_by`] says when one is older than the newest handled of
+    /// its lane. A store that does not order takes them as any other.
     ///
     /// Suspects (see [`suspects`](Self::suspects)) are not taken: they are for
     /// [`claim_suspect`](Self::claim_suspect). A store without those two takes deliveries whose
@@ -101,9 +109,10 @@ pub trait InboxAdmin: InboxStore {
     /// Dead-lettered deliveries, oldest first, at most `limit`.
     fn dead(&self, limit: u32) -> InboxFuture<'_, Vec<DeadDelivery>>;
 
-    /// Makes a dead-lettered delivery due again at `now` with its attempts reset; `false` if
-    /// there is no dead-lettered delivery with that id.
-    fn replay(&self, id: DeliveryId, now: DateTime<Utc>) -> InboxFuture<'_, bool>;
+    /// Makes the handled or dead-lettered deliveries that `filter` matches due again at `now`,
+    /// with their attempts reset, and returns how many. Ordered ones go through their lane's
+    /// order again, and the newest handled of each lane is then the newest still handled.
+    fn replay<'a>(&'a self, filter: &'a ReplayFilter, now: DateTime<Utc>) -> InboxFuture<'a, u64>;
 
     /// Deletes handled deliveries finished before `before`; returns how many.
     fn prune(&self, before: DateTime<Utc>) -> InboxFuture<'_, u64>;
@@ -128,6 +137,13 @@ pub struct NewDelivery {
     pub payload: Bytes,
     /// The tenant it verified for, with a layer on [`Tenants`](crate::secrets::Tenants).
     pub tenant: Option<Tenant>,
+    /// What the event is about, if anything.
+    pub subject: Option<Subject>,
+    /// Whether it runs in order with its subject's other ordered deliveries (of the same
+    /// tenant), one at a time: see [`InboxStore::claim`]. Only with a subject.
+    pub ordered: bool,
+    /// When it is first due: `received_at`, or later by the inbox's reorder window.
+    pub due_at: DateTime<Utc>,
 }
 
 impl fmt::Debug for NewDelivery {
@@ -139,6 +155,9 @@ impl fmt::Debug for NewDelivery {
             .field("timestamp", &self.timestamp)
             .field("received_at", &self.received_at)
             .field("tenant", &self.tenant)
+            .field("subject", &self.subject)
+            .field("ordered", &self.ordered)
+            .field("due_at", &self.due_at)
             .field("len", &self.payload.len())
             .finish()
     }
@@ -172,6 +191,11 @@ pub struct ClaimedDelivery {
     pub payload: Bytes,
     /// The tenant it verified for, if any.
     pub tenant: Option<Tenant>,
+    /// What the event is about, if anything.
+    pub subject: Option<Subject>,
+    /// For an ordered delivery older than the newest handled of its lane: that one's
+    /// timestamp.
+    pub superseded_by: Option<DateTime<Utc>>,
 }
 
 impl fmt::Debug for ClaimedDelivery {
@@ -182,6 +206,8 @@ impl fmt::Debug for ClaimedDelivery {
             .field("orphaned", &self.orphaned)
             .field("crashes_alone", &self.crashes_alone)
             .field("received_at", &self.received_at)
+            .field("subject", &self.subject)
+            .field("superseded_by", &self.superseded_by)
             .field("len", &self.payload.len())
             .finish()
     }
@@ -209,6 +235,12 @@ pub enum Settle {
     },
     /// Handled: kept until pruned, so a late retry is still a duplicate.
     Done {
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// Recorded as handled without running the handler: superseded by a newer delivery of its
+    /// lane. Kept until pruned, as a handled one.
+    Superseded {
         /// When.
         at: DateTime<Utc>,
     },
@@ -243,6 +275,9 @@ pub struct InboxStats {
     pub running: u64,
     /// Handled, not yet pruned.
     pub done: u64,
+    /// Skipped as superseded (older than the newest handled of their subject, of a kind the
+    /// worker skips then), not yet pruned.
+    pub superseded: u64,
     /// Dead-lettered.
     pub dead: u64,
     /// When the oldest delivery that is pending was received.

@@ -15,7 +15,11 @@ use super::{
     job::{Handler, Policy, Run},
     store::{ClaimedDelivery, InboxAdmin, Settlement},
 };
-use crate::{event::FromEventData, outage::Outage, replay::ClaimToken};
+use crate::{
+    event::{EventKind, FromEventData},
+    outage::Outage,
+    replay::ClaimToken,
+};
 
 /// Runs a handler on the inbox's deliveries: at least once, in practice once.
 ///
@@ -83,6 +87,7 @@ pub struct Worker<T, H> {
     inbox: Inbox,
     handler: Arc<H>,
     config: Config,
+    skip_superseded: Arc<[EventKind]>,
     marker: PhantomData<fn() -> T>,
 }
 
@@ -140,6 +145,7 @@ where
                 shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
                 retention: Self::DEFAULT_RETENTION,
             },
+            skip_superseded: Arc::new([]),
             marker: PhantomData,
         }
     }
@@ -205,6 +211,32 @@ where
     #[must_use]
     pub fn retention(mut self, retention: Duration) -> Self {
         self.config.retention = retention;
+        self
+    }
+
+    /// With [`Inbox::order_by_subject`], the kinds of event not run when superseded (older
+    /// than the newest handled of their subject): such a delivery is recorded as superseded
+    /// (in [`InboxStats::superseded`](super::InboxStats::superseded), the metrics, and a
+    /// `superseded event` log line) without running the handler. Default none: every
+    /// delivery runs, and [`Job::superseded_by`](super::Job::superseded_by) tells the handler.
+    ///
+    /// Choose the kinds whose only effect is a state the newer event already set: a call's
+    /// `call.ringing` after its `call.completed` would move it back. Keep the kinds that carry
+    /// something of their own (a transcript, a recording) running.
+    ///
+    /// ```no_run
+    /// use ringyo_webhook::{inbox::{Inbox, Job, Worker}, Event, EventKind};
+    ///
+    /// # fn demo(inbox: Inbox) {
+    /// let worker = Worker::new(&inbox, |job: Job<Event>| async move { Ok::<(), String>(()) })
+    ///     .skip_superseded([EventKind::CallInitiated, EventKind::CallRinging, EventKind::CallAnswered]);
+    /// # }
+    /// ```
+    ///
+    /// [`Inbox::order_by_subject`]: super::Inbox::order_by_subject
+    #[must_use]
+    pub fn skip_superseded(mut self, kinds: impl IntoIterator<Item = EventKind>) -> Self {
+        self.skip_superseded = kinds.into_iter().collect();
         self
     }
 
@@ -382,6 +414,7 @@ where
             handler: Arc::clone(&self.worker.handler),
             token,
             policy: self.worker.config.policy,
+            skip_superseded: Arc::clone(&self.worker.skip_superseded),
             cancel: self.cancelled.clone(),
             clock: self.worker.inbox.shared_clock(),
             marker: PhantomData,
@@ -493,6 +526,7 @@ async fn count_for_metrics(inbox: Inbox) {
                     ("pending", stats.pending),
                     ("running", stats.running),
                     ("done", stats.done),
+                    ("superseded", stats.superseded),
                     ("dead", stats.dead),
                 ],
                 oldest_pending,
@@ -590,6 +624,9 @@ mod tests {
             )
             .into(),
             tenant: None,
+            subject: None,
+            ordered: false,
+            due_at: now,
         };
         store.store(&[delivery(0)]).await.unwrap();
         // Claimed by a process that died, and its lease has run out.

@@ -16,14 +16,15 @@ pub const STORE_OUTAGES_TOTAL: &str = "ringyo_webhook_store_outages_total";
 /// Each delivery store round trip, by `store` (`redis`), `op` (`claim`, `complete`,
 /// `release`) and `result` (`ok`, `error`), in seconds.
 pub const STORE_SECONDS: &str = "ringyo_webhook_store_duration_seconds";
-/// The inbox's deliveries by `state` (`pending`, `running`, `done`, `dead`), as a worker last
-/// counted them (every 15 s; every replica's worker counts the same database, so aggregate
-/// with `max`, not `sum`).
+/// The inbox's deliveries by `state` (`pending`, `running`, `done`, `superseded`, `dead`), as a
+/// worker last counted them (every 15 s; every replica's worker counts the same database, so
+/// aggregate with `max`, not `sum`).
 pub const INBOX_DELIVERIES: &str = "ringyo_webhook_inbox_deliveries";
 /// How long the oldest pending delivery has waited since it was received, in seconds (0 when
 /// none is pending); a delivery waiting out a retry's back-off is pending too.
 pub const INBOX_OLDEST_PENDING_SECONDS: &str = "ringyo_webhook_inbox_oldest_pending_age_seconds";
-/// Handler attempts by `result`: `handled`, `retry` (failed, will run again), `dead`
+/// Handler attempts by `result`: `handled`, `superseded` (skipped without running the handler:
+/// older than the newest handled of its subject), `retry` (failed, will run again), `dead`
 /// (dead-lettered), `released` (given back at shutdown) or `lost` (the outcome could not be
 /// recorded before the lease ran out: the delivery runs again).
 pub const INBOX_ATTEMPTS_TOTAL: &str = "ringyo_webhook_inbox_attempts_total";

@@ -49,6 +49,9 @@ async fn fill(database: &support::inbox::Database, store: &SqlInbox, count: u32)
             received_at: now,
             payload: Bytes::from(vec![b'x'; 4096]),
             tenant: None,
+            subject: None,
+            ordered: false,
+            due_at: now,
         })
         .collect();
     store.store(&deliveries).await.unwrap();
@@ -231,6 +234,9 @@ async fn the_wal_is_truncated_after_a_burst_and_pruning_gives_the_space_back() {
                 received_at: now,
                 payload: Bytes::from(vec![b'x'; 256 * 1024]),
                 tenant: None,
+                subject: None,
+                ordered: false,
+                due_at: now,
             })
             .collect();
         store.store(&deliveries).await.unwrap();

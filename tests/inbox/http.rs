@@ -17,10 +17,10 @@ use ringyo_test_support::{envelope, sign};
 use ringyo_webhook::{
     inbox::{
         sqlx, Backoff, ClaimedDelivery, DeadDelivery, Handler, Inbox, InboxAdmin, InboxError,
-        InboxFuture, InboxStats, InboxStore, Job, NewDelivery, Settlement, SqlInbox, Stored,
-        Worker,
+        InboxFuture, InboxStats, InboxStore, Job, NewDelivery, ReplayFilter, Settlement, SqlInbox,
+        Stored, Worker,
     },
-    ClaimToken, DeliveryId, Event,
+    ClaimToken, Event,
 };
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -335,8 +335,8 @@ impl InboxAdmin for Flaky {
     fn dead(&self, limit: u32) -> InboxFuture<'_, Vec<DeadDelivery>> {
         self.inner.dead(limit)
     }
-    fn replay(&self, id: DeliveryId, now: DateTime<Utc>) -> InboxFuture<'_, bool> {
-        self.inner.replay(id, now)
+    fn replay<'a>(&'a self, filter: &'a ReplayFilter, now: DateTime<Utc>) -> InboxFuture<'a, u64> {
+        self.inner.replay(filter, now)
     }
     fn prune(&self, before: DateTime<Utc>) -> InboxFuture<'_, u64> {
         self.inner.prune(before)

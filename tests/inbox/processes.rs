@@ -140,6 +140,9 @@ async fn aborting_worker_is_isolated(database: &support::inbox::Database) {
             received_at: now,
             payload: call(n as usize).into(),
             tenant: None,
+            subject: None,
+            ordered: false,
+            due_at: now,
         })
         .collect();
     store.store(&deliveries).await.unwrap();

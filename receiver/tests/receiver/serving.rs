@@ -9,7 +9,7 @@ use crate::common::{post, send, signed, Logs};
 use ringyo_receiver::{
     check_inbox,
     config::{self, bind_from, inbox_from, layer_from, layer_from_file, work_from},
-    process, run, Listeners, ServerLimits, PATH,
+    process, run, Listeners, ServerLimits, Work, PATH,
 };
 use ringyo_webhook::{inbox::Job, testing::TestDelivery, Event};
 use serde_json::json;
@@ -325,11 +325,22 @@ fn configuration_problems_are_sentences_that_say_what_to_do() {
     );
     assert_eq!(
         work_from(Ok("soon".into())).unwrap_err(),
-        "RINGYO_WORK_MS is \"soon\", which is not a whole number of milliseconds"
+        "RINGYO_WORK_MS is \"soon\", which is not a whole number of milliseconds nor a range \
+         of them such as 5-20"
     );
+    assert!(work_from(Ok("5-".into())).is_err());
     assert_eq!(
         work_from(Err(std::env::VarError::NotPresent)).unwrap(),
-        Duration::ZERO
+        Work::NONE
+    );
+    let ms = Duration::from_millis;
+    assert_eq!(
+        work_from(Ok(" 20 ".into())).unwrap(),
+        Work::between(ms(20), ms(20))
+    );
+    assert_eq!(
+        work_from(Ok("5-20".into())).unwrap(),
+        Work::between(ms(5), ms(20))
     );
 
     let bind = |variable, value: Option<&str>, default| {
@@ -399,7 +410,7 @@ async fn signed_strings_in_log_lines_are_escaped() {
         Listeners { webhook, admin },
         common::layer(),
         inbox,
-        process(Duration::ZERO),
+        process(Work::NONE),
         common::recorder(),
         ServerLimits::default(),
         async move {

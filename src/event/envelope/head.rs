@@ -9,7 +9,7 @@ use super::{
     walk::{Walk, Walked},
     EnvelopeError,
 };
-use crate::event::EventKind;
+use crate::event::{EventKind, Subject};
 
 /// The envelope as the layer read it, `data` walked rather than built; empty for a body the
 /// verifier could not read with its timestamp check off, which lets such a body on to
@@ -47,6 +47,20 @@ impl Head {
             })
     }
 
+    /// What the event is about, read from `data`'s own `id` and `call_id` as the typed
+    /// models read them (see [`Subject`]).
+    pub(crate) fn subject(&self) -> Option<Subject> {
+        let envelope = self.0.as_ref()?;
+        let Walked::Object { ids, .. } = &envelope.data else {
+            return None;
+        };
+        Subject::from_ids(
+            envelope.kind.as_ref()?,
+            ids.id.as_deref(),
+            ids.call_id.as_deref(),
+        )
+    }
+
     /// Whether the full parse into [`Event`](crate::Event) reads the body this head was read
     /// from (`body`): the door's last check, after freshness, in the full parse's order
     /// (`timestamp`, `event`, then `data`). An empty head (the timestamp check off) scans the
@@ -64,11 +78,10 @@ impl Head {
                 &rescanned
             }
         };
-        match (envelope.required()?.0, envelope.data) {
-            (EventKind::Unknown(_), _) | (_, Walked::Null | Walked::Object { repeats: false }) => {
-                Ok(())
-            }
-            (_, Walked::Object { repeats: true }) => Err(EnvelopeError::DataDuplicate),
+        match (envelope.required()?.0, &envelope.data) {
+            (EventKind::Unknown(_), _)
+            | (_, Walked::Null | Walked::Object { repeats: false, .. }) => Ok(()),
+            (_, Walked::Object { repeats: true, .. }) => Err(EnvelopeError::DataDuplicate),
             (_, Walked::Other) => Err(EnvelopeError::DataNotObject),
         }
     }
@@ -182,6 +195,32 @@ mod tests {
             Head::default().readable(deep.as_bytes()),
             Err(EnvelopeError::TooDeep { .. })
         ));
+    }
+
+    /// The subject the inbox stores (read by the door) is the one the handler's typed event
+    /// names.
+    #[test]
+    fn the_door_names_the_subject_the_typed_event_names() {
+        let bodies = [
+            r#"{"event":"call.ringing","timestamp":"2024-01-15T10:30:00Z","data":{"id":"call_1"}}"#,
+            r#"{"data":{"call_id":"call_2","x":{"id":"no"}},"event":"call.completed","timestamp":"2024-01-15T10:30:00Z"}"#,
+            r#"{"event":"call.answered","timestamp":"2024-01-15T10:30:00Z","data":{"id":5,"call_id":"call_3"}}"#,
+            r#"{"event":"appointment.created","timestamp":"2024-01-15T10:30:00Z","data":{"call_id":"call_4"}}"#,
+            r#"{"event":"agent.updated","timestamp":"2024-01-15T10:30:00Z","data":{"\u0069d":"ag_1"}}"#,
+            r#"{"event":"phone_number.assigned","timestamp":"2024-01-15T10:30:00Z","data":{"id":""}}"#,
+            r#"{"event":"credits.low","timestamp":"2024-01-15T10:30:00Z","data":{"id":"acct"}}"#,
+            r#"{"event":"call.voicemail","timestamp":"2024-01-15T10:30:00Z","data":{"id":"call_5"}}"#,
+            r#"{"event":"call.failed","timestamp":"2024-01-15T10:30:00Z","data":null}"#,
+            r#"{"event":"call.failed","timestamp":"2024-01-15T10:30:00Z"}"#,
+        ];
+        let mut named = 0;
+        for body in bodies {
+            let head = Head::scan(body.as_bytes()).unwrap();
+            let event = parse::<Event>(body.as_bytes()).unwrap().data;
+            assert_eq!(head.subject(), event.subject(), "{body}");
+            named += usize::from(head.subject().is_some());
+        }
+        assert_eq!(named, 4);
     }
 
     #[test]

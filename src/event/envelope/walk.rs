@@ -14,16 +14,27 @@ use std::{borrow::Cow, fmt};
 use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// What [`Walk`] found, as far as the typed models care.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) enum Walked {
     /// `null`, or nothing (no `data`).
     #[default]
     Null,
-    /// An object, and whether one of its own keys appears twice (when asked to check).
+    /// An object, and whether one of its own keys appears twice, and its own string `id` and
+    /// `call_id` (when asked to check its own keys).
     Object {
         repeats: bool,
+        ids: Ids,
     },
     Other,
+}
+
+/// An object's own string `id` and `call_id`, which name the event's
+/// [`Subject`](crate::Subject); each `None` when absent or not a string, as the models read
+/// them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct Ids {
+    pub(super) id: Option<String>,
+    pub(super) call_id: Option<String>,
 }
 
 /// Reads any JSON value as a `Value` would be read.
@@ -79,20 +90,74 @@ impl<'de> Visitor<'de> for Walk {
         Ok(Walked::Other)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Walked, A::Error> {
+        let mut ids = Ids::default();
         if !self.own_keys {
             while map.next_entry_seed(Self::ANY, Self::ANY)?.is_some() {}
-            return Ok(Walked::Object { repeats: false });
+            return Ok(Walked::Object {
+                repeats: false,
+                ids,
+            });
         }
         // Unescaped, as serde matches field names; sorted rather than hashed, one allocation.
         let mut keys = Vec::new();
         while let Some(key) = map.next_key::<Key<'de>>()? {
-            map.next_value_seed(Self::ANY)?;
+            match &*key.0 {
+                "id" => ids.id = map.next_value_seed(StringOrWalk)?,
+                "call_id" => ids.call_id = map.next_value_seed(StringOrWalk)?,
+                _ => {
+                    map.next_value_seed(Self::ANY)?;
+                }
+            }
             keys.push(key.0);
         }
         keys.sort_unstable();
         Ok(Walked::Object {
             repeats: keys.windows(2).any(|pair| pair[0] == pair[1]),
+            ids,
         })
+    }
+}
+
+/// A value kept if it is a string, and otherwise walked as [`Walk`] walks it.
+struct StringOrWalk;
+
+impl<'de> DeserializeSeed<'de> for StringOrWalk {
+    type Value = Option<String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StringOrWalk {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E>(self, value: &str) -> Result<Self::Value, E> {
+        Ok(Some(value.to_owned()))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Walk::ANY.visit_seq(seq).map(|_| None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Walk::ANY.visit_map(map).map(|_| None)
     }
 }
 
@@ -128,7 +193,12 @@ mod tests {
 
     #[test]
     fn own_keys_repeat_as_serde_matches_them_and_only_when_asked() {
-        let object = |repeats| Ok(Walked::Object { repeats });
+        let object = |repeats| {
+            Ok(Walked::Object {
+                repeats,
+                ids: Ids::default(),
+            })
+        };
         let cases = [
             (r#"{"id":1,"\u0069d":2}"#, Walk::OWN_KEYS, object(true)),
             (
@@ -152,6 +222,26 @@ mod tests {
         ] {
             assert_eq!(walk(text, Walk::OWN_KEYS).unwrap(), expected, "{text}");
         }
+    }
+
+    /// The subject's ids are read as the models read them: a string, unescaped, at the top
+    /// level only; anything else is none.
+    #[test]
+    fn own_string_ids_are_kept_and_nothing_else() {
+        let ids = |text| match walk(text, Walk::OWN_KEYS).unwrap() {
+            Walked::Object { ids, .. } => (ids.id, ids.call_id),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            ids(r#"{"\u0069d":"call_\u0031","call_id":"c2"}"#),
+            (Some("call_1".into()), Some("c2".into()))
+        );
+        assert_eq!(ids(r#"{"id":7,"call_id":["x"]}"#), (None, None));
+        assert_eq!(ids(r#"{"nested":{"id":"x"},"ID":"y"}"#), (None, None));
+        let Walked::Object { ids, .. } = walk(r#"{"id":"x"}"#, Walk::ANY).unwrap() else {
+            panic!()
+        };
+        assert_eq!(ids, Ids::default(), "only asked of `data`");
     }
 
     #[test]

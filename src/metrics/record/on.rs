@@ -206,7 +206,7 @@ pub(crate) fn store_round_trip(watch: Stopwatch, store: &'static str, op: &'stat
 /// has waited.
 #[cfg(feature = "inbox")]
 pub(crate) fn inbox_counts(
-    by_state: [(&'static str, u64); 4],
+    by_state: [(&'static str, u64); 5],
     oldest_pending: std::time::Duration,
 ) {
     use metrics::gauge;
@@ -223,7 +223,8 @@ pub(crate) fn inbox_handler(timer: HandlerTimer) {
     handles().inbox_handler[timer.event].record(timer.watch.seconds());
 }
 
-/// What an inbox attempt came to: `handled`, `retry`, `dead`, `released` or `lost`.
+/// What an inbox attempt came to: `handled`, `superseded`, `retry`, `dead`, `released` or
+/// `lost`.
 #[cfg(feature = "inbox")]
 pub(crate) fn inbox_attempt(result: &'static str) {
     counter!(INBOX_ATTEMPTS_TOTAL, "result" => result).increment(1);
