@@ -453,6 +453,37 @@ mod tests {
         inbox.close().await;
     }
 
+    /// An inbox of the fourth schema (before ordering), with a delivery of a call waiting,
+    /// opens with this build: the delivery has no subject or lane and runs unordered, and the
+    /// new columns read as absent.
+    #[tokio::test]
+    async fn an_inbox_of_the_fourth_schema_keeps_its_deliveries_and_runs_them_unordered() {
+        let (_dir, url, pool) = inbox_at_version(4).await;
+        sqlx::query(
+            "INSERT INTO ringyo_inbox (delivery_id, event, event_at, received_at, payload, \
+             state, attempts, available_at) VALUES ($1, 'call.ringing', 5, 0, $2, 'pending', 0, 0)",
+        )
+        .bind("ef".repeat(32))
+        .bind(br#"{"event":"call.ringing","data":{"id":"call_1"}}"#.as_slice())
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let inbox = SqlInbox::open(&url).unwrap();
+        let now = SystemClock.now();
+        let claimed = inbox
+            .claim(now, now + TimeDelta::seconds(30), 10, ClaimToken::new())
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(
+            (claimed[0].subject.as_ref(), claimed[0].superseded_by),
+            (None, None)
+        );
+        inbox.close().await;
+    }
+
     /// An inbox of the second schema, with a delivery waiting and one whose process died
     /// mid-attempt before the upgrade, opens with this build: the waiting one is claimed as
     /// usual, the other is a suspect, its unfinished attempt counted but no death alone.

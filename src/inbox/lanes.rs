@@ -129,6 +129,9 @@ pub(super) async fn claim(
     token: ClaimToken,
     holder: &str,
 ) -> Result<Vec<ClaimedDelivery>, InboxError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
     let now = now.timestamp_millis();
     // A read first: with no lane due, no write transaction (and no wait for the writer).
     let due = sqlx::query(
@@ -138,7 +141,7 @@ pub(super) async fn claim(
     .fetch_optional(pool)
     .await
     .map_err(InboxError::database)?;
-    if due.is_none() || limit == 0 {
+    if due.is_none() {
         return Ok(Vec::new());
     }
     // Not a delivery id (64 hex digits), so no lane's holder is mistaken for it.

@@ -25,7 +25,11 @@
 //!   they cannot read is dead-lettered with the reason, not retried for ever.
 //! - when the storage fails (a full disk, a read-only file system), 503 until it works again,
 //!   then 2xx with no restart; a corrupt SQLite file is refused at start and, met while
-//!   running, answered 503 until it is replaced; [`Inbox::ping`] (readiness) is a real commit.
+//!   running, answered 503 until it is replaced; [`Inbox::ping`] (readiness) is a real commit;
+//! - with [`Inbox::order_by_subject`], the deliveries of one call (appointment, agent, phone
+//!   number) run one at a time, in the order of their signed timestamps, across workers and
+//!   replicas, and a late one is marked superseded ([`Job::superseded_by`]) or skipped
+//!   ([`Worker::skip_superseded`]).
 //!
 //! ```no_run
 //! use axum::{routing::post_service, Router};

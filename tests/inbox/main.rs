@@ -1,6 +1,6 @@
 //! The durable inbox: through real HTTP (what is acknowledged, when, and what workers do with
-//! it), the door that agrees with the worker, the store suite on every engine, storage faults,
-//! and a worker whose handler aborts its process.
+//! it), the door that agrees with the worker, the store suite and per-subject ordering on every
+//! engine, storage faults, and a worker whose handler aborts its process.
 //!
 //! One test binary, a module per subject. `processes` starts copies of this binary that run one
 //! ignored test by its path in it (`processes::aborting_worker`).
@@ -8,5 +8,6 @@
 mod door;
 mod faults;
 mod http;
+mod order;
 mod processes;
 mod store;
