@@ -13,6 +13,7 @@ use std::{
 };
 
 use axum::{http::StatusCode, routing::post, Router};
+use chrono::{DateTime, TimeDelta, Utc};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use ringyo_test_support::{envelope, sign, stores::Faulty};
 use ringyo_webhook::{
@@ -22,7 +23,7 @@ use ringyo_webhook::{
         INBOX_HANDLER_SECONDS, INBOX_OLDEST_PENDING_SECONDS, STORE_OUTAGES_TOTAL, VERIFY_SECONDS,
     },
     testing::TestDelivery,
-    Event, MemoryDeliveryStore, RingyoEvent,
+    Event, EventKind, MemoryDeliveryStore, RingyoEvent,
 };
 use serde_json::json;
 use tokio::sync::{mpsc, Mutex, Notify};
@@ -212,13 +213,16 @@ async fn labels_never_carry_an_unknown_event_name_a_delivery_id_or_a_body_value(
 async fn the_inbox_counts_attempts_by_result_and_its_rows_by_state() {
     let _turn = TURN.lock().await;
     let database = support::inbox::sqlite();
-    let inbox = Inbox::new(database.open());
+    let inbox = Inbox::new(database.open())
+        .order_by_subject(true)
+        .reorder_window(Duration::ZERO);
     let app = Router::new().route(
         PATH,
         axum::routing::post_service(inbox.clone()).route_layer(support::layer()),
     );
     let addr = support::serve(app).await;
-    // `call.failed` fails on its first attempt, then is handled; the rest are handled at once.
+    // `call.failed` fails on its first attempt, then is handled; the rest are handled at once,
+    // but for a `call.ringing` older than the handled `call.completed` of its call, skipped.
     let worker = Worker::new(&inbox, |job: Job<Event>| async move {
         if job.event.kind.as_str() == "call.failed" && job.attempt == 1 {
             return Err("downstream unavailable".to_owned());
@@ -229,13 +233,15 @@ async fn the_inbox_counts_attempts_by_result_and_its_rows_by_state() {
         Duration::from_millis(10),
         Duration::from_millis(10),
     ))
-    .poll_interval(Duration::from_millis(50));
+    .poll_interval(Duration::from_millis(50))
+    .skip_superseded([EventKind::CallRinging]);
     recorded();
+    let call = json!({ "id": "call_1" });
     for event in ["call.completed", "call.failed", "credits.low"] {
-        assert_eq!(send_signed(addr, envelope(event, json!({}))).await, 202);
+        assert_eq!(send_signed(addr, envelope(event, call.clone())).await, 202);
     }
     assert_eq!(
-        send_signed(addr, envelope("credits.low", json!({}))).await,
+        send_signed(addr, envelope("credits.low", call.clone())).await,
         200,
         "a retry of a stored delivery"
     );
@@ -243,6 +249,13 @@ async fn the_inbox_counts_attempts_by_result_and_its_rows_by_state() {
     let handled = format!("{INBOX_ATTEMPTS_TOTAL}{{result=handled}}");
     let running = tokio::spawn(worker.run(std::future::pending()));
     until(&mut moved, |moved| moved.get(&handled) == Some(&3.0)).await;
+    let (late, _) = TestDelivery::new("call.ringing")
+        .data(call)
+        .timestamp(support::SENT_AT.parse::<DateTime<Utc>>().unwrap() - TimeDelta::seconds(10))
+        .body_and_signature();
+    assert_eq!(send_signed(addr, late.into_bytes()).await, 202);
+    let superseded = format!("{INBOX_ATTEMPTS_TOTAL}{{result=superseded}}");
+    until(&mut moved, |moved| moved.get(&superseded) == Some(&1.0)).await;
     running.abort();
     // A worker counts the inbox as it starts, then every 15 s: a fresh one shows the end.
     let idle = Worker::new(&inbox, |_: Job<Event>| async { Ok::<(), String>(()) });
@@ -252,7 +265,11 @@ async fn the_inbox_counts_attempts_by_result_and_its_rows_by_state() {
     counting.abort();
     assert_eq!(
         only(&moved, INBOX_ATTEMPTS_TOTAL),
-        BTreeMap::from([("{result=handled}", 3.0), ("{result=retry}", 1.0)])
+        BTreeMap::from([
+            ("{result=handled}", 3.0),
+            ("{result=retry}", 1.0),
+            ("{result=superseded}", 1.0)
+        ])
     );
     assert_eq!(
         only(&moved, INBOX_HANDLER_SECONDS),
@@ -269,11 +286,12 @@ async fn the_inbox_counts_attempts_by_result_and_its_rows_by_state() {
             ("{state=done}", 3.0),
             ("{state=pending}", 0.0),
             ("{state=running}", 0.0),
+            ("{state=superseded}", 1.0),
         ])
     );
     assert_eq!(
         only(&moved, DELIVERIES_TOTAL),
-        BTreeMap::from([("{outcome=accepted}", 3.0), ("{outcome=duplicate}", 1.0)]),
+        BTreeMap::from([("{outcome=accepted}", 4.0), ("{outcome=duplicate}", 1.0)]),
         "the inbox's 202 is an accepted delivery, its 200 a duplicate"
     );
 }
