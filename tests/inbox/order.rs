@@ -502,3 +502,40 @@ async fn events_arriving_within_the_reorder_window_run_in_timestamp_order() {
         .collect();
     assert_eq!(seen, ["call.ringing", "call.answered", "call.completed"]);
 }
+
+/// On Postgres, where replicas claim at the same moment, a claim skips a subject whose lane
+/// another transaction holds (a replica storing one of its deliveries, say) rather than wait
+/// for it, and takes it once free.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_postgres_a_claim_skips_a_subject_another_transaction_holds_without_waiting() {
+    use ringyo_webhook::inbox::sqlx::{self, Connection};
+
+    let Some(database) = support::inbox::postgres().await else {
+        return;
+    };
+    let store = database.open();
+    let id = ids();
+    let now = SystemClock.now();
+    let batch = [
+        ordered(id(1), "call:a", now, now),
+        ordered(id(2), "call:b", now, now),
+    ];
+    store.store(&batch).await.unwrap();
+    let mut other = sqlx::postgres::PgConnection::connect(&database.url)
+        .await
+        .unwrap();
+    let mut holding = other.begin().await.unwrap();
+    sqlx::query("SELECT lane FROM ringyo_inbox_lanes WHERE lane = 'call:a' FOR UPDATE")
+        .execute(&mut *holding)
+        .await
+        .unwrap();
+
+    let token = ClaimToken::new();
+    let claimed = tokio::time::timeout(Duration::from_secs(2), claim(&store, now, token))
+        .await
+        .expect("the claim waited for the held subject");
+    assert_eq!(claimed, [id(2)]);
+    holding.rollback().await.unwrap();
+    assert_eq!(claim(&store, now, token).await, [id(1)]);
+    store.close().await;
+}
