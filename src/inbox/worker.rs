@@ -68,6 +68,15 @@ use crate::{
 /// that did nothing may be dead-lettered. Replicas need no coordination: a crash takes only
 /// its own process's handlers.
 ///
+/// # Ordered deliveries
+///
+/// With [`Inbox::order_by_subject`], a worker takes at most one delivery of a subject at a
+/// time (any worker, any replica), so the concurrency is spread over subjects: one call's
+/// five events take one slot after another, while sixteen calls take sixteen slots. A slow
+/// subject holds back only itself. A delivery superseded by a newer handled one of its
+/// subject runs with [`Job::superseded_by`](super::Job::superseded_by) set, or is skipped
+/// for the kinds given to [`skip_superseded`](Self::skip_superseded).
+///
 /// ```no_run
 /// use std::time::Duration;
 /// use ringyo_webhook::{inbox::{Inbox, Job, Worker}, Event};
