@@ -68,6 +68,8 @@ mod lanes;
 mod rows;
 mod service;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod settle;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 mod store;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -4,7 +4,10 @@
 use chrono::{DateTime, Utc};
 use sqlx::{any::AnyRow, Row};
 
-use super::store::{ClaimedDelivery, InboxError};
+use super::{
+    health,
+    store::{ClaimedDelivery, InboxError},
+};
 use crate::{event::Subject, secrets::Tenant, verify::DeliveryId};
 
 /// The columns every claim returns, as [`claimed`] reads them: the row's own, and the newest
@@ -72,10 +75,31 @@ pub(super) fn millis(value: i64) -> Result<DateTime<Utc>, InboxError> {
         .ok_or_else(|| InboxError::database(format!("{value} ms is not a time")))
 }
 
+/// How much of an event's name and of a handler's error the inbox keeps.
+pub(super) const MAX_EVENT_LEN: usize = 256;
+pub(super) const MAX_ERROR_LEN: usize = 4096;
+
+/// `text` as a text column takes it on every engine: without NUL characters (Postgres refuses
+/// them, and one refused row would fail every delivery or outcome sharing its transaction),
+/// cut to at most `max` bytes on a character boundary.
+pub(super) fn text_column(text: &str, max: usize) -> String {
+    let mut kept: String = text.chars().filter(|&c| c != '\0').collect();
+    health::cut(&mut kept, max);
+    kept
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::SubjectKind;
+
+    #[test]
+    fn text_columns_lose_nul_characters_and_stop_at_a_character_boundary() {
+        assert_eq!(text_column("panicked: \0boom\0", 100), "panicked: boom");
+        assert_eq!(text_column("ééé", 5), "éé");
+        assert_eq!(text_column("abc", 3), "abc");
+        assert_eq!(text_column("", 3), "");
+    }
 
     #[test]
     fn lanes_of_different_tenants_or_subjects_differ() {

@@ -17,14 +17,15 @@ use tokio::sync::Mutex;
 use tokio::sync::OnceCell;
 
 use super::{
-    dialect::{Dialect, WriteTx},
+    dialect::Dialect,
     filter::ReplayFilter,
-    health::{self, Health},
+    health::Health,
     lanes,
-    rows::{self, attempts, delivery_id, get, millis},
+    rows::{self, attempts, delivery_id, get, millis, text_column, MAX_EVENT_LEN},
+    settle,
     store::{
         ClaimedDelivery, DeadDelivery, InboxAdmin, InboxError, InboxFuture, InboxStats, InboxStore,
-        NewDelivery, Settle, Settlement, Stored,
+        NewDelivery, Settlement, Stored,
     },
     upkeep::Upkeep,
 };
@@ -224,76 +225,6 @@ impl SqlInbox {
             .map_err(InboxError::database)?;
         rows.iter().map(rows::claimed).collect()
     }
-
-    /// Records one settlement in `tx`; whether its token still held the delivery. Frees the
-    /// lane of an ordered one, unless it keeps it (still running, or a suspect given back), and
-    /// returns that lane.
-    async fn settle_one(
-        tx: &mut WriteTx,
-        settlement: &Settlement,
-    ) -> Result<(bool, Option<LaneRelease>), InboxError> {
-        let Settlement { id, token, outcome } = settlement;
-        let change = Change::from(outcome);
-        let row = sqlx::query(
-            "UPDATE ringyo_inbox SET \
-                   state = $3, \
-                   available_at = COALESCE($4, available_at), \
-                   attempts = attempts - $5, \
-                   finished_at = $6, \
-                   last_error = COALESCE($7, last_error), \
-                   lease_token = CASE WHEN $3 = 'running' THEN lease_token ELSE NULL END, \
-                   suspect = CASE WHEN $8 = 1 THEN FALSE ELSE suspect END, \
-                   crashes_alone = CASE WHEN $8 = 1 THEN 0 ELSE crashes_alone END, \
-                   superseded = CASE WHEN $9 = 1 THEN TRUE ELSE FALSE END \
-                 WHERE delivery_id = $1 AND lease_token = $2 AND state = 'running' \
-                 RETURNING lane, order_at, CASE WHEN suspect THEN 1 ELSE 0 END",
-        )
-        .bind(id.to_string())
-        .bind(token.to_string())
-        .bind(change.state)
-        .bind(change.available_at.map(|at| at.timestamp_millis()))
-        .bind(change.attempts_back)
-        .bind(change.finished_at.map(|at| at.timestamp_millis()))
-        .bind(change.error)
-        .bind(i64::from(change.finished))
-        .bind(i64::from(change.superseded))
-        .fetch_optional(tx.conn())
-        .await
-        .map_err(InboxError::database)?;
-        let Some(row) = row else {
-            return Ok((false, None));
-        };
-        let Some(lane) = get::<Option<String>>(&row, 0)? else {
-            return Ok((true, None));
-        };
-        let suspect = get::<i64>(&row, 2)? == 1;
-        let frees = match outcome {
-            Settle::Extend { .. } => false,
-            Settle::Release { .. } => !suspect,
-            _ => true,
-        };
-        let handled_at = match outcome {
-            Settle::Done { .. } => get::<Option<i64>>(&row, 1)?,
-            _ => None,
-        };
-        Ok((
-            true,
-            frees.then(|| LaneRelease {
-                lane,
-                holder: id.to_string(),
-                handled_at,
-            }),
-        ))
-    }
-}
-
-/// A lane its holder settled, to free in the same transaction.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct LaneRelease {
-    lane: String,
-    holder: String,
-    /// The holder's `order_at`, if it was handled.
-    handled_at: Option<i64>,
 }
 
 impl InboxStore for SqlInbox {
@@ -418,21 +349,7 @@ impl InboxStore for SqlInbox {
         self.run(async move {
             let pool = self.ready().await?;
             let mut tx = self.shared.dialect.begin_write(pool).await?;
-            // Deliveries in id order, then lanes in lane order: two transactions lock shared rows
-            // (a lease that changed hands, a lane) in the same order and never deadlock.
-            let mut order: Vec<usize> = (0..settlements.len()).collect();
-            order.sort_by_key(|&at| settlements[at].id);
-            let mut held = vec![false; settlements.len()];
-            let mut released = Vec::new();
-            for at in order {
-                let (holds, lane) = Self::settle_one(&mut tx, &settlements[at]).await?;
-                held[at] = holds;
-                released.extend(lane);
-            }
-            released.sort_unstable();
-            for lane in &released {
-                lanes::release(tx.conn(), &lane.lane, &lane.holder, lane.handled_at).await?;
-            }
+            let held = settle::settle(&mut tx, settlements).await?;
             tx.commit().await?;
             Ok(held)
         })
@@ -631,83 +548,5 @@ impl fmt::Debug for SqlInbox {
             .field("dialect", &self.shared.dialect)
             .field("connections", &self.shared.pool.size())
             .finish_non_exhaustive()
-    }
-}
-
-/// A [`Settle`] as the columns it writes.
-struct Change {
-    state: &'static str,
-    available_at: Option<DateTime<Utc>>,
-    attempts_back: i64,
-    finished_at: Option<DateTime<Utc>>,
-    error: Option<String>,
-    /// The attempt finished (handled, failed, dead-lettered): a suspect is cleared.
-    finished: bool,
-    /// Recorded as handled without running: superseded.
-    superseded: bool,
-}
-
-impl From<&Settle> for Change {
-    fn from(outcome: &Settle) -> Self {
-        let change = |state, available_at, finished_at, error| Self {
-            state,
-            available_at,
-            attempts_back: 0,
-            finished_at,
-            error,
-            finished: state != "running",
-            superseded: false,
-        };
-        match *outcome {
-            Settle::Extend { lease_until } => change("running", Some(lease_until), None, None),
-            Settle::Done { at } => change("done", None, Some(at), None),
-            Settle::Superseded { at } => Self {
-                superseded: true,
-                ..change("done", None, Some(at), None)
-            },
-            Settle::Retry { at, ref error } => change(
-                "pending",
-                Some(at),
-                None,
-                Some(text_column(error, MAX_ERROR_LEN)),
-            ),
-            Settle::Dead { at, ref error } => change(
-                "dead",
-                None,
-                Some(at),
-                Some(text_column(error, MAX_ERROR_LEN)),
-            ),
-            Settle::Release { at } => Self {
-                attempts_back: 1,
-                finished: false,
-                ..change("pending", Some(at), None, None)
-            },
-        }
-    }
-}
-
-/// How much of an event's name and of a handler's error the inbox keeps.
-const MAX_EVENT_LEN: usize = 256;
-const MAX_ERROR_LEN: usize = 4096;
-
-/// `text` as a text column takes it on every engine: without NUL characters (Postgres refuses
-/// them, and one refused row would fail every delivery or outcome sharing its transaction),
-/// cut to at most `max` bytes on a character boundary.
-fn text_column(text: &str, max: usize) -> String {
-    let mut kept: String = text.chars().filter(|&c| c != '\0').collect();
-    health::cut(&mut kept, max);
-    kept
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn text_columns_lose_nul_characters_and_stop_at_a_character_boundary() {
-        assert_eq!(text_column("panicked: \0boom\0", 100), "panicked: boom");
-        assert_eq!(text_column("ééé", 5), "éé");
-        assert_eq!(text_column("abc", 3), "abc");
-        assert_eq!(text_column("", 3), "");
     }
 }
