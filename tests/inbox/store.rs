@@ -440,3 +440,395 @@ fn urls_that_cannot_hold_an_inbox_are_refused_without_repeating_them() {
         assert!(!err.contains("hunter2"), "{err}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Replay by filter (issue 21): which finished deliveries a `ReplayFilter` matches, and how
+// replayed ordered deliveries go through their subject's order again. Kept together at the end
+// of the suite; add other cases above this section.
+// ---------------------------------------------------------------------------------------------
+
+/// A delivery of `event` about `subject` (`call:1`, or `""` for none), for `tenant` (`""` for
+/// none), received at `received_at`.
+fn about(
+    id: DeliveryId,
+    event: &str,
+    subject: &str,
+    tenant: &str,
+    received_at: DateTime<Utc>,
+) -> NewDelivery {
+    NewDelivery {
+        event: event.to_owned(),
+        subject: (!subject.is_empty()).then(|| subject.parse().unwrap()),
+        tenant: Tenant::new(tenant),
+        ..delivery(id, received_at, "{}")
+    }
+}
+
+/// A delivery of `subject` stored with ordering on, signed at `timestamp`, received (and due)
+/// at `received_at`.
+fn ordered(
+    id: DeliveryId,
+    subject: &str,
+    timestamp: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+) -> NewDelivery {
+    NewDelivery {
+        timestamp: Some(timestamp),
+        ordered: true,
+        ..about(id, "call.ringing", subject, "", received_at)
+    }
+}
+
+/// Settles each of `ids` with `outcome`, all held by `token`.
+async fn settle_all(store: &SqlInbox, ids: &[DeliveryId], token: ClaimToken, outcome: Settle) {
+    let settlements: Vec<_> = ids
+        .iter()
+        .map(|&id| Settlement {
+            id,
+            token,
+            outcome: outcome.clone(),
+        })
+        .collect();
+    let held = store.settle(&settlements).await.unwrap();
+    assert!(held.iter().all(|&held| held), "{held:?}");
+}
+
+/// Replays what `filter` matches at `now`, claims what that made due and handles it again
+/// (`Done`), and returns the ids: what the replay ran again.
+async fn replayed(
+    store: &SqlInbox,
+    filter: &ReplayFilter,
+    now: DateTime<Utc>,
+) -> HashSet<DeliveryId> {
+    let count = store.replay(filter, now).await.unwrap();
+    let token = ClaimToken::new();
+    let ran: Vec<DeliveryId> = due(store, now, token)
+        .await
+        .into_iter()
+        .map(|(id, attempt)| {
+            assert_eq!(attempt, 1, "a replay starts from the first attempt");
+            id
+        })
+        .collect();
+    assert_eq!(u64::try_from(ran.len()).unwrap(), count, "{filter:?}");
+    settle_all(store, &ran, token, Settle::Done { at: now }).await;
+    ran.into_iter().collect()
+}
+
+/// The time now, to the millisecond the store keeps: a `superseded_by` compares equal.
+fn now_in_millis() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(SystemClock.now().timestamp_millis()).unwrap()
+}
+
+/// Claims the one delivery of a lane due at `now`: its id and `superseded_by`.
+async fn next_in_lane(
+    store: &SqlInbox,
+    now: DateTime<Utc>,
+    token: ClaimToken,
+) -> (DeliveryId, Option<DateTime<Utc>>) {
+    let claimed = store.claim(now, now + ms(60_000), 10, token).await.unwrap();
+    assert_eq!(claimed.len(), 1, "one at a time: {claimed:?}");
+    (claimed[0].id, claimed[0].superseded_by)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_filter_matches_only_finished_deliveries_of_the_states_it_names() {
+    on_every_engine(|store| async move {
+        let id = ids();
+        let now = SystemClock.now();
+        let [handled, skipped, dead, waiting, running] = [1, 2, 3, 4, 5].map(id);
+        let later = NewDelivery {
+            due_at: now + ms(3_600_000),
+            ..delivery(waiting, now, "{}")
+        };
+        let batch = [
+            delivery(handled, now, "{}"),
+            delivery(skipped, now, "{}"),
+            delivery(dead, now, "{}"),
+            later,
+            delivery(running, now, "{}"),
+        ];
+        store.store(&batch).await.unwrap();
+        let token = ClaimToken::new();
+        assert_eq!(
+            due(&store, now, token).await.len(),
+            4,
+            "all but the waiting one"
+        );
+        settle_all(&store, &[handled], token, Settle::Done { at: now }).await;
+        settle_all(&store, &[skipped], token, Settle::Superseded { at: now }).await;
+        let failed = Settle::Dead {
+            at: now,
+            error: "the CRM is down".into(),
+        };
+        settle_all(&store, &[dead], token, failed.clone()).await;
+        let stats = store.stats().await.unwrap();
+        assert_eq!(
+            (
+                stats.pending,
+                stats.running,
+                stats.done,
+                stats.superseded,
+                stats.dead
+            ),
+            (1, 1, 1, 1, 1)
+        );
+
+        assert_eq!(
+            replayed(&store, &ReplayFilter::dead(), now).await,
+            HashSet::from([dead])
+        );
+        assert_eq!(
+            replayed(&store, &ReplayFilter::handled(), now).await,
+            HashSet::from([handled, skipped, dead]),
+            "handled includes the superseded one (and the dead one, handled by the last replay)"
+        );
+        assert_eq!(
+            store.stats().await.unwrap().superseded,
+            0,
+            "run, not skipped"
+        );
+
+        // Back to one of each finished state.
+        store.replay(&ReplayFilter::finished(), now).await.unwrap();
+        let token = ClaimToken::new();
+        assert_eq!(due(&store, now, token).await.len(), 3);
+        settle_all(&store, &[handled], token, Settle::Done { at: now }).await;
+        settle_all(&store, &[skipped], token, Settle::Superseded { at: now }).await;
+        settle_all(&store, &[dead], token, failed).await;
+        assert_eq!(
+            replayed(&store, &ReplayFilter::finished(), now).await,
+            HashSet::from([handled, skipped, dead])
+        );
+
+        for id in [waiting, running] {
+            assert_eq!(
+                store
+                    .replay(&ReplayFilter::finished().id(id), now)
+                    .await
+                    .unwrap(),
+                0,
+                "waiting and running deliveries are never replayed"
+            );
+        }
+        assert_eq!(
+            store
+                .replay(&ReplayFilter::dead().id(handled), now)
+                .await
+                .unwrap(),
+            0,
+            "a handled delivery is not a dead letter"
+        );
+        let stats = store.stats().await.unwrap();
+        assert_eq!(
+            (stats.pending, stats.running, stats.done),
+            (1, 1, 3),
+            "the waiting one still waits, the running one still runs"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_filter_narrows_by_id_time_received_event_subject_and_tenant() {
+    on_every_engine(|store| async move {
+        let id = ids();
+        let now = SystemClock.now();
+        let at = |seconds: i64| now - ms(60_000) + ms(seconds * 1000);
+        let [completed, ringing, appointment, credits] = [1, 2, 3, 4].map(id);
+        let batch = [
+            about(completed, "call.completed", "call:call_1", "", at(0)),
+            about(ringing, "call.ringing", "call:call_2", "acme", at(1)),
+            about(
+                appointment,
+                "appointment.created",
+                "appointment:apt_1",
+                "acme",
+                at(2),
+            ),
+            about(credits, "credits.low", "", "beta", at(3)),
+        ];
+        store.store(&batch).await.unwrap();
+        let token = ClaimToken::new();
+        let all: Vec<_> = due(&store, now, token).await.iter().map(|c| c.0).collect();
+        settle_all(&store, &all, token, Settle::Done { at: now }).await;
+
+        let handled = ReplayFilter::handled;
+        let call_1 = "call:call_1".parse().unwrap();
+        let acme = || Tenant::new("acme").unwrap();
+        let cases = [
+            (handled().id(ringing), vec![ringing]),
+            (
+                handled().received_since(at(1)),
+                vec![ringing, appointment, credits],
+            ),
+            (handled().received_before(at(2)), vec![completed, ringing]),
+            (
+                handled().received_since(at(1)).received_before(at(3)),
+                vec![ringing, appointment],
+            ),
+            (handled().event("call.ringing"), vec![ringing]),
+            (handled().event("call"), vec![]),
+            (handled().subject(call_1), vec![completed]),
+            (
+                handled().subject("appointment:apt_1".parse().unwrap()),
+                vec![appointment],
+            ),
+            (handled().tenant(acme()), vec![ringing, appointment]),
+            (
+                handled().tenant(Tenant::new("beta").unwrap()),
+                vec![credits],
+            ),
+            (
+                handled().tenant(acme()).event("call.ringing"),
+                vec![ringing],
+            ),
+            (handled().tenant(acme()).event("credits.low"), vec![]),
+            (
+                handled().received_since(at(3)).received_before(at(3)),
+                vec![],
+            ),
+            (handled().tenant(Tenant::new("nobody").unwrap()), vec![]),
+        ];
+        for (filter, expected) in cases {
+            let expected: HashSet<_> = expected.into_iter().collect();
+            assert_eq!(replayed(&store, &filter, now).await, expected, "{filter:?}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_subject_runs_again_one_at_a_time_in_timestamp_order_not_superseded_by_itself() {
+    on_every_engine(|store| async move {
+        let id = ids();
+        let now = now_in_millis();
+        let signed = |seconds: i64| now - ms(60_000) + ms(seconds * 1000);
+        let [first, second, third] = [1, 2, 3].map(id);
+        // Received newest first, as retries scramble them.
+        let batch = [
+            ordered(third, "call:call_1", signed(3), now),
+            ordered(first, "call:call_1", signed(1), now + ms(1)),
+            ordered(second, "call:call_1", signed(2), now + ms(2)),
+        ];
+        store.store(&batch).await.unwrap();
+        let at = now + ms(10);
+        for expected in [first, second, third] {
+            let token = ClaimToken::new();
+            assert_eq!(next_in_lane(&store, at, token).await, (expected, None));
+            assert!(due(&store, at, ClaimToken::new()).await.is_empty(), "held");
+            settle_all(&store, &[expected], token, Settle::Done { at }).await;
+        }
+
+        let filter = ReplayFilter::handled().subject("call:call_1".parse().unwrap());
+        assert_eq!(store.replay(&filter, at).await.unwrap(), 3);
+        for expected in [first, second, third] {
+            let token = ClaimToken::new();
+            assert_eq!(
+                next_in_lane(&store, at, token).await,
+                (expected, None),
+                "in timestamp order, and the subject's earlier handling supersedes none"
+            );
+            assert!(due(&store, at, ClaimToken::new()).await.is_empty(), "held");
+            settle_all(&store, &[expected], token, Settle::Done { at }).await;
+        }
+        assert!(due(&store, at, ClaimToken::new()).await.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_delivery_older_than_one_still_handled_of_its_subject_is_superseded() {
+    on_every_engine(|store| async move {
+        let id = ids();
+        let now = now_in_millis();
+        let signed = |seconds: i64| now - ms(60_000) + ms(seconds * 1000);
+        let [ringing, completed, failed] = [1, 2, 3].map(id);
+        let batch = [
+            ordered(ringing, "call:call_1", signed(1), now),
+            ordered(completed, "call:call_1", signed(2), now),
+            ordered(failed, "call:call_1", signed(3), now),
+        ];
+        store.store(&batch).await.unwrap();
+        let token = ClaimToken::new();
+        assert_eq!(next_in_lane(&store, now, token).await, (ringing, None));
+        settle_all(&store, &[ringing], token, Settle::Done { at: now }).await;
+        assert_eq!(next_in_lane(&store, now, token).await, (completed, None));
+        settle_all(&store, &[completed], token, Settle::Done { at: now }).await;
+        assert_eq!(next_in_lane(&store, now, token).await, (failed, None));
+        let dead = Settle::Dead {
+            at: now,
+            error: "x".into(),
+        };
+        settle_all(&store, &[failed], token, dead).await;
+
+        // Only the older one: the newer stays handled, and supersedes it.
+        let token = ClaimToken::new();
+        assert_eq!(
+            store
+                .replay(&ReplayFilter::handled().id(ringing), now)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            next_in_lane(&store, now, token).await,
+            (ringing, Some(signed(2)))
+        );
+        settle_all(&store, &[ringing], token, Settle::Superseded { at: now }).await;
+
+        // The dead letter is newer than everything handled: it runs as it would have.
+        assert!(replay(&store, failed, now).await);
+        assert_eq!(next_in_lane(&store, now, token).await, (failed, None));
+        settle_all(&store, &[failed], token, Settle::Done { at: now }).await;
+
+        // Now the newest handled is the one that was dead: `completed`, replayed, is older.
+        assert_eq!(
+            store
+                .replay(&ReplayFilter::handled().id(completed), now)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            next_in_lane(&store, now, token).await,
+            (completed, Some(signed(3)))
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replayed_deliveries_take_their_place_among_a_subjects_new_ones_by_timestamp() {
+    on_every_engine(|store| async move {
+        let id = ids();
+        let now = now_in_millis();
+        let signed = |seconds: i64| now - ms(60_000) + ms(seconds * 1000);
+        let [first, third, second] = [1, 3, 2].map(id);
+        store
+            .store(&[
+                ordered(first, "call:call_1", signed(1), now),
+                ordered(third, "call:call_1", signed(3), now),
+            ])
+            .await
+            .unwrap();
+        let token = ClaimToken::new();
+        for expected in [first, third] {
+            assert_eq!(next_in_lane(&store, now, token).await, (expected, None));
+            settle_all(&store, &[expected], token, Settle::Done { at: now }).await;
+        }
+        // A late arrival between them: superseded by `third` as things stand...
+        store
+            .store(&[ordered(second, "call:call_1", signed(2), now)])
+            .await
+            .unwrap();
+        // ...but the subject is replayed before it runs: all three run, in timestamp order.
+        let filter = ReplayFilter::handled().subject("call:call_1".parse().unwrap());
+        assert_eq!(store.replay(&filter, now).await.unwrap(), 2);
+        for expected in [first, second, third] {
+            assert_eq!(next_in_lane(&store, now, token).await, (expected, None));
+            settle_all(&store, &[expected], token, Settle::Done { at: now }).await;
+        }
+    })
+    .await;
+}
