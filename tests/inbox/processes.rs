@@ -18,7 +18,7 @@ use std::{
 use ringyo_test_support::{envelope, stores::ids};
 use ringyo_webhook::{
     inbox::{Inbox, InboxAdmin, InboxStats, InboxStore, Job, NewDelivery, Worker},
-    Clock, Event, SystemClock,
+    Clock, DeliveryId, Event, SystemClock,
 };
 use serde_json::json;
 use tokio::{io::AsyncWriteExt, process::Command};
@@ -122,6 +122,22 @@ async fn a_delivery_that_aborts_its_process_is_dead_lettered_alone_and_its_neigh
     }
 }
 
+/// Call `call_{n}`'s `call.completed`, stored now, unordered.
+fn completed(id: DeliveryId, n: u32) -> NewDelivery {
+    let now = SystemClock.now();
+    NewDelivery {
+        id,
+        event: "call.completed".to_owned(),
+        timestamp: Some(now),
+        received_at: now,
+        payload: call(n as usize).into(),
+        tenant: None,
+        subject: None,
+        ordered: false,
+        due_at: now,
+    }
+}
+
 async fn aborting_worker_is_isolated(database: &support::inbox::Database) {
     const DELIVERIES: u32 = 8;
     const CULPRIT_AT: u32 = 3;
@@ -131,20 +147,7 @@ async fn aborting_worker_is_isolated(database: &support::inbox::Database) {
     let stderr = tempfile::NamedTempFile::new().unwrap();
     let store = database.open();
     let id = ids();
-    let now = SystemClock.now();
-    let deliveries: Vec<_> = (0..DELIVERIES)
-        .map(|n| NewDelivery {
-            id: id(n),
-            event: "call.completed".to_owned(),
-            timestamp: Some(now),
-            received_at: now,
-            payload: call(n as usize).into(),
-            tenant: None,
-            subject: None,
-            ordered: false,
-            due_at: now,
-        })
-        .collect();
+    let deliveries: Vec<_> = (0..DELIVERIES).map(|n| completed(id(n), n)).collect();
     store.store(&deliveries).await.unwrap();
 
     let start = || {
