@@ -161,7 +161,9 @@ impl Inbox {
     /// - **late arrivals:** a delivery older than the newest handled of its subject is
     ///   *superseded*: [`Job::superseded_by`](super::Job::superseded_by) says so, and a worker
     ///   can skip those of chosen kinds without running the handler
-    ///   ([`Worker::skip_superseded`](super::Worker::skip_superseded)).
+    ///   ([`Worker::skip_superseded`](super::Worker::skip_superseded)). The inbox remembers a
+    ///   subject's newest handled event for the worker's retention (7 days by default), far
+    ///   past Ringyo's last retry.
     /// - **a reorder window:** each delivery waits [`reorder_window`](Self::reorder_window)
     ///   before it is due, so events sent close together are sorted before any of them runs.
     /// - **head of line per subject, never global:** while a delivery is retrying (its

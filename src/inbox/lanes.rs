@@ -110,9 +110,12 @@ const RECOUNT_NEWEST: &str = "UPDATE ringyo_inbox_lanes SET newest_done = \
      (SELECT MAX(d.order_at) FROM ringyo_inbox d WHERE d.lane = $1 AND d.state = 'done' \
        AND NOT d.superseded) WHERE lane = $1";
 
-/// Deletes lanes with nothing left to order and nothing handled since `$1`, `[SQLite,
-/// Postgres]`; the conditions are on the lane's own row, which Postgres re-checks on its
-/// newest version, so a lane a delivery was just stored in stays.
+/// Deletes lanes with nothing left to order and no handled event newer than `$1`, `[SQLite,
+/// Postgres]`. The conditions are on the lane's own row, which Postgres re-checks on its
+/// newest version, so a lane a delivery was just stored in stays. `newest_done` is an event's
+/// time, a little earlier than its handling, so a lane may go a little before the handled
+/// deliveries it counted are pruned: a late arrival after that is no longer superseded, well
+/// past the 12 minutes of Ringyo's retries and the layer's freshness window.
 const PRUNE: [&str; 2] = [prune!(""), prune!(" FOR UPDATE SKIP LOCKED")];
 
 /// The earliest a free lane is due, for [`next_due`](super::InboxStore::next_due).
@@ -240,7 +243,8 @@ pub(super) async fn recount_newest(conn: &mut AnyConnection, lane: &str) -> Resu
     Ok(())
 }
 
-/// Deletes lanes with nothing to order and nothing handled since `before`; returns how many.
+/// Deletes lanes with nothing to order and no handled event newer than `before`; returns how
+/// many.
 pub(super) async fn prune(
     dialect: Dialect,
     pool: &AnyPool,
