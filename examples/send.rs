@@ -237,7 +237,7 @@ mod tests {
 
     use std::net::SocketAddr;
 
-    use ringyo_receiver::{config::inbox_from, process, run, Listeners, ServerLimits, PATH};
+    use ringyo_receiver::{config::inbox_from, process, run, Listeners, Settings, PATH};
     use ringyo_test_support as support;
     use ringyo_webhook::RingyoWebhookLayer;
     use tokio::net::TcpListener;
@@ -258,7 +258,7 @@ mod tests {
             inbox,
             process(ringyo_receiver::Work::NONE),
             support::detached_metrics(),
-            ServerLimits::default(),
+            Settings::default(),
             std::future::pending(),
         ));
         addr

@@ -52,13 +52,18 @@ pub async fn start(config: Config) -> Result<(), String> {
         .local_addr()
         .map_err(|err| err.to_string())?;
     tracing::info!("listening on http://{addr}{PATH}; health and metrics on http://{admin}");
+    let settings = Settings {
+        limits: ServerLimits::default(),
+        concurrency: config.concurrency,
+        lease: config.lease,
+    };
     run(
         listeners,
         config.layer,
         config.inbox,
         process(config.work),
         metrics,
-        ServerLimits::default(),
+        settings,
         shutdown_signal(),
     )
     .await
@@ -92,6 +97,20 @@ pub struct Listeners {
     pub admin: TcpListener,
 }
 
+/// What [`run`] runs with besides its parts: the servers' limits, and the worker's concurrency
+/// and lease (`None`: the worker's defaults).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Settings {
+    /// Both servers' limits.
+    pub limits: ServerLimits,
+    /// Handlers at once, from `RINGYO_CONCURRENCY`; by default
+    /// [`Worker::DEFAULT_CONCURRENCY`].
+    pub concurrency: Option<usize>,
+    /// How long a claim lasts unless extended, from `RINGYO_LEASE_MS`; by default
+    /// [`Worker::DEFAULT_LEASE`].
+    pub lease: Option<Duration>,
+}
+
 async fn listen(variable: &str, addr: SocketAddr) -> Result<TcpListener, String> {
     TcpListener::bind(addr)
         .await
@@ -112,7 +131,7 @@ pub async fn run<H>(
     inbox: Inbox,
     handler: H,
     metrics: PrometheusHandle,
-    limits: ServerLimits,
+    settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
@@ -122,10 +141,17 @@ where
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let worker = Worker::new(&inbox, handler).skip_superseded(STATUS_EVENTS);
+    let mut worker = Worker::new(&inbox, handler).skip_superseded(STATUS_EVENTS);
+    if let Some(concurrency) = settings.concurrency {
+        worker = worker.concurrency(concurrency);
+    }
+    if let Some(lease) = settings.lease {
+        worker = worker.lease(lease);
+    }
     let worker = tokio::spawn(worker.run(until_stopped(stopped.clone())));
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let admin_routes = admin::routes(inbox.clone(), metrics, stopped.clone());
+    let limits = settings.limits;
     let admin = tokio::spawn(serve(listeners.admin, admin_routes, limits, async move {
         let _ = admin_stopped.await;
     }));

@@ -2,7 +2,13 @@
 //! in one of them gets: for the person at the terminal, naming the variable and the fix, never
 //! a secret or a database password.
 
-use std::{env::VarError, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    env::VarError,
+    net::SocketAddr,
+    num::{NonZeroU64, NonZeroUsize},
+    path::PathBuf,
+    time::Duration,
+};
 
 use ringyo_webhook::{inbox::Inbox, testing::DEVELOPMENT_SECRET, RingyoWebhookLayer, SecretError};
 
@@ -28,6 +34,10 @@ pub struct Config {
     pub inbox: Inbox,
     /// From `RINGYO_WORK_MS`: [`work_from`].
     pub work: Work,
+    /// From `RINGYO_CONCURRENCY`: [`concurrency_from`].
+    pub concurrency: Option<usize>,
+    /// From `RINGYO_LEASE_MS`: [`lease_from`].
+    pub lease: Option<Duration>,
     /// From `RINGYO_BIND`: [`bind_from`].
     pub bind: SocketAddr,
     /// From `RINGYO_ADMIN_BIND`: [`bind_from`].
@@ -55,6 +65,8 @@ impl Config {
             layer,
             inbox: inbox_from(std::env::var("RINGYO_INBOX_URL"))?,
             work: work_from(std::env::var("RINGYO_WORK_MS"))?,
+            concurrency: concurrency_from(std::env::var("RINGYO_CONCURRENCY"))?,
+            lease: lease_from(std::env::var("RINGYO_LEASE_MS"))?,
             bind: bind_from(
                 "RINGYO_BIND",
                 std::env::var("RINGYO_BIND").ok(),
@@ -174,6 +186,56 @@ pub fn work_from(work: Result<String, VarError>) -> Result<Work, String> {
         None => Err(format!(
             "RINGYO_WORK_MS is {ms:?}, which is not a whole number of milliseconds nor a range \
              of them such as 5-20"
+        )),
+    }
+}
+
+/// How many handlers the worker runs at once, from `RINGYO_CONCURRENCY` (`16`); when unset,
+/// `None`: the worker's default, [`Worker::DEFAULT_CONCURRENCY`] (8).
+///
+/// # Errors
+///
+/// A value that is not a whole number of 1 or more.
+///
+/// [`Worker::DEFAULT_CONCURRENCY`]: ringyo_webhook::inbox::Worker::DEFAULT_CONCURRENCY
+pub fn concurrency_from(concurrency: Result<String, VarError>) -> Result<Option<usize>, String> {
+    let concurrency = match concurrency {
+        Err(VarError::NotPresent) => return Ok(None),
+        Ok(concurrency) => concurrency,
+        Err(VarError::NotUnicode(_)) => return Err("RINGYO_CONCURRENCY is not valid UTF-8".into()),
+    };
+    match concurrency.trim().parse::<NonZeroUsize>() {
+        Ok(concurrency) => Ok(Some(concurrency.get())),
+        Err(_) => Err(format!(
+            "RINGYO_CONCURRENCY is {concurrency:?}, which is not a number of handlers to run at \
+             once such as 16"
+        )),
+    }
+}
+
+/// How long the worker's claim of a delivery lasts unless extended, from `RINGYO_LEASE_MS` in
+/// milliseconds (`30000`); when unset, `None`: the worker's default, [`Worker::DEFAULT_LEASE`]
+/// (30 s). The worker extends it every third of that while a handler runs; it is how long the
+/// deliveries a killed process was running wait before another process runs them again. Keep
+/// it well above the longest database stall: a lease that runs out under a running handler
+/// lets the delivery run twice. The worker raises anything under 30 ms to that.
+///
+/// # Errors
+///
+/// A value that is not a whole number of milliseconds above zero.
+///
+/// [`Worker::DEFAULT_LEASE`]: ringyo_webhook::inbox::Worker::DEFAULT_LEASE
+pub fn lease_from(lease: Result<String, VarError>) -> Result<Option<Duration>, String> {
+    let ms = match lease {
+        Err(VarError::NotPresent) => return Ok(None),
+        Ok(ms) => ms,
+        Err(VarError::NotUnicode(_)) => return Err("RINGYO_LEASE_MS is not valid UTF-8".into()),
+    };
+    match ms.trim().parse::<NonZeroU64>() {
+        Ok(ms) => Ok(Some(Duration::from_millis(ms.get()))),
+        Err(_) => Err(format!(
+            "RINGYO_LEASE_MS is {ms:?}, which is not a whole number of milliseconds above zero \
+             such as 30000"
         )),
     }
 }

@@ -5,25 +5,29 @@
 //! cargo run -p ringyo-receiver -- inbox stats        # look into its inbox: stats, dead, replay
 //! ```
 //!
-//! Reads `RINGYO_WEBHOOK_SECRET` (without it, starts with the development secret, which it
-//! prints) or `RINGYO_SECRETS_FILE` (a file of secrets, one per line, the current first, re-read
-//! on SIGHUP: rotation without a restart; see [`secrets_file`]), `RINGYO_BIND` (default
-//! `127.0.0.1:3000`), `RINGYO_ADMIN_BIND` (default `127.0.0.1:9090`), `RINGYO_INBOX_URL`
-//! (default `sqlite://ringyo-inbox.db`, a file in the working directory; or `postgres://...`,
-//! shared by replicas) and `RINGYO_WORK_MS` (default 0: simulated work per event, `20` or a range `5-20`, a stand-in
-//! for a slow downstream call); see [`Config`]. On `RINGYO_BIND` it serves only
-//! `POST /webhooks/ringyo`, the one thing the internet should reach; on `RINGYO_ADMIN_BIND`,
-//! for the orchestrator and Prometheus, `GET /healthz` (liveness: 200 while the process
-//! serves), `GET /readyz` (200 while the inbox can commit, else 503) and `GET /metrics`
-//! (Prometheus text format; see README for the metrics and alerts); see [`admin`].
+//! Reads `RINGYO_WEBHOOK_SECRET` (without it, starts with the development secret, which it prints)
+//! or `RINGYO_SECRETS_FILE` (a file of secrets, one per line, the current first, re-read on SIGHUP:
+//! rotation without a restart; see [`secrets_file`]), `RINGYO_BIND` (default `127.0.0.1:3000`),
+//! `RINGYO_ADMIN_BIND` (default `127.0.0.1:9090`), `RINGYO_INBOX_URL` (default
+//! `sqlite://ringyo-inbox.db`, a file in the working directory; or `postgres://...`, shared by
+//! replicas), `RINGYO_WORK_MS` (default 0: simulated work per event, `20` or a range `5-20`, a
+//! stand-in for a slow downstream call), `RINGYO_CONCURRENCY` (default 8: handlers at once in this
+//! process) and `RINGYO_LEASE_MS` (default 30000: how long a claim of a delivery lasts unless
+//! extended, and so how long the deliveries of a killed process wait before they run again); see
+//! [`Config`]. On `RINGYO_BIND` it serves only `POST /webhooks/ringyo`, the one thing the internet
+//! should reach; on `RINGYO_ADMIN_BIND`, for the orchestrator and Prometheus, `GET /healthz`
+//! (liveness: 200 while the process serves), `GET /readyz` (200 while the inbox can commit, else
+//! 503) and `GET /metrics` (Prometheus text format; see README for the metrics and alerts); see
+//! [`admin`].
 //!
 //! Each verified delivery is committed to the inbox and only then answered 202, as Ringyo asks
-//! (answer within 5 s, do heavy work in the background); a crash after that loses nothing,
-//! because the worker finds the delivery in the inbox after the restart. A retry of a stored
-//! delivery gets 200 and is not stored twice; if the database cannot commit, the answer is 503,
-//! so Ringyo retries. The worker logs `processed event` once per finished delivery
-//! ([`process()`]). Ctrl-C or SIGTERM stops accepting connections, finishes in-flight requests
-//! and running handlers, and leaves the rest in the inbox for the next start ([`run`]).
+//! (answer within 5 s, do heavy work in the background); a crash after that loses nothing, because
+//! the worker finds the delivery in the inbox after the restart. A retry of a stored delivery gets
+//! 200 and is not stored twice; if the database cannot commit, the answer is 503, so Ringyo
+//! retries. The worker logs `processed event` once per finished delivery, with `took_ms`, how long
+//! its handler ran ([`process()`]). Ctrl-C or SIGTERM stops accepting connections, finishes
+//! in-flight requests and running handlers, and leaves the rest in the inbox for the next start
+//! ([`run`]).
 //!
 //! Both servers close a connection that does not finish its request headers within 10 s
 //! (silent, trickling, or idle between requests), serve at most 1 024 connections at once, and
@@ -45,7 +49,7 @@ pub mod secrets_file;
 pub mod server;
 pub mod signal;
 
-pub use app::{check_inbox, run, start, Listeners, PATH};
+pub use app::{check_inbox, run, start, Listeners, Settings, PATH};
 pub use config::Config;
 pub use process::{process, Work};
 pub use server::ServerLimits;

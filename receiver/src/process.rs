@@ -9,6 +9,7 @@ use ringyo_webhook::{
     inbox::{Handler, Job},
     Event, EventKind,
 };
+use tokio::time::Instant;
 
 /// The events whose only effect is a call's status, which a newer event of the same call
 /// already set: the worker skips them when superseded (`superseded event` in the log) rather
@@ -61,19 +62,26 @@ impl Work {
 /// line without payload values ([`log_event`]).
 pub fn process(work: Work) -> impl Handler<Event> {
     move |job: Job<Event>| async move {
+        let started = Instant::now();
         let work = work.of(&job);
         if !work.is_zero() {
             tokio::time::sleep(work).await;
         }
-        log_event(&job);
+        log_event(&job, started.elapsed());
         Ok::<(), std::convert::Infallible>(())
     }
 }
 
 /// The `processed event` line for a finished delivery: its event, delivery id, timestamp,
-/// attempt and subject (`call:call_123`, else `-`), and `superseded=true` when a newer event
-/// of its subject was handled before it ran.
-pub fn log_event(job: &Job<Event>) {
+/// attempt and subject (`call:call_123`, else `-`), `took_ms`, how long the handler had run
+/// (fractional milliseconds), and `superseded=true` when a newer event of its subject was
+/// handled before it ran.
+///
+/// The line is written from inside the handler, as its last act: its time less `took_ms` is
+/// when the handler started, so a reader of the log can tell whether two handlers of one
+/// subject ever ran at once.
+pub fn log_event(job: &Job<Event>, took: Duration) {
+    let took_ms = took.as_secs_f64() * 1e3;
     let event = &job.event;
     let subject = job.subject.as_ref().map(ToString::to_string);
     // Signed strings as `&str` fields, which log escaped: an event name may hold a newline or
@@ -85,6 +93,7 @@ pub fn log_event(job: &Job<Event>) {
             timestamp = %event.timestamp,
             attempt = job.attempt,
             subject = subject.as_deref().unwrap_or("-"),
+            took_ms,
             superseded = true,
             "processed event"
         );
@@ -95,6 +104,7 @@ pub fn log_event(job: &Job<Event>) {
             timestamp = %event.timestamp,
             attempt = job.attempt,
             subject = subject.as_deref().unwrap_or("-"),
+            took_ms,
             "processed event"
         );
     }

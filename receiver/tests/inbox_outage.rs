@@ -7,7 +7,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use ringyo_receiver::{config::inbox_from, run, Listeners, ServerLimits, PATH};
+use ringyo_receiver::{config::inbox_from, run, Listeners, Settings, PATH};
 use ringyo_test_support as support;
 use ringyo_webhook::{inbox::Job, Event};
 use serde_json::json;
@@ -70,7 +70,7 @@ async fn postgres_down_at_start_and_mid_run_is_503_then_recovers_without_a_resta
         inbox,
         handler,
         support::detached_metrics(),
-        ServerLimits::default(),
+        Settings::default(),
         std::future::pending(),
     ));
 

@@ -8,8 +8,11 @@ use std::{net::SocketAddr, time::Duration};
 use crate::common::{post, send, signed, Logs};
 use ringyo_receiver::{
     check_inbox,
-    config::{self, bind_from, inbox_from, layer_from, layer_from_file, work_from},
-    process, run, Listeners, ServerLimits, Work, PATH,
+    config::{
+        self, bind_from, concurrency_from, inbox_from, layer_from, layer_from_file, lease_from,
+        work_from,
+    },
+    process, run, Listeners, ServerLimits, Settings, Work, PATH,
 };
 use ringyo_webhook::{inbox::Job, testing::TestDelivery, Event};
 use serde_json::json;
@@ -76,7 +79,10 @@ async fn start_with(
         inbox,
         handler,
         common::recorder(),
-        limits,
+        Settings {
+            limits,
+            ..Settings::default()
+        },
         shutdown,
     ));
     let receiver = Receiver {
@@ -342,6 +348,29 @@ fn configuration_problems_are_sentences_that_say_what_to_do() {
         work_from(Ok("5-20".into())).unwrap(),
         Work::between(ms(5), ms(20))
     );
+    assert_eq!(
+        concurrency_from(Ok("0".into())).unwrap_err(),
+        "RINGYO_CONCURRENCY is \"0\", which is not a number of handlers to run at once such as 16"
+    );
+    assert!(concurrency_from(Ok("-1".into())).is_err());
+    assert_eq!(concurrency_from(Ok(" 16 ".into())).unwrap(), Some(16));
+    assert_eq!(
+        concurrency_from(Err(std::env::VarError::NotPresent)).unwrap(),
+        None,
+        "the worker's default"
+    );
+    assert_eq!(
+        lease_from(Ok("2s".into())).unwrap_err(),
+        "RINGYO_LEASE_MS is \"2s\", which is not a whole number of milliseconds above zero \
+         such as 30000"
+    );
+    assert!(lease_from(Ok("0".into())).is_err());
+    assert_eq!(lease_from(Ok("3000".into())).unwrap(), Some(ms(3000)));
+    assert_eq!(
+        lease_from(Err(std::env::VarError::NotPresent)).unwrap(),
+        None,
+        "the worker's default"
+    );
 
     let bind = |variable, value: Option<&str>, default| {
         bind_from(variable, value.map(str::to_owned), default)
@@ -412,7 +441,7 @@ async fn signed_strings_in_log_lines_are_escaped() {
         inbox,
         process(Work::NONE),
         common::recorder(),
-        ServerLimits::default(),
+        Settings::default(),
         async move {
             let _ = stopped.await;
         },
