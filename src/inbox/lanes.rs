@@ -216,12 +216,26 @@ const MAX_LANES_PER_STATEMENT: usize = 1024;
 
 /// Frees `lane`, which `holder` settled; `handled_at` is the holder's `order_at` if it was
 /// handled (run, not superseded). A lane that `holder` no longer holds is left as it is.
+///
+/// On Postgres the lane's row is locked first, in a statement of its own: the release's next
+/// due time reads the lane's deliveries, and a statement that waits for a lock still reads
+/// them as they were when it began, so one that waited for a store of a new delivery in the
+/// lane would miss it and leave the lane free with nothing due, that delivery waiting for
+/// ever. Locked first, the release begins after the store committed, and sees it.
 pub(super) async fn release(
+    dialect: Dialect,
     conn: &mut AnyConnection,
     lane: &str,
     holder: &str,
     handled_at: Option<i64>,
 ) -> Result<(), InboxError> {
+    if dialect == Dialect::Postgres {
+        sqlx::query("SELECT lane FROM ringyo_inbox_lanes WHERE lane = $1 FOR UPDATE")
+            .bind(lane)
+            .execute(&mut *conn)
+            .await
+            .map_err(InboxError::database)?;
+    }
     sqlx::query(RELEASE)
         .bind(lane)
         .bind(holder)

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    dialect::WriteTx,
+    dialect::{Dialect, WriteTx},
     lanes,
     rows::{get, text_column, MAX_ERROR_LEN},
     store::{InboxError, Settle, Settlement},
@@ -13,6 +13,7 @@ use super::{
 /// Records `settlements` in `tx`, and says for each, in order, whether its token still held
 /// the delivery.
 pub(super) async fn settle(
+    dialect: Dialect,
     tx: &mut WriteTx,
     settlements: &[Settlement],
 ) -> Result<Vec<bool>, InboxError> {
@@ -29,7 +30,14 @@ pub(super) async fn settle(
     }
     released.sort_unstable();
     for lane in &released {
-        lanes::release(tx.conn(), &lane.lane, &lane.holder, lane.handled_at).await?;
+        lanes::release(
+            dialect,
+            tx.conn(),
+            &lane.lane,
+            &lane.holder,
+            lane.handled_at,
+        )
+        .await?;
     }
     Ok(held)
 }

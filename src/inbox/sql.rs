@@ -232,9 +232,14 @@ impl InboxStore for SqlInbox {
         self.run(async move {
                 let pool = self.ready().await?;
                 let mut tx = self.shared.dialect.begin_write(pool).await?;
-                let mut stored = Vec::with_capacity(deliveries.len());
+                // In id order, so two replicas storing the same deliveries (a retry sent to
+                // both) lock their keys in the same order and never deadlock.
+                let mut order: Vec<usize> = (0..deliveries.len()).collect();
+                order.sort_by_key(|&at| deliveries[at].id);
+                let mut stored = vec![Stored::Duplicate; deliveries.len()];
                 let mut due_lanes = Vec::new();
-                for delivery in deliveries {
+                for at in order {
+                    let delivery = &deliveries[at];
                     let lane = delivery
                         .subject
                         .as_ref()
@@ -262,14 +267,10 @@ impl InboxStore for SqlInbox {
                     .await
                     .map_err(InboxError::database)?
                     .rows_affected();
-                    stored.push(if inserted == 1 {
-                        if let Some(lane) = lane {
-                            due_lanes.push((lane, due_at));
-                        }
-                        Stored::New
-                    } else {
-                        Stored::Duplicate
-                    });
+                    if inserted == 1 {
+                        stored[at] = Stored::New;
+                        due_lanes.extend(lane.map(|lane| (lane, due_at)));
+                    }
                 }
                 lanes::make_due(tx.conn(), &mut due_lanes).await?;
                 if stored.contains(&Stored::New) {
@@ -349,7 +350,7 @@ impl InboxStore for SqlInbox {
         self.run(async move {
             let pool = self.ready().await?;
             let mut tx = self.shared.dialect.begin_write(pool).await?;
-            let held = settle::settle(&mut tx, settlements).await?;
+            let held = settle::settle(self.shared.dialect, &mut tx, settlements).await?;
             tx.commit().await?;
             Ok(held)
         })

@@ -18,7 +18,7 @@ use ringyo_test_support::{
 use ringyo_webhook::{
     inbox::{
         ClaimedDelivery, Inbox, InboxAdmin, InboxStats, InboxStore, Job, NewDelivery, Settle,
-        Settlement, SqlInbox, Worker,
+        Settlement, SqlInbox, Stored, Worker,
     },
     secrets::Tenant,
     testing::TestDelivery,
@@ -538,4 +538,92 @@ async fn on_postgres_a_claim_skips_a_subject_another_transaction_holds_without_w
     holding.rollback().await.unwrap();
     assert_eq!(claim(&store, now, token).await, [id(1)]);
     store.close().await;
+}
+
+/// On Postgres, a subject's holder settling while another replica stores a new delivery of the
+/// subject (the settlement waits for the store's lock on the subject) leaves the new delivery
+/// due, not waiting for ever: the settlement reads the subject's deliveries after the store
+/// committed.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_postgres_a_delivery_stored_while_its_subject_is_released_still_runs() {
+    use ringyo_webhook::inbox::sqlx::{self, Connection};
+
+    let Some(database) = support::inbox::postgres().await else {
+        return;
+    };
+    let store = database.open();
+    let id = ids();
+    let now = SystemClock.now();
+    let t = |n: i64| now - ms(60_000) + ms(n * 1000);
+    store
+        .store(&[ordered(id(2), "call:a", t(2), now)])
+        .await
+        .unwrap();
+    let token = ClaimToken::new();
+    assert_eq!(claim(&store, now, token).await, [id(2)]);
+
+    // Another replica stores call:a's next event, as `store` does, and has not committed yet.
+    let mut other = sqlx::postgres::PgConnection::connect(&database.url)
+        .await
+        .unwrap();
+    let mut storing = other.begin().await.unwrap();
+    let at = now.timestamp_millis();
+    sqlx::query(
+        "INSERT INTO ringyo_inbox (delivery_id, event, event_at, received_at, payload, state, \
+         attempts, available_at, subject, lane, order_at) \
+         VALUES ($1, 'call.completed', $2, $3, '\\x00', 'pending', 0, $3, 'call:a', 'call:a', $2)",
+    )
+    .bind(id(3).to_string())
+    .bind(t(3).timestamp_millis())
+    .bind(at)
+    .execute(&mut *storing)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE ringyo_inbox_lanes SET due_at = $1 WHERE lane = 'call:a'")
+        .bind(at)
+        .execute(&mut *storing)
+        .await
+        .unwrap();
+
+    let settling = tokio::spawn({
+        let (store, holder) = (store.clone(), id(2));
+        async move { settle(&store, holder, token, Settle::Done { at: now }).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !settling.is_finished(),
+        "the settlement waits for the subject"
+    );
+    storing.commit().await.unwrap();
+    settling.await.unwrap();
+    assert_eq!(claim(&store, now, token).await, [id(3)]);
+    store.close().await;
+}
+
+/// Two replicas storing the same deliveries at once, in opposite orders (a burst of retries
+/// behind a load balancer), both commit: each stores in delivery-id order, so neither waits
+/// for a key the other holds while holding one it wants (a deadlock, which Postgres would end
+/// by failing one batch with 503).
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_storing_the_same_deliveries_in_opposite_orders_both_commit() {
+    on_every_engine(|store| async move {
+        let other = store.clone();
+        let id = ids();
+        let now = SystemClock.now();
+        for round in 0..10 {
+            let batch: Vec<_> = (0..40)
+                .map(|n| ordered(id(round * 100 + n), &format!("call:r{n}"), now, now))
+                .collect();
+            let reversed: Vec<_> = batch.iter().rev().cloned().collect();
+            let (one, two) = tokio::join!(store.store(&batch), other.store(&reversed));
+            let (one, two) = (one.unwrap(), two.unwrap());
+            let new = one
+                .iter()
+                .chain(&two)
+                .filter(|s| **s == Stored::New)
+                .count();
+            assert_eq!(new, 40, "each stored once");
+        }
+    })
+    .await;
 }
