@@ -61,9 +61,13 @@ impl Config {
             Some(path) => layer_from_file(path)?,
             None => layer_from(std::env::var("RINGYO_WEBHOOK_SECRET"))?,
         };
+        let mut inbox = inbox_from(std::env::var("RINGYO_INBOX_URL"))?;
+        if let Some(window) = reorder_window_from(std::env::var("RINGYO_REORDER_WINDOW_MS"))? {
+            inbox = inbox.reorder_window(window);
+        }
         Ok(Self {
             layer,
-            inbox: inbox_from(std::env::var("RINGYO_INBOX_URL"))?,
+            inbox,
             work: work_from(std::env::var("RINGYO_WORK_MS"))?,
             concurrency: concurrency_from(std::env::var("RINGYO_CONCURRENCY"))?,
             lease: lease_from(std::env::var("RINGYO_LEASE_MS"))?,
@@ -236,6 +240,32 @@ pub fn lease_from(lease: Result<String, VarError>) -> Result<Option<Duration>, S
         Err(_) => Err(format!(
             "RINGYO_LEASE_MS is {ms:?}, which is not a whole number of milliseconds above zero \
              such as 30000"
+        )),
+    }
+}
+
+/// How long each delivery of a subject waits before it may run, so that events sent close
+/// together are sorted first, from `RINGYO_REORDER_WINDOW_MS` in milliseconds (`0` runs each
+/// as soon as it is stored, still one at a time per subject); when unset, `None`: the inbox's
+/// default, [`Inbox::DEFAULT_REORDER_WINDOW`] (1 s). See [`Inbox::reorder_window`] for the
+/// trade between latency and order.
+///
+/// # Errors
+///
+/// A value that is not a whole number of milliseconds.
+pub fn reorder_window_from(window: Result<String, VarError>) -> Result<Option<Duration>, String> {
+    let ms = match window {
+        Err(VarError::NotPresent) => return Ok(None),
+        Ok(ms) => ms,
+        Err(VarError::NotUnicode(_)) => {
+            return Err("RINGYO_REORDER_WINDOW_MS is not valid UTF-8".into())
+        }
+    };
+    match ms.trim().parse::<u64>() {
+        Ok(ms) => Ok(Some(Duration::from_millis(ms))),
+        Err(_) => Err(format!(
+            "RINGYO_REORDER_WINDOW_MS is {ms:?}, which is not a whole number of milliseconds \
+             such as 1000"
         )),
     }
 }

@@ -12,8 +12,10 @@
 //! `sqlite://ringyo-inbox.db`, a file in the working directory; or `postgres://...`, shared by
 //! replicas), `RINGYO_WORK_MS` (default 0: simulated work per event, `20` or a range `5-20`, a
 //! stand-in for a slow downstream call), `RINGYO_CONCURRENCY` (default 8: handlers at once in this
-//! process) and `RINGYO_LEASE_MS` (default 30000: how long a claim of a delivery lasts unless
-//! extended, and so how long the deliveries of a killed process wait before they run again); see
+//! process), `RINGYO_LEASE_MS` (default 30000: how long a claim of a delivery lasts unless
+//! extended, and so how long the deliveries of a killed process wait before they run again) and
+//! `RINGYO_REORDER_WINDOW_MS` (default 1000: how long each event of a call waits, so that events
+//! sent close together run in timestamp order; `0` runs each at once); see
 //! [`Config`]. On `RINGYO_BIND` it serves only `POST /webhooks/ringyo`, the one thing the internet
 //! should reach; on `RINGYO_ADMIN_BIND`, for the orchestrator and Prometheus, `GET /healthz`
 //! (liveness: 200 while the process serves), `GET /readyz` (200 while the inbox can commit, else

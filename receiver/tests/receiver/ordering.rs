@@ -78,6 +78,33 @@ async fn one_of_two_receivers_on_postgres_killed_mid_run_and_restarted_keeps_eac
     prove(&database.url, 2, Some(0)).await;
 }
 
+/// The [`SENDERS`], each taking the next of `sends` until none is left.
+fn spawn_senders(
+    addrs: &Arc<[SocketAddr]>,
+    deliveries: &Arc<[Delivery]>,
+    sends: &Arc<[Send]>,
+    acked: &Arc<Mutex<Acked>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let next = Arc::new(AtomicUsize::new(0));
+    (0..SENDERS)
+        .map(|_| {
+            let (next, acked) = (Arc::clone(&next), Arc::clone(acked));
+            let (addrs, deliveries, sends) =
+                (Arc::clone(addrs), Arc::clone(deliveries), Arc::clone(sends));
+            tokio::spawn(async move {
+                let client = ringyo_test_support::client();
+                loop {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(send) = sends.get(n) else { return };
+                    let delivery = &deliveries[send.delivery];
+                    deliver(&client, &addrs, n, send.copies, delivery, &acked).await;
+                    tokio::time::sleep(PACE).await;
+                }
+            })
+        })
+        .collect()
+}
+
 /// Runs `processes` receivers on the inbox at `url`, sends every call's lifecycle to them
 /// (SIGKILLing receiver `kill` mid-run and restarting it, if given), waits until the inbox has
 /// nothing left to run, and checks every call in the logs.
@@ -90,27 +117,7 @@ async fn prove(url: &str, processes: usize, kill: Option<usize>) {
     let sends: Arc<[Send]> = plan(deliveries.len()).into();
     let acked = Arc::new(Mutex::new(Acked::default()));
 
-    let next = Arc::new(AtomicUsize::new(0));
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|_| {
-            let (next, acked) = (Arc::clone(&next), Arc::clone(&acked));
-            let (addrs, deliveries, sends) = (
-                Arc::clone(&addrs),
-                Arc::clone(&deliveries),
-                Arc::clone(&sends),
-            );
-            tokio::spawn(async move {
-                let client = ringyo_test_support::client();
-                loop {
-                    let n = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(send) = sends.get(n) else { return };
-                    let delivery = &deliveries[send.delivery];
-                    deliver(&client, &addrs, n, send.copies, delivery, &acked).await;
-                    tokio::time::sleep(PACE).await;
-                }
-            })
-        })
-        .collect();
+    let senders = spawn_senders(&addrs, &deliveries, &sends, &acked);
 
     let mut at_kill = None;
     if let Some(victim) = kill {

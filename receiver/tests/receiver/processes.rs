@@ -26,6 +26,9 @@ async fn start(url: &str, log: &Log, work_ms: u64) -> Receiver {
         ("RINGYO_WEBHOOK_SECRET", SECRET),
         ("RINGYO_INBOX_URL", url),
         ("RINGYO_WORK_MS", &work_ms),
+        // Each call has one event here: with the window, the first handlers would start only
+        // after the stream ended, and the kill would find none running.
+        ("RINGYO_REORDER_WINDOW_MS", "0"),
         ("RUST_LOG", "warn,ringyo_receiver=info"),
     ];
     Receiver::start(&env, log).await
@@ -62,10 +65,11 @@ fn processed(log: &Log) -> HashMap<String, usize> {
         let Some((_, subject)) = line.split_once("subject=") else {
             continue;
         };
-        // A `&str` field, logged quoted.
+        // A `&str` field, logged quoted: `"call:call_1"`, the call's id after its kind.
         let subject = subject.split_whitespace().next().unwrap_or_default();
         let subject = subject.trim_matches('"');
-        *counts.entry(subject.to_owned()).or_insert(0) += 1;
+        let call = subject.split_once(':').map_or(subject, |(_, id)| id);
+        *counts.entry(call.to_owned()).or_insert(0) += 1;
     }
     counts
 }

@@ -10,7 +10,7 @@ use ringyo_receiver::{
     check_inbox,
     config::{
         self, bind_from, concurrency_from, inbox_from, layer_from, layer_from_file, lease_from,
-        work_from,
+        reorder_window_from, work_from,
     },
     process, run, Listeners, ServerLimits, Settings, Work, PATH,
 };
@@ -154,8 +154,13 @@ async fn a_retry_of_a_stored_delivery_is_a_duplicate_and_runs_once() {
     let (again, _, headers) = post(receiver.addr, body, Some(&signature)).await;
     assert_eq!((first, again), (202, 200));
     assert_eq!(headers["x-webhook-duplicate"], "true");
+    // Ordered, the appointment's event runs once the reorder window has passed.
+    let done = tokio::time::timeout(Duration::from_secs(10), async {
+        while !reports.recv().await.unwrap().starts_with("done") {}
+    });
+    done.await.expect("the delivery was not handled");
     receiver.stop().await;
-    let mut runs = 0;
+    let mut runs = 1;
     while let Ok(report) = reports.try_recv() {
         runs += usize::from(report.starts_with("done"));
     }
@@ -370,6 +375,17 @@ fn configuration_problems_are_sentences_that_say_what_to_do() {
         lease_from(Err(std::env::VarError::NotPresent)).unwrap(),
         None,
         "the worker's default"
+    );
+    assert_eq!(
+        reorder_window_from(Ok("1s".into())).unwrap_err(),
+        "RINGYO_REORDER_WINDOW_MS is \"1s\", which is not a whole number of milliseconds such \
+         as 1000"
+    );
+    assert_eq!(reorder_window_from(Ok("0".into())).unwrap(), Some(ms(0)));
+    assert_eq!(
+        reorder_window_from(Err(std::env::VarError::NotPresent)).unwrap(),
+        None,
+        "the inbox's default"
     );
 
     let bind = |variable, value: Option<&str>, default| {
