@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run -p ringyo-receiver                       # serve (the binary, `src/main.rs`)
-//! cargo run -p ringyo-receiver -- inbox stats        # look into its inbox: stats, dead, replay
+//! cargo run -p ringyo-receiver -- inbox --help       # its inbox: stats, dead letters, replay
 //! ```
 //!
 //! Reads `RINGYO_WEBHOOK_SECRET` (without it, starts with the development secret, which it prints)
@@ -40,7 +40,8 @@
 //! sentences a mistake in them gets), [`app`] (the start and the two servers), [`admin`]
 //! (health, readiness and metrics), [`mod@process`] (the background work), [`server`] (the
 //! hardened accept loop), [`secrets_file`], [`signal`] and [`inbox_command`] (`stats`, `dead`,
-//! `replay`).
+//! and inbox replay: `replay ID` for one dead letter, or `replay --dead|--handled` with filters
+//! by time received, event, subject, tenant or id, to re-run handlers after a bug fix).
 
 pub mod admin;
 pub mod app;

@@ -1,5 +1,6 @@
 //! The receiver: `ringyo-receiver` serves (see the library's docs for its environment
-//! variables); `ringyo-receiver inbox stats | dead | replay <DELIVERY_ID>` looks into its inbox.
+//! variables); `ringyo-receiver inbox stats | dead | replay <DELIVERY_ID> | replay --dead|--handled
+//! [FILTER]...` looks into its inbox (`inbox --help`).
 //! Exits 0 on a clean stop or a command done, 1 with an `error: ...` sentence on stderr
 //! otherwise, and 2 on arguments it does not know.
 
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 use ringyo_receiver::{config::DEFAULT_INBOX_URL, inbox_command, Config};
 
 const USAGE: &str = "usage: ringyo-receiver                (serve; see README for its variables)\n\
-                     \x20      ringyo-receiver inbox stats | dead | replay <DELIVERY_ID>";
+                     \x20      ringyo-receiver inbox stats | dead | replay <DELIVERY_ID> | replay --dead|--handled [FILTER]...   (inbox --help)";
 
 #[tokio::main]
 async fn main() -> ExitCode {
