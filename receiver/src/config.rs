@@ -203,18 +203,12 @@ pub fn work_from(work: Result<String, VarError>) -> Result<Work, String> {
 ///
 /// [`Worker::DEFAULT_CONCURRENCY`]: ringyo_webhook::inbox::Worker::DEFAULT_CONCURRENCY
 pub fn concurrency_from(concurrency: Result<String, VarError>) -> Result<Option<usize>, String> {
-    let concurrency = match concurrency {
-        Err(VarError::NotPresent) => return Ok(None),
-        Ok(concurrency) => concurrency,
-        Err(VarError::NotUnicode(_)) => return Err("RINGYO_CONCURRENCY is not valid UTF-8".into()),
-    };
-    match concurrency.trim().parse::<NonZeroUsize>() {
-        Ok(concurrency) => Ok(Some(concurrency.get())),
-        Err(_) => Err(format!(
-            "RINGYO_CONCURRENCY is {concurrency:?}, which is not a number of handlers to run at \
-             once such as 16"
-        )),
-    }
+    let concurrency = parsed::<NonZeroUsize>(
+        "RINGYO_CONCURRENCY",
+        concurrency,
+        "a number of handlers to run at once such as 16",
+    )?;
+    Ok(concurrency.map(NonZeroUsize::get))
 }
 
 /// How long the worker's claim of a delivery lasts unless extended, from `RINGYO_LEASE_MS` in
@@ -230,18 +224,12 @@ pub fn concurrency_from(concurrency: Result<String, VarError>) -> Result<Option<
 ///
 /// [`Worker::DEFAULT_LEASE`]: ringyo_webhook::inbox::Worker::DEFAULT_LEASE
 pub fn lease_from(lease: Result<String, VarError>) -> Result<Option<Duration>, String> {
-    let ms = match lease {
-        Err(VarError::NotPresent) => return Ok(None),
-        Ok(ms) => ms,
-        Err(VarError::NotUnicode(_)) => return Err("RINGYO_LEASE_MS is not valid UTF-8".into()),
-    };
-    match ms.trim().parse::<NonZeroU64>() {
-        Ok(ms) => Ok(Some(Duration::from_millis(ms.get()))),
-        Err(_) => Err(format!(
-            "RINGYO_LEASE_MS is {ms:?}, which is not a whole number of milliseconds above zero \
-             such as 30000"
-        )),
-    }
+    let ms = parsed::<NonZeroU64>(
+        "RINGYO_LEASE_MS",
+        lease,
+        "a whole number of milliseconds above zero such as 30000",
+    )?;
+    Ok(ms.map(|ms| Duration::from_millis(ms.get())))
 }
 
 /// How long each delivery of a subject waits before it may run, so that events sent close
@@ -254,19 +242,28 @@ pub fn lease_from(lease: Result<String, VarError>) -> Result<Option<Duration>, S
 ///
 /// A value that is not a whole number of milliseconds.
 pub fn reorder_window_from(window: Result<String, VarError>) -> Result<Option<Duration>, String> {
-    let ms = match window {
-        Err(VarError::NotPresent) => return Ok(None),
-        Ok(ms) => ms,
-        Err(VarError::NotUnicode(_)) => {
-            return Err("RINGYO_REORDER_WINDOW_MS is not valid UTF-8".into())
-        }
-    };
-    match ms.trim().parse::<u64>() {
-        Ok(ms) => Ok(Some(Duration::from_millis(ms))),
-        Err(_) => Err(format!(
-            "RINGYO_REORDER_WINDOW_MS is {ms:?}, which is not a whole number of milliseconds \
-             such as 1000"
-        )),
+    let ms = parsed::<u64>(
+        "RINGYO_REORDER_WINDOW_MS",
+        window,
+        "a whole number of milliseconds such as 1000",
+    )?;
+    Ok(ms.map(Duration::from_millis))
+}
+
+/// The number in `variable` (its value `value`), or `None` when it is unset; otherwise a
+/// sentence naming the variable, its value and `what` it takes.
+fn parsed<T: std::str::FromStr>(
+    variable: &str,
+    value: Result<String, VarError>,
+    what: &str,
+) -> Result<Option<T>, String> {
+    match value {
+        Err(VarError::NotPresent) => Ok(None),
+        Err(VarError::NotUnicode(_)) => Err(format!("{variable} is not valid UTF-8")),
+        Ok(value) => match value.trim().parse() {
+            Ok(number) => Ok(Some(number)),
+            Err(_) => Err(format!("{variable} is {value:?}, which is not {what}")),
+        },
     }
 }
 

@@ -85,27 +85,15 @@ pub fn log_event(job: &Job<Event>, took: Duration) {
     let event = &job.event;
     let subject = job.subject.as_ref().map(ToString::to_string);
     // Signed strings as `&str` fields, which log escaped: an event name may hold a newline or
-    // a terminal's escape codes.
-    if job.superseded_by.is_some() {
-        tracing::info!(
-            event = event.kind.as_str(),
-            delivery_id = %event.delivery_id,
-            timestamp = %event.timestamp,
-            attempt = job.attempt,
-            subject = subject.as_deref().unwrap_or("-"),
-            took_ms,
-            superseded = true,
-            "processed event"
-        );
-    } else {
-        tracing::info!(
-            event = event.kind.as_str(),
-            delivery_id = %event.delivery_id,
-            timestamp = %event.timestamp,
-            attempt = job.attempt,
-            subject = subject.as_deref().unwrap_or("-"),
-            took_ms,
-            "processed event"
-        );
-    }
+    // a terminal's escape codes. `superseded` is left off the line (`None`) unless it is true.
+    tracing::info!(
+        event = event.kind.as_str(),
+        delivery_id = %event.delivery_id,
+        timestamp = %event.timestamp,
+        attempt = job.attempt,
+        subject = subject.as_deref().unwrap_or("-"),
+        took_ms,
+        superseded = job.superseded_by.map(|_| true),
+        "processed event"
+    );
 }

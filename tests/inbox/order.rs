@@ -8,11 +8,12 @@ use std::{
     time::Duration,
 };
 
+use crate::store::{ms, on_every_engine, settle};
 use bytes::Bytes;
 use chrono::{DateTime, TimeDelta, Utc};
 use ringyo_test_support::{
     self as support,
-    inbox::{databases, serve, PATH},
+    inbox::{serve, PATH},
     stores::ids,
 };
 use ringyo_webhook::{
@@ -25,10 +26,6 @@ use ringyo_webhook::{
     ClaimToken, Clock, DeliveryId, Event, EventKind, SystemClock,
 };
 use serde_json::json;
-
-fn ms(n: i64) -> TimeDelta {
-    TimeDelta::milliseconds(n)
-}
 
 /// A delivery of `subject` (`call:ID`) whose event happened at `base + at` ms, received and
 /// due at `received`, ordered.
@@ -72,30 +69,9 @@ async fn claim(store: &SqlInbox, at: DateTime<Utc>, token: ClaimToken) -> Vec<De
     claimed
 }
 
-async fn settle(store: &SqlInbox, id: DeliveryId, token: ClaimToken, outcome: Settle) {
-    let held = store
-        .settle(&[Settlement { id, token, outcome }])
-        .await
-        .unwrap();
-    assert_eq!(held, [true], "{id}");
-}
-
 fn sorted(mut ids: Vec<DeliveryId>) -> Vec<DeliveryId> {
     ids.sort_unstable();
     ids
-}
-
-async fn on_every_engine<F, Fut>(case: F)
-where
-    F: Fn(SqlInbox) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    for database in databases().await {
-        eprintln!("engine: {}", database.name);
-        let store = database.open();
-        case(store.clone()).await;
-        store.close().await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -117,7 +93,7 @@ async fn a_subjects_deliveries_are_claimed_one_at_a_time_earliest_timestamp_firs
         assert_eq!(claim(&store, now, token).await, sorted(vec![id(1), id(4)]));
         assert!(claim(&store, now, token).await.is_empty(), "call:a is held");
         for next in [2, 3] {
-            settle(&store, id(next - 1), token, Settle::Done { at: now }).await;
+            assert!(settle(&store, id(next - 1), token, Settle::Done { at: now }).await);
             let claimed = claim_until(&store, now, now + ms(60_000), token).await;
             assert_eq!(claimed.len(), 1);
             assert_eq!(claimed[0].id, id(next));
@@ -140,7 +116,7 @@ async fn a_late_arrival_older_than_the_newest_handled_is_superseded() {
             .await
             .unwrap();
         assert_eq!(claim(&store, now, token).await, [id(2)]);
-        settle(&store, id(2), token, Settle::Done { at: now }).await;
+        assert!(settle(&store, id(2), token, Settle::Done { at: now }).await);
 
         // call.ringing's retry, after call.completed was handled.
         store
@@ -153,7 +129,7 @@ async fn a_late_arrival_older_than_the_newest_handled_is_superseded() {
             claimed[0].superseded_by.map(|at| at.timestamp_millis()),
             Some(t(2).timestamp_millis())
         );
-        settle(&store, id(1), token, Settle::Superseded { at: now }).await;
+        assert!(settle(&store, id(1), token, Settle::Superseded { at: now }).await);
         let stats = store.stats().await.unwrap();
         assert_eq!((stats.done, stats.superseded), (1, 1));
 
@@ -186,14 +162,14 @@ async fn a_retry_holds_back_only_its_subject_and_an_earlier_event_still_goes_fir
             at: now + ms(10_000),
             error: "down".into(),
         };
-        settle(&store, id(1), token, retry).await;
-        settle(&store, id(3), token, Settle::Done { at: now }).await;
+        assert!(settle(&store, id(1), token, retry).await);
+        assert!(settle(&store, id(3), token, Settle::Done { at: now }).await);
         store
             .store(&[ordered(id(5), "call:b", t(2), now)])
             .await
             .unwrap();
         assert_eq!(claim(&store, now, token).await, [id(5)], "call:b goes on");
-        settle(&store, id(5), token, Settle::Done { at: now }).await;
+        assert!(settle(&store, id(5), token, Settle::Done { at: now }).await);
 
         // call:a's later delivery waits for the retry, and the worker is not woken for it.
         assert!(claim(&store, now, token).await.is_empty());
@@ -209,7 +185,7 @@ async fn a_retry_holds_back_only_its_subject_and_an_earlier_event_still_goes_fir
             .await
             .unwrap();
         assert_eq!(claim(&store, now, token).await, [id(0)]);
-        settle(&store, id(0), token, Settle::Done { at: now }).await;
+        assert!(settle(&store, id(0), token, Settle::Done { at: now }).await);
         assert!(claim(&store, now + ms(9_999), token).await.is_empty());
 
         // The retry, then dead-lettered: the subject goes on.
@@ -218,7 +194,7 @@ async fn a_retry_holds_back_only_its_subject_and_an_earlier_event_still_goes_fir
             at: now,
             error: "down".into(),
         };
-        settle(&store, id(1), token, dead).await;
+        assert!(settle(&store, id(1), token, dead).await);
         assert_eq!(claim(&store, now + ms(10_000), token).await, [id(2)]);
     })
     .await;
@@ -296,12 +272,12 @@ async fn a_crashed_delivery_holds_its_subject_until_it_runs_again_as_a_suspect()
         let lease = later + ms(60_000);
         let suspect = store.claim_suspect(later, lease, token).await.unwrap();
         assert_eq!(suspect.map(|suspect| suspect.id), Some(id(1)));
-        settle(&store, id(1), token, Settle::Release { at: later }).await;
+        assert!(settle(&store, id(1), token, Settle::Release { at: later }).await);
         assert!(claim(&store, later, token).await.is_empty(), "still held");
 
         let suspect = store.claim_suspect(later, lease, token).await.unwrap();
         assert_eq!(suspect.map(|suspect| suspect.id), Some(id(1)));
-        settle(&store, id(1), token, Settle::Done { at: later }).await;
+        assert!(settle(&store, id(1), token, Settle::Done { at: later }).await);
         assert_eq!(claim(&store, later, token).await, [id(2)]);
     })
     .await;
@@ -587,7 +563,7 @@ async fn on_postgres_a_delivery_stored_while_its_subject_is_released_still_runs(
 
     let settling = tokio::spawn({
         let (store, holder) = (store.clone(), id(2));
-        async move { settle(&store, holder, token, Settle::Done { at: now }).await }
+        async move { assert!(settle(&store, holder, token, Settle::Done { at: now }).await) }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(

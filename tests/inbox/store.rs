@@ -29,7 +29,7 @@ fn delivery(id: DeliveryId, received_at: DateTime<Utc>, payload: &str) -> NewDel
     }
 }
 
-fn ms(n: i64) -> TimeDelta {
+pub(crate) fn ms(n: i64) -> TimeDelta {
     TimeDelta::milliseconds(n)
 }
 
@@ -40,7 +40,12 @@ async fn due(store: &SqlInbox, at: DateTime<Utc>, token: ClaimToken) -> Vec<(Del
 }
 
 /// Settles one delivery on its own; whether `token` still held it.
-async fn settle(store: &SqlInbox, id: DeliveryId, token: ClaimToken, outcome: Settle) -> bool {
+pub(crate) async fn settle(
+    store: &SqlInbox,
+    id: DeliveryId,
+    token: ClaimToken,
+    outcome: Settle,
+) -> bool {
     let held = store
         .settle(&[Settlement { id, token, outcome }])
         .await
@@ -56,7 +61,7 @@ async fn replay(store: &SqlInbox, id: DeliveryId, now: DateTime<Utc>) -> bool {
 }
 
 /// Runs `case` on every engine available, each on a database of its own.
-async fn on_every_engine<F, Fut>(case: F)
+pub(crate) async fn on_every_engine<F, Fut>(case: F)
 where
     F: Fn(SqlInbox) -> Fut,
     Fut: std::future::Future<Output = ()>,

@@ -101,13 +101,21 @@ impl<'de> Visitor<'de> for Walk {
         // Unescaped, as serde matches field names; sorted rather than hashed, one allocation.
         let mut keys = Vec::new();
         while let Some(key) = map.next_key::<Key<'de>>()? {
-            match &*key.0 {
-                "id" => ids.id = map.next_value_seed(StringOrWalk)?,
-                "call_id" => ids.call_id = map.next_value_seed(StringOrWalk)?,
+            let id = match &*key.0 {
+                "id" => &mut ids.id,
+                "call_id" => &mut ids.call_id,
                 _ => {
                     map.next_value_seed(Self::ANY)?;
+                    keys.push(key.0);
+                    continue;
                 }
-            }
+            };
+            // Built, as a `Value` reads it (a string, in practice a short one), to be kept if
+            // it is a string.
+            *id = match map.next_value::<serde_json::Value>()? {
+                serde_json::Value::String(text) => Some(text),
+                _ => None,
+            };
             keys.push(key.0);
         }
         keys.sort_unstable();
@@ -115,49 +123,6 @@ impl<'de> Visitor<'de> for Walk {
             repeats: keys.windows(2).any(|pair| pair[0] == pair[1]),
             ids,
         })
-    }
-}
-
-/// A value kept if it is a string, and otherwise walked as [`Walk`] walks it.
-struct StringOrWalk;
-
-impl<'de> DeserializeSeed<'de> for StringOrWalk {
-    type Value = Option<String>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for StringOrWalk {
-    type Value = Option<String>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_str<E>(self, value: &str) -> Result<Self::Value, E> {
-        Ok(Some(value.to_owned()))
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        Walk::ANY.visit_seq(seq).map(|_| None)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        Walk::ANY.visit_map(map).map(|_| None)
     }
 }
 
