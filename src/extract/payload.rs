@@ -5,7 +5,7 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::{
-    event::envelope::Head,
+    event::{envelope::Head, Subject},
     secrets::Tenant,
     verify::{DeliveryId, Verified},
 };
@@ -109,6 +109,13 @@ impl VerifiedPayload {
     /// [`Tenants`](crate::secrets::Tenants); `None` otherwise.
     pub fn tenant(&self) -> Option<&Tenant> {
         self.tenant.as_ref()
+    }
+
+    /// What the event is about (the call, appointment, agent or phone number its `data`
+    /// names), as the layer read it, without parsing the body again; see
+    /// [`Subject`](crate::Subject). For a lock or a queue of your own per call, say.
+    pub fn subject(&self) -> Option<Subject> {
+        self.head().subject()
     }
 }
 

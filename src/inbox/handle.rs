@@ -375,7 +375,7 @@ impl Inbox {
         // rather than Ringyo's copy being lost.
         let head = payload.head();
         let received_at = self.now();
-        let subject = head.subject();
+        let subject = payload.subject();
         let ordered = self.config.order_by_subject && subject.is_some();
         let due_at = if ordered {
             received_at + self.config.reorder_window
