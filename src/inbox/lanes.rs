@@ -94,9 +94,16 @@ const HOLD_LANES: &str = concat!(
     " WHERE holder = $1"
 );
 
-/// Frees a lane its holder settled: binds `$1` the lane, `$2` the holder, `$3` the holder's
-/// `order_at` if it was handled.
-const RELEASE: &str = concat!(
+/// Frees a lane its holder settled (a lane that holder no longer holds is left as it is):
+/// binds `$1` the lane, `$2` the holder, `$3` the holder's `order_at` if it was handled (run,
+/// not superseded).
+///
+/// On Postgres the lane's row is first locked with [`LOCK`], in a statement of its own: the
+/// release's next due time reads the lane's deliveries, and a statement that waits for a lock
+/// still reads them as they were when it began, so one that waited for a store of a new
+/// delivery in the lane would miss it and leave the lane free with nothing due, that delivery
+/// waiting for ever. Locked first, the release begins after the store committed, and sees it.
+pub(super) const RELEASE: &str = concat!(
     "UPDATE ringyo_inbox_lanes SET holder = NULL, \
      newest_done = CASE WHEN $3 IS NOT NULL AND (newest_done IS NULL OR newest_done < $3) \
        THEN $3 ELSE newest_done END, \
@@ -104,6 +111,9 @@ const RELEASE: &str = concat!(
     head!("h.available_at", "$1"),
     " WHERE lane = $1 AND holder = $2"
 );
+
+/// Locks a lane's row before [`RELEASE`] on Postgres: binds `$1` the lane.
+pub(super) const LOCK: &str = "SELECT lane FROM ringyo_inbox_lanes WHERE lane = $1 FOR UPDATE";
 
 /// After a replay: the newest handled is the newest still handled. Binds `$1` the lane.
 const RECOUNT_NEWEST: &str = "UPDATE ringyo_inbox_lanes SET newest_done = \
@@ -213,38 +223,6 @@ pub(super) async fn make_due(
 /// The most lanes one statement of [`make_due`] names (two parameters each: SQLite takes
 /// 32,766, Postgres 65,535).
 const MAX_LANES_PER_STATEMENT: usize = 1024;
-
-/// Frees `lane`, which `holder` settled; `handled_at` is the holder's `order_at` if it was
-/// handled (run, not superseded). A lane that `holder` no longer holds is left as it is.
-///
-/// On Postgres the lane's row is locked first, in a statement of its own: the release's next
-/// due time reads the lane's deliveries, and a statement that waits for a lock still reads
-/// them as they were when it began, so one that waited for a store of a new delivery in the
-/// lane would miss it and leave the lane free with nothing due, that delivery waiting for
-/// ever. Locked first, the release begins after the store committed, and sees it.
-pub(super) async fn release(
-    dialect: Dialect,
-    conn: &mut AnyConnection,
-    lane: &str,
-    holder: &str,
-    handled_at: Option<i64>,
-) -> Result<(), InboxError> {
-    if dialect == Dialect::Postgres {
-        sqlx::query("SELECT lane FROM ringyo_inbox_lanes WHERE lane = $1 FOR UPDATE")
-            .bind(lane)
-            .execute(&mut *conn)
-            .await
-            .map_err(InboxError::database)?;
-    }
-    sqlx::query(RELEASE)
-        .bind(lane)
-        .bind(holder)
-        .bind(handled_at)
-        .execute(conn)
-        .await
-        .map_err(InboxError::database)?;
-    Ok(())
-}
 
 /// After deliveries of `lane` were replayed: its newest handled is recounted from those still
 /// handled.

@@ -350,7 +350,7 @@ impl InboxStore for SqlInbox {
         self.run(async move {
             let pool = self.ready().await?;
             let mut tx = self.shared.dialect.begin_write(pool).await?;
-            let held = settle::settle(self.shared.dialect, &mut tx, settlements).await?;
+            let held = settle::settle(self.shared.dialect, tx.conn(), settlements).await?;
             tx.commit().await?;
             Ok(held)
         })
