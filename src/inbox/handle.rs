@@ -58,6 +58,9 @@ use crate::{
 #[derive(Clone)]
 pub struct Inbox {
     store: Arc<dyn InboxAdmin>,
+    /// The store, when it is the crate's SQL one: for transactional handlers.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    sql: Option<super::SqlInbox>,
     shared: Arc<Shared>,
     config: Config,
     clock: Arc<dyn Clock>,
@@ -88,13 +91,25 @@ impl Inbox {
 
     /// An inbox over `store`.
     pub fn new(store: impl InboxAdmin) -> Self {
-        Self::from_arc(Arc::new(store))
+        #[cfg(any(feature = "sqlite", feature = "postgres"))]
+        let sql = (&store as &dyn std::any::Any)
+            .downcast_ref::<super::SqlInbox>()
+            .cloned();
+        #[allow(unused_mut)] // set only with the SQL stores
+        let mut inbox = Self::from_arc(Arc::new(store));
+        #[cfg(any(feature = "sqlite", feature = "postgres"))]
+        {
+            inbox.sql = sql;
+        }
+        inbox
     }
 
     /// An inbox over a store you keep a handle to.
     pub fn from_arc(store: Arc<dyn InboxAdmin>) -> Self {
         Self {
             store,
+            #[cfg(any(feature = "sqlite", feature = "postgres"))]
+            sql: None,
             shared: Arc::new(Shared {
                 committer: OnceLock::new(),
                 stored: watch::Sender::new(0),
@@ -280,6 +295,15 @@ impl Inbox {
                 },
             )
         })
+    }
+
+    /// The store as the crate's [`SqlInbox`](super::SqlInbox), when it is one (an inbox from
+    /// [`open`](Self::open), or [`new`](Self::new) on a `SqlInbox`): for its pools, to create
+    /// your own tables beside the inbox's.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+    pub fn sql(&self) -> Option<&super::SqlInbox> {
+        self.sql.as_ref()
     }
 
     /// The store, for workers and administration.

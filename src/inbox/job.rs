@@ -1,7 +1,7 @@
 //! One claimed delivery through the user's handler: [`Job`], [`Handler`], and the decisions
 //! about what becomes of it.
 
-use std::{any::Any, fmt, future::Future, sync::Arc, time::Duration};
+use std::{any::Any, fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use tokio::{sync::watch, task::JoinError};
@@ -82,6 +82,52 @@ where
     }
 }
 
+/// What a [`Worker`](super::Worker) runs on a claimed delivery: a [`Handler`], or a handler in
+/// the inbox's own transaction ([`Worker::transactional`](super::Worker::transactional)).
+///
+/// Sealed: a [`Handler`] ([`Plain`]) and the crate's transactional handler; you implement
+/// [`Handler`] instead.
+pub trait Runs<T>: private::Sealed<T> + Send + Sync + 'static {
+    /// Runs on `job`, claimed with `token`: `Ok(true)` if it recorded the delivery handled
+    /// itself (in its own transaction), `Ok(false)` for the worker to record it.
+    #[doc(hidden)]
+    fn run(self: Arc<Self>, job: Job<T>, token: ClaimToken, clock: Arc<dyn Clock>) -> RunFuture;
+
+    /// Whether the worker extends the lease while it runs; not while the run holds the
+    /// delivery's row itself (a transaction that locked it), where an extension would wait
+    /// for that transaction.
+    #[doc(hidden)]
+    fn extends_lease(&self) -> bool {
+        true
+    }
+}
+
+/// What [`Runs::run`] returns.
+#[doc(hidden)]
+pub type RunFuture = Pin<Box<dyn Future<Output = Result<bool, String>> + Send>>;
+
+pub(super) mod private {
+    /// Keeps [`Runs`](super::Runs) to the crate's implementations.
+    pub trait Sealed<T> {}
+}
+
+/// A [`Handler`] as a [`Worker`](super::Worker) runs it: the worker's `H` for
+/// [`Worker::new`](super::Worker::new).
+#[derive(Debug)]
+pub struct Plain<H>(pub(super) H);
+
+impl<T, H: Handler<T>> private::Sealed<T> for Plain<H> {}
+
+impl<T: Send + 'static, H: Handler<T>> Runs<T> for Plain<H> {
+    fn run(self: Arc<Self>, job: Job<T>, _: ClaimToken, _: Arc<dyn Clock>) -> RunFuture {
+        let handled = self.0.call(job);
+        Box::pin(async move {
+            handled.await.map_err(|err| err.to_string())?;
+            Ok(false)
+        })
+    }
+}
+
 /// What the worker's settings say about a claimed delivery.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Policy {
@@ -141,6 +187,8 @@ pub(super) enum Attempt {
     KillsTheProcess,
     /// Not run: superseded, of a kind the worker skips then.
     Superseded,
+    /// Handled, and recorded so in the handler's own transaction: nothing left to record.
+    Recorded,
 }
 
 impl Policy {
@@ -153,7 +201,7 @@ impl Policy {
     /// What to record for an attempt that ended at `now`.
     pub(super) fn settle(&self, tally: Tally, outcome: Attempt, now: DateTime<Utc>) -> Settle {
         match outcome {
-            Attempt::Handled => Settle::Done { at: now },
+            Attempt::Handled | Attempt::Recorded => Settle::Done { at: now },
             Attempt::Superseded => Settle::Superseded { at: now },
             Attempt::Unreadable(error) => Settle::Dead { at: now, error },
             Attempt::KillsTheProcess => Settle::Dead {
@@ -190,7 +238,7 @@ pub(super) struct Run<T, H> {
     pub(super) marker: std::marker::PhantomData<fn() -> T>,
 }
 
-impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
+impl<T: FromEventData + Send + 'static, H: Runs<T>> Run<T, H> {
     /// Runs the handler on `delivery`, keeping its lease, and records the outcome.
     pub(super) async fn run(self, delivery: ClaimedDelivery) {
         let span = tracing::info_span!(
@@ -219,6 +267,10 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
                 }
             };
             log(&outcome, tally);
+            if outcome == Attempt::Recorded {
+                record::inbox_attempt("handled");
+                return;
+            }
             let settle = self.policy.settle(tally, outcome, self.clock.now());
             let result = match settle {
                 Settle::Done { .. } => "handled",
@@ -266,8 +318,10 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
             }
         }
         let timer = HandlerTimer::start(Some(&job.event.kind));
+        let extends = self.handler.extends_lease();
         // A task of its own: a panic is caught as a JoinError, and cancelling can abort it.
-        let mut handler = tokio::spawn(self.handler.call(job));
+        let run = Arc::clone(&self.handler).run(job, self.token, Arc::clone(&self.clock));
+        let mut handler = tokio::spawn(run);
         let mut extend = tokio::time::interval(self.policy.lease / 3);
         extend.tick().await;
         let mut cancel = self.cancel.clone();
@@ -280,7 +334,7 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
                     record::inbox_handler(timer);
                     return Some(ended(finished));
                 }
-                _ = extend.tick() => self.extend(delivery.id).await,
+                _ = extend.tick(), if extends => self.extend(delivery.id).await,
                 true = &mut cancelled => {
                     handler.abort();
                     return None;
@@ -338,10 +392,11 @@ impl<T: FromEventData + Send + 'static, H: Handler<T>> Run<T, H> {
 }
 
 /// The attempt's outcome from the handler task's end.
-fn ended<E: fmt::Display>(finished: Result<Result<(), E>, JoinError>) -> Attempt {
+fn ended(finished: Result<Result<bool, String>, JoinError>) -> Attempt {
     match finished {
-        Ok(Ok(())) => Attempt::Handled,
-        Ok(Err(err)) => Attempt::Failed(err.to_string()),
+        Ok(Ok(false)) => Attempt::Handled,
+        Ok(Ok(true)) => Attempt::Recorded,
+        Ok(Err(err)) => Attempt::Failed(err),
         Err(err) if err.is_panic() => Attempt::Failed(format!(
             "the handler panicked: {}",
             panic_message(err.into_panic())
@@ -365,7 +420,7 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
 fn log(outcome: &Attempt, tally: Tally) {
     let attempt = tally.attempt;
     match outcome {
-        Attempt::Handled => tracing::debug!("handled"),
+        Attempt::Handled | Attempt::Recorded => tracing::debug!("handled"),
         Attempt::Superseded => {}
         // Errors as `&str` fields, which log escaped: a handler's error may quote the event.
         Attempt::Failed(error) => tracing::warn!(attempt, error = error.as_str(), "handler failed"),
@@ -496,7 +551,7 @@ mod tests {
             tokio::spawn(async {
                 panic!("boom");
                 #[allow(unreachable_code)]
-                Ok::<(), String>(())
+                Ok::<bool, String>(false)
             })
             .await
         });

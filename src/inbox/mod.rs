@@ -73,13 +73,17 @@ mod settle;
 mod sql;
 mod store;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod transactional;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod upkeep;
 mod worker;
 
 pub use backoff::Backoff;
 pub use filter::ReplayFilter;
 pub use handle::Inbox;
-pub use job::{Handler, Job};
+#[doc(hidden)]
+pub use job::RunFuture;
+pub use job::{Handler, Job, Plain, Runs};
 pub use service::InboxResponseFuture;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
@@ -88,6 +92,9 @@ pub use store::{
     ClaimedDelivery, DeadDelivery, InboxAdmin, InboxError, InboxFuture, InboxStats, InboxStore,
     NewDelivery, Settle, Settlement, Stored,
 };
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use transactional::{InTransaction, TxEngine, TxFuture};
 pub use worker::Worker;
 // The SQL crate whose pool `SqlInbox::with_pool` takes, so users name the same version.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

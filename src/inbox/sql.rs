@@ -79,6 +79,12 @@ struct Shared {
     /// Postgres only: the connection that `LISTEN`s, made on first use.
     #[cfg(feature = "postgres")]
     listener: Mutex<Option<sqlx::postgres::PgListener>>,
+    /// SQLite's own driver on the same file, made on first use: [`SqlInbox::sqlite_pool`].
+    #[cfg(feature = "sqlite")]
+    sqlite: OnceCell<sqlx::SqlitePool>,
+    /// Postgres's own driver on the same database: [`SqlInbox::postgres_pool`].
+    #[cfg(feature = "postgres")]
+    postgres: OnceCell<sqlx::PgPool>,
 }
 
 /// How long a statement may wait for a pooled connection before it fails (and the delivery is
@@ -159,8 +165,103 @@ impl SqlInbox {
                 migrated: OnceCell::new(),
                 #[cfg(feature = "postgres")]
                 listener: Mutex::default(),
+                #[cfg(feature = "sqlite")]
+                sqlite: OnceCell::new(),
+                #[cfg(feature = "postgres")]
+                postgres: OnceCell::new(),
             }),
         }
+    }
+
+    /// A pool of SQLite's own driver on the inbox's file, for your own tables beside the
+    /// inbox's: to create them, and for a transactional handler
+    /// ([`Worker::transactional`](super::Worker::transactional)), whose writes commit with the
+    /// delivery's outcome. Made on first call, once the inbox's schema is ready.
+    ///
+    /// One connection, since SQLite has one writer at a time: transactional handlers take
+    /// turns on it rather than wait on the file's lock. Its connections are set as the
+    /// inbox's (WAL, `synchronous=FULL`, a 5 s busy time-out).
+    ///
+    /// # Errors
+    ///
+    /// [`InboxError::UnsupportedUrl`] if the inbox is not SQLite, and the errors of first use.
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+    pub async fn sqlite_pool(&self) -> Result<sqlx::SqlitePool, InboxError> {
+        self.engine(Dialect::Sqlite)?;
+        self.ready().await?;
+        let pool = self
+            .shared
+            .sqlite
+            .get_or_try_init(|| async {
+                let url = &self.shared.pool.connect_options().database_url;
+                let options: sqlx::sqlite::SqliteConnectOptions = url
+                    .as_str()
+                    .parse()
+                    .map_err(|_| InboxError::database("cannot read the SQLite URL"))?;
+                Ok::<_, InboxError>(
+                    sqlx::sqlite::SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .after_connect(|conn, _| {
+                            Box::pin(async move {
+                                for pragma in Dialect::Sqlite.on_connect() {
+                                    sqlx::query(pragma).execute(&mut *conn).await?;
+                                }
+                                Ok(())
+                            })
+                        })
+                        .connect_lazy_with(options),
+                )
+            })
+            .await?;
+        Ok(pool.clone())
+    }
+
+    /// A pool of Postgres's own driver on the inbox's database, as
+    /// [`sqlite_pool`](Self::sqlite_pool) is for SQLite: for your own tables, and for
+    /// transactional handlers, each of which holds a connection for its transaction (up to
+    /// 32 at once).
+    ///
+    /// # Errors
+    ///
+    /// [`InboxError::UnsupportedUrl`] if the inbox is not Postgres, and the errors of first
+    /// use.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub async fn postgres_pool(&self) -> Result<sqlx::PgPool, InboxError> {
+        self.engine(Dialect::Postgres)?;
+        self.ready().await?;
+        let pool = self
+            .shared
+            .postgres
+            .get_or_try_init(|| async {
+                let url = &self.shared.pool.connect_options().database_url;
+                let options: sqlx::postgres::PgConnectOptions = url
+                    .as_str()
+                    .parse()
+                    .map_err(|_| InboxError::database("cannot read the Postgres URL"))?;
+                Ok::<_, InboxError>(
+                    sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(32)
+                        .connect_lazy_with(options),
+                )
+            })
+            .await?;
+        Ok(pool.clone())
+    }
+
+    /// `Ok` if this inbox is on `engine`.
+    pub(super) fn engine(&self, engine: Dialect) -> Result<(), InboxError> {
+        if self.shared.dialect == engine {
+            return Ok(());
+        }
+        Err(InboxError::UnsupportedUrl {
+            scheme: self.shared.dialect.to_string(),
+            hint: match engine {
+                Dialect::Sqlite => "this needs a sqlite:// inbox",
+                Dialect::Postgres => "this needs a postgres:// inbox",
+            },
+        })
     }
 
     /// Closes the pool's connections, waiting for statements in flight.

@@ -12,7 +12,7 @@ use super::{
     backoff::Backoff,
     commit::Batcher,
     handle::Inbox,
-    job::{Handler, Policy, Run},
+    job::{Handler, Plain, Policy, Run, Runs},
     store::{ClaimedDelivery, InboxAdmin, Settlement},
 };
 use crate::{
@@ -119,10 +119,23 @@ const MIN_LEASE: Duration = Duration::from_millis(30);
 /// The longest wait before a claim that failed is tried again.
 const MAX_CLAIM_RETRY: Duration = Duration::from_secs(1);
 
-impl<T, H> Worker<T, H>
+impl<T, H> Worker<T, Plain<H>>
 where
     T: FromEventData + Send + 'static,
     H: Handler<T>,
+{
+    /// A worker that runs `handler` on `inbox`'s deliveries, with the defaults below; nothing
+    /// runs until [`run`](Self::run). For a handler that writes to the inbox's database, see
+    /// [`transactional`](Self::transactional).
+    pub fn new(inbox: &Inbox, handler: H) -> Self {
+        Self::with(inbox, Plain(handler))
+    }
+}
+
+impl<T, H> Worker<T, H>
+where
+    T: FromEventData + Send + 'static,
+    H: Runs<T>,
 {
     /// The default for [`concurrency`](Self::concurrency).
     pub const DEFAULT_CONCURRENCY: usize = 8;
@@ -137,9 +150,8 @@ where
     /// The default for [`retention`](Self::retention): 7 days.
     pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
-    /// A worker that runs `handler` on `inbox`'s deliveries, with the defaults below; nothing
-    /// runs until [`run`](Self::run).
-    pub fn new(inbox: &Inbox, handler: H) -> Self {
+    /// A worker that runs `handler`, with the defaults below.
+    pub(super) fn with(inbox: &Inbox, handler: H) -> Self {
         Self {
             inbox: inbox.clone(),
             handler: Arc::new(handler),
@@ -322,7 +334,7 @@ struct Claiming<'w, T, H> {
 impl<T, H> Claiming<'_, T, H>
 where
     T: FromEventData + Send + 'static,
-    H: Handler<T>,
+    H: Runs<T>,
 {
     /// Claims and starts deliveries until `shutdown` resolves; running handlers go on.
     async fn until(&mut self, shutdown: impl Future<Output = ()>) {

@@ -11,3 +11,4 @@ mod http;
 mod order;
 mod processes;
 mod store;
+mod transactional;
