@@ -255,8 +255,8 @@ mod tests {
         tokio::spawn(run(
             Listeners { webhook, admin },
             layer,
-            inbox,
-            process(ringyo_receiver::Work::NONE),
+            inbox.clone(),
+            ringyo_webhook::inbox::Worker::new(&inbox, process(ringyo_receiver::Work::NONE)),
             support::detached_metrics(),
             Settings::default(),
             std::future::pending(),

@@ -6,7 +6,7 @@ use std::{future::Future, net::SocketAddr, time::Duration};
 use axum::{http::StatusCode, routing::post_service, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use ringyo_webhook::{
-    inbox::{Handler, Inbox, InboxError, Worker},
+    inbox::{sqlx, Inbox, InboxError, Runs, Worker},
     Event, RingyoWebhookLayer,
 };
 use tokio::{net::TcpListener, sync::watch};
@@ -15,7 +15,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::{
     admin,
     config::{cannot_listen, Config},
-    process::{process, STATUS_EVENTS},
+    process::{counting_postgres, counting_sqlite, CALL_COUNTS, STATUS_EVENTS},
     server::{serve, ServerLimits},
     signal::shutdown_signal,
 };
@@ -30,7 +30,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts the receiver on `config` and serves until Ctrl-C or SIGTERM: installs the metrics
 /// recorder, checks the inbox ([`check_inbox`]), binds both listeners, logs where they listen,
-/// and [`run`]s with the [`process`] handler.
+/// and [`run`]s a transactional worker with the demo effect
+/// ([`counting_sqlite`](crate::process::counting_sqlite) or
+/// [`counting_postgres`](crate::process::counting_postgres)).
 ///
 /// # Errors
 ///
@@ -57,17 +59,64 @@ pub async fn start(config: Config) -> Result<(), String> {
         concurrency: config.concurrency,
         lease: config.lease,
     };
-    run(
-        listeners,
-        config.layer,
-        config.inbox,
-        process(config.work),
-        metrics,
-        settings,
-        shutdown_signal(),
-    )
-    .await
-    .map_err(|err| format!("the receiver stopped: {err}"))
+    let inbox = config.inbox;
+    tokio::spawn(create_call_counts(inbox.clone()));
+    // The demo effect commits with each delivery, in a transaction of the inbox's engine.
+    let served = match Worker::transactional(&inbox, counting_sqlite(config.work)) {
+        Ok(worker) => {
+            let layer = config.layer;
+            run(
+                listeners,
+                layer,
+                inbox,
+                worker,
+                metrics,
+                settings,
+                shutdown_signal(),
+            )
+            .await
+        }
+        Err(_) => {
+            let worker = Worker::transactional(&inbox, counting_postgres(config.work))
+                .map_err(|err| format!("the inbox cannot run transactional handlers: {err}"))?;
+            let layer = config.layer;
+            run(
+                listeners,
+                layer,
+                inbox,
+                worker,
+                metrics,
+                settings,
+                shutdown_signal(),
+            )
+            .await
+        }
+    };
+    served.map_err(|err| format!("the receiver stopped: {err}"))
+}
+
+/// Creates the demo effect's table ([`CALL_COUNTS`]) in the inbox's database, trying again
+/// every second while the database is away: the receiver starts and answers 503 without it,
+/// and the handlers that find no table yet fail and are retried.
+async fn create_call_counts(inbox: Inbox) {
+    let Some(sql) = inbox.sql() else { return };
+    let mut failed = false;
+    loop {
+        let created = match (sql.sqlite_pool().await, sql.postgres_pool().await) {
+            (Ok(pool), _) => sqlx::query(CALL_COUNTS).execute(&pool).await.map(drop),
+            (_, Ok(pool)) => sqlx::query(CALL_COUNTS).execute(&pool).await.map(drop),
+            (Err(err), _) => Err(sqlx::Error::Protocol(err.to_string())),
+        };
+        match created {
+            Ok(()) => return,
+            Err(err) if !failed => {
+                tracing::warn!("cannot create the call_counts table yet ({err}); trying again");
+                failed = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Checks, before serving, that the inbox can commit. A corrupt file stops the start with a
@@ -129,19 +178,19 @@ pub async fn run<H>(
     listeners: Listeners,
     layer: RingyoWebhookLayer,
     inbox: Inbox,
-    handler: H,
+    worker: Worker<Event, H>,
     metrics: PrometheusHandle,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
-    H: Handler<Event>,
+    H: Runs<Event>,
 {
     let (stop, stopped) = watch::channel(false);
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let mut worker = Worker::new(&inbox, handler).skip_superseded(STATUS_EVENTS);
+    let mut worker = worker.skip_superseded(STATUS_EVENTS);
     if let Some(concurrency) = settings.concurrency {
         worker = worker.concurrency(concurrency);
     }

@@ -6,8 +6,11 @@ use std::{
 };
 
 use ringyo_webhook::{
-    inbox::{Handler, Job},
-    Event, EventKind,
+    inbox::{
+        sqlx::{self, Transaction},
+        Handler, Job, TxFuture,
+    },
+    Event, EventKind, SubjectKind,
 };
 use tokio::time::Instant;
 
@@ -59,18 +62,74 @@ impl Work {
 }
 
 /// The background work: `work` of simulated downstream calls, then a `processed event` log
-/// line without payload values ([`log_event`]).
+/// line without payload values ([`log_event`]). The receiver runs [`counting_sqlite`] or
+/// [`counting_postgres`], which also count each call's events in the inbox's database; this is
+/// the same work without the count, for a worker of your own.
 pub fn process(work: Work) -> impl Handler<Event> {
     move |job: Job<Event>| async move {
         let started = Instant::now();
-        let work = work.of(&job);
-        if !work.is_zero() {
-            tokio::time::sleep(work).await;
-        }
+        pause(work.of(&job)).await;
         log_event(&job, started.elapsed());
         Ok::<(), std::convert::Infallible>(())
     }
 }
+
+/// Sleeps `work`, the stand-in for a downstream call.
+async fn pause(work: Duration) {
+    if !work.is_zero() {
+        tokio::time::sleep(work).await;
+    }
+}
+
+/// The table of the receiver's demo effect, in the inbox's database: how many deliveries of
+/// each call were handled.
+pub const CALL_COUNTS: &str = "CREATE TABLE IF NOT EXISTS call_counts \
+     (call_id TEXT PRIMARY KEY, handled INTEGER NOT NULL)";
+
+/// Counts a handled `call.*` delivery of the call: one more in `call_counts`.
+const COUNT: &str = "INSERT INTO call_counts (call_id, handled) VALUES ($1, 1) \
+     ON CONFLICT (call_id) DO UPDATE SET handled = call_counts.handled + 1";
+
+/// The receiver's handlers: the background work, then each `call.*` delivery counted in
+/// [`CALL_COUNTS`] inside the delivery's own transaction, so the count moves once per
+/// handled delivery whatever crashes (see `Worker::transactional`); then `processed event`.
+/// On SQLite the transaction holds the file's write lock throughout, work included.
+macro_rules! counting {
+    ($name:ident, $db:ty, $engine:literal) => {
+        #[doc = concat!("The receiver's transactional handler on ", $engine, ".")]
+        pub fn $name(
+            work: Work,
+        ) -> impl for<'t> Fn(
+            Job<Event>,
+            &'t mut Transaction<'static, $db>,
+        ) -> TxFuture<'t, sqlx::Error>
+               + Send
+               + Sync
+               + 'static {
+            move |job: Job<Event>, tx: &mut Transaction<'static, $db>| {
+                Box::pin(async move {
+                    let started = Instant::now();
+                    pause(work.of(&job)).await;
+                    let call = job
+                        .subject
+                        .as_ref()
+                        .filter(|s| s.kind() == SubjectKind::Call);
+                    if let Some(call) = call {
+                        sqlx::query(COUNT)
+                            .bind(call.id())
+                            .execute(&mut **tx)
+                            .await?;
+                    }
+                    log_event(&job, started.elapsed());
+                    Ok(())
+                })
+            }
+        }
+    };
+}
+
+counting!(counting_sqlite, sqlx::Sqlite, "SQLite");
+counting!(counting_postgres, sqlx::Postgres, "Postgres");
 
 /// The `processed event` line for a finished delivery: its event, delivery id, timestamp,
 /// attempt and subject (`call:call_123`, else `-`), `took_ms`, how long the handler had run

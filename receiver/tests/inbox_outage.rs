@@ -9,7 +9,10 @@ use std::{net::SocketAddr, time::Duration};
 
 use ringyo_receiver::{config::inbox_from, run, Listeners, Settings, PATH};
 use ringyo_test_support as support;
-use ringyo_webhook::{inbox::Job, Event};
+use ringyo_webhook::{
+    inbox::{Job, Worker},
+    Event,
+};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -67,8 +70,8 @@ async fn postgres_down_at_start_and_mid_run_is_503_then_recovers_without_a_resta
     let running = tokio::spawn(run(
         Listeners { webhook, admin },
         support::layer(),
-        inbox,
-        handler,
+        inbox.clone(),
+        Worker::new(&inbox, handler),
         support::detached_metrics(),
         Settings::default(),
         std::future::pending(),

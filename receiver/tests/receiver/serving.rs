@@ -14,7 +14,11 @@ use ringyo_receiver::{
     },
     process, run, Listeners, ServerLimits, Settings, Work, PATH,
 };
-use ringyo_webhook::{inbox::Job, testing::TestDelivery, Event};
+use ringyo_webhook::{
+    inbox::{Job, Worker},
+    testing::TestDelivery,
+    Event,
+};
 use serde_json::json;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -76,8 +80,8 @@ async fn start_with(
     let done = tokio::spawn(run(
         listeners,
         layer,
-        inbox,
-        handler,
+        inbox.clone(),
+        Worker::new(&inbox, handler),
         common::recorder(),
         Settings {
             limits,
@@ -454,8 +458,8 @@ async fn signed_strings_in_log_lines_are_escaped() {
     let done = tokio::spawn(run(
         Listeners { webhook, admin },
         common::layer(),
-        inbox,
-        process(Work::NONE),
+        inbox.clone(),
+        Worker::new(&inbox, process(Work::NONE)),
         common::recorder(),
         Settings::default(),
         async move {
