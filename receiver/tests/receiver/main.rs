@@ -8,6 +8,7 @@
 //! shared Postgres server, which no other test may see.
 
 mod common;
+mod exactly_once;
 mod inbox_command;
 mod ordering;
 mod processes;
