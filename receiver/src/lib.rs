@@ -26,8 +26,11 @@
 //! (answer within 5 s, do heavy work in the background); a crash after that loses nothing, because
 //! the worker finds the delivery in the inbox after the restart. A retry of a stored delivery gets
 //! 200 and is not stored twice; if the database cannot commit, the answer is 503, so Ringyo
-//! retries. The worker logs `processed event` once per finished delivery, with `took_ms`, how long
-//! its handler ran ([`process()`]). Ctrl-C or SIGTERM stops accepting connections, finishes
+//! retries. The worker handles the events of one call one at a time, in timestamp order, and its
+//! demo effect counts each `call.*` delivery in a table `call_counts` of the inbox's database,
+//! inside the delivery's own transaction, so exactly once whatever crashes
+//! ([`process::counting_sqlite`], [`process::counting_postgres`]); it logs `processed event` once
+//! per handled delivery, with `took_ms`, how long its handler ran. Ctrl-C or SIGTERM stops accepting connections, finishes
 //! in-flight requests and running handlers, and leaves the rest in the inbox for the next start
 //! ([`run`]).
 //!
