@@ -30,9 +30,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts the receiver on `config` and serves until Ctrl-C or SIGTERM: installs the metrics
 /// recorder, checks the inbox ([`check_inbox`]), binds both listeners, logs where they listen,
-/// and [`run`]s a transactional worker with the demo effect
-/// ([`counting_sqlite`](crate::process::counting_sqlite) or
-/// [`counting_postgres`](crate::process::counting_postgres)).
+/// and [`run`]s a transactional worker with the demo effect ([`counting_sqlite`] or
+/// [`counting_postgres`]).
 ///
 /// # Errors
 ///

@@ -29,10 +29,10 @@
 //! retries. The worker handles the events of one call one at a time, in timestamp order, and its
 //! demo effect counts each `call.*` delivery in a table `call_counts` of the inbox's database,
 //! inside the delivery's own transaction, so exactly once whatever crashes
-//! ([`process::counting_sqlite`], [`process::counting_postgres`]); it logs `processed event` once
-//! per handled delivery, with `took_ms`, how long its handler ran. Ctrl-C or SIGTERM stops accepting connections, finishes
-//! in-flight requests and running handlers, and leaves the rest in the inbox for the next start
-//! ([`run`]).
+//! ([`process::counting_sqlite`], [`process::counting_postgres`]); it logs `processed event`
+//! once per handled delivery, with `took_ms`, how long its handler ran. Ctrl-C or SIGTERM stops
+//! accepting connections, finishes in-flight requests and running handlers, and leaves the rest
+//! in the inbox for the next start ([`run`]).
 //!
 //! Both servers close a connection that does not finish its request headers within 10 s
 //! (silent, trickling, or idle between requests), serve at most 1 024 connections at once, and
