@@ -305,6 +305,56 @@ where
         tracing::info!("worker stopped");
     }
 
+    /// What runs one delivery claimed with `token`, recording through `settler`.
+    fn job(
+        &self,
+        settler: Batcher<Settlement, bool>,
+        cancel: watch::Receiver<bool>,
+        token: ClaimToken,
+    ) -> Run<T, H> {
+        Run {
+            settler,
+            handler: Arc::clone(&self.handler),
+            token,
+            policy: self.config.policy,
+            skip_superseded: Arc::clone(&self.skip_superseded),
+            cancel,
+            clock: self.inbox.shared_clock(),
+            marker: PhantomData,
+        }
+    }
+
+    /// Runs `delivery`, claimed with `token`, once, as [`run`](Self::run) does (the handler,
+    /// with the lease kept while it runs), and records its outcome only if `record`. Without,
+    /// the attempt ends as one whose process died just after the handler returned: nothing is
+    /// recorded, and the delivery stays claimed until its lease runs out.
+    ///
+    /// For the test kit's delivery chaos (`testing::Chaos`), which claims deliveries itself
+    /// on a fake clock to put its faults between claiming, running and recording.
+    #[cfg(all(feature = "test-util", feature = "sqlite"))]
+    pub(crate) async fn run_claimed(
+        &self,
+        token: ClaimToken,
+        delivery: ClaimedDelivery,
+        record: bool,
+    ) {
+        let settler = if record {
+            settler(self.inbox.store())
+        } else {
+            // Says "lease lost" to every settlement, as a dead process records nothing.
+            Batcher::spawn(
+                1,
+                |settlements: Vec<Settlement>| async move { Ok(vec![false; settlements.len()]) },
+                |_| {},
+            )
+        };
+        // Never cancelled; the sender is kept until the run ends, as a closed channel would
+        // end the wait for a cancellation.
+        let (never, cancel) = watch::channel(false);
+        self.job(settler, cancel, token).run(delivery).await;
+        drop(never);
+    }
+
     async fn prune(&self, store: &dyn InboxAdmin) {
         let before = self.inbox.now() - self.config.retention;
         match store.prune(before).await {
@@ -430,16 +480,9 @@ where
     }
 
     fn start(&mut self, token: ClaimToken, delivery: ClaimedDelivery) {
-        let run = Run::<T, H> {
-            settler: self.settler.clone(),
-            handler: Arc::clone(&self.worker.handler),
-            token,
-            policy: self.worker.config.policy,
-            skip_superseded: Arc::clone(&self.worker.skip_superseded),
-            cancel: self.cancelled.clone(),
-            clock: self.worker.inbox.shared_clock(),
-            marker: PhantomData,
-        };
+        let run = self
+            .worker
+            .job(self.settler.clone(), self.cancelled.clone(), token);
         self.running.spawn(run.run(delivery));
     }
 }

@@ -154,6 +154,16 @@ impl TestDelivery {
         &self.event
     }
 
+    /// The envelope's `timestamp`, as signed (faults aside): the order the chaos kit keeps.
+    pub(super) fn signed_at(&self) -> DateTime<Utc> {
+        self.timestamp
+    }
+
+    /// The secret it signs with: the chaos kit's layer verifies with it.
+    pub(super) fn signing_secret(&self) -> &str {
+        &self.secret
+    }
+
     /// The body and the `x-ringyo-signature` value (none for [`Fault::MissingSignature`]),
     /// faults applied.
     ///

@@ -4,7 +4,10 @@
 //!   deliberate [`Fault`], ready for `tower::ServiceExt::oneshot` on your axum `Router`;
 //! - [`sample_data`] gives a realistic `data` payload for every event the crate knows;
 //! - [`sign`] gives the exact `x-ringyo-signature` value for any body;
-//! - [`ManualClock`] lets a test move the layer's clock.
+//! - [`ManualClock`] lets a test move the layer's clock;
+//! - [`Chaos`] plays a set of events against your handler (a route, or an inbox handler) with
+//!   duplicates, retries out of order, crashes and lost leases, and checks your state ends as
+//!   after one clean delivery of each.
 //!
 //! Every [`TestDelivery`] is a delivery of its own (its default timestamp is unique within the
 //! process), so two sends of the same sample are two deliveries, not a duplicate. To send a
@@ -41,10 +44,12 @@
 //! # }
 //! ```
 
+mod chaos;
 mod clock;
 mod delivery;
 mod samples;
 
+pub use chaos::{Chaos, ChaosFailure, ChaosFault, ChaosRun};
 pub use clock::ManualClock;
 pub use delivery::{Fault, TestDelivery};
 pub use samples::sample_data;

@@ -5,6 +5,7 @@
 //! One test binary, a module per subject. `processes` starts copies of this binary that run one
 //! ignored test by its path in it (`processes::aborting_worker`).
 
+mod chaos;
 mod door;
 mod faults;
 mod http;
