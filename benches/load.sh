@@ -45,6 +45,18 @@
 #
 #   bash .ci/with-postgres bash benches/inbox.sh 10 3    # the same as: load.sh 10 3 inbox
 #
+# Then, only when asked (`order` as the third argument, or `bash benches/inbox.sh 10 3 order`),
+# per-subject ordering (Inbox::order_by_subject) on against off, the inbox part's way (2 KiB,
+# wrk -c64, worker concurrency 64, a fresh database per run), on each engine: `off`
+# (inbox-sqlite / inbox-postgres), `on` (the `-ordered` modes, reorder window 0), `on, 1 s`
+# (the default window) and `on, 10 subjects` (window 0). Every delivery is a `call.*` event
+# whose `data.id` names one of 1,000 calls (10 for the last), stamped as it would be sent
+# (`load_server pool ... SUBJECTS`). Before each measured run the warm-up's deliveries are all
+# handled; handled/s is the deliveries handled from the measured run's first answer until the
+# drain ends (every 202'd delivery handled), over that time, the same for every mode.
+#
+#   bash .ci/with-postgres bash benches/inbox.sh 10 3 order    # the same as: load.sh 10 3 order
+#
 # Every request goes to 127.0.0.1 only, and each run stops after its duration.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,7 +64,7 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${1:-10}
 ROUNDS=${2:-3}
 PARTS=${3:-all}
-case "$PARTS" in all | stores | inbox | metrics) ;; *) echo "third argument: all, stores, inbox or metrics" >&2; exit 1 ;; esac
+case "$PARTS" in all | stores | inbox | metrics | order) ;; *) echo "third argument: all, stores, inbox, metrics or order" >&2; exit 1 ;; esac
 PORT=${LOAD_PORT:-38517}
 URL="http://127.0.0.1:$PORT/webhooks/ringyo"
 # Distinct deliveries per measured run: room for 80 000 req/s (this VM reached 56 000 without a
@@ -60,6 +72,8 @@ URL="http://127.0.0.1:$PORT/webhooks/ringyo"
 POOL=$((SECONDS_PER_RUN * 80000)) WARM_POOL=60000
 # The inbox part's `queue` mode, at -c64, reaches about 55 000 req/s on that VM.
 if [ "$PARTS" = inbox ]; then POOL=$((SECONDS_PER_RUN * 80000)) WARM_POOL=100000; fi
+# The order part has no `queue`: the inbox acknowledged at most 8 700 a second on that VM.
+if [ "$PARTS" = order ]; then POOL=$((SECONDS_PER_RUN * 25000)) WARM_POOL=40000; fi
 WORK=$(mktemp -d)
 REDIS_PID= INBOX_DIR=
 cleanup() {
@@ -75,7 +89,7 @@ if ! command -v wrk >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null || {
     echo "cannot install wrk: run 'apt-get install wrk' and retry" >&2; exit 1; }
 fi
-if [ "$PARTS" != inbox ] && [ "$PARTS" != metrics ] && { ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; }; then
+if [ "$PARTS" != inbox ] && [ "$PARTS" != metrics ] && [ "$PARTS" != order ] && { ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; }; then
   echo "installing redis-server (Debian package)" >&2
   (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null || {
     echo "cannot install redis-server: run 'apt-get install redis-server' and retry" >&2; exit 1; }
@@ -199,7 +213,7 @@ run_pool() { # mode -> "req/s p50_us p99_us handled/requests"
 median() { sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}'; }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), pinned: ${PIN_SERVER[*]:-no}"
-echo "each run: ${SECONDS_PER_RUN}s, wrk -t1 -c$([ "$PARTS" = inbox ] && echo 64 || echo 32), ${ROUNDS} rounds, median round shown"
+echo "each run: ${SECONDS_PER_RUN}s, wrk -t1 -c$(case "$PARTS" in inbox | order) echo 64 ;; *) echo 32 ;; esac), ${ROUNDS} rounds, median round shown"
 echo
 if [ "$PARTS" = all ]; then
 echo "| body | server | req/s | p50 | p99 | req/s vs manual | req/s vs none | req/s vs parse |"
@@ -227,11 +241,13 @@ done
 echo
 fi
 
-# Distinct pre-signed 2 KiB deliveries, for the parts with a store or an inbox.
-make_pools() {
-  "$BIN" pool 2048 0 "$WARM_POOL" "$WORK/warm.txt"
-  "$BIN" pool 2048 "$WARM_POOL" "$POOL" "$WORK/pool.txt"
-  echo "distinct deliveries: $WARM_POOL for each warm-up, $POOL for each measured run"
+# Distinct pre-signed 2 KiB deliveries, for the parts with a store or an inbox: warm.txt and
+# pool.txt; with a number of subjects (the order part), warm-N.txt and pool-N.txt, call events
+# over N calls.
+make_pools() { # [subjects]
+  "$BIN" pool 2048 0 "$WARM_POOL" "$WORK/warm${1:+-$1}.txt" ${1:+"$1"}
+  "$BIN" pool 2048 "$WARM_POOL" "$POOL" "$WORK/pool${1:+-$1}.txt" ${1:+"$1"}
+  echo "distinct deliveries${1:+ over $1 subjects}: $WARM_POOL for each warm-up, $POOL for each measured run"
 }
 
 # The feature `metrics`: the layer recording into a Prometheus recorder, against the layer
@@ -268,7 +284,7 @@ done
 cargo build -q --release -p ringyo-webhook-benches --example load_server
 fi
 
-if [ "$PARTS" != inbox ] && [ "$PARTS" != metrics ]; then
+if [ "$PARTS" != inbox ] && [ "$PARTS" != metrics ] && [ "$PARTS" != order ]; then
 # The delivery stores, 2 KiB.
 free_port() { # the first port from $1 on that nothing listens on, in 50 tries
   for port in $(seq "$1" $(($1 + 49))); do
@@ -316,15 +332,18 @@ echo "a bare PING, one client (redis-benchmark -c 1 -n 20000):"
 fi
 
 # The durable inbox, 2 KiB, wrk -c64: `queue` (in memory) against the inbox on SQLite and
-# Postgres, group commit and one transaction per delivery.
-if [ "$PARTS" = inbox ]; then
+# Postgres, group commit and one transaction per delivery; or (the order part) ordering by
+# subject on against off.
+if [ "$PARTS" = inbox ] || [ "$PARTS" = order ]; then
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every figure)"
 CONNECTIONS=64
 # How long the worker may take, after wrk stops, to start the handler on every 202'd delivery.
 DRAIN_LIMIT=${LOAD_DRAIN_SECONDS:-120}
 INBOX_MODES=(queue inbox-sqlite inbox-sqlite-single)
+ENGINES=(sqlite)
 if [ -n "${RINGYO_TEST_POSTGRES_URL:-}" ]; then
   INBOX_MODES+=(inbox-postgres inbox-postgres-single)
+  ENGINES+=(postgres)
   command -v psql >/dev/null || { echo "psql is needed for the Postgres modes" >&2; exit 1; }
   PG_BASE=${RINGYO_TEST_POSTGRES_URL%/*}
   # Pinned like redis-server, to wrk's core: the postmaster and its processes now, and the
@@ -347,7 +366,12 @@ else
 fi
 INBOX_DIR=$(mktemp -d "${LOAD_INBOX_DIR:-/var/tmp}/ringyo-inbox-load.XXXXXX")
 echo "SQLite: a new file per run in $INBOX_DIR ($(df -T "$INBOX_DIR" | awk 'NR == 2 { print $2 " on " $1 }'))"
-make_pools
+if [ "$PARTS" = order ]; then
+  make_pools 1000
+  make_pools 10
+else
+  make_pools
+fi
 echo
 
 value_of() { awk -v key="$1" '$1 == key { print $2 }'; } # a value from a "key value" report
@@ -357,8 +381,29 @@ report() { # /stats or /latency of the server under test; it must answer
   curl -sS --max-time 5 "http://127.0.0.1:$PORT/$1" || { echo "$mode: the server stopped answering" >&2; exit 1; }
 }
 
+# Until every delivery answered 202 has been handled, and the handler ran for those and at most
+# the ones whose 202 was cut off, or $DRAIN_LIMIT s; sets `stats`, `latency`, `handled`,
+# `acked`, `unacked` and `drained`.
+drain_inbox() {
+  local since now
+  since=$(date +%s.%N) now=$since drained=no
+  while awk "BEGIN { exit !($now - $since < $DRAIN_LIMIT) }"; do
+    latency=$(report latency) || exit 1
+    stats=$(report stats) || exit 1
+    handled=$(value_of handled <<<"$stats") acked=$(value_of answered_202 <<<"$stats")
+    unacked=$(value_of handled_unacked <<<"$latency")
+    if [ "$(value_of acked_unhandled <<<"$latency")" = 0 ] && [ $((handled - unacked)) = "$acked" ]; then
+      drained=yes; break
+    fi
+    sleep 0.1
+    now=$(date +%s.%N)
+  done
+}
+
 # mode -> "2xx/s p50_us p99_us non-2xx 202s handled-without-202 handover_p50 handover_p99
-#          handler-first backlog drain_s server-core-busy-%"
+#          handler-first backlog drain_s server-core-busy-% cores-busy-% handled/s
+#          handled/s-under-load" (the server's pools: $WARM_FILE and $MEASURE_FILE, default
+#          warm.txt and pool.txt; with $DRAIN_WARMUP=yes, the warm-up is handled in full first)
 run_inbox() {
   local url= db=
   case "$1" in
@@ -374,21 +419,29 @@ run_inbox() {
   # Another process on the port would answer in its place.
   kill -0 "$SERVER" 2>/dev/null || { echo "$1: the server exited at start" >&2; exit 1; }
   local warm out
-  warm=$(POOL_FILE="$WORK/warm.txt" "${PIN_LOAD[@]}" \
+  warm=$(POOL_FILE="$WORK/${WARM_FILE:-warm.txt}" "${PIN_LOAD[@]}" \
     wrk -t1 -c"$CONNECTIONS" -d1s --timeout 5s -s "$WORK/pool.lua" "$URL" | grep '^RESULT')
   # The server's CPU time, and each core's busy time whatever ran on it (core 1: wrk, and
   # Postgres), from the measured run's first answer (wrk first reads the pool) to its end.
   sleep 1 # the warm-up's last requests finish
-  local answered ticks cores busy started ended
+  local stats latency handled acked unacked drained
+  if [ "${DRAIN_WARMUP:-}" = yes ]; then
+    drain_inbox
+    [ "$drained" = yes ] || { echo "$1: the warm-up was not handled within ${DRAIN_LIMIT}s" >&2; exit 1; }
+  fi
+  local answered ticks cores busy started ended snapshot handled_first
   answered=$(report stats | awk '/^answered_/ { n += $2 } END { print n }') || exit 1
-  POOL_FILE="$WORK/pool.txt" "${PIN_LOAD[@]}" \
+  POOL_FILE="$WORK/${MEASURE_FILE:-pool.txt}" "${PIN_LOAD[@]}" \
     wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" --timeout 5s -s "$WORK/pool.lua" "$URL" \
     >"$WORK/wrk.out" & local load=$!
-  until [ "$(report stats | awk '/^answered_/ { n += $2 } END { print n }')" -gt "$answered" ]; do
+  while :; do
+    snapshot=$(report stats) || exit 1
+    [ "$(awk '/^answered_/ { n += $2 } END { print n }' <<<"$snapshot")" -gt "$answered" ] && break
     kill -0 "$load" 2>/dev/null || break
     sleep 0.02
   done
   ticks=$(cpu_ticks "$SERVER") cores=$(core_ticks) started=$(date +%s.%N)
+  handled_first=$(value_of handled <<<"$snapshot")
   wait "$load" || { echo "$1: wrk failed" >&2; exit 1; }
   ended=$(date +%s.%N)
   out=$(grep '^RESULT' "$WORK/wrk.out")
@@ -399,24 +452,19 @@ run_inbox() {
   # The drain (bounded): until the handler has started on every delivery answered 202, and
   # the handler count is the 202s plus the deliveries committed whose request wrk cut off at
   # the end of a run (their 202 was never sent; matched by delivery id, see /latency).
-  local stats latency backlog stopped now drained=no
+  local backlog stopped handled_stop
   stats=$(report stats) || exit 1
-  backlog=$(($(value_of answered_202 <<<"$stats") - $(value_of handled <<<"$stats")))
-  stopped=$(date +%s.%N) now=$stopped
-  local handled acked unacked
-  while awk "BEGIN { exit !($now - $stopped < $DRAIN_LIMIT) }"; do
-    latency=$(report latency) || exit 1
-    stats=$(report stats) || exit 1
-    handled=$(value_of handled <<<"$stats") acked=$(value_of answered_202 <<<"$stats")
-    unacked=$(value_of handled_unacked <<<"$latency")
-    if [ "$(value_of acked_unhandled <<<"$latency")" = 0 ] && [ $((handled - unacked)) = "$acked" ]; then
-      drained=yes; break
-    fi
-    sleep 0.1
-    now=$(date +%s.%N)
-  done
-  local drain
-  drain=$(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $stopped }")
+  handled_stop=$(value_of handled <<<"$stats")
+  backlog=$(($(value_of answered_202 <<<"$stats") - handled_stop))
+  stopped=$(date +%s.%N)
+  drain_inbox
+  local drain finished rate load_rate
+  finished=$(date +%s.%N)
+  drain=$(awk "BEGIN { printf \"%.1f\", $finished - $stopped }")
+  # Handled per second from the measured run's first answer until the drain ended, and while
+  # the load ran.
+  rate=$(awk "BEGIN { printf \"%.1f\", ($handled - $handled_first) / ($finished - $started) }")
+  load_rate=$(awk "BEGIN { printf \"%.1f\", ($handled_stop - $handled_first) / ($ended - $started) }")
   kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
   if [ -n "$db" ]; then
     psql "$RINGYO_TEST_POSTGRES_URL" -v ON_ERROR_STOP=1 -qc "DROP DATABASE $db WITH (FORCE)" >/dev/null
@@ -445,7 +493,8 @@ run_inbox() {
     echo "$1: FAILED: the handler ran $handled times ($reruns reruns) for $acked deliveries" \
       "answered 202 and $unacked committed whose request was cut off" >&2; exit 1; }
   echo "$ok_rps $p50 $p99 $((duplicates + others)) $acked $unacked $(value_of p50_us <<<"$latency")" \
-    "$(value_of p99_us <<<"$latency") $(value_of handler_first <<<"$latency") $backlog $drain $busy $cores"
+    "$(value_of p99_us <<<"$latency") $(value_of handler_first <<<"$latency") $backlog $drain $busy $cores" \
+    "$rate $load_rate"
 }
 
 # One pass over every mode, $ROUNDS rounds, and its table. With a pace, each connection waits
@@ -470,7 +519,7 @@ inbox_pass() { # [pace_ms]
   for mode in "${INBOX_MODES[@]}"; do
     line=$(printf '%s' "${results[$mode]}" | median)
     read -r rps[$mode] p50[$mode] p99[$mode] bad[$mode] acked[$mode] cut[$mode] h50[$mode] \
-      h99[$mode] first[$mode] backlog[$mode] drain[$mode] busy[$mode] cores[$mode] <<<"$line"
+      h99[$mode] first[$mode] backlog[$mode] drain[$mode] busy[$mode] cores[$mode] _ <<<"$line"
   done
   echo "| body | mode | 2xx/s | p50 | p99 | vs queue | group commit vs single | non-2xx | 202s (all handled) | handled, 202 cut off | 2xx to handler p50 | p99 | backlog at stop | drain | server CPU | cores busy |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -488,9 +537,77 @@ inbox_pass() { # [pace_ms]
   done
   echo
 }
+if [ "$PARTS" = inbox ]; then
 inbox_pass
 # 64 connections a request each 64 ms or so: about 1,000 deliveries/s, under what the slowest
 # mode (Postgres, a transaction per delivery) commits.
 inbox_pass "${LOAD_PACE_MS:-64}"
+fi
+
+# Per-subject ordering on against off. A variant is ENGINE-WHICH: off, on (window 0), on-1s
+# (the default window), on-10 (10 subjects, window 0).
+variant() { # variant -> "server-mode reorder-window-ms subjects"
+  local engine=${1%%-*} which=${1#*-}
+  case "$which" in
+    off) echo "inbox-$engine - 1000" ;;
+    on) echo "inbox-$engine-ordered 0 1000" ;;
+    on-1s) echo "inbox-$engine-ordered 1000 1000" ;;
+    on-10) echo "inbox-$engine-ordered 0 10" ;;
+  esac
+}
+order_pass() {
+  local engine which name mode window subjects line
+  local -a variants=()
+  for engine in "${ENGINES[@]}"; do
+    for which in off on on-1s on-10; do variants+=("$engine-$which"); done
+  done
+  echo "saturated: each of the $CONNECTIONS connections sends its next request on the last answer;"
+  echo "the warm-up handled before each measured run; handled/s from the first answer to the drain's end"
+  declare -A results=()
+  for round in $(seq 1 "$ROUNDS"); do
+    for name in "${variants[@]}"; do
+      read -r mode window subjects <<<"$(variant "$name")"
+      # Only the -ordered modes read the window.
+      line=$(DRAIN_WARMUP=yes WARM_FILE="warm-$subjects.txt" MEASURE_FILE="pool-$subjects.txt" \
+        LOAD_REORDER_WINDOW_MS=${window/-/0} run_inbox "$mode")
+      echo "round $round $name: $line" >&2
+      results[$name]+="$line"$'\n'
+    done
+  done
+  # The median round of each variant by handled/s; and each round's ratio to `off` on the
+  # same engine in that round.
+  declare -A row=() rounds=() acked_ratios=() handled_ratios=()
+  for name in "${variants[@]}"; do
+    row[$name]=$(printf '%s' "${results[$name]}" | awk '{ print $14, $0 }' | sort -n \
+      | awk '{ a[NR] = $0 } END { print a[int((NR + 1) / 2)] }' | cut -d' ' -f2-)
+    rounds[$name]=$(printf '%s' "${results[$name]}" | awk '{ printf "%s%.0f", (NR > 1 ? ", " : ""), $14 }')
+    local off=${name%%-*}-off
+    acked_ratios[$name]=$(paste -d' ' <(printf '%s' "${results[$name]}") <(printf '%s' "${results[$off]}") \
+      | awk -v n=15 '{ printf "%s%.3f", (NR > 1 ? ", " : ""), $1 / $(n + 1) }')
+    handled_ratios[$name]=$(paste -d' ' <(printf '%s' "${results[$name]}") <(printf '%s' "${results[$off]}") \
+      | awk -v n=15 '{ printf "%s%.3f", (NR > 1 ? ", " : ""), $14 / $(n + 14) }')
+  done
+  echo "| engine | ordering | subjects | window | 2xx/s | handled/s | handled/s under load | 2xx on/off | handled on/off | p50 | p99 | 2xx to handler p50 | p99 | backlog at stop | drain | server CPU | cores busy | handled/s, rounds | handled on/off, rounds | 2xx on/off, rounds |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  local rps p50 p99 bad acked cut h50 h99 first backlog drain busy cores rate load_rate
+  local off_rps off_rate
+  for name in "${variants[@]}"; do
+    read -r mode window subjects <<<"$(variant "$name")"
+    read -r off_rps _ _ _ _ _ _ _ _ _ _ _ _ off_rate _ <<<"${row[${name%%-*}-off]}"
+    read -r rps p50 p99 bad acked cut h50 h99 first backlog drain busy cores rate load_rate <<<"${row[$name]}"
+    [ "$bad" = 0 ] || echo "$name: $bad answers neither 202 nor 200 in the median round" >&2
+    printf '| %s | %s | %s | %s | %.0f | %.0f | %.0f | %.3f | %.3f | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %d | %s s | %d%% | %s%% | %s | %s | %s |\n' \
+      "${name%%-*}" "$([ "$window" = - ] && echo off || echo on)" "$subjects" \
+      "$([ "$window" = - ] && echo - || echo "$window ms")" "$rps" "$rate" "$load_rate" \
+      "$(awk "BEGIN { print $rps / $off_rps }")" "$(awk "BEGIN { print $rate / $off_rate }")" \
+      "$(awk "BEGIN { print $p50 / 1000 }")" "$(awk "BEGIN { print $p99 / 1000 }")" \
+      "$(awk "BEGIN { print $h50 / 1000 }")" "$(awk "BEGIN { print $h99 / 1000 }")" \
+      "$backlog" "$drain" "$busy" "$cores" "${rounds[$name]}" "${handled_ratios[$name]}" "${acked_ratios[$name]}"
+  done
+  echo
+}
+if [ "$PARTS" = order ]; then
+  order_pass
+fi
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 fi

@@ -5,7 +5,7 @@
 //! cargo build --release -p ringyo-webhook-benches --example load_server
 //! target/release/examples/load_server serve <MODE> [ADDR]
 //! target/release/examples/load_server payload <BYTES> <BODY_FILE>
-//! target/release/examples/load_server pool <BYTES> <FIRST> <COUNT> <POOL_FILE>
+//! target/release/examples/load_server pool <BYTES> <FIRST> <COUNT> <POOL_FILE> [SUBJECTS]
 //! target/release/examples/load_server roundtrip <REDIS_URL> <COUNT> <ROUNDS>
 //! target/release/examples/load_server features
 //! ```
@@ -26,7 +26,9 @@
 //! database at `$LOAD_INBOX_URL` (`sqlite://PATH` or `postgres://...`), with group commit
 //! (default `max_batch`) or one transaction per delivery (`max_batch(1)`), and a worker
 //! (concurrency `$LOAD_WORKER_CONCURRENCY`, default 64, as many as wrk's connections) in the
-//! same process whose handler only counts. In these modes `GET /stats`
+//! same process whose handler only counts. `inbox-sqlite-ordered` and `inbox-postgres-ordered`
+//! are `inbox-sqlite` and `inbox-postgres` with `Inbox::order_by_subject(true)` and a reorder
+//! window of `$LOAD_REORDER_WINDOW_MS` (default: the inbox's, 1 s). In these modes `GET /stats`
 //! also counts the webhook route's answers by status, and `GET /latency` gives the time from a
 //! delivery's 202 to its handler starting (matched by delivery id), p50 and p99.
 //!
@@ -34,7 +36,11 @@
 //! its signature. With a store every copy of one body after the first is a duplicate (answered
 //! 200 without running the handler), so `pool` writes COUNT distinct deliveries instead, one a
 //! line, `<signature> <body>`, numbered from FIRST in their `webhook_id`, all signed with the servers'
-//! secret and stamped now. `roundtrip` times deliveries one at a time through the layer
+//! secret and stamped now. With SUBJECTS, the pool is for per-subject ordering: each delivery
+//! names one of SUBJECTS calls in `data.id` (`call_load_000000` onwards, delivery `i` the call
+//! `i % SUBJECTS`, so consecutive deliveries fall on different calls), and its timestamp is the
+//! pool's stamp plus 10 µs per delivery, so each call's events are timestamped in the order the
+//! pool sends them, as Ringyo stamps a call's events as they happen. `roundtrip` times deliveries one at a time through the layer
 //! (in-process, `oneshot`) with no store, the memory store and the Redis store, to isolate what
 //! the Redis round trips add to one delivery. Each server runs on one thread, so the load
 //! generator can have the other core.
@@ -63,10 +69,11 @@ use axum::{
 };
 use hmac::{Hmac, KeyInit, Mac};
 use ringyo_webhook::{
+    chrono::{DateTime, TimeDelta, Utc},
     inbox::{Inbox, Job, Worker},
     replay::RedisDeliveryStore,
-    testing::TestDelivery,
-    DeliveryId, MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer, VerifiedPayload,
+    testing::{sample_data, TestDelivery},
+    DeliveryId, EventKind, MemoryDeliveryStore, RingyoEvent, RingyoWebhookLayer, VerifiedPayload,
 };
 use serde_json::Value;
 use sha2::Sha256;
@@ -113,6 +120,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             out.flush()?;
             Ok(())
         }
+        ["pool", size, first, count, path, subjects] => {
+            let mut out = BufWriter::new(std::fs::File::create(path)?);
+            let deliveries =
+                subject_pool(size.parse()?, first.parse()?, count.parse()?, subjects.parse()?)?;
+            for (body, signature) in deliveries {
+                writeln!(out, "{signature} {body}")?;
+            }
+            out.flush()?;
+            Ok(())
+        }
         ["features"] => {
             println!(
                 "metrics {}",
@@ -129,7 +146,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ["roundtrip", url, count, rounds] => roundtrip(url, count.parse()?, rounds.parse()?),
         _ => Err(
             "usage: load_server serve <MODE> [ADDR] | payload <BYTES> <FILE> \
-                  | pool <BYTES> <FIRST> <COUNT> <FILE> | roundtrip <REDIS_URL> <COUNT> <ROUNDS>"
+                  | pool <BYTES> <FIRST> <COUNT> <FILE> [SUBJECTS] | roundtrip <REDIS_URL> <COUNT> <ROUNDS>"
                 .into(),
         ),
     }
@@ -149,6 +166,52 @@ fn pool(size: usize, first: usize, count: usize) -> impl Iterator<Item = (String
             .body_and_signature();
         (body, signature.expect("signed"))
     })
+}
+
+/// `count` distinct `call.transcript.ready` deliveries of about `size` bytes over `subjects`
+/// calls, numbered from `first` in their `webhook_id`: delivery `index` names the call
+/// `index % subjects` in `data.id`, and is stamped 10 µs after the one before it (the first
+/// now), so that within a call timestamps rise in the order the pool is sent. Every body has
+/// the same length: fixed-width numbers, and six digits of fraction in every timestamp (each
+/// one's microseconds end in 1, so the RFC 3339 form never shortens them).
+fn subject_pool(
+    size: usize,
+    first: usize,
+    count: usize,
+    subjects: usize,
+) -> Result<impl Iterator<Item = (String, String)>, Box<dyn std::error::Error>> {
+    if subjects == 0 || subjects > 1_000_000 {
+        return Err("SUBJECTS: from 1 to 1000000".into());
+    }
+    // Now, to the second, plus 1 µs: every stamp below then ends in 1 µs.
+    let now = DateTime::<Utc>::from(std::time::SystemTime::now());
+    let stamp = now - TimeDelta::nanoseconds(i64::from(now.timestamp_subsec_nanos()))
+        + TimeDelta::microseconds(1);
+    let mut data = sample_data(&EventKind::CallTranscriptReady);
+    data["id"] = Value::from("call_load_000000");
+    // Padded once, to learn how many transcript turns make `size`; each delivery then only
+    // changes fixed-width fields.
+    let padded = TestDelivery::new("call.transcript.ready")
+        .secret(SECRET)
+        .data(data)
+        .timestamp(stamp)
+        .webhook_id(format!("wh_load_{first:010}"))
+        .pad_to(size);
+    let (body, _) = padded.body_and_signature();
+    let template: Value = serde_json::from_str(&body)?;
+    let data = template["data"].clone();
+    Ok((first..first + count).map(move |index| {
+        let mut data = data.clone();
+        data["id"] = Value::from(format!("call_load_{:06}", index % subjects));
+        let offset = i64::try_from(index - first).expect("a pool fits in i64");
+        let (body, signature) = TestDelivery::new("call.transcript.ready")
+            .secret(SECRET)
+            .data(data)
+            .timestamp(stamp + TimeDelta::microseconds(10 * offset))
+            .webhook_id(format!("wh_load_{index:010}"))
+            .body_and_signature();
+        (body, signature.expect("signed"))
+    }))
 }
 
 /// The verifying layer, with the store `mode` names.
@@ -196,8 +259,10 @@ fn serve(mode: &str, addr: &str) -> Result<(), Box<dyn std::error::Error>> {
         "queue"
         | "inbox-sqlite"
         | "inbox-sqlite-single"
+        | "inbox-sqlite-ordered"
         | "inbox-postgres"
-        | "inbox-postgres-single" => {
+        | "inbox-postgres-single"
+        | "inbox-postgres-ordered" => {
             let service = if mode == "queue" {
                 queue()
             } else {
@@ -297,7 +362,7 @@ fn queue() -> axum::routing::MethodRouter {
 }
 
 /// An `inbox-*` route: `Inbox::service()` on `$LOAD_INBOX_URL` (created and migrated here,
-/// before serving), and a worker (concurrency `$LOAD_WORKER_CONCURRENCY`, default 64) whose
+/// before serving), ordered by subject in the `-ordered` modes, and a worker (concurrency `$LOAD_WORKER_CONCURRENCY`, default 64) whose
 /// handler only counts.
 async fn inbox(mode: &str) -> Result<axum::routing::MethodRouter, Box<dyn std::error::Error>> {
     let url = std::env::var("LOAD_INBOX_URL").map_err(|_| "LOAD_INBOX_URL is not set")?;
@@ -312,6 +377,12 @@ async fn inbox(mode: &str) -> Result<axum::routing::MethodRouter, Box<dyn std::e
     let mut inbox = Inbox::open(&url)?;
     if mode.ends_with("-single") {
         inbox = inbox.max_batch(1);
+    }
+    if mode.ends_with("-ordered") {
+        inbox = inbox.order_by_subject(true);
+        if let Ok(window) = std::env::var("LOAD_REORDER_WINDOW_MS") {
+            inbox = inbox.reorder_window(Duration::from_millis(window.parse()?));
+        }
     }
     inbox.ping().await?;
     let worker = Worker::new(&inbox, |job: Job<Value>| async move {
