@@ -196,7 +196,10 @@ impl Dialect {
                + CASE WHEN state = 'running' AND suspect \
                    AND COALESCE(lease_holder, '') <> $5 THEN 1 ELSE 0 END, \
              suspect = TRUE, ",
-            "(state = 'running' OR suspect) AND state IN ('pending', 'running')"
+            // Only `ringyo_inbox_suspect` matches it: with `state IN (..)` Postgres reads the
+            // due index, every delivery waiting behind its subject included. A suspect is
+            // waiting or running: finishing clears it.
+            "(state = 'running' OR suspect)"
         ))
     }
 

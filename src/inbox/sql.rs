@@ -420,10 +420,12 @@ impl InboxStore for SqlInbox {
         self.run(async move {
             let pool = self.ready().await?;
             // `state = 'running' OR suspect` as the partial index `ringyo_inbox_suspect` says it,
-            // so both engines use it: the running rows and the suspects, not the backlog.
+            // and nothing more, so both engines use it (given `state IN (..)` too, Postgres
+            // reads the due index, every delivery waiting behind its subject included). A
+            // suspect is waiting or running: finishing one clears it.
             let row = sqlx::query(
                 "SELECT COUNT(*) FROM ringyo_inbox \
-                     WHERE (state = 'running' OR suspect) AND state IN ('pending', 'running') \
+                     WHERE (state = 'running' OR suspect) \
                      AND available_at <= $1",
             )
             .bind(now.timestamp_millis())
@@ -466,7 +468,7 @@ impl InboxStore for SqlInbox {
                    SELECT MIN(available_at) AS at FROM ringyo_inbox \
                      WHERE state = 'pending' AND lane IS NULL \
                    UNION ALL SELECT MIN(available_at) AS at FROM ringyo_inbox \
-                     WHERE (state = 'running' OR suspect) AND state IN ('pending', 'running') \
+                     WHERE (state = 'running' OR suspect) \
                    UNION ALL {}) AS due",
                 lanes::NEXT_DUE
             ))

@@ -19,10 +19,15 @@ CREATE TABLE ringyo_inbox_lanes (
     newest_done BIGINT
 );
 CREATE INDEX ringyo_inbox_lanes_due ON ringyo_inbox_lanes (due_at) WHERE holder IS NULL;
--- A lane's first pending delivery, its running one and its newest handled, each found without
--- reading the rest of its backlog.
-CREATE INDEX ringyo_inbox_lane ON ringyo_inbox (lane, state, order_at, received_at, delivery_id)
-    WHERE lane IS NOT NULL;
+-- The lanes a claim has marked, found without reading every lane kept for the retention.
+CREATE INDEX ringyo_inbox_lanes_holder ON ringyo_inbox_lanes (holder) WHERE holder IS NOT NULL;
+-- A lane's first pending delivery, and its running one, each found without reading the rest
+-- of its backlog. Live rows only: a delivery leaves both once it is handled, so a commit does
+-- not write a page of them for every delivery it settles.
+CREATE INDEX ringyo_inbox_head ON ringyo_inbox (lane, order_at, received_at, delivery_id)
+    WHERE state = 'pending' AND lane IS NOT NULL;
+CREATE INDEX ringyo_inbox_lane_running ON ringyo_inbox (lane)
+    WHERE state = 'running' AND lane IS NOT NULL;
 -- Pending deliveries outside any lane, so their claim skips the lanes' backlogs.
 CREATE INDEX ringyo_inbox_unordered ON ringyo_inbox (available_at)
     WHERE state = 'pending' AND lane IS NULL;
