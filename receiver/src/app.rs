@@ -60,38 +60,54 @@ pub async fn start(config: Config) -> Result<(), String> {
     };
     let inbox = config.inbox;
     tokio::spawn(create_call_counts(inbox.clone()));
+    let parts = Parts {
+        listeners,
+        layer: config.layer,
+        inbox: inbox.clone(),
+        metrics,
+        settings,
+    };
     // The demo effect commits with each delivery, in a transaction of the inbox's engine.
     let served = match Worker::transactional(&inbox, counting_sqlite(config.work)) {
-        Ok(worker) => {
-            let layer = config.layer;
-            run(
-                listeners,
-                layer,
-                inbox,
-                worker,
-                metrics,
-                settings,
-                shutdown_signal(),
-            )
-            .await
-        }
+        Ok(worker) => parts.run(worker).await,
         Err(_) => {
             let worker = Worker::transactional(&inbox, counting_postgres(config.work))
                 .map_err(|err| format!("the inbox cannot run transactional handlers: {err}"))?;
-            let layer = config.layer;
-            run(
-                listeners,
-                layer,
-                inbox,
-                worker,
-                metrics,
-                settings,
-                shutdown_signal(),
-            )
-            .await
+            parts.run(worker).await
         }
     };
     served.map_err(|err| format!("the receiver stopped: {err}"))
+}
+
+/// What [`start`] serves with, whichever engine's worker it runs.
+struct Parts {
+    listeners: Listeners,
+    layer: RingyoWebhookLayer,
+    inbox: Inbox,
+    metrics: PrometheusHandle,
+    settings: Settings,
+}
+
+impl Parts {
+    async fn run<H: Runs<Event>>(self, worker: Worker<Event, H>) -> std::io::Result<()> {
+        let Self {
+            listeners,
+            layer,
+            inbox,
+            metrics,
+            settings,
+        } = self;
+        run(
+            listeners,
+            layer,
+            inbox,
+            worker,
+            metrics,
+            settings,
+            shutdown_signal(),
+        )
+        .await
+    }
 }
 
 /// Creates the demo effect's table ([`CALL_COUNTS`]) in the inbox's database, trying again
