@@ -488,10 +488,14 @@ run_inbox() {
   [ "$(value_of acked_unhandled <<<"$latency")" = 0 ] || {
     echo "$1: FAILED: $(value_of acked_unhandled <<<"$latency") deliveries answered 202 were not" \
       "handled ${DRAIN_LIMIT}s after the load stopped" >&2; exit 1; }
-  # At most one cut-off request per connection, at the end of the warm-up and of the run.
-  [ "$drained" = yes ] && [ "$unacked" -le $((2 * CONNECTIONS)) ] && [ "$reruns" = 0 ] || {
+  # At most one cut-off request per connection at the end of the warm-up and of the run, and
+  # one per request not answered 2xx: wrk gives up on a request after 5 s, and the inbox answers
+  # 503 to a commit that takes longer, and either may still commit the delivery.
+  [ "$drained" = yes ] && [ "$reruns" = 0 ] \
+    && [ "$unacked" -le $((2 * CONNECTIONS + warm_errors + errors + others)) ] || {
     echo "$1: FAILED: the handler ran $handled times ($reruns reruns) for $acked deliveries" \
-      "answered 202 and $unacked committed whose request was cut off" >&2; exit 1; }
+      "answered 202 and $unacked committed whose request was cut off ($((warm_errors + errors))" \
+      "wrk errors, $others answers neither 202 nor 200)" >&2; exit 1; }
   echo "$ok_rps $p50 $p99 $((duplicates + others)) $acked $unacked $(value_of p50_us <<<"$latency")" \
     "$(value_of p99_us <<<"$latency") $(value_of handler_first <<<"$latency") $backlog $drain $busy $cores" \
     "$rate $load_rate"

@@ -46,7 +46,7 @@
 //! generator can have the other core.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     convert::Infallible,
     future::Future,
     io::{BufWriter, Write},
@@ -454,6 +454,9 @@ where
 #[derive(Default)]
 struct Handover {
     open: Mutex<HashMap<DeliveryId, Mark>>,
+    /// Every delivery whose handler started, so that a second start is a rerun even after the
+    /// first was matched with its 202.
+    started: Mutex<HashSet<DeliveryId>>,
     /// Handler start minus 202, in µs.
     micros: Mutex<Vec<i64>>,
     /// Handler starts for a delivery already handled (a rerun); none are expected.
@@ -480,13 +483,14 @@ impl Handover {
     fn started(&self, id: DeliveryId) {
         let now = Instant::now();
         let mut open = self.open.lock().expect("not poisoned");
+        if !self.started.lock().expect("not poisoned").insert(id) {
+            self.reruns.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // A first start: its 202 came first, or comes later.
         match open.remove(&id) {
             Some(Mark::Acked(at)) => self.sample(micros(now - at)),
-            Some(mark @ Mark::Started(_)) => {
-                open.insert(id, mark);
-                self.reruns.fetch_add(1, Ordering::Relaxed);
-            }
-            None => {
+            _ => {
                 open.insert(id, Mark::Started(now));
             }
         }
