@@ -11,7 +11,8 @@
 #    buffers), then runs `load_server serve inbox-postgres` and `inbox-postgres-ordered`
 #    (reorder window 0) for the given seconds each under wrk -c64 (deliveries over 1,000
 #    calls), each on a new database, and prints per mode the statements by server time, the
-#    tables' dead rows, and the indexes the plans logged for the suspects count used.
+#    tables' dead rows, the statements over 2 ms, and the indexes the plans logged for the
+#    suspects count used. With ORDER_PROFILE_PLANS=DIR the logged plans are kept there.
 #
 # Without Postgres (RINGYO_TEST_POSTGRES_URL unset) only the SQLite part runs. Every request
 # goes to 127.0.0.1 only.
@@ -147,9 +148,12 @@ for mode in inbox-postgres inbox-postgres-ordered; do
   echo "## $mode under load: ${SECONDS_OF_LOAD}s, $requests requests ($errors not 2xx), then the drain;" \
     "handled $handled of $acked"
   statements "$db"
-  echo "indexes the logged plans (over 2 ms) of the suspects count used:"
-  tail -n +"$((log_from + 1))" "$RINGYO_TEST_POSTGRES_DATA/log" \
-    | awk '/Query Text: SELECT COUNT\(\*\) FROM ringyo_inbox WHERE/ { count = 1; next }
-           count && /Index Scan on|Index Scan using|Seq Scan on/ { print; count = 0 }' \
+  tail -n +"$((log_from + 1))" "$RINGYO_TEST_POSTGRES_DATA/log" >"$WORK/plans.log"
+  echo "statements over 2 ms (auto_explain), by statement:"
+  sed -n 's/^[[:space:]]*Query Text: //p' "$WORK/plans.log" | cut -c1-90 | sort | uniq -c | sort -rn | head
+  echo "indexes the logged plans of the suspects count used:"
+  awk '/Query Text: SELECT COUNT\(\*\) FROM ringyo_inbox WHERE/ { count = 1; next }
+       count && /Index Scan on|Index Scan using|Seq Scan on/ { print; count = 0 }' "$WORK/plans.log" \
     | sed 's/^[[:space:]]*//; s/(cost.*//; s/  *$//' | sort | uniq -c
+  cp "$WORK/plans.log" "${ORDER_PROFILE_PLANS:-$WORK}/plans-$mode.log" 2>/dev/null || true
 done
