@@ -371,7 +371,7 @@ async fn racing_claimers_never_run_two_deliveries_of_one_subject() {
 }
 
 /// An event of `kind` about call `call`, `seconds` after the test vectors' time, signed.
-fn call_event(kind: &str, call: &str, seconds: i64) -> Vec<u8> {
+pub(crate) fn call_event(kind: &str, call: &str, seconds: i64) -> Vec<u8> {
     let sent_at: DateTime<Utc> = support::SENT_AT.parse().unwrap();
     TestDelivery::new(kind)
         .data(json!({ "id": call }))
@@ -381,7 +381,7 @@ fn call_event(kind: &str, call: &str, seconds: i64) -> Vec<u8> {
         .into_bytes()
 }
 
-async fn send(addr: std::net::SocketAddr, body: &[u8]) -> u16 {
+pub(crate) async fn send(addr: std::net::SocketAddr, body: &[u8]) -> u16 {
     support::deliver(addr, PATH, body.to_vec(), Some(&support::sign(body)))
         .await
         .0

@@ -3,32 +3,12 @@
 
 use std::time::Duration;
 
+use crate::order::{call_event, send};
 use ringyo_test_support::{
     self as support,
-    inbox::{serve, Database, PATH},
+    inbox::{serve, Database},
 };
-use ringyo_webhook::{
-    inbox::{Backoff, Inbox, InboxStats},
-    testing::TestDelivery,
-};
-use serde_json::json;
-
-/// An event of `kind` about call `call`, `seconds` after the test vectors' time, signed.
-fn call_event(kind: &str, call: &str, seconds: i64) -> Vec<u8> {
-    let sent_at: chrono::DateTime<chrono::Utc> = support::SENT_AT.parse().unwrap();
-    TestDelivery::new(kind)
-        .data(json!({ "id": call }))
-        .timestamp(sent_at + chrono::TimeDelta::seconds(seconds))
-        .body_and_signature()
-        .0
-        .into_bytes()
-}
-
-async fn send(addr: std::net::SocketAddr, body: &[u8]) -> u16 {
-    support::deliver(addr, PATH, body.to_vec(), Some(&support::sign(body)))
-        .await
-        .0
-}
+use ringyo_webhook::inbox::{Backoff, Inbox, InboxStats};
 
 /// Polls (bounded) until `done` holds of the inbox's counts.
 async fn until(inbox: &Inbox, done: impl Fn(&InboxStats) -> bool) -> InboxStats {
