@@ -16,6 +16,7 @@ use crate::{
     event::{Event, EventKind, FromEventData, Subject},
     extract::RingyoEvent,
     metrics::record::{self, HandlerTimer},
+    rejection::Rejection,
     replay::ClaimToken,
     verify::{Clock, DeliveryId},
 };
@@ -48,6 +49,22 @@ impl<T> Job<T> {
     /// The delivery's identity, the same for every attempt and every retry by Ringyo.
     pub fn delivery_id(&self) -> DeliveryId {
         self.event.delivery_id
+    }
+}
+
+impl<T: FromEventData> Job<T> {
+    /// The job for a claimed delivery, its stored bytes read with `T`; or the rejection that
+    /// dead-letters it when they do not fit. The worker's one reading, and the test kit's
+    /// (`testing::TestJob`).
+    pub(crate) fn read(delivery: ClaimedDelivery) -> Result<Self, Rejection> {
+        let event = RingyoEvent::<T>::parse(&delivery.payload, delivery.id)?;
+        Ok(Self {
+            event: event.with_tenant(delivery.tenant),
+            attempt: delivery.attempt,
+            received_at: delivery.received_at,
+            subject: delivery.subject,
+            superseded_by: delivery.superseded_by,
+        })
     }
 }
 
@@ -291,16 +308,10 @@ impl<T: FromEventData + Send + 'static, H: Runs<T>> Run<T, H> {
         if let Some(verdict) = Policy::before_running(Tally::of(&delivery)) {
             return Some(verdict);
         }
-        let event = match RingyoEvent::<T>::parse(&delivery.payload, delivery.id) {
-            Ok(event) => event.with_tenant(delivery.tenant),
+        let id = delivery.id;
+        let job = match Job::<T>::read(delivery) {
+            Ok(job) => job,
             Err(rejection) => return Some(Attempt::Unreadable(rejection.to_string())),
-        };
-        let job = Job {
-            event,
-            attempt: delivery.attempt,
-            received_at: delivery.received_at,
-            subject: delivery.subject,
-            superseded_by: delivery.superseded_by,
         };
         if let Some(newer) = job.superseded_by {
             if self.skip_superseded.contains(&job.event.kind) {
@@ -334,7 +345,7 @@ impl<T: FromEventData + Send + 'static, H: Runs<T>> Run<T, H> {
                     record::inbox_handler(timer);
                     return Some(ended(finished));
                 }
-                _ = extend.tick(), if extends => self.extend(delivery.id).await,
+                _ = extend.tick(), if extends => self.extend(id).await,
                 true = &mut cancelled => {
                     handler.abort();
                     return None;

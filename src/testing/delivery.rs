@@ -10,7 +10,12 @@ use http::{header, Method, Request};
 use serde_json::{json, Value};
 
 use super::{sample_data, sign, DEFAULT_PATH, DEVELOPMENT_SECRET};
-use crate::{event::EventKind, rejection::RejectionKind, verify::SIGNATURE_HEADER};
+use crate::{
+    event::{envelope::Head, EventKind, Subject},
+    rejection::RejectionKind,
+    secrets::Tenant,
+    verify::{DeliveryId, Verifier, SIGNATURE_HEADER},
+};
 
 /// A deliberate flaw in a [`TestDelivery`], to see the rejection it gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -160,8 +165,43 @@ impl TestDelivery {
     }
 
     /// The secret it signs with: the chaos kit's layer verifies with it.
+    #[cfg(feature = "sqlite")]
     pub(super) fn signing_secret(&self) -> &str {
         &self.secret
+    }
+
+    /// Its deliberate fault, if any.
+    #[cfg(feature = "inbox")]
+    pub(super) fn deliberate_fault(&self) -> Option<Fault> {
+        self.fault
+    }
+
+    /// What the layer reads of `body` (this delivery's, from
+    /// [`body_and_signature`](Self::body_and_signature)) once verified for `tenant` (`None`
+    /// without tenants): the delivery id and the subject, as the kit's chaos and jobs name
+    /// them. Faults are not checked: the id is the one the body's own signature gives.
+    ///
+    /// # Panics
+    ///
+    /// If the secret is one the layer would refuse.
+    pub(super) fn layer_reads(&self, body: &str, tenant: Option<&Tenant>) -> LayerReads {
+        let verifier = Verifier::new(&self.secret)
+            .unwrap_or_else(|err| panic!("TestDelivery cannot sign with this secret: {err}"));
+        // The id the layer derives from the signature it verifies, folded with the tenant it
+        // verified for.
+        let verified = verifier
+            .verify(body.as_bytes(), &verifier.sign(body.as_bytes()))
+            .expect("a body verifies with its own signature");
+        let verified = match tenant {
+            Some(tenant) => verified.for_tenant(tenant.as_str()),
+            None => verified,
+        };
+        LayerReads {
+            id: verified.delivery_id(),
+            subject: Head::scan(body.as_bytes())
+                .ok()
+                .and_then(|head| head.subject()),
+        }
     }
 
     /// The body and the `x-ringyo-signature` value (none for [`Fault::MissingSignature`]),
@@ -222,6 +262,12 @@ impl TestDelivery {
     }
 }
 
+/// What the layer reads of a [`TestDelivery`]: see [`TestDelivery::layer_reads`].
+pub(super) struct LayerReads {
+    pub(super) id: DeliveryId,
+    pub(super) subject: Option<Subject>,
+}
+
 impl std::fmt::Debug for TestDelivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TestDelivery")
@@ -252,7 +298,7 @@ fn unique_now() -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::{Signature, Verifier};
+    use crate::verify::Signature;
 
     fn verifies(body: &str, signature: &str) -> bool {
         let verifier = Verifier::new(DEVELOPMENT_SECRET).unwrap();

@@ -5,6 +5,9 @@
 //! - [`sample_data`] gives a realistic `data` payload for every event the crate knows;
 //! - [`sign`] gives the exact `x-ringyo-signature` value for any body;
 //! - [`ManualClock`] lets a test move the layer's clock;
+//! - [`TestJob`] (with the `inbox` feature) builds the [`Job`](crate::inbox::Job) a worker
+//!   would hand your inbox handler for a sample event, so a unit test calls the handler
+//!   itself, with no database and no worker;
 //! - [`Chaos`] plays a set of events against your handler (a route, or an inbox handler) with
 //!   duplicates, retries out of order, crashes and lost leases, and checks your state ends as
 //!   after one clean delivery of each.
@@ -47,11 +50,16 @@
 mod chaos;
 mod clock;
 mod delivery;
+#[cfg(feature = "inbox")]
+mod job;
 mod samples;
 
 pub use chaos::{Chaos, ChaosFailure, ChaosFault, ChaosRun};
 pub use clock::ManualClock;
 pub use delivery::{Fault, TestDelivery};
+#[cfg(feature = "inbox")]
+#[cfg_attr(docsrs, doc(cfg(feature = "inbox")))]
+pub use job::TestJob;
 pub use samples::sample_data;
 
 use crate::verify::{SecretError, Verifier};

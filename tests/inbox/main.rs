@@ -12,4 +12,5 @@ mod http;
 mod order;
 mod processes;
 mod store;
+mod test_job;
 mod transactional;

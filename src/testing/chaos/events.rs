@@ -6,9 +6,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 
 use crate::{
-    event::{envelope::Head, EventKind, Subject},
+    event::{EventKind, Subject},
     testing::{sample_data, TestDelivery},
-    verify::{DeliveryId, Verifier},
+    verify::DeliveryId,
 };
 
 /// A delivery as a failure names it: its event, its subject and its id.
@@ -44,22 +44,13 @@ impl Planned {
     /// If the delivery's secret is one the layer would refuse.
     pub(super) fn new(delivery: TestDelivery) -> Self {
         let (body, _) = delivery.body_and_signature();
-        let verifier = Verifier::new(delivery.signing_secret())
-            .unwrap_or_else(|err| panic!("Chaos cannot sign with this secret: {err}"));
-        // The id the layer derives from the signature it verifies.
-        let id = verifier
-            .verify(body.as_bytes(), &verifier.sign(body.as_bytes()))
-            .map(|verified| verified.delivery_id())
-            .expect("a body verifies with its own signature");
-        let subject = Head::scan(body.as_bytes())
-            .ok()
-            .and_then(|head| head.subject());
+        let reads = delivery.layer_reads(&body, None);
         Self {
             at: delivery.signed_at(),
             described: Described {
                 event: delivery.event().to_owned(),
-                subject,
-                id,
+                subject: reads.subject,
+                id: reads.id,
             },
             delivery,
         }
@@ -99,6 +90,7 @@ pub(super) fn samples() -> Vec<TestDelivery> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::Verifier;
 
     #[test]
     fn a_delivery_is_named_by_its_event_subject_and_the_layers_id() {
