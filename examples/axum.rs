@@ -7,12 +7,16 @@
 //!
 //! The handler answers 200 at once: work that takes longer belongs in a background queue, or
 //! in the durable inbox (`cargo run --example inbox`), since Ringyo gives a receiver 5 s and
-//! never retries after a 2xx. Served by the receiver's hardened accept loop (header-read
-//! time-out, connection cap, shutdown deadline), which `axum::serve` does not have.
+//! never retries after a 2xx. Served by the crate's `serve` (feature `serve`: a header-read
+//! time-out, a connection cap and a shutdown deadline, which `axum::serve` does not have).
 
 use axum::{routing::post, Router};
-use ringyo_receiver::{server, signal};
-use ringyo_webhook::{model::Call, Event, RingyoEvent, RingyoWebhookLayer};
+use ringyo_receiver::signal;
+use ringyo_webhook::{
+    model::Call,
+    serve::{serve, ServerLimits},
+    Event, RingyoEvent, RingyoWebhookLayer,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,8 +29,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route_layer(layer);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("listening on http://{}", listener.local_addr()?);
-    let limits = server::ServerLimits::default();
-    server::serve(listener, app, limits, signal::shutdown_signal()).await?;
+    let limits = ServerLimits::default();
+    serve(listener, app, limits, signal::shutdown_signal()).await?;
     Ok(())
 }
 

@@ -6,24 +6,24 @@
 //!
 //! The layer wraps a `service_fn`; the handler deserializes the verified payload the layer left
 //! in the request's extensions with `RingyoEvent::from_extensions`. Connections are served by
-//! hyper's HTTP/1.1 connection builder within documented limits (the receiver's accept loop,
-//! `receiver/src/server.rs`): a connection that has not sent a request's headers within 10 s
-//! (silent, trickling, or idle between requests) is closed, a request has 10 s, body included,
-//! at most 1 024 connections are served at once, and on Ctrl-C or SIGTERM requests in flight
-//! get 20 s to finish.
+//! the crate's `serve` (feature `serve`), hyper's HTTP/1.1 connection builder within
+//! documented limits: a connection that has not sent a request's headers within 10 s (silent,
+//! trickling, or idle between requests) is closed, a request has 10 s, body included, at most
+//! 1 024 connections are served at once, and on Ctrl-C or SIGTERM requests in flight get 20 s
+//! to finish. `tests/serve.rs` tests those limits.
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use ringyo_receiver::{server, signal};
-use ringyo_webhook::{middleware::RequestBody, Event, RingyoEvent, RingyoWebhookLayer};
+use ringyo_receiver::signal;
+use ringyo_webhook::{
+    middleware::RequestBody, serve::ServerLimits, Event, RingyoEvent, RingyoWebhookLayer,
+};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
-
-use server::ServerLimits;
 
 /// How long one request, body included, may take.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -60,7 +60,7 @@ async fn serve(
         .layer(timeout)
         .layer(layer)
         .service_fn(handle);
-    server::serve(listener, service, limits, shutdown).await
+    ringyo_webhook::serve::serve(listener, service, limits, shutdown).await
 }
 
 /// Only verified requests get here.
@@ -76,7 +76,7 @@ async fn handle(req: Request<RequestBody>) -> Result<Response<Full<Bytes>>, Infa
 
 #[cfg(test)]
 mod tests {
-    use std::{future::pending, time::Duration};
+    use std::future::pending;
 
     use ringyo_test_support as support;
     use serde_json::json;
@@ -130,48 +130,5 @@ mod tests {
         assert_eq!(status, 401);
         assert_eq!(json["error"], "missing_signature");
         assert_eq!(headers["content-type"], "application/json");
-    }
-
-    /// A connection that sends nothing, or trickles its headers, is closed once the
-    /// header-read time-out passes, and others are served meanwhile.
-    #[tokio::test]
-    async fn hyper_example_closes_connections_that_stall_before_their_headers() {
-        let (listener, addr) = support::local_listener().await;
-        let limits = ServerLimits {
-            header_read_timeout: Duration::from_millis(300),
-            ..ServerLimits::default()
-        };
-        tokio::spawn(async move {
-            serve(listener, support::layer(), limits, pending())
-                .await
-                .unwrap()
-        });
-        support::stalled_connections_are_closed_while_a_delivery_is_served(
-            addr,
-            "/",
-            Duration::from_secs(3),
-        )
-        .await;
-    }
-
-    /// A client stalled mid-body holds no shutdown past its deadline.
-    #[tokio::test]
-    async fn hyper_example_stops_by_its_shutdown_deadline_despite_a_stalled_client() {
-        let deadline = Duration::from_millis(500);
-        let (listener, addr) = support::local_listener().await;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let limits = ServerLimits {
-            shutdown_deadline: deadline,
-            ..ServerLimits::default()
-        };
-        let served = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            serve(listener, support::layer(), limits, shutdown)
-                .await
-                .map_err(|err| err.to_string())
-        });
-        support::stops_by_its_deadline_despite_a_stalled_client(addr, stop, served, deadline).await;
     }
 }

@@ -10,9 +10,10 @@
 //! and an admin command around it.
 
 use axum::{routing::post_service, Router};
-use ringyo_receiver::{server, signal};
+use ringyo_receiver::signal;
 use ringyo_webhook::{
     inbox::{Inbox, Job, Worker},
+    serve::{serve, ServerLimits},
     Event, RingyoWebhookLayer,
 };
 
@@ -28,8 +29,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let worker = tokio::spawn(Worker::new(&inbox, handle).run(signal::shutdown_signal()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("listening on http://{}", listener.local_addr()?);
-    let limits = server::ServerLimits::default();
-    server::serve(listener, app, limits, signal::shutdown_signal()).await?;
+    let limits = ServerLimits::default();
+    serve(listener, app, limits, signal::shutdown_signal()).await?;
     worker.await?;
     Ok(())
 }

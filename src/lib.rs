@@ -20,7 +20,10 @@
 //!
 //! ```
 //! use axum::{http::StatusCode, routing::post, Router};
-//! use ringyo_webhook::{Event, RingyoEvent, RingyoWebhookLayer};
+//! use ringyo_webhook::{
+//!     serve::{serve, ServerLimits},
+//!     Event, RingyoEvent, RingyoWebhookLayer,
+//! };
 //!
 //! async fn handle(event: RingyoEvent<Event>) -> StatusCode {
 //!     if let Event::CallCompleted(call) = &event.data {
@@ -35,8 +38,13 @@
 //! // On the method router: a wrong path keeps axum's 404 and a wrong method its 405.
 //! let app = Router::new().route("/webhooks/ringyo", post(handle).route_layer(layer));
 //!
+//! // Feature `serve`: `axum::serve` with a header-read time-out, a connection cap and a
+//! // shutdown deadline.
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! axum::serve(listener, app).await?;
+//! let shutdown = async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! };
+//! serve(listener, app, ServerLimits::default(), shutdown).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -53,6 +61,7 @@
 //! - [`extract`]: [`RingyoEvent`] and [`VerifiedPayload`], and their axum extractors.
 //! - [`rejection`]: the one table of failures.
 //! - `metrics` (feature `metrics`): counters and histograms through the `metrics` facade.
+//! - `serve` (feature `serve`): a hardened HTTP/1.1 server for the webhook route.
 //! - `testing` (feature `test-util`): signed test deliveries and sample payloads.
 //!
 //! # Features
@@ -63,6 +72,8 @@
 //! - `sqlite`, `postgres`: the `inbox` in an embedded SQLite file or in Postgres;
 //!   `postgres-tls` adds TLS to Postgres.
 //! - `metrics`: counters, gauges and histograms through the `metrics` facade.
+//! - `serve`: `serve::serve`, a server with a header-read time-out, a connection cap and a
+//!   shutdown deadline, which `axum::serve` lacks.
 //!
 //! # Traps this crate handles
 //!
@@ -91,6 +102,9 @@ mod outage;
 pub mod rejection;
 pub mod replay;
 pub mod secrets;
+#[cfg(feature = "serve")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serve")))]
+pub mod serve;
 #[cfg(feature = "test-util")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod testing;

@@ -7,6 +7,7 @@ use axum::{http::StatusCode, routing::post_service, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use ringyo_webhook::{
     inbox::{sqlx, Inbox, InboxError, Runs, Worker},
+    serve::{serve, ServerLimits},
     Event, RingyoWebhookLayer,
 };
 use tokio::{net::TcpListener, sync::watch};
@@ -16,7 +17,6 @@ use crate::{
     admin,
     config::{cannot_listen, Config},
     process::{counting_postgres, counting_sqlite, CALL_COUNTS, STATUS_EVENTS},
-    server::{serve, ServerLimits},
     signal::shutdown_signal,
 };
 

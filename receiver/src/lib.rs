@@ -15,7 +15,10 @@
 //! process), `RINGYO_LEASE_MS` (default 30000: how long a claim of a delivery lasts unless
 //! extended, and so how long the deliveries of a killed process wait before they run again) and
 //! `RINGYO_REORDER_WINDOW_MS` (default 1000: how long each event of a call waits, so that events
-//! sent close together run in timestamp order; `0` runs each at once); see
+//! sent close together run in timestamp order; `0` runs each at once), `RINGYO_MAX_ATTEMPTS`
+//! (default 12: attempts before a delivery is dead-lettered) and `RINGYO_FAIL_EVENTS` (unset by
+//! default: event names, `call.completed,credits.low`, whose deliveries the handler fails on
+//! purpose, to try `inbox dead` and `inbox replay --dead`; warned about at start); see
 //! [`Config`]. On `RINGYO_BIND` it serves only `POST /webhooks/ringyo`, the one thing the internet
 //! should reach; on `RINGYO_ADMIN_BIND`, for the orchestrator and Prometheus, `GET /healthz`
 //! (liveness: 200 while the process serves), `GET /readyz` (200 while the inbox can commit, else
@@ -36,15 +39,16 @@
 //!
 //! Both servers close a connection that does not finish its request headers within 10 s
 //! (silent, trickling, or idle between requests), serve at most 1 024 connections at once, and
-//! give open connections 20 s to finish at shutdown ([`ServerLimits`]); a request, body
-//! included, has 10 s.
+//! give open connections 20 s to finish at shutdown: the crate's
+//! [`serve`](ringyo_webhook::serve::serve) (feature `serve`) with the default
+//! [`ServerLimits`](ringyo_webhook::serve::ServerLimits). A request, body included, has 10 s.
 //!
 //! The modules, one role each: [`config`] (environment variables to a [`Config`], and the
 //! sentences a mistake in them gets), [`app`] (the start and the two servers), [`admin`]
-//! (health, readiness and metrics), [`mod@process`] (the background work), [`server`] (the
-//! hardened accept loop), [`secrets_file`], [`signal`] and [`inbox_command`] (`stats`, `dead`,
-//! and inbox replay: `replay ID` for one dead letter, or `replay --dead|--handled` with filters
-//! by time received, event, subject, tenant or id, to re-run handlers after a bug fix).
+//! (health, readiness and metrics), [`mod@process`] (the background work), [`secrets_file`],
+//! [`signal`] and [`inbox_command`] (`stats`, `dead`, and inbox replay: `replay ID` for one
+//! dead letter, or `replay --dead|--handled` with filters by time received, event, subject,
+//! tenant or id, to re-run handlers after a bug fix).
 
 pub mod admin;
 pub mod app;
@@ -52,10 +56,8 @@ pub mod config;
 pub mod inbox_command;
 pub mod process;
 pub mod secrets_file;
-pub mod server;
 pub mod signal;
 
 pub use app::{check_inbox, run, start, Listeners, Settings, PATH};
 pub use config::Config;
 pub use process::{process, Work};
-pub use server::ServerLimits;

@@ -33,7 +33,8 @@
 //!
 //! ```no_run
 //! use axum::{routing::post_service, Router};
-//! use ringyo_webhook::{inbox::{Inbox, Job, Worker}, Event, RingyoWebhookLayer};
+//! use ringyo_webhook::{inbox::{Inbox, Job, Worker}, serve::{serve, ServerLimits}};
+//! use ringyo_webhook::{Event, RingyoWebhookLayer};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let inbox = Inbox::open("sqlite://ringyo-inbox.db")?;
@@ -43,7 +44,8 @@
 //! tokio::spawn(Worker::new(&inbox, handle).run(std::future::pending()));
 //!
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! axum::serve(listener, app).await?;
+//! // Feature `serve`; any future as the shutdown signal.
+//! serve(listener, app, ServerLimits::default(), std::future::pending()).await?;
 //! # Ok(()) }
 //!
 //! async fn handle(job: Job<Event>) -> Result<(), std::io::Error> {

@@ -5,13 +5,14 @@ use crate::common;
 use std::{collections::HashSet, time::Duration};
 
 use axum::{routing::post_service, Router};
-use ringyo_receiver::{inbox_command as admin, server, ServerLimits, PATH};
+use ringyo_receiver::{inbox_command as admin, PATH};
 use ringyo_test_support::stores::ids;
 use ringyo_webhook::{
     bytes::Bytes,
     chrono::{DateTime, FixedOffset, SecondsFormat, TimeDelta, Utc},
     inbox::{Inbox, Job, NewDelivery, Settle, Settlement, Worker},
     secrets::Tenant,
+    serve::{serve, ServerLimits},
     ClaimToken, Clock, DeliveryId, Event, SystemClock,
 };
 use serde_json::json;
@@ -31,7 +32,7 @@ async fn stats_dead_and_replay_work_against_the_receivers_database() {
     );
     let (listener, addr) = ringyo_test_support::local_listener().await;
     let limits = ServerLimits::default();
-    tokio::spawn(server::serve(listener, app, limits, std::future::pending()));
+    tokio::spawn(serve(listener, app, limits, std::future::pending()));
     let (body, signature) = common::signed("call.completed", json!({"id": "call_1"}));
     let sent = common::post(addr, body, Some(&signature)).await;
     assert_eq!(sent.0, 202);

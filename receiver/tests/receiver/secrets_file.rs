@@ -20,8 +20,11 @@ use crate::common::{
     Logs,
 };
 use axum::{http::StatusCode, routing::post, Router};
-use ringyo_receiver::{config::layer_from_file, server, ServerLimits, PATH};
-use ringyo_webhook::testing::TestDelivery;
+use ringyo_receiver::{config::layer_from_file, PATH};
+use ringyo_webhook::{
+    serve::{serve, ServerLimits},
+    testing::TestDelivery,
+};
 use serde_json::json;
 
 const OLD: &str = "whsec_old_endpoint";
@@ -47,7 +50,7 @@ impl Endpoint {
         let (listener, addr) = ringyo_test_support::local_listener().await;
         let app = Router::new().route(PATH, accept);
         let limits = ServerLimits::default();
-        tokio::spawn(server::serve(listener, app, limits, std::future::pending()));
+        tokio::spawn(serve(listener, app, limits, std::future::pending()));
         Self {
             addr,
             path,
