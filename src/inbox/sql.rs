@@ -91,16 +91,41 @@ struct Shared {
 /// answered 503): a database that is down must not hold requests for sqlx's default 30 s.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Whether a Postgres URL's `sslmode` (sqlx also reads `ssl-mode`) needs TLS: `require`,
+/// `verify-ca` or `verify-full`. `prefer`, the default, falls back to plain text.
+fn requires_tls(url: &str) -> bool {
+    let query = url.split_once('?').map_or("", |(_, query)| query);
+    query.split('&').any(|pair| {
+        matches!(
+            pair.split_once('='),
+            Some((
+                "sslmode" | "ssl-mode",
+                "require" | "verify-ca" | "verify-full"
+            ))
+        )
+    })
+}
+
 impl SqlInbox {
     /// Opens the inbox at `url`, `sqlite://PATH` or `postgres://...`, without connecting yet.
     ///
     /// # Errors
     ///
-    /// [`InboxError::UnsupportedUrl`] for a scheme this build has no feature for, and
-    /// [`InboxError::Database`] for a URL sqlx cannot read, or when called outside a tokio
-    /// runtime. The error never repeats the URL, which may hold a password.
+    /// [`InboxError::UnsupportedUrl`] for a scheme this build has no feature for, or a
+    /// Postgres URL that asks for TLS (`sslmode=require`, `verify-ca` or `verify-full`) in a
+    /// build without the `postgres-tls` feature, which would fail every connection and answer
+    /// 503 for ever; and [`InboxError::Database`] for a URL sqlx cannot read, or when called
+    /// outside a tokio runtime. The error never repeats the URL, which may hold a password.
     pub fn open(url: &str) -> Result<Self, InboxError> {
         let dialect = Dialect::from_url(url)?;
+        if dialect == Dialect::Postgres && !cfg!(feature = "postgres-tls") && requires_tls(url) {
+            return Err(InboxError::UnsupportedUrl {
+                scheme: "postgres".to_owned(),
+                hint: "its sslmode asks for TLS, which this build has not: turn on \
+                       ringyo-webhook's `postgres-tls` feature (for a binary: cargo build \
+                       --features ringyo-webhook/postgres-tls)",
+            });
+        }
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(InboxError::database("SqlInbox::open needs a tokio runtime"));
         }
