@@ -41,6 +41,13 @@ pub enum SecretError {
         /// The variable's name.
         variable: &'static str,
     },
+    /// The environment variable meant to hold the secret is set, to nothing: named, since a
+    /// bare "empty" does not say which of a deployment's variables to fix.
+    #[error("{variable} is empty; set it to the endpoint's signing secret (whsec_...)")]
+    EmptyVariable {
+        /// The variable's name.
+        variable: &'static str,
+    },
     /// The environment variable holds bytes that are not UTF-8. Its value is not repeated:
     /// it is probably the secret, garbled.
     #[error("{variable} is not valid UTF-8; Ringyo's secrets are")]
@@ -64,12 +71,12 @@ pub enum SecretError {
 /// returns never holds the value. (The process environment itself keeps its copy: that one is
 /// the deployment's to manage.)
 pub(super) fn from_env(variable: &'static str) -> Result<Zeroizing<String>, SecretError> {
-    std::env::var(variable)
-        .map(Zeroizing::new)
-        .map_err(|err| match err {
-            std::env::VarError::NotPresent => SecretError::NotSet { variable },
-            std::env::VarError::NotUnicode(_) => SecretError::NotUnicode { variable },
-        })
+    match std::env::var(variable).map(Zeroizing::new) {
+        Ok(secret) if secret.is_empty() => Err(SecretError::EmptyVariable { variable }),
+        Ok(secret) => Ok(secret),
+        Err(std::env::VarError::NotPresent) => Err(SecretError::NotSet { variable }),
+        Err(std::env::VarError::NotUnicode(_)) => Err(SecretError::NotUnicode { variable }),
+    }
 }
 
 /// One secret's HMAC-SHA256 state after the key blocks, computed once and cloned per request.
@@ -148,6 +155,18 @@ mod tests {
                 variable: "RINGYO_TEST_UNSET_SECRET_VARIABLE"
             })
         );
+    }
+
+    /// `Error: Empty` from a `main` that returned the error said which variable to fix.
+    #[test]
+    fn an_empty_variable_is_named() {
+        // A name of this test's own: no other test reads or writes it.
+        let variable = "RINGYO_TEST_EMPTY_SECRET_VARIABLE";
+        std::env::set_var(variable, "");
+        let err = from_env(variable).unwrap_err();
+        assert_eq!(err, SecretError::EmptyVariable { variable });
+        assert!(err.to_string().starts_with(variable), "{err}");
+        assert!(format!("{err:?}").contains(variable), "{err:?}");
     }
 
     use super::*;
