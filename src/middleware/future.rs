@@ -463,8 +463,8 @@ where
 fn answered<R, E>(span: &Span, timer: HandlerTimer, output: &Result<Response<R>, E>) {
     match output {
         Ok(response) => {
-            trace::handled(span, response.status());
             let duplicate = response.headers().contains_key(DUPLICATE_HEADER);
+            trace::handled(span, response.status(), duplicate);
             record::answered(timer, Some(response.status()), duplicate);
         }
         Err(_) => record::answered(timer, None, false),

@@ -63,8 +63,10 @@ use crate::{
 /// Outside tower, [`RingyoEvent::verify`](crate::RingyoEvent::verify) makes the same checks
 /// with the same [`Verifier`].
 ///
-/// Each delivery runs in a `tracing` span `ringyo_webhook` with fields `event`, `outcome`,
-/// `reason`, `status`, `secret_index` and `delivery_id`; it never records secrets, bodies or
+/// Each delivery runs in a `tracing` span `ringyo_webhook` with fields `event`, `outcome`
+/// (the words of the metrics' `outcome` label, as the `metrics` module's table says:
+/// `accepted`, `duplicate`, `handler_error`, `in_flight`, `stale` or `rejected`), `reason`,
+/// `status`, `tenant`, `secret_index` and `delivery_id`; it never records secrets, bodies or
 /// payload values.
 ///
 /// # With axum

@@ -9,7 +9,7 @@ use crate::outage::Outage;
 use crate::{
     event::EventKind,
     extract::VerifiedPayload,
-    metrics::record,
+    metrics::record::{self, outcome},
     rejection::{Rejection, RejectionKind},
     replay::{Claim, StoreError},
     verify::describe_header,
@@ -64,7 +64,7 @@ pub(super) enum Cause<'a> {
 /// its kind deserves ([`Rejection::log`]).
 pub(super) fn rejected(span: &Span, rejection: &Rejection, cause: Cause<'_>) {
     record::rejected(rejection.kind());
-    span.record("outcome", "rejected");
+    span.record("outcome", outcome::refused(rejection.kind()));
     span.record("reason", rejection.code());
     span.record("status", rejection.status().as_u16());
     let reason = rejection.code();
@@ -108,21 +108,18 @@ fn log_mismatch(headers: &HeaderMap, body_len: usize, secrets: usize) {
 /// Records a delivery answered as a duplicate.
 pub(super) fn duplicate(span: &Span) {
     record::duplicate();
-    span.record("outcome", "duplicate");
+    span.record("outcome", outcome::DUPLICATE);
     span.record("status", 200);
     tracing::debug!("delivery already handled; answering 200 without running the handler");
 }
 
-/// Records the handler's answer.
-pub(super) fn handled(span: &Span, status: StatusCode) {
+/// Records the handler's answer: `duplicate` when it says it had the delivery already (the
+/// inbox's 200 with `x-webhook-duplicate`), in the metrics' words ([`outcome::answered`]).
+pub(super) fn handled(span: &Span, status: StatusCode, duplicate: bool) {
     span.record("status", status.as_u16());
-    let outcome = if status.is_success() {
-        "handled"
-    } else {
-        "handler_error"
-    };
+    let outcome = outcome::answered(status, duplicate);
     span.record("outcome", outcome);
-    tracing::debug!(status = status.as_u16(), "verified delivery {outcome}");
+    tracing::debug!(status = status.as_u16(), "verified delivery: {outcome}");
 }
 
 /// Logs (and counts) a delivery store's outage once when it starts and once when it ends, whatever the

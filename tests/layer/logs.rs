@@ -65,7 +65,9 @@ async fn spans_name_the_event_and_outcome_but_never_secrets_or_payload_values() 
     );
     for expected in [
         "event=\"call.completed\"",
-        "outcome=\"handled\"",
+        "outcome=\"accepted\"",
+        "outcome=\"stale\"",
+        "outcome=\"rejected\"",
         "secret_index=0",
         "status=200",
         "reason=\"invalid_signature\"",

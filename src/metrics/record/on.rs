@@ -4,6 +4,7 @@ use std::{sync::OnceLock, time::Instant};
 
 use metrics::{counter, histogram, Counter, Histogram};
 
+use super::outcome;
 use crate::metrics::names::*;
 use crate::{event::EventKind, rejection::RejectionKind};
 
@@ -120,12 +121,13 @@ fn handles() -> &'static Handles {
                 .collect()
         };
         Handles {
-            accepted: counter!(DELIVERIES_TOTAL, "outcome" => "accepted"),
-            duplicate: counter!(DELIVERIES_TOTAL, "outcome" => "duplicate"),
+            accepted: counter!(DELIVERIES_TOTAL, "outcome" => outcome::ACCEPTED),
+            duplicate: counter!(DELIVERIES_TOTAL, "outcome" => outcome::DUPLICATE),
             refused: RejectionKind::ALL
                 .iter()
                 .map(|&kind| {
-                    counter!(DELIVERIES_TOTAL, "outcome" => refusal(kind), "code" => kind.code())
+                    let outcome = outcome::refused(kind);
+                    counter!(DELIVERIES_TOTAL, "outcome" => outcome, "code" => kind.code())
                 })
                 .collect(),
             body_read: histogram!(BODY_READ_SECONDS),
@@ -135,15 +137,6 @@ fn handles() -> &'static Handles {
             inbox_handler: by_event(INBOX_HANDLER_SECONDS),
         }
     })
-}
-
-/// The `outcome` of a refusal.
-fn refusal(kind: RejectionKind) -> &'static str {
-    match kind {
-        RejectionKind::DeliveryInProgress => "in_flight",
-        RejectionKind::TimestampOutOfTolerance => "stale",
-        _ => "rejected",
-    }
 }
 
 /// The body has been read (or failed to be).
@@ -171,16 +164,17 @@ pub(crate) fn duplicate() {
 pub(crate) fn answered(timer: HandlerTimer, status: Option<http::StatusCode>, duplicate: bool) {
     let handles = handles();
     handles.handler[timer.event].record(timer.watch.seconds());
-    match status {
-        Some(status) if status.is_success() && duplicate => handles.duplicate.increment(1),
-        Some(status) if status.is_success() => handles.accepted.increment(1),
-        Some(status) => {
+    let Some(status) = status else {
+        counter!(DELIVERIES_TOTAL, "outcome" => outcome::HANDLER_ERROR, "code" => "error")
+            .increment(1);
+        return;
+    };
+    match outcome::answered(status, duplicate) {
+        outcome::DUPLICATE => handles.duplicate.increment(1),
+        outcome::ACCEPTED => handles.accepted.increment(1),
+        handler_error => {
             let code = status.as_u16().to_string();
-            counter!(DELIVERIES_TOTAL, "outcome" => "handler_error", "code" => code).increment(1);
-        }
-        None => {
-            counter!(DELIVERIES_TOTAL, "outcome" => "handler_error", "code" => "error")
-                .increment(1);
+            counter!(DELIVERIES_TOTAL, "outcome" => handler_error, "code" => code).increment(1);
         }
     }
 }
