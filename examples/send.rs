@@ -39,6 +39,13 @@ Options:
 #[tokio::main]
 async fn main() -> ExitCode {
     let env_secret = match std::env::var("RINGYO_WEBHOOK_SECRET") {
+        Ok(secret) if secret.is_empty() => {
+            eprintln!(
+                "error: RINGYO_WEBHOOK_SECRET is empty; set it to the receiver's secret, or \
+                 unset it to sign with the development secret"
+            );
+            return ExitCode::FAILURE;
+        }
         Ok(secret) => Some(secret),
         Err(std::env::VarError::NotPresent) => None,
         // Not the development secret in its place, and not the value: it may be the secret.
@@ -58,6 +65,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for event in unknown_events(&options.events) {
+        eprintln!("warning: {}", unknown_warning(event));
+    }
     let mut first = true;
     let print = |outcome: &Outcome| {
         if std::mem::take(&mut first) {
@@ -132,6 +142,25 @@ impl Options {
         }
         Ok(Some(options))
     }
+}
+
+/// The names in `events` that are not events the crate knows: a typo, most likely. They are
+/// sent anyway, since a receiver must accept names it does not know yet.
+fn unknown_events(events: &[String]) -> impl Iterator<Item = &str> {
+    events
+        .iter()
+        .map(String::as_str)
+        .filter(|event| !EventKind::KNOWN.contains(event))
+}
+
+/// The warning for an event name the crate does not know.
+fn unknown_warning(event: &str) -> String {
+    format!(
+        "{:?} is not an event Ringyo sends (--all sends every one: {}); sending it anyway, as \
+         a receiver must take names it does not know",
+        event,
+        EventKind::KNOWN.join(", ")
+    )
 }
 
 /// One delivery's result.
@@ -363,5 +392,18 @@ mod tests {
             .unwrap_err()
             .contains("--nope"));
         assert!(Options::parse(["--url".to_owned()], None).is_err());
+    }
+
+    #[test]
+    fn an_unknown_event_name_gets_a_warning_and_known_ones_none() {
+        let events = ["call.completed", "call.complete", "credits.low"].map(String::from);
+        let unknown: Vec<&str> = unknown_events(&events).collect();
+        assert_eq!(unknown, ["call.complete"]);
+        let warning = unknown_warning(unknown[0]);
+        assert!(
+            warning.starts_with("\"call.complete\" is not an event Ringyo sends"),
+            "{warning}"
+        );
+        assert!(warning.contains("call.completed"), "{warning}");
     }
 }
