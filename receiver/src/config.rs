@@ -5,14 +5,21 @@
 use std::{
     env::VarError,
     net::SocketAddr,
-    num::{NonZeroU64, NonZeroUsize},
+    num::{NonZeroU32, NonZeroU64, NonZeroUsize},
     path::PathBuf,
     time::Duration,
 };
 
-use ringyo_webhook::{inbox::Inbox, testing::DEVELOPMENT_SECRET, RingyoWebhookLayer, SecretError};
+use ringyo_webhook::{
+    inbox::{sqlx::postgres::PgConnectOptions, Inbox},
+    testing::DEVELOPMENT_SECRET,
+    EventKind, RingyoWebhookLayer, SecretError,
+};
 
-use crate::{process::Work, secrets_file::SecretsFile};
+use crate::{
+    process::{FailEvents, Work},
+    secrets_file::SecretsFile,
+};
 
 /// Where the receiver listens unless `RINGYO_BIND` says otherwise.
 pub const DEFAULT_BIND: &str = "127.0.0.1:3000";
@@ -38,6 +45,13 @@ pub struct Config {
     pub concurrency: Option<usize>,
     /// From `RINGYO_LEASE_MS`: [`lease_from`].
     pub lease: Option<Duration>,
+    /// From `RINGYO_MAX_ATTEMPTS`: [`max_attempts_from`].
+    pub max_attempts: Option<u32>,
+    /// From `RINGYO_FAIL_EVENTS`: [`fail_events_from`].
+    pub fail_events: FailEvents,
+    /// From `RINGYO_INBOX_URL`, when it names Postgres: where, for the sentence that says how
+    /// to create a database that does not exist ([`PostgresTarget::createdb`]).
+    pub postgres: Option<PostgresTarget>,
     /// From `RINGYO_BIND`: [`bind_from`].
     pub bind: SocketAddr,
     /// From `RINGYO_ADMIN_BIND`: [`bind_from`].
@@ -58,10 +72,19 @@ impl Config {
             Some(_) if std::env::var_os("RINGYO_WEBHOOK_SECRET").is_some() => {
                 return Err("set RINGYO_WEBHOOK_SECRET or RINGYO_SECRETS_FILE, not both".into())
             }
+            Some(path) if path.is_empty() => {
+                return Err(
+                    "RINGYO_SECRETS_FILE is empty; set it to the path of a file of \
+                            secrets, one per line, or unset it"
+                        .into(),
+                )
+            }
             Some(path) => layer_from_file(path)?,
             None => layer_from(std::env::var("RINGYO_WEBHOOK_SECRET"))?,
         };
-        let mut inbox = inbox_from(std::env::var("RINGYO_INBOX_URL"))?;
+        let url = std::env::var("RINGYO_INBOX_URL");
+        let postgres = url.as_deref().ok().and_then(PostgresTarget::from_url);
+        let mut inbox = inbox_from(url)?;
         if let Some(window) = reorder_window_from(std::env::var("RINGYO_REORDER_WINDOW_MS"))? {
             inbox = inbox.reorder_window(window);
         }
@@ -71,6 +94,9 @@ impl Config {
             work: work_from(std::env::var("RINGYO_WORK_MS"))?,
             concurrency: concurrency_from(std::env::var("RINGYO_CONCURRENCY"))?,
             lease: lease_from(std::env::var("RINGYO_LEASE_MS"))?,
+            max_attempts: max_attempts_from(std::env::var("RINGYO_MAX_ATTEMPTS"))?,
+            fail_events: fail_events_from(std::env::var("RINGYO_FAIL_EVENTS"))?,
+            postgres,
             bind: bind_from(
                 "RINGYO_BIND",
                 std::env::var("RINGYO_BIND").ok(),
@@ -142,17 +168,82 @@ pub fn layer_from_file(path: impl Into<PathBuf>) -> Result<RingyoWebhookLayer, S
 /// A URL that is not UTF-8 or names no engine the inbox speaks; never the URL itself, which
 /// may hold a password.
 pub fn inbox_from(url: Result<String, VarError>) -> Result<Inbox, String> {
-    let url = match url {
-        Ok(url) => url,
-        Err(VarError::NotPresent) => DEFAULT_INBOX_URL.to_owned(),
-        // Not printed: a database URL may hold a password.
-        Err(VarError::NotUnicode(_)) => return Err("RINGYO_INBOX_URL is not valid UTF-8".into()),
-    };
+    let url = inbox_url(url)?;
     let inbox = Inbox::open(&url)
         .map_err(|err| format!("RINGYO_INBOX_URL cannot be used: {err}"))?
         .order_by_subject(true);
     tracing::info!("deliveries are stored in {}", redacted(&url));
     Ok(inbox)
+}
+
+/// The URL in `RINGYO_INBOX_URL` (its value `url`), or [`DEFAULT_INBOX_URL`] when it is unset:
+/// for the receiver and for its `inbox` command.
+///
+/// # Errors
+///
+/// A value that is empty or not UTF-8, in a sentence that never repeats it.
+pub fn inbox_url(url: Result<String, VarError>) -> Result<String, String> {
+    match url {
+        Ok(url) if url.trim().is_empty() => Err(format!(
+            "RINGYO_INBOX_URL is empty; set it to sqlite://PATH or postgres://USER@HOST/DATABASE, \
+             or unset it for {DEFAULT_INBOX_URL}"
+        )),
+        Ok(url) => Ok(url),
+        Err(VarError::NotPresent) => Ok(DEFAULT_INBOX_URL.to_owned()),
+        // Not printed: a database URL may hold a password.
+        Err(VarError::NotUnicode(_)) => Err("RINGYO_INBOX_URL is not valid UTF-8".into()),
+    }
+}
+
+/// Where a `postgres://` inbox URL points, without its password: for the sentence that says
+/// how to create a database that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresTarget {
+    host: String,
+    port: u16,
+    user: String,
+    database: String,
+}
+
+impl PostgresTarget {
+    /// Read as sqlx reads the URL (its defaults and `PG*` variables included); `None` for a
+    /// URL of another engine, or one sqlx cannot read.
+    pub fn from_url(url: &str) -> Option<Self> {
+        if !(url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+            return None;
+        }
+        let options: PgConnectOptions = url.parse().ok()?;
+        let user = options.get_username().to_owned();
+        Some(Self {
+            host: options.get_host().to_owned(),
+            port: options.get_port(),
+            // Postgres's own default: the database named as the user.
+            database: options.get_database().unwrap_or(&user).to_owned(),
+            user,
+        })
+    }
+
+    /// The database's name.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// The sentence for a database that does not exist (Postgres's `3D000`): its name, and
+    /// the two ways to create it, with the URL's host, port and user (never its password).
+    pub fn createdb(&self) -> String {
+        let Self {
+            host,
+            port,
+            user,
+            database,
+        } = self;
+        format!(
+            "the inbox database {database:?} does not exist on {host}:{port}; create it with \
+             `createdb -h {host} -p {port} -U {user} {database}` (or `CREATE DATABASE \
+             \"{database}\";` in psql), and the receiver uses it at once, without a restart; \
+             until then it answers 503 and Ringyo retries"
+        )
+    }
 }
 
 /// A database URL for the log: its scheme, host and path, without the user and password
@@ -232,6 +323,57 @@ pub fn lease_from(lease: Result<String, VarError>) -> Result<Option<Duration>, S
     Ok(ms.map(|ms| Duration::from_millis(ms.get())))
 }
 
+/// How many attempts a delivery gets before it is dead-lettered, from `RINGYO_MAX_ATTEMPTS`
+/// (`3`); when unset, `None`: the worker's default, [`Worker::DEFAULT_MAX_ATTEMPTS`] (12, the
+/// last about an hour after the first). Attempts whose process died do not count.
+///
+/// # Errors
+///
+/// A value that is not a whole number of 1 or more.
+///
+/// [`Worker::DEFAULT_MAX_ATTEMPTS`]: ringyo_webhook::inbox::Worker::DEFAULT_MAX_ATTEMPTS
+pub fn max_attempts_from(attempts: Result<String, VarError>) -> Result<Option<u32>, String> {
+    let attempts = parsed::<NonZeroU32>(
+        "RINGYO_MAX_ATTEMPTS",
+        attempts,
+        "a number of attempts of 1 or more such as 3",
+    )?;
+    Ok(attempts.map(NonZeroU32::get))
+}
+
+/// The event names whose deliveries the receiver's handler fails on purpose, from
+/// `RINGYO_FAIL_EVENTS`: names as sent, joined by commas (`call.completed,credits.low`); none
+/// when unset. For trying retries, dead letters (`inbox dead`) and their replay (`inbox replay
+/// --dead`) before production: with `RINGYO_MAX_ATTEMPTS=1` a failed delivery is dead at
+/// once. Logged at start as a warning, since a receiver that fails real deliveries on purpose
+/// must not go unnoticed.
+///
+/// # Errors
+///
+/// A value that is empty, not UTF-8, or names no event once spaces and empty items are left out.
+pub fn fail_events_from(names: Result<String, VarError>) -> Result<FailEvents, String> {
+    let names = match names {
+        Err(VarError::NotPresent) => return Ok(FailEvents::default()),
+        Err(VarError::NotUnicode(_)) => {
+            return Err("RINGYO_FAIL_EVENTS is not valid UTF-8".into());
+        }
+        Ok(names) => names,
+    };
+    let events: Vec<EventKind> = names
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(EventKind::from)
+        .collect();
+    if events.is_empty() {
+        return Err(format!(
+            "RINGYO_FAIL_EVENTS is {names:?}, which names no event; set it to event names \
+             joined by commas, such as call.completed,credits.low, or unset it"
+        ));
+    }
+    Ok(FailEvents::new(events))
+}
+
 /// How long each delivery of a subject waits before it may run, so that events sent close
 /// together are sorted first, from `RINGYO_REORDER_WINDOW_MS` in milliseconds (`0` runs each
 /// as soon as it is stored, still one at a time per subject); when unset, `None`: the inbox's
@@ -295,7 +437,23 @@ pub fn cannot_listen(variable: &str, addr: SocketAddr, err: &std::io::Error) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::redacted;
+    use super::{redacted, PostgresTarget};
+
+    #[test]
+    fn the_createdb_sentence_names_host_port_user_and_database_but_no_password() {
+        let target = PostgresTarget::from_url(
+            "postgres://ringyo:hunter2@db.internal:6543/inbox?sslmode=prefer",
+        )
+        .unwrap();
+        let sentence = target.createdb();
+        assert!(
+            sentence.contains("`createdb -h db.internal -p 6543 -U ringyo inbox`"),
+            "{sentence}"
+        );
+        assert!(sentence.contains("CREATE DATABASE \"inbox\""), "{sentence}");
+        assert!(!sentence.contains("hunter2"), "{sentence}");
+        assert_eq!(PostgresTarget::from_url("sqlite://ringyo-inbox.db"), None);
+    }
 
     #[test]
     fn a_logged_database_url_keeps_no_user_password_or_query() {

@@ -143,14 +143,33 @@ pub async fn run(args: &[String], url: &str) -> Result<String, String> {
 }
 
 /// The inbox at `url`, never created: a SQLite file missing here means the wrong directory or
-/// URL, not a new inbox.
+/// URL, not a new inbox, and is said so, with the path (SQLite's own word is `(code: 14)
+/// unable to open database file`).
 fn open(url: &str) -> Result<Inbox, String> {
+    if let Some(path) = sqlite_path(url).filter(|path| !path.exists()) {
+        let shown = std::path::absolute(&path).unwrap_or(path);
+        return Err(format!(
+            "no inbox at {}: start the receiver once (it creates the file in its working \
+             directory), or set RINGYO_INBOX_URL to the receiver's database (sqlite://PATH or \
+             postgres://...)",
+            shown.display()
+        ));
+    }
     let url = if url.starts_with("sqlite:") && !url.contains("mode=") {
         format!("{url}{}mode=rw", if url.contains('?') { '&' } else { '?' })
     } else {
         url.to_owned()
     };
     Inbox::open(&url).map_err(|err| format!("RINGYO_INBOX_URL cannot be used: {err}"))
+}
+
+/// The file a `sqlite://PATH?options` URL names; `None` for another engine.
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split_once('?').map_or(path, |(path, _)| path);
+    Some(path.into())
 }
 
 /// One `inbox` command, read from its arguments.

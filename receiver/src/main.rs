@@ -6,10 +6,12 @@
 
 use std::process::ExitCode;
 
-use ringyo_receiver::{config::DEFAULT_INBOX_URL, inbox_command, Config};
+use ringyo_receiver::{config::inbox_url, inbox_command, Config};
 
 const USAGE: &str = "usage: ringyo-receiver                (serve; see README for its variables)\n\
-                     \x20      ringyo-receiver inbox stats | dead | replay <DELIVERY_ID> | replay --dead|--handled [FILTER]...   (inbox --help)";
+                     \x20      ringyo-receiver inbox stats | dead | replay <DELIVERY_ID> | replay --dead|--handled [FILTER]...   (inbox --help)\n\
+                     To try dead letters: RINGYO_FAIL_EVENTS=call.completed RINGYO_MAX_ATTEMPTS=1 ringyo-receiver\n\
+                     fails every call.completed on purpose; then `inbox dead` and `inbox replay --dead`.";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -46,7 +48,10 @@ async fn serve() -> ExitCode {
 
 /// Runs an `inbox` command against `RINGYO_INBOX_URL` and prints what it says.
 async fn inbox(args: &[String]) -> ExitCode {
-    let url = std::env::var("RINGYO_INBOX_URL").unwrap_or_else(|_| DEFAULT_INBOX_URL.to_owned());
+    let url = match inbox_url(std::env::var("RINGYO_INBOX_URL")) {
+        Ok(url) => url,
+        Err(problem) => return failure(problem),
+    };
     inbox_command::run(args, &url)
         .await
         .map_or_else(failure, |report| {

@@ -78,10 +78,11 @@ async fn mistakes_are_sentences_and_looking_creates_no_database() {
     let dir = tempfile::tempdir().unwrap();
     let missing = format!("sqlite://{}", dir.path().join("nope.db").display());
     let err = admin::run(&args("stats"), &missing).await.unwrap_err();
-    assert!(
-        err.starts_with("the inbox database did not answer"),
-        "{err}"
+    let expected = format!(
+        "no inbox at {}: start the receiver once",
+        dir.path().join("nope.db").display()
     );
+    assert!(err.starts_with(&expected), "{err}");
     assert!(!dir.path().join("nope.db").exists());
 
     let database = ringyo_test_support::inbox::sqlite();
