@@ -3,6 +3,7 @@
 use std::fmt;
 
 use sqlx::{pool::PoolConnection, Any, AnyConnection, AnyPool, Executor, Row};
+use tokio::sync::OwnedMutexGuard;
 
 use super::{rows::claimed_columns, store::InboxError};
 use crate::verify::{Clock, SystemClock};
@@ -50,6 +51,11 @@ macro_rules! migrations {
                 version: 5,
                 description: "order",
                 sql: include_str!(concat!("migrations/", $engine, "/0005_order.sql")),
+            },
+            Migration {
+                version: 6,
+                description: "no due index",
+                sql: include_str!(concat!("migrations/", $engine, "/0006_no_due_index.sql")),
             },
         ]
     };
@@ -227,6 +233,7 @@ impl Dialect {
         let mut tx = WriteTx {
             conn,
             committed: false,
+            turn: None,
         };
         tx.conn()
             .execute(self.begin_sql())
@@ -363,9 +370,17 @@ impl fmt::Display for Dialect {
 pub(super) struct WriteTx {
     conn: PoolConnection<Any>,
     committed: bool,
+    /// The process's turn to write, if it has one, given back once the transaction ends.
+    turn: Option<OwnedMutexGuard<()>>,
 }
 
 impl WriteTx {
+    /// Holds `turn` (see `SqlInbox::write_turn`) until the transaction ends.
+    pub(super) fn in_turn(mut self, turn: Option<OwnedMutexGuard<()>>) -> Self {
+        self.turn = turn;
+        self
+    }
+
     /// The connection, to run the transaction's statements on.
     pub(super) fn conn(&mut self) -> &mut AnyConnection {
         &mut self.conn

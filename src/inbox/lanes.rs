@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{AnyConnection, AnyPool};
 
 use super::{
-    dialect::Dialect,
+    dialect::{Dialect, WriteTx},
     rows::{self, claimed_columns},
     store::{ClaimedDelivery, InboxError},
 };
@@ -94,26 +94,24 @@ const HOLD_LANES: &str = concat!(
     " WHERE holder = $1"
 );
 
-/// Frees a lane its holder settled (a lane that holder no longer holds is left as it is):
-/// binds `$1` the lane, `$2` the holder, `$3` the holder's `order_at` if it was handled (run,
-/// not superseded).
+/// Frees lanes their holders settled, as the `SET` of an `UPDATE ringyo_inbox_lanes .. FROM
+/// (VALUES ..) AS v` whose rows are the lane, its holder and the holder's `order_at` if it was
+/// handled (run, not superseded), matched on the lane and its holder (a lane that holder no
+/// longer holds is left as it is).
 ///
-/// On Postgres the lane's row is first locked with [`LOCK`], in a statement of its own: the
-/// release's next due time reads the lane's deliveries, and a statement that waits for a lock
-/// still reads them as they were when it began, so one that waited for a store of a new
-/// delivery in the lane would miss it and leave the lane free with nothing due, that delivery
-/// waiting for ever. Locked first, the release begins after the store committed, and sees it.
+/// On Postgres the lanes' rows are first locked in a statement of their own: the release's
+/// next due time reads the lane's deliveries, and a statement that waits for a lock still
+/// reads them as they were when it began, so one that waited for a store of a new delivery
+/// in the lane would miss it and leave the lane free with nothing due, that delivery waiting
+/// for ever. Locked first, the release begins after the store committed, and sees it.
 pub(super) const RELEASE: &str = concat!(
-    "UPDATE ringyo_inbox_lanes SET holder = NULL, \
-     newest_done = CASE WHEN $3 IS NOT NULL AND (newest_done IS NULL OR newest_done < $3) \
-       THEN $3 ELSE newest_done END, \
+    "holder = NULL, \
+     newest_done = CASE WHEN v.column3 IS NOT NULL AND (ringyo_inbox_lanes.newest_done IS NULL \
+       OR ringyo_inbox_lanes.newest_done < v.column3) \
+       THEN v.column3 ELSE ringyo_inbox_lanes.newest_done END, \
      due_at = ",
-    head!("h.available_at", "$1"),
-    " WHERE lane = $1 AND holder = $2"
+    head!("h.available_at", "v.column1")
 );
-
-/// Locks a lane's row before [`RELEASE`] on Postgres: binds `$1` the lane.
-pub(super) const LOCK: &str = "SELECT lane FROM ringyo_inbox_lanes WHERE lane = $1 FOR UPDATE";
 
 /// After a replay: the newest handled is the newest still handled. Binds `$1` the lane.
 const RECOUNT_NEWEST: &str = "UPDATE ringyo_inbox_lanes SET newest_done = \
@@ -132,34 +130,20 @@ const PRUNE: [&str; 2] = [prune!(""), prune!(" FOR UPDATE SKIP LOCKED")];
 pub(super) const NEXT_DUE: &str =
     "SELECT MIN(due_at) AS at FROM ringyo_inbox_lanes WHERE holder IS NULL";
 
-/// Claims up to `limit` deliveries, the first of as many free lanes, in one transaction.
+/// Claims up to `limit` deliveries, the first of as many free lanes, in `tx`, and commits it:
+/// after a read found a lane due.
 pub(super) async fn claim(
     dialect: Dialect,
-    pool: &AnyPool,
+    mut tx: WriteTx,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: u32,
     token: ClaimToken,
     holder: &str,
 ) -> Result<Vec<ClaimedDelivery>, InboxError> {
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
     let now = now.timestamp_millis();
-    // A read first: with no lane due, no write transaction (and no wait for the writer).
-    let due = sqlx::query(
-        "SELECT lane FROM ringyo_inbox_lanes WHERE holder IS NULL AND due_at <= $1 LIMIT 1",
-    )
-    .bind(now)
-    .fetch_optional(pool)
-    .await
-    .map_err(InboxError::database)?;
-    if due.is_none() {
-        return Ok(Vec::new());
-    }
     // Not a delivery id (64 hex digits), so no lane's holder is mistaken for it.
     let mark = format!("claiming {token}");
-    let mut tx = dialect.begin_write(pool).await?;
     sqlx::query(dialect.pick(TAKE_LANES))
         .bind(mark.as_str())
         .bind(now)

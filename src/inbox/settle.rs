@@ -12,134 +12,252 @@ use super::{
 
 /// Records `settlements` on `conn`, in its open transaction, and says for each, in order,
 /// whether its token still held the delivery.
+///
+/// A few statements for the whole batch, not a few per delivery: on Postgres every statement
+/// is a round trip, and the group commit hands over dozens of outcomes at a time. The
+/// deliveries' rows are written in one statement, and the lanes they free in another (on
+/// Postgres each preceded by one that locks the rows in order, so two transactions that share
+/// rows, a lease that changed hands or a lane, lock them in one order and never deadlock).
 pub(super) async fn settle<C: SettleOn + ?Sized>(
     dialect: Dialect,
     conn: &mut C,
     settlements: &[Settlement],
 ) -> Result<Vec<bool>, InboxError> {
-    // Deliveries in id order, then lanes in lane order: two transactions lock shared rows (a
-    // lease that changed hands, a lane) in the same order and never deadlock.
     let mut order: Vec<usize> = (0..settlements.len()).collect();
+    // Stable: two outcomes of one delivery (a lease extended, then the result) keep their order.
     order.sort_by_key(|&at| settlements[at].id);
     let mut held = vec![false; settlements.len()];
     let mut released = Vec::new();
-    for at in order {
-        let (holds, lane) = conn.settle_one(&settlements[at]).await?;
-        held[at] = holds;
-        released.extend(lane);
+    for wave in waves(&order, |&at| settlements[at].id) {
+        let batch: Vec<&Settlement> = wave.iter().map(|&&at| &settlements[at]).collect();
+        let mut rows = conn.settle_rows(dialect, &batch).await?;
+        rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        for (&&at, settlement) in wave.iter().zip(&batch) {
+            let id = settlement.id.to_string();
+            let Ok(found) = rows.binary_search_by(|row| row.id.as_str().cmp(&id)) else {
+                continue;
+            };
+            held[at] = true;
+            released.extend(rows[found].release(settlement));
+        }
     }
     released.sort_unstable();
-    for lane in &released {
-        conn.release(dialect, lane).await?;
+    for wave in waves(&released, |release| release.lane.clone()) {
+        conn.release_lanes(dialect, &wave).await?;
     }
     Ok(held)
 }
 
+/// Splits `items`, sorted by `key`, into waves in which each key appears once: the first of
+/// each key, then the second, and so on, each wave in key order. One statement can write a
+/// row only once (Postgres refuses a second change, SQLite picks one), and writing a key's
+/// items wave by wave keeps their order.
+fn waves<T, K: PartialEq>(items: &[T], key: impl Fn(&T) -> K) -> Vec<Vec<&T>> {
+    let mut waves: Vec<Vec<&T>> = Vec::new();
+    let mut repeat = 0;
+    for (at, item) in items.iter().enumerate() {
+        let again = at > 0 && key(&items[at - 1]) == key(item);
+        repeat = if again { repeat + 1 } else { 0 };
+        if waves.len() <= repeat {
+            waves.push(Vec::new());
+        }
+        waves[repeat].push(item);
+    }
+    waves
+}
+
+/// The most rows one statement writes: 9 parameters each, well inside SQLite's 32,766 and
+/// Postgres's 65,535.
+const MAX_ROWS_PER_STATEMENT: usize = 1024;
+
 /// The statements of a settlement, on a connection of each of the inbox's drivers: sqlx's
 /// `Any` for the worker's group commit, and SQLite's or Postgres's own in a transactional
 /// handler's transaction, where the delivery is recorded handled in the handler's own
-/// transaction. One body, instantiated per driver by `settles_on!`.
+/// transaction. One body, instantiated per driver by `settles_on!`; the statements are built
+/// by the plain functions below it.
 pub(super) trait SettleOn: Send {
-    /// Records one settlement; whether its token still held the delivery. Returns the lane of
-    /// an ordered one that it frees: not while still running, nor a suspect given back.
-    fn settle_one<'c>(
+    /// Records `batch` (no delivery twice); returns the rows whose token still held them.
+    fn settle_rows<'c>(
         &'c mut self,
-        settlement: &'c Settlement,
-    ) -> InboxFuture<'c, (bool, Option<LaneRelease>)>;
+        dialect: Dialect,
+        batch: &'c [&'c Settlement],
+    ) -> InboxFuture<'c, Vec<Settled>>;
 
-    /// Frees a lane its holder settled; see [`lanes::RELEASE`].
-    fn release<'c>(&'c mut self, dialect: Dialect, lane: &'c LaneRelease) -> InboxFuture<'c, ()>;
+    /// Frees lanes their holders settled (no lane twice); see [`lanes::RELEASE`].
+    fn release_lanes<'c>(
+        &'c mut self,
+        dialect: Dialect,
+        lanes: &'c [&'c LaneRelease],
+    ) -> InboxFuture<'c, ()>;
 }
 
-/// The settlement of one delivery: binds `$1` the delivery, `$2` its token, then a
-/// [`Change`]'s columns.
-const SETTLE: &str = "UPDATE ringyo_inbox SET \
-       state = $3, \
-       available_at = COALESCE($4, available_at), \
-       attempts = attempts - $5, \
-       finished_at = $6, \
-       last_error = COALESCE($7, last_error), \
-       lease_token = CASE WHEN $3 = 'running' THEN lease_token ELSE NULL END, \
-       suspect = CASE WHEN $8 = 1 THEN FALSE ELSE suspect END, \
-       crashes_alone = CASE WHEN $8 = 1 THEN 0 ELSE crashes_alone END, \
-       superseded = CASE WHEN $9 = 1 THEN TRUE ELSE FALSE END \
-     WHERE delivery_id = $1 AND lease_token = $2 AND state = 'running' \
-     RETURNING lane, order_at, CAST(CASE WHEN suspect THEN 1 ELSE 0 END AS BIGINT)";
+/// `($1, .., $columns), ..` for `rows` rows.
+fn values(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let params = (1..=columns)
+                .map(|column| format!("${}", row * columns + column))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("({params})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `$1, .., $rows`.
+fn list(rows: usize) -> String {
+    (1..=rows)
+        .map(|at| format!("${at}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The settlement of `rows` deliveries: binds for each its id, its token, then a
+/// [`Change`]'s columns; `VALUES`' columns are `column1`.. on both engines. A row whose token
+/// no longer holds it is left as it is, and not returned.
+fn settle_sql(rows: usize) -> String {
+    format!(
+        "UPDATE ringyo_inbox SET \
+           state = v.column3, \
+           available_at = COALESCE(v.column4, ringyo_inbox.available_at), \
+           attempts = ringyo_inbox.attempts - v.column5, \
+           finished_at = v.column6, \
+           last_error = COALESCE(v.column7, ringyo_inbox.last_error), \
+           lease_token = CASE WHEN v.column3 = 'running' THEN ringyo_inbox.lease_token END, \
+           suspect = CASE WHEN v.column8 = 1 THEN FALSE ELSE ringyo_inbox.suspect END, \
+           crashes_alone = CASE WHEN v.column8 = 1 THEN 0 ELSE ringyo_inbox.crashes_alone END, \
+           superseded = CASE WHEN v.column9 = 1 THEN TRUE ELSE FALSE END \
+         FROM (VALUES {}) AS v \
+         WHERE ringyo_inbox.delivery_id = v.column1 AND ringyo_inbox.lease_token = v.column2 \
+           AND ringyo_inbox.state = 'running' \
+         RETURNING ringyo_inbox.delivery_id, ringyo_inbox.lane, ringyo_inbox.order_at, \
+           CAST(CASE WHEN ringyo_inbox.suspect THEN 1 ELSE 0 END AS BIGINT)",
+        values(rows, 9)
+    )
+}
+
+/// Postgres: locks `rows` deliveries, in id order, before [`settle_sql`] writes them.
+fn lock_deliveries_sql(rows: usize) -> String {
+    format!(
+        "SELECT delivery_id FROM ringyo_inbox WHERE delivery_id IN ({}) \
+         ORDER BY delivery_id FOR UPDATE",
+        list(rows)
+    )
+}
+
+/// Postgres: locks `rows` lanes, in lane order, before [`release_sql`] (see
+/// [`lanes::RELEASE`] for why in a statement of its own).
+fn lock_lanes_sql(rows: usize) -> String {
+    format!(
+        "SELECT lane FROM ringyo_inbox_lanes WHERE lane IN ({}) ORDER BY lane FOR UPDATE",
+        list(rows)
+    )
+}
+
+/// [`lanes::RELEASE`] for `rows` lanes: binds for each the lane, its holder and the holder's
+/// `order_at` if it was handled.
+fn release_sql(rows: usize) -> String {
+    format!(
+        "UPDATE ringyo_inbox_lanes SET {} FROM (VALUES {}) AS v \
+         WHERE ringyo_inbox_lanes.lane = v.column1 AND ringyo_inbox_lanes.holder = v.column2",
+        lanes::RELEASE,
+        values(rows, 3)
+    )
+}
 
 macro_rules! settles_on {
     ($connection:ty) => {
         impl SettleOn for $connection {
-            fn settle_one<'c>(
+            fn settle_rows<'c>(
                 &'c mut self,
-                settlement: &'c Settlement,
-            ) -> InboxFuture<'c, (bool, Option<LaneRelease>)> {
+                dialect: Dialect,
+                batch: &'c [&'c Settlement],
+            ) -> InboxFuture<'c, Vec<Settled>> {
                 Box::pin(async move {
                     use sqlx::Row;
-                    let Settlement { id, token, outcome } = settlement;
-                    let change = Change::from(outcome);
-                    let row = sqlx::query(SETTLE)
-                        .bind(id.to_string())
-                        .bind(token.to_string())
-                        .bind(change.state)
-                        .bind(change.available_at.map(|at| at.timestamp_millis()))
-                        .bind(change.attempts_back)
-                        .bind(change.finished_at.map(|at| at.timestamp_millis()))
-                        .bind(change.error)
-                        .bind(i64::from(change.finished))
-                        .bind(i64::from(change.superseded))
-                        .fetch_optional(&mut *self)
-                        .await
-                        .map_err(InboxError::database)?;
-                    let Some(row) = row else {
-                        return Ok((false, None));
-                    };
-                    let column = |at| {
-                        row.try_get::<Option<i64>, _>(at)
-                            .map_err(InboxError::database)
-                    };
-                    let lane = row
-                        .try_get::<Option<String>, _>(0)
-                        .map_err(InboxError::database)?;
-                    let suspect = column(2)? == Some(1);
-                    let handled_at = match outcome {
-                        Settle::Done { .. } => column(1)?,
-                        _ => None,
-                    };
-                    let frees = match outcome {
-                        Settle::Extend { .. } => false,
-                        Settle::Release { .. } => !suspect,
-                        _ => true,
-                    };
-                    let release = lane.filter(|_| frees).map(|lane| LaneRelease {
-                        lane,
-                        holder: id.to_string(),
-                        handled_at,
-                    });
-                    Ok((true, release))
+                    let mut settled = Vec::with_capacity(batch.len());
+                    for chunk in batch.chunks(MAX_ROWS_PER_STATEMENT) {
+                        let ids: Vec<String> = chunk
+                            .iter()
+                            .map(|settlement| settlement.id.to_string())
+                            .collect();
+                        if dialect == Dialect::Postgres {
+                            let sql = lock_deliveries_sql(chunk.len());
+                            let mut lock = sqlx::query(&sql);
+                            for id in &ids {
+                                lock = lock.bind(id.as_str());
+                            }
+                            lock.execute(&mut *self)
+                                .await
+                                .map_err(InboxError::database)?;
+                        }
+                        let sql = settle_sql(chunk.len());
+                        let mut query = sqlx::query(&sql);
+                        for (settlement, id) in chunk.iter().zip(&ids) {
+                            let change = Change::from(&settlement.outcome);
+                            query = query
+                                .bind(id.as_str())
+                                .bind(settlement.token.to_string())
+                                .bind(change.state)
+                                .bind(change.available_at.map(|at| at.timestamp_millis()))
+                                .bind(change.attempts_back)
+                                .bind(change.finished_at.map(|at| at.timestamp_millis()))
+                                .bind(change.error)
+                                .bind(i64::from(change.finished))
+                                .bind(i64::from(change.superseded));
+                        }
+                        let rows = query
+                            .fetch_all(&mut *self)
+                            .await
+                            .map_err(InboxError::database)?;
+                        for row in &rows {
+                            let read = |at| {
+                                row.try_get::<Option<i64>, _>(at)
+                                    .map_err(InboxError::database)
+                            };
+                            settled.push(Settled {
+                                id: row.try_get(0).map_err(InboxError::database)?,
+                                lane: row.try_get(1).map_err(InboxError::database)?,
+                                order_at: read(2)?,
+                                suspect: read(3)? == Some(1),
+                            });
+                        }
+                    }
+                    Ok(settled)
                 })
             }
 
-            fn release<'c>(
+            fn release_lanes<'c>(
                 &'c mut self,
                 dialect: Dialect,
-                lane: &'c LaneRelease,
+                lanes: &'c [&'c LaneRelease],
             ) -> InboxFuture<'c, ()> {
                 Box::pin(async move {
-                    // See `lanes::RELEASE`: on Postgres, locked in a statement of its own.
-                    if dialect == Dialect::Postgres {
-                        sqlx::query(lanes::LOCK)
-                            .bind(lane.lane.as_str())
+                    for chunk in lanes.chunks(MAX_ROWS_PER_STATEMENT) {
+                        if dialect == Dialect::Postgres {
+                            let sql = lock_lanes_sql(chunk.len());
+                            let mut lock = sqlx::query(&sql);
+                            for release in chunk {
+                                lock = lock.bind(release.lane.as_str());
+                            }
+                            lock.execute(&mut *self)
+                                .await
+                                .map_err(InboxError::database)?;
+                        }
+                        let sql = release_sql(chunk.len());
+                        let mut query = sqlx::query(&sql);
+                        for release in chunk {
+                            query = query
+                                .bind(release.lane.as_str())
+                                .bind(release.holder.as_str())
+                                .bind(release.handled_at);
+                        }
+                        query
                             .execute(&mut *self)
                             .await
                             .map_err(InboxError::database)?;
                     }
-                    sqlx::query(lanes::RELEASE)
-                        .bind(lane.lane.as_str())
-                        .bind(lane.holder.as_str())
-                        .bind(lane.handled_at)
-                        .execute(&mut *self)
-                        .await
-                        .map_err(InboxError::database)?;
                     Ok(())
                 })
             }
@@ -152,6 +270,35 @@ settles_on!(sqlx::AnyConnection);
 settles_on!(sqlx::SqliteConnection);
 #[cfg(feature = "postgres")]
 settles_on!(sqlx::PgConnection);
+
+/// A delivery row a settlement wrote, as it is after.
+pub(super) struct Settled {
+    id: String,
+    lane: Option<String>,
+    order_at: Option<i64>,
+    suspect: bool,
+}
+
+impl Settled {
+    /// The lane this settlement frees: an ordered delivery's, unless it still runs (a lease
+    /// extended) or is a suspect given back, which keeps its lane to run alone.
+    fn release(&self, settlement: &Settlement) -> Option<LaneRelease> {
+        let frees = match settlement.outcome {
+            Settle::Extend { .. } => false,
+            Settle::Release { .. } => !self.suspect,
+            _ => true,
+        };
+        let handled_at = match settlement.outcome {
+            Settle::Done { .. } => self.order_at,
+            _ => None,
+        };
+        self.lane.clone().filter(|_| frees).map(|lane| LaneRelease {
+            lane,
+            holder: self.id.clone(),
+            handled_at,
+        })
+    }
+}
 
 /// A lane its holder settled, to free in the same transaction.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -211,5 +358,27 @@ impl From<&Settle> for Change {
                 ..change("pending", Some(at), None, None)
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_seen_twice_goes_in_the_next_wave_and_keeps_its_order() {
+        let items = [(1, 'a'), (1, 'b'), (1, 'c'), (2, 'd'), (3, 'e'), (3, 'f')];
+        let waves = waves(&items, |&(key, _)| key);
+        let names: Vec<String> = waves
+            .iter()
+            .map(|wave| wave.iter().map(|(_, name)| name).collect())
+            .collect();
+        assert_eq!(names, ["ade", "bf", "c"]);
+    }
+
+    #[test]
+    fn each_row_of_a_statement_binds_its_own_numbered_parameters() {
+        assert_eq!(values(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(list(3), "$1, $2, $3");
     }
 }

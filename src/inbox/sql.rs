@@ -12,12 +12,10 @@ use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
     AnyPool,
 };
-#[cfg(feature = "postgres")]
-use tokio::sync::Mutex;
-use tokio::sync::OnceCell;
+use tokio::sync::{Mutex, OnceCell, OwnedMutexGuard};
 
 use super::{
-    dialect::Dialect,
+    dialect::{Dialect, WriteTx},
     filter::ReplayFilter,
     health::Health,
     lanes,
@@ -76,6 +74,9 @@ struct Shared {
     /// this process, which is alive.
     holder: String,
     migrated: OnceCell<()>,
+    /// SQLite only: the turn to write, taken before the file's write lock; see
+    /// [`SqlInbox::write_turn`].
+    writer: Arc<Mutex<()>>,
     /// Postgres only: the connection that `LISTEN`s, made on first use.
     #[cfg(feature = "postgres")]
     listener: Mutex<Option<sqlx::postgres::PgListener>>,
@@ -188,6 +189,7 @@ impl SqlInbox {
                 upkeep: Arc::default(),
                 holder: ClaimToken::new().to_string(),
                 migrated: OnceCell::new(),
+                writer: Arc::default(),
                 #[cfg(feature = "postgres")]
                 listener: Mutex::default(),
                 #[cfg(feature = "sqlite")]
@@ -289,6 +291,28 @@ impl SqlInbox {
         })
     }
 
+    /// On SQLite, this process's turn to write: writers queue for it in order, and only its
+    /// holder takes the file's write lock. SQLite itself has no queue: a writer that finds the
+    /// lock taken sleeps (1 ms, then 2, 5, 10, up to 100 ms) and tries again, so under load
+    /// the lock sits free while writers sleep, and ingest, which writes most often, takes it
+    /// again and again while the worker's claims and settlements wait. Queued here, each
+    /// writer starts the moment the last one commits, in turn. (Other processes on the file,
+    /// such as the admin command, still wait the SQLite way.) `None` on Postgres, whose
+    /// writers do not exclude each other.
+    pub(super) async fn write_turn(&self) -> Option<OwnedMutexGuard<()>> {
+        if self.shared.dialect != Dialect::Sqlite {
+            return None;
+        }
+        Some(Arc::clone(&self.shared.writer).lock_owned().await)
+    }
+
+    /// Begins a transaction that writes, in this process's turn.
+    async fn begin_write(&self, pool: &AnyPool) -> Result<WriteTx, InboxError> {
+        let turn = self.write_turn().await;
+        let tx = self.shared.dialect.begin_write(pool).await?;
+        Ok(tx.in_turn(turn))
+    }
+
     /// Closes the pool's connections, waiting for statements in flight.
     pub async fn close(&self) {
         self.shared.pool.close().await;
@@ -340,6 +364,7 @@ impl SqlInbox {
         token: ClaimToken,
     ) -> Result<Vec<ClaimedDelivery>, InboxError> {
         let pool = self.ready().await?;
+        let _turn = self.write_turn().await;
         let rows = sqlx::query(sql)
             .bind(token.to_string())
             .bind(lease_until.timestamp_millis())
@@ -353,11 +378,19 @@ impl SqlInbox {
     }
 }
 
+/// Whether anything is due at `$1`: `[outside lanes, in a free lane]`, each 1 or 0, each
+/// part as its partial index says it.
+const DUE: &str = "SELECT \
+     CAST(CASE WHEN EXISTS (SELECT 1 FROM ringyo_inbox WHERE state = 'pending' \
+       AND lane IS NULL AND NOT suspect AND available_at <= $1) THEN 1 ELSE 0 END AS BIGINT), \
+     CAST(CASE WHEN EXISTS (SELECT 1 FROM ringyo_inbox_lanes WHERE holder IS NULL \
+       AND due_at <= $1) THEN 1 ELSE 0 END AS BIGINT)";
+
 impl InboxStore for SqlInbox {
     fn store<'a>(&'a self, deliveries: &'a [NewDelivery]) -> InboxFuture<'a, Vec<Stored>> {
         self.run(async move {
                 let pool = self.ready().await?;
-                let mut tx = self.shared.dialect.begin_write(pool).await?;
+                let mut tx = self.begin_write(pool).await?;
                 // In id order, so two replicas storing the same deliveries (a retry sent to
                 // both) lock their keys in the same order and never deadlock.
                 let mut order: Vec<usize> = (0..deliveries.len()).collect();
@@ -421,22 +454,38 @@ impl InboxStore for SqlInbox {
     ) -> InboxFuture<'_, Vec<ClaimedDelivery>> {
         let sql = self.shared.dialect.claim_sql();
         self.run(async move {
-            let mut claimed = self.claim_with(sql, now, lease_until, limit, token).await?;
-            let left = limit.saturating_sub(u32::try_from(claimed.len()).unwrap_or(u32::MAX));
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
             let pool = self.ready().await?;
-            let shared = &self.shared;
-            claimed.extend(
-                lanes::claim(
-                    shared.dialect,
-                    pool,
-                    now,
-                    lease_until,
-                    left,
-                    token,
-                    &shared.holder,
-                )
-                .await?,
-            );
+            // A read first, then only the writes that find something: with nothing due, no
+            // write (on SQLite, no wait for the writer); with ordering on, no empty claim
+            // outside lanes before each claim of lanes.
+            let due = sqlx::query(DUE)
+                .bind(now.timestamp_millis())
+                .fetch_one(pool)
+                .await
+                .map_err(InboxError::database)?;
+            let mut claimed = Vec::new();
+            if get::<i64>(&due, 0)? == 1 {
+                claimed = self.claim_with(sql, now, lease_until, limit, token).await?;
+            }
+            let left = limit.saturating_sub(u32::try_from(claimed.len()).unwrap_or(u32::MAX));
+            if get::<i64>(&due, 1)? == 1 && left > 0 {
+                let shared = &self.shared;
+                claimed.extend(
+                    lanes::claim(
+                        shared.dialect,
+                        self.begin_write(pool).await?,
+                        now,
+                        lease_until,
+                        left,
+                        token,
+                        &shared.holder,
+                    )
+                    .await?,
+                );
+            }
             Ok(claimed)
         })
     }
@@ -477,7 +526,7 @@ impl InboxStore for SqlInbox {
     fn settle<'a>(&'a self, settlements: &'a [Settlement]) -> InboxFuture<'a, Vec<bool>> {
         self.run(async move {
             let pool = self.ready().await?;
-            let mut tx = self.shared.dialect.begin_write(pool).await?;
+            let mut tx = self.begin_write(pool).await?;
             let held = settle::settle(self.shared.dialect, tx.conn(), settlements).await?;
             tx.commit().await?;
             Ok(held)
@@ -590,7 +639,7 @@ impl InboxAdmin for SqlInbox {
     fn replay<'a>(&'a self, filter: &'a ReplayFilter, now: DateTime<Utc>) -> InboxFuture<'a, u64> {
         self.run(async move {
             let pool = self.ready().await?;
-            let mut tx = self.shared.dialect.begin_write(pool).await?;
+            let mut tx = self.begin_write(pool).await?;
             let now = now.timestamp_millis();
             // Every condition binds a value or NULL, so one statement serves every filter.
             let rows = sqlx::query(

@@ -163,6 +163,9 @@ where
         Box::pin(async move {
             let failed = |err: InboxError| format!("the inbox's transaction failed: {err}");
             let pool = DB::pool(&self.inbox).await.map_err(failed)?;
+            // On SQLite, in the inbox's turn to write (see `SqlInbox::write_turn`), held until
+            // the transaction ends: declared first, dropped last.
+            let _turn = self.inbox.write_turn().await;
             let mut tx = pool
                 .begin_with(DB::BEGIN)
                 .await
