@@ -30,10 +30,12 @@ Options:
   --all              send every known event
   --tamper           change the body after signing    (expect 401 invalid_signature)
   --wrong-secret     sign with another secret          (expect 401 invalid_signature)
-  --stale            a timestamp two hours old         (expect 401 timestamp_out_of_tolerance)
+  --stale            a timestamp two hours old, outside the freshness window
+                                                       (expect 401 timestamp_out_of_tolerance)
   --no-signature     leave out x-ringyo-signature      (expect 401 missing_signature)
-  --replay           send each delivery twice, the same bytes: Ringyo's retry of a delivery
-                     (expect the second answered 200 as a duplicate, with a delivery store)
+  --replay           send each delivery twice, the same bytes: Ringyo's retry of a delivery,
+                     to see replay protection (expect the second answered 200 as a duplicate,
+                     from a delivery store or the inbox); not the receiver's `inbox replay`
   -h, --help         show this";
 
 #[tokio::main]

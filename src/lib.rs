@@ -126,7 +126,26 @@ pub use chrono;
 pub use http;
 pub use serde_json;
 
-// Compiles README.md's Rust examples as doctests, so they cannot drift from the API.
+// Compiles README.md's Rust examples, and the guides' under docs/, as doctests, so they cannot
+// drift from the API.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/layer.md")]
+struct LayerGuideDoctests;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/inbox.md")]
+struct InboxGuideDoctests;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/testing.md")]
+struct TestingGuideDoctests;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/operations.md")]
+struct OperationsGuideDoctests;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/security.md")]
+struct SecurityGuideDoctests;
+#[cfg(doctest)]
+#[doc = include_str!("../docs/secrets.md")]
+struct SecretsGuideDoctests;

@@ -1,32 +1,44 @@
-//! README.md lists every rejection with its status and code, as the one table in the crate
-//! defines them; and no snippet in README.md or the API docs holds a secret the crate accepts.
+//! docs/security.md lists every rejection with its status and code, as the one table in the
+//! crate defines them; and no snippet in README.md, the guides under docs/ or the API docs holds
+//! a secret the crate accepts.
 
 use ringyo_webhook::RejectionKind;
 
 #[test]
-fn readme_lists_every_rejection_with_its_status_and_code() {
-    let readme = include_str!("../../README.md");
+fn security_guide_lists_every_rejection_with_its_status_and_code() {
+    let guide = include_str!("../../docs/security.md");
     for kind in RejectionKind::ALL {
         let row = format!("| {} | `{}` |", kind.status().as_u16(), kind.code());
         assert!(
-            readme.contains(&row),
-            "README.md has no row `{row}` for {kind:?}"
+            guide.contains(&row),
+            "docs/security.md has no row `{row}` for {kind:?}"
         );
     }
 }
 
 /// No snippet a reader may copy holds a secret the crate would take: a `"whsec_..."` literal
-/// copied into a service lets in anyone who signs with that public string. Scanned: README's
-/// Rust blocks (all lines: GitHub shows a doctest's hidden ones) and the Rust blocks of the API
+/// copied into a service lets in anyone who signs with that public string. Scanned: the Rust
+/// blocks of README and of the guides under docs/ (all lines: GitHub shows a doctest's hidden ones) and the Rust blocks of the API
 /// docs in `src/` and the receiver's `receiver/src/` (the lines rustdoc shows). Test code is
-/// exempt: README lines after a `#[test]` attribute, and `src/testing/`, which exists only with
+/// exempt: README and guide lines after a `#[test]` attribute, and `src/testing/`, which exists only with
 /// the `test-util` feature.
 #[test]
 fn no_snippet_holds_a_secret_that_would_be_accepted() {
     let mut live = Vec::new();
-    let readme = include_str!("../../README.md");
-    for (number, line) in rust_block_lines(readme.lines(), false) {
-        live.extend(live_secrets(line).map(|secret| format!("README.md:{number}: {secret}")));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "md") {
+            pages.push(path);
+        }
+    }
+    for page in pages {
+        let text = std::fs::read_to_string(&page).unwrap();
+        let shown = page.strip_prefix(root).unwrap().display();
+        for (number, line) in rust_block_lines(text.lines(), false) {
+            live.extend(live_secrets(line).map(|secret| format!("{shown}:{number}: {secret}")));
+        }
     }
     let mut files = Vec::new();
     for dir in ["src", "receiver/src"] {
