@@ -416,7 +416,7 @@ fn ended(finished: Result<Result<bool, String>, JoinError>) -> Attempt {
     }
 }
 
-fn panic_message(payload: Box<dyn Any + Send>) -> String {
+pub(super) fn panic_message(payload: Box<dyn Any + Send>) -> String {
     payload
         .downcast::<String>()
         .map(|message| *message)

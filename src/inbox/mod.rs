@@ -77,6 +77,8 @@ mod store;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod transactional;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod tx_group;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod upkeep;
 mod worker;
 

@@ -10,7 +10,7 @@ use std::{fmt, future::Future, sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
-    AnyPool,
+    AnyPool, Row,
 };
 use tokio::sync::{Mutex, OnceCell, OwnedMutexGuard};
 
@@ -144,8 +144,18 @@ impl SqlInbox {
                 let health = Arc::clone(&seen_by);
                 Box::pin(async move {
                     if let Some(pragma) = dialect.on_new_file() {
-                        // Best effort: see `on_new_file`.
-                        let _ = sqlx::query(pragma).execute(&mut *conn).await;
+                        // Only on a file with nothing in it yet: on any other the setting
+                        // changes nothing, yet takes the write lock, which a busy inbox holds
+                        // almost always (its writers queue for it back to back), so a new
+                        // connection would wait out its busy time-out. Best effort: see
+                        // `on_new_file`.
+                        let pages = sqlx::query("PRAGMA page_count")
+                            .fetch_one(&mut *conn)
+                            .await
+                            .and_then(|row| row.try_get::<i64, _>(0));
+                        if matches!(pages, Ok(0)) {
+                            let _ = sqlx::query(pragma).execute(&mut *conn).await;
+                        }
                     }
                     for pragma in dialect.on_connect() {
                         if let Err(err) = sqlx::query(pragma).execute(&mut *conn).await {
@@ -726,5 +736,34 @@ impl fmt::Debug for SqlInbox {
             .field("dialect", &self.shared.dialect)
             .field("connections", &self.shared.pool.size())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use sqlx::{Connection, Executor};
+
+    use super::*;
+
+    /// A process that opens a busy inbox (the admin command beside a receiver, say) reads at
+    /// once: a new connection takes no write lock, which the receiver's writers hold back to
+    /// back.
+    #[tokio::test]
+    async fn a_new_connection_to_a_file_whose_write_lock_is_held_reads_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("inbox.db").display());
+        SqlInbox::open(&url).unwrap().stats().await.unwrap();
+        let mut writer = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        writer.execute("BEGIN IMMEDIATE").await.unwrap();
+
+        let started = std::time::Instant::now();
+        let stats = SqlInbox::open(&url).unwrap().stats().await;
+        assert!(stats.is_ok(), "{stats:?}");
+        assert!(
+            started.elapsed() < ACQUIRE_TIMEOUT,
+            "{:?}",
+            started.elapsed()
+        );
+        writer.execute("ROLLBACK").await.unwrap();
     }
 }

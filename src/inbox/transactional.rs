@@ -4,7 +4,7 @@
 use std::{fmt, future::Future, marker::PhantomData, pin::Pin, sync::Arc};
 
 use chrono::{DateTime, Utc};
-use sqlx::{Pool, Transaction};
+use sqlx::{Executor, Pool, Transaction};
 
 use super::{
     dialect::Dialect,
@@ -12,6 +12,7 @@ use super::{
     job::{private::Sealed, Job, RunFuture, Runs},
     settle,
     store::{InboxError, InboxFuture, Settle, Settlement},
+    tx_group::{Execute, Member, TxGroup, Work},
     worker::Worker,
     SqlInbox,
 };
@@ -40,6 +41,15 @@ pub trait TxEngine: sqlx::Database + EngineSealed {
     /// inbox's own writes do, so the transaction never fails to upgrade a read.
     #[doc(hidden)]
     const BEGIN: &'static str;
+
+    /// Whether deliveries share transactions (see `tx_group`): on SQLite, whose one writer
+    /// runs them one at a time anyway; not on Postgres, where they run side by side.
+    #[doc(hidden)]
+    const GROUPS: bool;
+
+    /// Runs a statement of no result (a savepoint's) on `conn`.
+    #[doc(hidden)]
+    const EXECUTE: Execute<Self>;
 
     /// `true` if `token` still holds the delivery `id` (running, not lost to another worker),
     /// and from then on until the transaction ends: on Postgres the row is locked, on SQLite
@@ -74,7 +84,7 @@ const HOLDS: [&str; 2] = [
 ];
 
 macro_rules! tx_engine {
-    ($db:ty, $dialect:expr, $begin:literal, $pool:ident) => {
+    ($db:ty, $dialect:expr, $begin:literal, $groups:literal, $pool:ident) => {
         impl EngineSealed for $db {}
 
         impl TxEngine for $db {
@@ -87,6 +97,15 @@ macro_rules! tx_engine {
             }
 
             const BEGIN: &'static str = $begin;
+
+            const GROUPS: bool = $groups;
+
+            const EXECUTE: Execute<Self> = |conn, sql| {
+                Box::pin(async move {
+                    conn.execute(sql).await?;
+                    Ok(())
+                })
+            };
 
             fn holds(
                 conn: &mut Self::Connection,
@@ -126,20 +145,29 @@ tx_engine!(
     sqlx::Sqlite,
     Dialect::Sqlite,
     "BEGIN IMMEDIATE",
+    true,
     sqlite_pool
 );
 #[cfg(feature = "postgres")]
-tx_engine!(sqlx::Postgres, Dialect::Postgres, "BEGIN", postgres_pool);
+tx_engine!(
+    sqlx::Postgres,
+    Dialect::Postgres,
+    "BEGIN",
+    false,
+    postgres_pool
+);
 
 /// A handler run in a transaction on the inbox's own database, for
 /// [`Worker::transactional`]: the worker's `H`.
-pub struct InTransaction<DB, F, E> {
+pub struct InTransaction<DB: TxEngine, F, E> {
     handler: F,
     inbox: SqlInbox,
-    marker: PhantomData<fn() -> (DB, E)>,
+    /// The transaction deliveries share, where the engine groups them.
+    group: TxGroup<DB>,
+    marker: PhantomData<fn() -> E>,
 }
 
-impl<DB, F, E> fmt::Debug for InTransaction<DB, F, E> {
+impl<DB: TxEngine, F, E> fmt::Debug for InTransaction<DB, F, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InTransaction")
             .field("inbox", &self.inbox)
@@ -147,7 +175,7 @@ impl<DB, F, E> fmt::Debug for InTransaction<DB, F, E> {
     }
 }
 
-impl<T, DB, F, E> Sealed<T> for InTransaction<DB, F, E> {}
+impl<T, DB: TxEngine, F, E> Sealed<T> for InTransaction<DB, F, E> {}
 
 impl<T, DB, F, E> Runs<T> for InTransaction<DB, F, E>
 where
@@ -164,24 +192,25 @@ where
             let failed = |err: InboxError| format!("the inbox's transaction failed: {err}");
             let pool = DB::pool(&self.inbox).await.map_err(failed)?;
             // On SQLite, in the inbox's turn to write (see `SqlInbox::write_turn`), held until
-            // the transaction ends: declared first, dropped last.
-            let _turn = self.inbox.write_turn().await;
+            // the transaction ends.
+            let turn = self.inbox.write_turn();
+            if DB::GROUPS {
+                let attempt = Attempt {
+                    run: Arc::clone(&self),
+                    job,
+                    token,
+                    clock,
+                };
+                self.group.run(&pool, DB::BEGIN, turn, attempt).await?;
+                return Ok(true);
+            }
+            let _turn = turn.await;
             let mut tx = pool
                 .begin_with(DB::BEGIN)
                 .await
                 .map_err(|err| failed(InboxError::database(err)))?;
-            let id = job.delivery_id();
-            // Dropping `tx` on any way out below rolls back what the handler wrote.
-            if !DB::holds(&mut tx, id, token).await.map_err(failed)? {
-                return Err(LEASE_LOST.to_owned());
-            }
-            (self.handler)(job, &mut tx)
-                .await
-                .map_err(|err| err.to_string())?;
-            let recorded = DB::record_handled(&mut tx, id, token, clock.now());
-            if !recorded.await.map_err(failed)? {
-                return Err(LEASE_LOST.to_owned());
-            }
+            // Dropping `tx` on an error rolls back what the handler wrote.
+            self.attempt(job, &mut tx, token, clock).await?;
             tx.commit()
                 .await
                 .map_err(|err| failed(InboxError::database(err)))?;
@@ -193,6 +222,66 @@ where
         // The transaction holds the delivery (its row locked, or SQLite's write lock): no
         // other worker can take it meanwhile, and an extension would wait for the transaction.
         false
+    }
+}
+
+impl<DB: TxEngine, F, E: fmt::Display> InTransaction<DB, F, E> {
+    /// One attempt at `job` in `tx`: the lease checked (and held), the handler, the delivery
+    /// recorded handled. An error leaves the caller to roll back.
+    async fn attempt<T>(
+        &self,
+        job: Job<T>,
+        tx: &mut Transaction<'static, DB>,
+        token: ClaimToken,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(), String>
+    where
+        F: for<'t> Fn(Job<T>, &'t mut Transaction<'static, DB>) -> TxFuture<'t, E>,
+    {
+        let failed = |err: InboxError| format!("the inbox's transaction failed: {err}");
+        let id = job.delivery_id();
+        if !DB::holds(&mut **tx, id, token).await.map_err(failed)? {
+            return Err(LEASE_LOST.to_owned());
+        }
+        (self.handler)(job, tx)
+            .await
+            .map_err(|err| err.to_string())?;
+        let recorded = DB::record_handled(&mut **tx, id, token, clock.now());
+        if !recorded.await.map_err(failed)? {
+            return Err(LEASE_LOST.to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// An attempt at a delivery, as a member of the engine's group of transactions.
+struct Attempt<T, DB: TxEngine, F, E> {
+    run: Arc<InTransaction<DB, F, E>>,
+    job: Job<T>,
+    token: ClaimToken,
+    clock: Arc<dyn Clock>,
+}
+
+impl<T, DB, F, E> Member<DB> for Attempt<T, DB, F, E>
+where
+    T: Send + 'static,
+    DB: TxEngine,
+    F: for<'t> Fn(Job<T>, &'t mut Transaction<'static, DB>) -> TxFuture<'t, E>
+        + Send
+        + Sync
+        + 'static,
+    E: fmt::Display + Send + 'static,
+{
+    fn work<'t>(self, tx: &'t mut Transaction<'static, DB>) -> Work<'t> {
+        Box::pin(async move {
+            let Self {
+                run,
+                job,
+                token,
+                clock,
+            } = self;
+            run.attempt(job, tx, token, clock).await
+        })
     }
 }
 
@@ -288,6 +377,7 @@ where
         let handler = InTransaction {
             handler,
             inbox: sql.clone(),
+            group: TxGroup::new(DB::EXECUTE),
             marker: PhantomData,
         };
         Ok(Self::with(inbox, handler))
@@ -355,6 +445,7 @@ mod tests {
         let run = Arc::new(InTransaction::<sqlx::Sqlite, _, sqlx::Error> {
             handler: effect,
             inbox: store.clone(),
+            group: TxGroup::new(<sqlx::Sqlite as TxEngine>::EXECUTE),
             marker: PhantomData,
         });
         let event = crate::RingyoEvent::<Event>::parse(&claimed[0].payload, claimed[0].id).unwrap();
