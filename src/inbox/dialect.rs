@@ -227,6 +227,23 @@ impl Dialect {
         }
     }
 
+    /// The setting of the connections that claim: their commits return without waiting for
+    /// the disk.
+    ///
+    /// A claim lost in a crash (of the machine, or of Postgres) leaves its deliveries pending,
+    /// as if never claimed, and they run then: a handler that ran meanwhile runs again, as at
+    /// least once allows, and a transactional one finds its lease gone and commits nothing.
+    /// Nothing durable can depend on a claim unseen: both engines write their log in order,
+    /// so any later commit that reached the disk (an outcome, a stored delivery) took the
+    /// claims before it along. What it saves is a flush per claim, a third of the inbox's
+    /// commits, and on Postgres the time its lanes stay locked.
+    pub(super) fn lazy_commit(self) -> &'static str {
+        match self {
+            Self::Sqlite => "PRAGMA synchronous = NORMAL",
+            Self::Postgres => "SET synchronous_commit = off",
+        }
+    }
+
     /// Starts a transaction that writes, on a connection of its own; see [`WriteTx`].
     pub(super) async fn begin_write(self, pool: &AnyPool) -> Result<WriteTx, InboxError> {
         let conn = pool.acquire().await.map_err(InboxError::database)?;

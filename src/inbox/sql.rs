@@ -33,6 +33,8 @@ use crate::{replay::ClaimToken, secrets::Tenant};
 ///
 /// - `sqlite://PATH` (feature `sqlite`): one file, no server, one machine. The file is created
 ///   if missing, in WAL mode with `synchronous=FULL`, so a commit survives a power cut.
+///   (Claims alone commit without waiting for the disk, on both engines: a claim lost in a
+///   power cut leaves its deliveries pending, and they run then.)
 /// - `postgres://...` (feature `postgres`): one database for every replica. Claims use
 ///   `FOR UPDATE SKIP LOCKED`, and a commit `NOTIFY`s workers in other processes. For TLS
 ///   (`?sslmode=require`, as managed databases ask), add the feature `postgres-tls`.
@@ -67,6 +69,10 @@ pub struct SqlInbox {
 
 struct Shared {
     pool: AnyPool,
+    /// Connections that claim, whose commits do not wait for the disk (see
+    /// [`Dialect::lazy_commit`]); the pool itself for a pool given with
+    /// [`SqlInbox::with_pool`].
+    claims: AnyPool,
     dialect: Dialect,
     health: Arc<Health>,
     upkeep: Arc<Upkeep>,
@@ -136,40 +142,15 @@ impl SqlInbox {
             .parse()
             .map_err(|_| InboxError::database(format!("cannot read the {dialect} URL")))?;
         let health = Arc::new(Health::new(dialect, url));
-        let seen_by = Arc::clone(&health);
-        let pool = AnyPoolOptions::new()
-            .max_connections(dialect.max_connections())
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .after_connect(move |conn, _| {
-                let health = Arc::clone(&seen_by);
-                Box::pin(async move {
-                    if let Some(pragma) = dialect.on_new_file() {
-                        // Only on a file with nothing in it yet: on any other the setting
-                        // changes nothing, yet takes the write lock, which a busy inbox holds
-                        // almost always (its writers queue for it back to back), so a new
-                        // connection would wait out its busy time-out. Best effort: see
-                        // `on_new_file`.
-                        let pages = sqlx::query("PRAGMA page_count")
-                            .fetch_one(&mut *conn)
-                            .await
-                            .and_then(|row| row.try_get::<i64, _>(0));
-                        if matches!(pages, Ok(0)) {
-                            let _ = sqlx::query(pragma).execute(&mut *conn).await;
-                        }
-                    }
-                    for pragma in dialect.on_connect() {
-                        if let Err(err) = sqlx::query(pragma).execute(&mut *conn).await {
-                            // The pool retries a failed connection until its time-out and
-                            // then reports only that: a corrupt file must be seen here.
-                            let err = health.classify(InboxError::database(err));
-                            return Err(sqlx::Error::Protocol(err.to_string()));
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .connect_lazy_with(options);
-        Ok(Self::from_parts(pool, dialect, health))
+        let pool = connect(
+            dialect,
+            options.clone(),
+            &health,
+            dialect.max_connections(),
+            None,
+        );
+        let claims = connect(dialect, options, &health, 2, Some(dialect.lazy_commit()));
+        Ok(Self::from_parts(pool, claims, dialect, health))
     }
 
     /// Uses a pool you configured yourself (size, time-outs, TLS), for example to share it
@@ -183,17 +164,15 @@ impl SqlInbox {
     pub fn with_pool(pool: AnyPool) -> Result<Self, InboxError> {
         let url = pool.connect_options().database_url.to_string();
         let dialect = Dialect::from_url(&url)?;
-        Ok(Self::from_parts(
-            pool,
-            dialect,
-            Arc::new(Health::new(dialect, &url)),
-        ))
+        let health = Arc::new(Health::new(dialect, &url));
+        Ok(Self::from_parts(pool.clone(), pool, dialect, health))
     }
 
-    fn from_parts(pool: AnyPool, dialect: Dialect, health: Arc<Health>) -> Self {
+    fn from_parts(pool: AnyPool, claims: AnyPool, dialect: Dialect, health: Arc<Health>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 pool,
+                claims,
                 dialect,
                 health,
                 upkeep: Arc::default(),
@@ -325,6 +304,7 @@ impl SqlInbox {
 
     /// Closes the pool's connections, waiting for statements in flight.
     pub async fn close(&self) {
+        self.shared.claims.close().await;
         self.shared.pool.close().await;
     }
 
@@ -373,7 +353,7 @@ impl SqlInbox {
         limit: u32,
         token: ClaimToken,
     ) -> Result<Vec<ClaimedDelivery>, InboxError> {
-        let pool = self.ready().await?;
+        self.ready().await?;
         let _turn = self.write_turn().await;
         let rows = sqlx::query(sql)
             .bind(token.to_string())
@@ -381,11 +361,55 @@ impl SqlInbox {
             .bind(now.timestamp_millis())
             .bind(i64::from(limit))
             .bind(self.shared.holder.as_str())
-            .fetch_all(pool)
+            .fetch_all(&self.shared.claims)
             .await
             .map_err(InboxError::database)?;
         rows.iter().map(rows::claimed).collect()
     }
+}
+
+/// A pool on the inbox's database, of up to `max` connections, each set as the dialect says
+/// (and with `lazy`, if given). A corrupt file is recognised as each connects.
+fn connect(
+    dialect: Dialect,
+    options: AnyConnectOptions,
+    health: &Arc<Health>,
+    max: u32,
+    lazy: Option<&'static str>,
+) -> AnyPool {
+    let health = Arc::clone(health);
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_connect(move |conn, _| {
+            let health = Arc::clone(&health);
+            Box::pin(async move {
+                if let Some(pragma) = dialect.on_new_file() {
+                    // Only on a file with nothing in it yet: on any other the setting
+                    // changes nothing, yet takes the write lock, which a busy inbox holds
+                    // almost always (its writers queue for it back to back), so a new
+                    // connection would wait out its busy time-out. Best effort: see
+                    // `on_new_file`.
+                    let pages = sqlx::query("PRAGMA page_count")
+                        .fetch_one(&mut *conn)
+                        .await
+                        .and_then(|row| row.try_get::<i64, _>(0));
+                    if matches!(pages, Ok(0)) {
+                        let _ = sqlx::query(pragma).execute(&mut *conn).await;
+                    }
+                }
+                for pragma in dialect.on_connect().iter().chain(&lazy) {
+                    if let Err(err) = sqlx::query(pragma).execute(&mut *conn).await {
+                        // The pool retries a failed connection until its time-out and
+                        // then reports only that: a corrupt file must be seen here.
+                        let err = health.classify(InboxError::database(err));
+                        return Err(sqlx::Error::Protocol(err.to_string()));
+                    }
+                }
+                Ok(())
+            })
+        })
+        .connect_lazy_with(options)
 }
 
 /// Whether anything is due at `$1`: `[outside lanes, in a free lane]`, each 1 or 0, each
@@ -486,7 +510,7 @@ impl InboxStore for SqlInbox {
                 claimed.extend(
                     lanes::claim(
                         shared.dialect,
-                        self.begin_write(pool).await?,
+                        self.begin_write(&shared.claims).await?,
                         now,
                         lease_until,
                         left,

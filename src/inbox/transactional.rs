@@ -327,7 +327,12 @@ where
     ///
     /// On SQLite, with one writer at a time, transactional handlers run one at a time and hold
     /// the file's write lock while they run, so a delivery's commit waits for them: keep them
-    /// short (under a second: a commit waits 5 s at most before it is answered 503).
+    /// short (under a second: a commit waits 5 s at most before it is answered 503). There,
+    /// deliveries that run back to back share one transaction, a savepoint each, and so one
+    /// flush of the disk: an error or a panic rolls back its own savepoint only, and each
+    /// delivery's run ends once the shared commit succeeded (a crash before it rolls back
+    /// every delivery of the group, and each runs again). On Postgres each runs in a
+    /// transaction of its own, beside the others.
     ///
     /// # Errors
     ///
