@@ -7,10 +7,10 @@
 //! target/release/examples/tx_handlers <URL> [DELIVERIES] [ROUNDS] [CONCURRENCY]
 //! ```
 //!
-//! `URL` is `sqlite://PATH` (a new file: it is created) or `postgres://...` (an empty
-//! database). Each round, for each mode in turn, it stores DELIVERIES (default 4096)
-//! `call.transcript.ready` deliveries of 2 KiB over 1,000 calls, untimed, then starts a worker
-//! of CONCURRENCY (default 64) and times it until every one is handled. Modes:
+//! `URL` is `sqlite://PATH` (created if missing) or `postgres://...`. Each round, for each
+//! mode in turn, it stores DELIVERIES (default 4096) `call.transcript.ready` deliveries of
+//! 2 KiB over 1,000 calls, untimed, then starts a worker of CONCURRENCY (default 64) and
+//! times it until every one is handled. Modes:
 //!
 //! - `plain, no write`: the handler writes nothing (what the inbox itself costs);
 //! - `plain, own write`: the handler upserts its call's count through the engine's pool, in a
@@ -83,6 +83,8 @@ async fn run(url: &str, deliveries: usize, rounds: usize, concurrency: usize) ->
             .execute(&store.postgres_pool().await?)
             .await?;
     }
+    // A database used before keeps its counts: count from here.
+    let before = counted(&store, sqlite).await?;
     println!(
         "{deliveries} deliveries of 2 KiB a round over {SUBJECTS} calls, a worker of \
          concurrency {concurrency}, {rounds} rounds (and one to warm up), median round"
@@ -134,15 +136,7 @@ async fn run(url: &str, deliveries: usize, rounds: usize, concurrency: usize) ->
             each.join(", ")
         );
     }
-    let counted: i64 = if sqlite {
-        sqlx::query_scalar("SELECT SUM(handled) FROM call_counts")
-            .fetch_one(&store.sqlite_pool().await?)
-            .await?
-    } else {
-        sqlx::query_scalar("SELECT CAST(SUM(handled) AS BIGINT) FROM call_counts")
-            .fetch_one(&store.postgres_pool().await?)
-            .await?
-    };
+    let counted = counted(&store, sqlite).await? - before;
     // Two of the three modes count, in every round and the warm-up.
     let expected = i64::try_from(2 * deliveries * (rounds + 1))?;
     if counted != expected {
@@ -150,6 +144,20 @@ async fn run(url: &str, deliveries: usize, rounds: usize, concurrency: usize) ->
     }
     println!("counted: {counted}, each delivery once");
     Ok(())
+}
+
+/// The deliveries counted in `call_counts` so far.
+async fn counted(store: &SqlInbox, sqlite: bool) -> Result<i64, Error> {
+    let sum = "SELECT CAST(COALESCE(SUM(handled), 0) AS BIGINT) FROM call_counts";
+    Ok(if sqlite {
+        sqlx::query_scalar(sum)
+            .fetch_one(&store.sqlite_pool().await?)
+            .await?
+    } else {
+        sqlx::query_scalar(sum)
+            .fetch_one(&store.postgres_pool().await?)
+            .await?
+    })
 }
 
 macro_rules! drain {

@@ -48,6 +48,17 @@ pub enum SecretError {
         /// The variable's name.
         variable: &'static str,
     },
+    /// The environment variable's value starts or ends with whitespace (a newline from `$(cat
+    /// file)`, a space from a copy-paste): named, as [`EmptyVariable`](Self::EmptyVariable)
+    /// is. The value is not repeated.
+    #[error(
+        "{variable} has whitespace at its start or end (a trailing newline from a file or a \
+         copy-paste slip?); Ringyo's secrets have none"
+    )]
+    WhitespaceInVariable {
+        /// The variable's name.
+        variable: &'static str,
+    },
     /// The environment variable holds bytes that are not UTF-8. Its value is not repeated:
     /// it is probably the secret, garbled.
     #[error("{variable} is not valid UTF-8; Ringyo's secrets are")]
@@ -73,6 +84,9 @@ pub enum SecretError {
 pub(super) fn from_env(variable: &'static str) -> Result<Zeroizing<String>, SecretError> {
     match std::env::var(variable).map(Zeroizing::new) {
         Ok(secret) if secret.is_empty() => Err(SecretError::EmptyVariable { variable }),
+        Ok(secret) if secret.trim() != secret.as_str() => {
+            Err(SecretError::WhitespaceInVariable { variable })
+        }
         Ok(secret) => Ok(secret),
         Err(std::env::VarError::NotPresent) => Err(SecretError::NotSet { variable }),
         Err(std::env::VarError::NotUnicode(_)) => Err(SecretError::NotUnicode { variable }),
@@ -167,6 +181,17 @@ mod tests {
         assert_eq!(err, SecretError::EmptyVariable { variable });
         assert!(err.to_string().starts_with(variable), "{err}");
         assert!(format!("{err:?}").contains(variable), "{err:?}");
+    }
+
+    /// `Error: SurroundingWhitespace` said neither which variable nor showed the value.
+    #[test]
+    fn a_variable_with_a_trailing_newline_is_named_and_not_repeated() {
+        let variable = "RINGYO_TEST_NEWLINE_SECRET_VARIABLE";
+        std::env::set_var(variable, "whsec_abc\n");
+        let err = from_env(variable).unwrap_err();
+        assert_eq!(err, SecretError::WhitespaceInVariable { variable });
+        assert!(err.to_string().starts_with(variable), "{err}");
+        assert!(!err.to_string().contains("abc"), "{err}");
     }
 
     use super::*;

@@ -81,8 +81,9 @@ impl Verifier {
     ///
     /// # Errors
     ///
-    /// [`SecretError::NotSet`], [`SecretError::EmptyVariable`] or [`SecretError::NotUnicode`],
-    /// which name the variable and never repeat the value
+    /// [`SecretError::NotSet`], [`SecretError::EmptyVariable`],
+    /// [`SecretError::WhitespaceInVariable`] or [`SecretError::NotUnicode`], which name the
+    /// variable and never repeat the value
     /// (`std::env::var`'s error prints a value that is not UTF-8, which would put a garbled
     /// secret in a log), and then as [`new`](Self::new).
     pub fn from_env(variable: &'static str) -> Result<Self, SecretError> {
