@@ -204,59 +204,6 @@ pub(super) async fn make_due(
     Ok(())
 }
 
-/// [`make_due`] for deliveries `tx` did not store, after their commit, in `tx` (a claim's
-/// kind: its commit need not wait for the disk), with a `NOTIFY` to other replicas.
-///
-/// On Postgres a store that makes its lanes due in its own transaction holds their rows
-/// through its commit's flush, and the claims and releases of those lanes wait for it (and
-/// it for theirs): with ordering on, that cost a quarter of the deliveries acknowledged. Made
-/// due afterwards, it stays as correct, since the lane's row still orders it against a
-/// release: a release that locked the row first may have missed the new delivery, and this
-/// lowers `due_at` after it; one that locks it after this begins after the delivery's
-/// commit, and sees it. A crash between the two commits, or an error here, leaves a stored
-/// delivery whose lane is not due: [`repair`] finds it when the worker starts, and hourly,
-/// and so does the next delivery stored in its lane.
-pub(super) async fn make_due_after(
-    dialect: Dialect,
-    tx: Result<WriteTx, InboxError>,
-    lanes: &mut Vec<(String, i64)>,
-) {
-    let made = async {
-        let mut tx = tx?;
-        make_due(tx.conn(), lanes).await?;
-        dialect.notify(&mut tx).await?;
-        tx.commit().await
-    };
-    if let Err(err) = made.await {
-        tracing::warn!(
-            "stored {} deliveries, but could not make their subjects due ({err}); they run \
-             once the inbox's upkeep repairs their subjects (at the worker's start and hourly), \
-             or the next delivery of each subject arrives",
-            lanes.len()
-        );
-    }
-}
-
-/// Makes every lane with a pending delivery due no later than its earliest: after a crash
-/// between a store's commit and [`make_due_after`]'s. Lanes in lane order, as every
-/// statement that locks several takes them.
-const REPAIR: &str = "INSERT INTO ringyo_inbox_lanes (lane, due_at) \
-     SELECT lane, MIN(available_at) FROM ringyo_inbox \
-     WHERE state = 'pending' AND lane IS NOT NULL GROUP BY lane ORDER BY lane \
-     ON CONFLICT (lane) DO UPDATE SET due_at = CASE \
-       WHEN ringyo_inbox_lanes.due_at IS NULL \
-         OR excluded.due_at < ringyo_inbox_lanes.due_at THEN excluded.due_at \
-       ELSE ringyo_inbox_lanes.due_at END";
-
-/// See [`REPAIR`].
-pub(super) async fn repair(pool: &AnyPool) -> Result<(), InboxError> {
-    sqlx::query(REPAIR)
-        .execute(pool)
-        .await
-        .map_err(InboxError::database)?;
-    Ok(())
-}
-
 /// The most lanes one statement of [`make_due`] names (two parameters each: SQLite takes
 /// 32,766, Postgres 65,535).
 const MAX_LANES_PER_STATEMENT: usize = 1024;

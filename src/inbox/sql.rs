@@ -465,21 +465,11 @@ impl InboxStore for SqlInbox {
                         due_lanes.extend(lane.map(|lane| (lane, due_at)));
                     }
                 }
-                // On Postgres the lanes are made due after the deliveries' commit, in a
-                // transaction of their own: see `lanes::make_due_after`. SQLite's one writer
-                // makes a second transaction cost more than the locks it would spare.
-                let later = self.shared.dialect == Dialect::Postgres;
-                if !later {
-                    lanes::make_due(tx.conn(), &mut due_lanes).await?;
-                }
-                if stored.contains(&Stored::New) && !(later && !due_lanes.is_empty()) {
+                lanes::make_due(tx.conn(), &mut due_lanes).await?;
+                if stored.contains(&Stored::New) {
                     self.shared.dialect.notify(&mut tx).await?;
                 }
                 tx.commit().await?;
-                if later && !due_lanes.is_empty() {
-                    let tx = self.begin_write(&self.shared.claims).await;
-                    lanes::make_due_after(self.shared.dialect, tx, &mut due_lanes).await;
-                }
                 let bytes = deliveries
                     .iter()
                     .map(|delivery| delivery.payload.len())
@@ -740,7 +730,6 @@ impl InboxAdmin for SqlInbox {
                     .await
                     .map_err(InboxError::database)?;
             lanes::prune(self.shared.dialect, pool, before).await?;
-            lanes::repair(pool).await?;
             if self.shared.dialect == Dialect::Sqlite && deleted.rows_affected() > 0 {
                 self.shared.upkeep.after_prune(pool).await;
             }

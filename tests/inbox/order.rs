@@ -18,7 +18,7 @@ use ringyo_test_support::{
 };
 use ringyo_webhook::{
     inbox::{
-        sqlx, ClaimedDelivery, Inbox, InboxAdmin, InboxStats, InboxStore, Job, NewDelivery, Settle,
+        ClaimedDelivery, Inbox, InboxAdmin, InboxStats, InboxStore, Job, NewDelivery, Settle,
         Settlement, SqlInbox, Stored, Worker,
     },
     secrets::Tenant,
@@ -244,33 +244,6 @@ async fn an_ordered_delivery_waits_until_its_due_time() {
             (now + ms(1000)).timestamp_millis()
         );
         assert_eq!(claim(&store, now + ms(1000), token).await, [id(1)]);
-    })
-    .await;
-}
-
-/// A process that died between storing a delivery and making its subject due (on Postgres
-/// two commits) leaves the subject not due: the upkeep the worker runs at its start finds it.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_subject_left_not_due_by_a_crash_after_the_store_is_repaired_by_the_upkeep() {
-    on_every_engine(|store| async move {
-        let id = ids();
-        let now = SystemClock.now();
-        store
-            .store(&[ordered(id(1), "call:a", now, now)])
-            .await
-            .unwrap();
-        // As if the process died after the deliveries' commit, before its lane's.
-        let forget = "UPDATE ringyo_inbox_lanes SET due_at = NULL";
-        if let Ok(pool) = store.sqlite_pool().await {
-            sqlx::query(forget).execute(&pool).await.unwrap();
-        } else {
-            let pool = store.postgres_pool().await.unwrap();
-            sqlx::query(forget).execute(&pool).await.unwrap();
-        }
-        let token = ClaimToken::new();
-        assert!(claim(&store, now, token).await.is_empty(), "not due");
-        store.prune(now - TimeDelta::days(7)).await.unwrap();
-        assert_eq!(claim(&store, now, token).await, [id(1)]);
     })
     .await;
 }
