@@ -28,7 +28,7 @@ pub(super) async fn settle<C: SettleOn + ?Sized>(
     order.sort_by_key(|&at| settlements[at].id);
     let mut held = vec![false; settlements.len()];
     let mut released = Vec::new();
-    for wave in waves(&order, |&at| settlements[at].id) {
+    for wave in waves(&order, |&a, &b| settlements[a].id == settlements[b].id) {
         let batch: Vec<&Settlement> = wave.iter().map(|&&at| &settlements[at]).collect();
         let mut rows = conn.settle_rows(dialect, &batch).await?;
         rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
@@ -42,21 +42,21 @@ pub(super) async fn settle<C: SettleOn + ?Sized>(
         }
     }
     released.sort_unstable();
-    for wave in waves(&released, |release| release.lane.clone()) {
+    for wave in waves(&released, |a, b| a.lane == b.lane) {
         conn.release_lanes(dialect, &wave).await?;
     }
     Ok(held)
 }
 
-/// Splits `items`, sorted by `key`, into waves in which each key appears once: the first of
-/// each key, then the second, and so on, each wave in key order. One statement can write a
-/// row only once (Postgres refuses a second change, SQLite picks one), and writing a key's
-/// items wave by wave keeps their order.
-fn waves<T, K: PartialEq>(items: &[T], key: impl Fn(&T) -> K) -> Vec<Vec<&T>> {
+/// Splits `items`, sorted so that equal ones (by `same`) are neighbours, into waves in which
+/// no two are the same: the first of each, then the second, and so on, each wave in the
+/// items' order. One statement can write a row only once (Postgres refuses a second change,
+/// SQLite picks one), and writing a row's items wave by wave keeps their order.
+fn waves<T>(items: &[T], same: impl Fn(&T, &T) -> bool) -> Vec<Vec<&T>> {
     let mut waves: Vec<Vec<&T>> = Vec::new();
     let mut repeat = 0;
     for (at, item) in items.iter().enumerate() {
-        let again = at > 0 && key(&items[at - 1]) == key(item);
+        let again = at > 0 && same(&items[at - 1], item);
         repeat = if again { repeat + 1 } else { 0 };
         if waves.len() <= repeat {
             waves.push(Vec::new());
@@ -370,7 +370,7 @@ mod tests {
     #[test]
     fn a_key_seen_twice_goes_in_the_next_wave_and_keeps_its_order() {
         let items = [(1, 'a'), (1, 'b'), (1, 'c'), (2, 'd'), (3, 'e'), (3, 'f')];
-        let waves = waves(&items, |&(key, _)| key);
+        let waves = waves(&items, |a, b| a.0 == b.0);
         let names: Vec<String> = waves
             .iter()
             .map(|wave| wave.iter().map(|(_, name)| name).collect())

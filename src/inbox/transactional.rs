@@ -12,7 +12,7 @@ use super::{
     job::{private::Sealed, Job, RunFuture, Runs},
     settle,
     store::{InboxError, InboxFuture, Settle, Settlement},
-    tx_group::{Execute, Member, TxGroup, Work},
+    tx_group::{failed, Execute, Member, TxGroup, Work},
     worker::Worker,
     SqlInbox,
 };
@@ -189,7 +189,6 @@ where
 {
     fn run(self: Arc<Self>, job: Job<T>, token: ClaimToken, clock: Arc<dyn Clock>) -> RunFuture {
         Box::pin(async move {
-            let failed = |err: InboxError| format!("the inbox's transaction failed: {err}");
             let pool = DB::pool(&self.inbox).await.map_err(failed)?;
             // On SQLite, in the inbox's turn to write (see `SqlInbox::write_turn`), held until
             // the transaction ends.
@@ -238,7 +237,6 @@ impl<DB: TxEngine, F, E: fmt::Display> InTransaction<DB, F, E> {
     where
         F: for<'t> Fn(Job<T>, &'t mut Transaction<'static, DB>) -> TxFuture<'t, E>,
     {
-        let failed = |err: InboxError| format!("the inbox's transaction failed: {err}");
         let id = job.delivery_id();
         if !DB::holds(&mut **tx, id, token).await.map_err(failed)? {
             return Err(LEASE_LOST.to_owned());

@@ -173,7 +173,9 @@ impl Drop for Waiting<'_> {
     }
 }
 
-fn failed(err: sqlx::Error) -> String {
+/// A transactional attempt's error when the inbox's transaction itself failed, in the group
+/// or alone.
+pub(super) fn failed(err: impl std::fmt::Display) -> String {
     format!("the inbox's transaction failed: {err}")
 }
 
