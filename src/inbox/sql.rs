@@ -204,33 +204,20 @@ impl SqlInbox {
     #[cfg(feature = "sqlite")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
     pub async fn sqlite_pool(&self) -> Result<sqlx::SqlitePool, InboxError> {
-        self.engine(Dialect::Sqlite)?;
-        self.ready().await?;
-        let pool = self
-            .shared
-            .sqlite
-            .get_or_try_init(|| async {
-                let url = &self.shared.pool.connect_options().database_url;
-                let options: sqlx::sqlite::SqliteConnectOptions = url
-                    .as_str()
-                    .parse()
-                    .map_err(|_| InboxError::database("cannot read the SQLite URL"))?;
-                Ok::<_, InboxError>(
-                    sqlx::sqlite::SqlitePoolOptions::new()
-                        .max_connections(1)
-                        .after_connect(|conn, _| {
-                            Box::pin(async move {
-                                for pragma in Dialect::Sqlite.on_connect() {
-                                    sqlx::query(pragma).execute(&mut *conn).await?;
-                                }
-                                Ok(())
-                            })
-                        })
-                        .connect_lazy_with(options),
-                )
-            })
-            .await?;
-        Ok(pool.clone())
+        self.own_pool(Dialect::Sqlite, &self.shared.sqlite, |options| {
+            sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        for pragma in Dialect::Sqlite.on_connect() {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                        Ok(())
+                    })
+                })
+                .connect_lazy_with(options)
+        })
+        .await
     }
 
     /// A pool of Postgres's own driver on the inbox's database, as
@@ -245,22 +232,33 @@ impl SqlInbox {
     #[cfg(feature = "postgres")]
     #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     pub async fn postgres_pool(&self) -> Result<sqlx::PgPool, InboxError> {
-        self.engine(Dialect::Postgres)?;
+        self.own_pool(Dialect::Postgres, &self.shared.postgres, |options| {
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(32)
+                .connect_lazy_with(options)
+        })
+        .await
+    }
+
+    /// The pool of `engine`'s own driver kept in `cell`, made by `make` from the inbox's URL
+    /// on first call, once the schema is ready: [`sqlite_pool`](Self::sqlite_pool) and
+    /// [`postgres_pool`](Self::postgres_pool).
+    async fn own_pool<DB: sqlx::Database>(
+        &self,
+        engine: Dialect,
+        cell: &OnceCell<sqlx::Pool<DB>>,
+        make: impl FnOnce(<DB::Connection as sqlx::Connection>::Options) -> sqlx::Pool<DB>,
+    ) -> Result<sqlx::Pool<DB>, InboxError> {
+        self.engine(engine)?;
         self.ready().await?;
-        let pool = self
-            .shared
-            .postgres
+        let pool = cell
             .get_or_try_init(|| async {
                 let url = &self.shared.pool.connect_options().database_url;
-                let options: sqlx::postgres::PgConnectOptions = url
+                let options = url
                     .as_str()
                     .parse()
-                    .map_err(|_| InboxError::database("cannot read the Postgres URL"))?;
-                Ok::<_, InboxError>(
-                    sqlx::postgres::PgPoolOptions::new()
-                        .max_connections(32)
-                        .connect_lazy_with(options),
-                )
+                    .map_err(|_| InboxError::database(format!("cannot read the {engine} URL")))?;
+                Ok::<_, InboxError>(make(options))
             })
             .await?;
         Ok(pool.clone())
