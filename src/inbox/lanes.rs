@@ -8,23 +8,28 @@
 //! order (storing, claiming, settling, replaying) writes the lane's row in the same
 //! transaction, so a claim that holds the row's lock sees them all:
 //!
-//! 1. lock free lanes that are due, and mark them with the claim's token (Postgres skips lanes
-//!    another transaction holds, and re-checks `holder IS NULL` on the row's newest version);
-//! 2. in a fresh statement (on Postgres, a fresh snapshot, taken after the locks), claim each
-//!    marked lane's first pending delivery, if it is due and not a suspect;
-//! 3. give each marked lane its holder (the delivery just claimed, or a suspect at its head)
-//!    and its next due time.
+//! 1. take free lanes that are due (Postgres locks them, skipping lanes another transaction
+//!    holds, and re-checks `holder IS NULL` on each row's newest version; on SQLite the write
+//!    lock excludes every other writer);
+//! 2. read each lane's running delivery and first pending one, once: on Postgres in a
+//!    statement of its own, whose snapshot is taken after the locks; on SQLite in step 1's;
+//! 3. claim each lane's first pending delivery, if it is due, not a suspect, and nothing of
+//!    the lane runs (decided by [`Taken`]'s plain functions);
+//! 4. give each lane its holder (the delivery just claimed, or a suspect at its head) and its
+//!    next due time, in one statement for all.
 //!
 //! Settling a lane's holder frees the lane (a suspect given back keeps it), and a handled one
 //! moves `newest_done` forward. `due_at` is a hint no later than the truth: storing only
 //! lowers it, and each claim and settlement of the lane sets it to its head's due time.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
-use sqlx::{AnyConnection, AnyPool};
+use sqlx::{any::AnyRow, AnyConnection, AnyPool};
 
 use super::{
     dialect::{Dialect, WriteTx},
-    rows::{self, claimed_columns},
+    rows::{self, claimed_columns, get},
     store::{ClaimedDelivery, InboxError},
 };
 use crate::replay::ClaimToken;
@@ -42,14 +47,11 @@ macro_rules! head {
     };
 }
 
-macro_rules! take_lanes {
-    ($lock:literal) => {
-        concat!(
-            "UPDATE ringyo_inbox_lanes SET holder = $1 WHERE lane IN (SELECT lane FROM \
-             ringyo_inbox_lanes WHERE holder IS NULL AND due_at <= $2 ORDER BY due_at LIMIT $3",
-            $lock,
-            ")"
-        )
+/// A delivery of lane `l` that is running, if any.
+macro_rules! running {
+    () => {
+        "(SELECT r.delivery_id FROM ringyo_inbox r WHERE r.lane = l.lane \
+          AND r.state = 'running' LIMIT 1)"
     };
 }
 
@@ -64,35 +66,111 @@ macro_rules! prune {
     };
 }
 
-/// Step 1 of a claim, `[SQLite, Postgres]`: binds `$1` the claim's mark, `$2` now, `$3` how
-/// many lanes.
-const TAKE_LANES: [&str; 2] = [take_lanes!(""), take_lanes!(" FOR UPDATE SKIP LOCKED")];
-
-/// Step 2: binds `$1` the token, `$2` the end of the lease, `$3` the holder id of the inbox,
-/// `$4` now, `$5` the claim's mark.
-const CLAIM_HEADS: &str = concat!(
-    "UPDATE ringyo_inbox SET state = 'running', attempts = attempts + 1, lease_token = $1, \
-     available_at = $2, lease_holder = $3 \
-     WHERE state = 'pending' AND NOT suspect AND available_at <= $4 AND delivery_id IN \
-     (SELECT ",
+/// Steps 1 and 2 of a claim on SQLite, in one statement: the claim's transaction holds the
+/// file's write lock, which keeps every other writer out. Binds `$1` now, `$2` how many lanes.
+const TAKE_HEADS_SQLITE: &str = concat!(
+    "SELECT l.lane, ",
+    running!(),
+    ", f.delivery_id, CAST(CASE WHEN f.suspect THEN 1 ELSE 0 END AS BIGINT), f.available_at \
+     FROM ringyo_inbox_lanes l LEFT JOIN ringyo_inbox f ON f.delivery_id = ",
     head!("h.delivery_id", "l.lane"),
-    " FROM ringyo_inbox_lanes l WHERE l.holder = $5) RETURNING ",
-    claimed_columns!()
+    " WHERE l.holder IS NULL AND l.due_at <= ?1 ORDER BY l.due_at LIMIT ?2"
 );
 
-/// Step 3: binds `$1` the claim's mark.
-const HOLD_LANES: &str = concat!(
-    "UPDATE ringyo_inbox_lanes SET holder = COALESCE(\
-     (SELECT r.delivery_id FROM ringyo_inbox r WHERE r.lane = ringyo_inbox_lanes.lane \
-       AND r.state = 'running' LIMIT 1), ",
-    head!(
-        "CASE WHEN h.suspect THEN h.delivery_id END",
-        "ringyo_inbox_lanes.lane"
-    ),
-    "), due_at = ",
-    head!("h.available_at", "ringyo_inbox_lanes.lane"),
-    " WHERE holder = $1"
-);
+/// Step 1 on Postgres: locks free lanes that are due, the earliest first, skipping lanes
+/// another transaction holds (and re-checking `holder IS NULL` on the newest version of each
+/// row it locks). Binds `$1` now, `$2` how many lanes.
+const TAKE_LANES_POSTGRES: &str = "SELECT lane FROM ringyo_inbox_lanes \
+     WHERE holder IS NULL AND due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED";
+
+/// Step 2 on Postgres, for `lanes` lanes locked, in a statement of its own: its snapshot,
+/// taken after the locks, holds every change to these lanes' deliveries, each committed with
+/// a write to the lane's row. A `LATERAL` subquery keeps the planner on the head's index,
+/// lane by lane (joined on a subquery's result, it read the whole table at times). Binds the
+/// lanes.
+fn heads_postgres(lanes: usize) -> String {
+    format!(
+        concat!(
+            "SELECT l.lane, ",
+            running!(),
+            ", f.delivery_id, CAST(CASE WHEN f.suspect THEN 1 ELSE 0 END AS BIGINT), \
+             f.available_at FROM ringyo_inbox_lanes l LEFT JOIN LATERAL ",
+            head!("h.delivery_id, h.suspect, h.available_at", "l.lane"),
+            " AS f ON TRUE WHERE l.lane IN ({})"
+        ),
+        Dialect::Postgres.list(1, lanes)
+    )
+}
+
+/// Steps 1 and 2: takes up to `limit` free lanes due at `now` and reads what each holds.
+async fn take(
+    dialect: Dialect,
+    conn: &mut AnyConnection,
+    now: i64,
+    limit: u32,
+) -> Result<Vec<Taken>, InboxError> {
+    let limit = i64::from(limit.min(MAX_LANES_PER_CLAIM));
+    let rows = match dialect {
+        Dialect::Sqlite => sqlx::query(TAKE_HEADS_SQLITE)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(InboxError::database)?,
+        Dialect::Postgres => {
+            let lanes = sqlx::query(TAKE_LANES_POSTGRES)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(InboxError::database)?;
+            if lanes.is_empty() {
+                return Ok(Vec::new());
+            }
+            let sql = heads_postgres(lanes.len());
+            let mut query = sqlx::query(&sql);
+            for lane in &lanes {
+                query = query.bind(get::<String>(lane, 0)?);
+            }
+            query
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(InboxError::database)?
+        }
+    };
+    rows.iter().map(Taken::read).collect()
+}
+
+/// Step 3, for `heads` heads to claim: binds `$1` the token, `$2` the end of the lease, `$3`
+/// the holder id of the inbox, then the heads' ids.
+fn claim_heads_sql(dialect: Dialect, heads: usize) -> String {
+    let param = |at| dialect.list(at, 1);
+    format!(
+        concat!(
+            "UPDATE ringyo_inbox SET state = 'running', attempts = attempts + 1, \
+             lease_token = {}, available_at = {}, lease_holder = {} \
+             WHERE state = 'pending' AND delivery_id IN ({}) RETURNING ",
+            claimed_columns!()
+        ),
+        param(1),
+        param(2),
+        param(3),
+        dialect.list(4, heads)
+    )
+}
+
+/// Step 4, for `lanes` lanes taken: binds for each the lane, its holder and its next due time.
+fn hold_lanes_sql(dialect: Dialect, lanes: usize) -> String {
+    format!(
+        "UPDATE ringyo_inbox_lanes SET holder = v.column2, due_at = v.column3 \
+         FROM (VALUES {}) AS v WHERE ringyo_inbox_lanes.lane = v.column1",
+        dialect.values(lanes, 3)
+    )
+}
+
+/// The most lanes one claim takes: its statements stay well inside every engine's limit on
+/// parameters (three a lane), and a worker asks again for more.
+const MAX_LANES_PER_CLAIM: u32 = 1024;
 
 /// Frees lanes their holders settled, as the `SET` of an `UPDATE ringyo_inbox_lanes .. FROM
 /// (VALUES ..) AS v` whose rows are the lane, its holder and the holder's `order_at` if it was
@@ -142,31 +220,112 @@ pub(super) async fn claim(
     holder: &str,
 ) -> Result<Vec<ClaimedDelivery>, InboxError> {
     let now = now.timestamp_millis();
-    // Not a delivery id (64 hex digits), so no lane's holder is mistaken for it.
-    let mark = format!("claiming {token}");
-    sqlx::query(dialect.pick(TAKE_LANES))
-        .bind(mark.as_str())
-        .bind(now)
-        .bind(i64::from(limit))
-        .execute(tx.conn())
-        .await
-        .map_err(InboxError::database)?;
-    let claimed = sqlx::query(CLAIM_HEADS)
-        .bind(token.to_string())
-        .bind(lease_until.timestamp_millis())
-        .bind(holder)
-        .bind(now)
-        .bind(mark.as_str())
-        .fetch_all(tx.conn())
-        .await
-        .map_err(InboxError::database)?;
-    sqlx::query(HOLD_LANES)
-        .bind(mark.as_str())
+    let taken = take(dialect, tx.conn(), now, limit).await?;
+    if taken.is_empty() {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    }
+    let heads: Vec<&str> = taken.iter().filter_map(|lane| lane.to_claim(now)).collect();
+    let mut claimed = Vec::new();
+    if !heads.is_empty() {
+        let sql = claim_heads_sql(dialect, heads.len());
+        let mut query = sqlx::query(&sql)
+            .bind(token.to_string())
+            .bind(lease_until.timestamp_millis())
+            .bind(holder);
+        for head in &heads {
+            query = query.bind(*head);
+        }
+        claimed = query
+            .fetch_all(tx.conn())
+            .await
+            .map_err(InboxError::database)?
+            .iter()
+            .map(rows::claimed)
+            .collect::<Result<Vec<_>, _>>()?;
+    }
+    let claimed_ids: HashSet<String> = claimed
+        .iter()
+        .map(|delivery| delivery.id.to_string())
+        .collect();
+    let sql = hold_lanes_sql(dialect, taken.len());
+    let mut query = sqlx::query(&sql);
+    for lane in &taken {
+        let head_claimed = lane
+            .head
+            .as_ref()
+            .is_some_and(|head| claimed_ids.contains(&head.id));
+        let (holder, due_at) = lane.after(head_claimed);
+        query = query
+            .bind(lane.lane.as_str())
+            .bind(holder.map(str::to_owned))
+            .bind(due_at);
+    }
+    query
         .execute(tx.conn())
         .await
         .map_err(InboxError::database)?;
     tx.commit().await?;
-    claimed.iter().map(rows::claimed).collect()
+    Ok(claimed)
+}
+
+/// A lane a claim took, as step 2 read it.
+#[derive(Debug)]
+struct Taken {
+    lane: String,
+    /// A delivery of the lane already running (none while the lane is free, but a lane never
+    /// runs two: if one is found, it holds the lane and nothing else is claimed).
+    running: Option<String>,
+    /// The lane's first pending delivery.
+    head: Option<Head>,
+}
+
+/// A lane's first pending delivery.
+#[derive(Debug)]
+struct Head {
+    id: String,
+    /// Given back after crashes and waiting to run alone: it holds its lane meanwhile.
+    suspect: bool,
+    available_at: i64,
+}
+
+impl Taken {
+    fn read(row: &AnyRow) -> Result<Self, InboxError> {
+        let head = match get::<Option<String>>(row, 2)? {
+            Some(id) => Some(Head {
+                id,
+                suspect: get::<i64>(row, 3)? == 1,
+                available_at: get::<i64>(row, 4)?,
+            }),
+            None => None,
+        };
+        Ok(Self {
+            lane: get(row, 0)?,
+            running: get(row, 1)?,
+            head,
+        })
+    }
+
+    /// The delivery to claim at `now`: the head, if it is due, not a suspect, and nothing of
+    /// the lane runs.
+    fn to_claim(&self, now: i64) -> Option<&str> {
+        self.head
+            .as_ref()
+            .filter(|head| self.running.is_none() && !head.suspect && head.available_at <= now)
+            .map(|head| head.id.as_str())
+    }
+
+    /// The lane's holder after the claim (`head_claimed`: whether its head was claimed) and
+    /// when it is next due. A held lane's due time is not read until its release sets it
+    /// afresh; a free one's is its head's, or none without one.
+    fn after(&self, head_claimed: bool) -> (Option<&str>, Option<i64>) {
+        let head = self.head.as_ref();
+        let holder = self.running.as_deref().or_else(|| {
+            head.filter(|head| head_claimed || head.suspect)
+                .map(|head| head.id.as_str())
+        });
+        (holder, head.map(|head| head.available_at))
+    }
 }
 
 /// Makes each of `lanes` (lane, when its new delivery is due) due no later than that: after
@@ -174,6 +333,7 @@ pub(super) async fn claim(
 /// lane once (Postgres refuses to change a row twice in one), in lane order, so transactions
 /// that lock several lanes lock them in one order and never deadlock.
 pub(super) async fn make_due(
+    dialect: Dialect,
     conn: &mut AnyConnection,
     lanes: &mut Vec<(String, i64)>,
 ) -> Result<(), InboxError> {
@@ -181,16 +341,13 @@ pub(super) async fn make_due(
     // Sorted, the earliest due of a lane comes first: keep that one.
     lanes.dedup_by(|later, first| later.0 == first.0);
     for chunk in lanes.chunks(MAX_LANES_PER_STATEMENT) {
-        let values = (0..chunk.len())
-            .map(|at| format!("(${}, ${})", 2 * at + 1, 2 * at + 2))
-            .collect::<Vec<_>>()
-            .join(", ");
         let sql = format!(
-            "INSERT INTO ringyo_inbox_lanes (lane, due_at) VALUES {values} \
+            "INSERT INTO ringyo_inbox_lanes (lane, due_at) VALUES {} \
              ON CONFLICT (lane) DO UPDATE SET due_at = CASE \
                WHEN ringyo_inbox_lanes.due_at IS NULL \
                  OR excluded.due_at < ringyo_inbox_lanes.due_at THEN excluded.due_at \
-               ELSE ringyo_inbox_lanes.due_at END"
+               ELSE ringyo_inbox_lanes.due_at END",
+            dialect.values(chunk.len(), 2)
         );
         let mut query = sqlx::query(&sql);
         for (lane, due_at) in chunk {
@@ -232,4 +389,62 @@ pub(super) async fn prune(
         .await
         .map_err(InboxError::database)?;
     Ok(deleted.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lane(running: Option<&str>, head: Option<(&str, bool, i64)>) -> Taken {
+        Taken {
+            lane: "call:1".into(),
+            running: running.map(str::to_owned),
+            head: head.map(|(id, suspect, available_at)| Head {
+                id: id.into(),
+                suspect,
+                available_at,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_due_head_is_claimed_and_then_holds_its_lane() {
+        let taken = lane(None, Some(("a", false, 10)));
+        assert_eq!(taken.to_claim(10), Some("a"));
+        assert_eq!(taken.after(true), (Some("a"), Some(10)));
+    }
+
+    #[test]
+    fn a_head_not_yet_due_leaves_its_lane_free_and_due_when_it_is() {
+        let taken = lane(None, Some(("a", false, 11)));
+        assert_eq!(taken.to_claim(10), None);
+        assert_eq!(taken.after(false), (None, Some(11)));
+    }
+
+    #[test]
+    fn a_suspect_head_is_not_claimed_but_holds_its_lane_to_run_alone() {
+        let taken = lane(None, Some(("a", true, 10)));
+        assert_eq!(taken.to_claim(10), None);
+        assert_eq!(taken.after(false), (Some("a"), Some(10)));
+    }
+
+    #[test]
+    fn a_lane_with_a_running_delivery_claims_nothing_and_is_held_by_it() {
+        let taken = lane(Some("r"), Some(("a", false, 10)));
+        assert_eq!(taken.to_claim(10), None);
+        assert_eq!(taken.after(false).0, Some("r"));
+    }
+
+    #[test]
+    fn a_lane_with_nothing_pending_is_left_free_with_nothing_due() {
+        let taken = lane(None, None);
+        assert_eq!(taken.to_claim(10), None);
+        assert_eq!(taken.after(false), (None, None));
+    }
+
+    #[test]
+    fn a_head_the_claim_did_not_get_does_not_hold_its_lane() {
+        let taken = lane(None, Some(("a", false, 10)));
+        assert_eq!(taken.after(false), (None, Some(10)));
+    }
 }

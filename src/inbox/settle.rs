@@ -91,32 +91,10 @@ pub(super) trait SettleOn: Send {
     ) -> InboxFuture<'c, ()>;
 }
 
-/// `($1, .., $columns), ..` for `rows` rows.
-fn values(rows: usize, columns: usize) -> String {
-    (0..rows)
-        .map(|row| {
-            let params = (1..=columns)
-                .map(|column| format!("${}", row * columns + column))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!("({params})")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `$1, .., $rows`.
-fn list(rows: usize) -> String {
-    (1..=rows)
-        .map(|at| format!("${at}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The settlement of `rows` deliveries: binds for each its id, its token, then a
 /// [`Change`]'s columns; `VALUES`' columns are `column1`.. on both engines. A row whose token
 /// no longer holds it is left as it is, and not returned.
-fn settle_sql(rows: usize) -> String {
+fn settle_sql(dialect: Dialect, rows: usize) -> String {
     format!(
         "UPDATE ringyo_inbox SET \
            state = v.column3, \
@@ -133,7 +111,7 @@ fn settle_sql(rows: usize) -> String {
            AND ringyo_inbox.state = 'running' \
          RETURNING ringyo_inbox.delivery_id, ringyo_inbox.lane, ringyo_inbox.order_at, \
            CAST(CASE WHEN ringyo_inbox.suspect THEN 1 ELSE 0 END AS BIGINT)",
-        values(rows, 9)
+        dialect.values(rows, 9)
     )
 }
 
@@ -142,7 +120,7 @@ fn lock_deliveries_sql(rows: usize) -> String {
     format!(
         "SELECT delivery_id FROM ringyo_inbox WHERE delivery_id IN ({}) \
          ORDER BY delivery_id FOR UPDATE",
-        list(rows)
+        Dialect::Postgres.list(1, rows)
     )
 }
 
@@ -151,18 +129,18 @@ fn lock_deliveries_sql(rows: usize) -> String {
 fn lock_lanes_sql(rows: usize) -> String {
     format!(
         "SELECT lane FROM ringyo_inbox_lanes WHERE lane IN ({}) ORDER BY lane FOR UPDATE",
-        list(rows)
+        Dialect::Postgres.list(1, rows)
     )
 }
 
 /// [`lanes::RELEASE`] for `rows` lanes: binds for each the lane, its holder and the holder's
 /// `order_at` if it was handled.
-fn release_sql(rows: usize) -> String {
+fn release_sql(dialect: Dialect, rows: usize) -> String {
     format!(
         "UPDATE ringyo_inbox_lanes SET {} FROM (VALUES {}) AS v \
          WHERE ringyo_inbox_lanes.lane = v.column1 AND ringyo_inbox_lanes.holder = v.column2",
         lanes::RELEASE,
-        values(rows, 3)
+        dialect.values(rows, 3)
     )
 }
 
@@ -194,7 +172,7 @@ macro_rules! settles_on {
                                 .await
                                 .map_err(InboxError::database)?;
                         }
-                        let sql = settle_sql(chunk.len());
+                        let sql = settle_sql(dialect, chunk.len());
                         let mut query = sqlx::query(&sql);
                         for (settlement, id) in chunk.iter().zip(&ids) {
                             let change = Change::from(&settlement.outcome);
@@ -247,7 +225,7 @@ macro_rules! settles_on {
                                 .await
                                 .map_err(InboxError::database)?;
                         }
-                        let sql = release_sql(chunk.len());
+                        let sql = release_sql(dialect, chunk.len());
                         let mut query = sqlx::query(&sql);
                         for release in chunk {
                             query = query
@@ -376,11 +354,5 @@ mod tests {
             .map(|wave| wave.iter().map(|(_, name)| name).collect())
             .collect();
         assert_eq!(names, ["ade", "bf", "c"]);
-    }
-
-    #[test]
-    fn each_row_of_a_statement_binds_its_own_numbered_parameters() {
-        assert_eq!(values(2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(list(3), "$1, $2, $3");
     }
 }

@@ -463,7 +463,7 @@ impl InboxStore for SqlInbox {
                         due_lanes.extend(lane.map(|lane| (lane, due_at)));
                     }
                 }
-                lanes::make_due(tx.conn(), &mut due_lanes).await?;
+                lanes::make_due(self.shared.dialect, tx.conn(), &mut due_lanes).await?;
                 if stored.contains(&Stored::New) {
                     self.shared.dialect.notify(&mut tx).await?;
                 }
@@ -706,7 +706,7 @@ impl InboxAdmin for SqlInbox {
                     due_lanes.push((lane, now));
                 }
             }
-            lanes::make_due(tx.conn(), &mut due_lanes).await?;
+            lanes::make_due(self.shared.dialect, tx.conn(), &mut due_lanes).await?;
             for (lane, _) in &due_lanes {
                 lanes::recount_newest(tx.conn(), lane).await?;
             }
