@@ -443,8 +443,13 @@ where
         let now = self.worker.inbox.now();
         let lease_until = now + self.worker.config.policy.lease;
         let token = ClaimToken::new();
-        let due = self.store.suspects(now).await?;
-        self.suspicion.found(due);
+        let looked_at = Instant::now();
+        if self.suspicion.look(looked_at) {
+            let due = self.store.suspects(now).await?;
+            let every = LOOK_FOR_SUSPECTS_EVERY.min(self.worker.config.poll_interval);
+            self.suspicion.found(due, looked_at, every);
+        }
+        let due = self.suspicion.due;
         let limit = match next(concurrency, running, due) {
             Next::Wait => return Ok(Claimed::Waiting),
             Next::Claim(limit) => limit,
@@ -506,11 +511,28 @@ struct Suspicion {
     alone: bool,
     /// How many were due at the last look.
     due: u64,
+    /// When to look again after a look found none (none yet: at once).
+    next_look: Option<Instant>,
 }
 
+/// How often a worker that found no suspect looks again, at most (and at least every poll).
+///
+/// A suspect comes due when a lease runs out (30 s by default) or a stopping worker gives
+/// one back, so a second more changes nothing; a look before each claim counted the table
+/// dozens of times a second under load, and Postgres, before its first statistics, may
+/// count it by reading every row.
+const LOOK_FOR_SUSPECTS_EVERY: Duration = Duration::from_secs(1);
+
 impl Suspicion {
-    /// Notes how many suspects are due; warns when some appear.
-    fn found(&mut self, due: u64) {
+    /// Whether to count the suspects due before claiming at `at`: while some were due at the
+    /// last look, always; otherwise once `every` since.
+    fn look(&self, at: Instant) -> bool {
+        self.due > 0 || self.next_look.is_none_or(|next| at >= next)
+    }
+
+    /// Notes how many suspects are due, looked at `at`; warns when some appear.
+    fn found(&mut self, due: u64, at: Instant, every: Duration) {
+        self.next_look = Some(at + every);
         if due > 0 && self.due == 0 {
             tracing::warn!(
                 suspects = due,
@@ -635,6 +657,22 @@ impl<T, H> fmt::Debug for Worker<T, H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suspects_are_counted_at_once_then_each_second_while_none_and_always_while_some() {
+        let every = Duration::from_secs(1);
+        let start = Instant::now();
+        let mut suspicion = Suspicion::default();
+        assert!(suspicion.look(start), "the first claim looks");
+        suspicion.found(0, start, every);
+        assert!(!suspicion.look(start + Duration::from_millis(999)));
+        assert!(suspicion.look(start + every));
+        suspicion.found(2, start + every, every);
+        assert!(
+            suspicion.look(start + every),
+            "while some are due, every claim looks"
+        );
+    }
 
     #[test]
     fn without_suspects_the_free_slots_are_filled() {
