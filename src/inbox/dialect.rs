@@ -157,8 +157,9 @@ impl Dialect {
     }
 
     /// Settings for each new connection: on SQLite, a commit reaches the disk (WAL with
-    /// `synchronous=FULL`), a writer waits for the lock rather than failing at once, and the
-    /// WAL is cut back to 64 MiB whenever it restarts (see [`Upkeep`](super::upkeep::Upkeep)).
+    /// `synchronous=FULL`), a writer waits for the lock rather than failing at once, the WAL
+    /// is cut back to 64 MiB whenever it restarts, and a commit checkpoints it past 10,000
+    /// pages (see [`Upkeep`](super::upkeep::Upkeep)).
     pub(super) fn on_connect(self) -> &'static [&'static str] {
         match self {
             Self::Sqlite => &[
@@ -166,6 +167,7 @@ impl Dialect {
                 "PRAGMA journal_mode = WAL",
                 "PRAGMA synchronous = FULL",
                 "PRAGMA busy_timeout = 5000",
+                "PRAGMA wal_autocheckpoint = 10000",
             ],
             Self::Postgres => &[],
         }
