@@ -364,6 +364,8 @@ else
   echo "RINGYO_TEST_POSTGRES_URL is not set: SQLite modes only" \
     "(for Postgres too: bash .ci/with-postgres bash benches/inbox.sh)"
 fi
+# The order part on some engines only (LOAD_ENGINES="postgres"), to look at one change.
+if [ -n "${LOAD_ENGINES:-}" ]; then read -ra ENGINES <<<"$LOAD_ENGINES"; fi
 INBOX_DIR=$(mktemp -d "${LOAD_INBOX_DIR:-/var/tmp}/ringyo-inbox-load.XXXXXX")
 echo "SQLite: a new file per run in $INBOX_DIR ($(df -T "$INBOX_DIR" | awk 'NR == 2 { print $2 " on " $1 }'))"
 if [ "$PARTS" = order ]; then
