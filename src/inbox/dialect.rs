@@ -59,8 +59,8 @@ macro_rules! migrations {
             },
             Migration {
                 version: 7,
-                description: "no holder index",
-                sql: include_str!(concat!("migrations/", $engine, "/0007_no_holder_index.sql")),
+                description: "lanes by due",
+                sql: include_str!(concat!("migrations/", $engine, "/0007_lanes_by_due.sql")),
             },
         ]
     };
@@ -473,6 +473,10 @@ mod tests {
     use chrono::TimeDelta;
 
     use super::*;
+    use crate::{
+        inbox::{InboxStore, SqlInbox},
+        replay::ClaimToken,
+    };
 
     #[test]
     fn each_row_of_a_statement_binds_its_own_numbered_parameters() {
@@ -482,10 +486,6 @@ mod tests {
         assert_eq!(Dialect::Sqlite.values(2, 2), "(?, ?), (?, ?)");
         assert_eq!(Dialect::Sqlite.list(4, 2), "?, ?");
     }
-    use crate::{
-        inbox::{InboxStore, SqlInbox},
-        replay::ClaimToken,
-    };
 
     /// A SQLite inbox in a directory of its own, its schema at `version` as a release that
     /// old left it: the directory (removed when dropped), its URL, and a pool on it.

@@ -4,9 +4,11 @@
 //!
 //! A lane's row holds the delivery that has it (`holder`: running, or a suspect waiting to
 //! run alone), when it is next due while free (`due_at`), and the `order_at` of its newest
-//! handled delivery (`newest_done`). Every change to a lane's deliveries that matters to its
-//! order (storing, claiming, settling, replaying) writes the lane's row in the same
-//! transaction, so a claim that holds the row's lock sees them all:
+//! handled delivery (`newest_done`). Every change to a free lane's deliveries (storing,
+//! claiming, settling its holder, replaying) writes or locks the lane's row in the same
+//! transaction, so a claim that holds the row's lock sees them all. (What changes a delivery
+//! without it, a suspect's claim, a lease extended, a suspect given back, touches only a held
+//! lane's, which no claim takes.)
 //!
 //! 1. take free lanes that are due (Postgres locks them, skipping lanes another transaction
 //!    holds, and re-checks `holder IS NULL` on each row's newest version; on SQLite the write
@@ -32,7 +34,7 @@ use super::{
     rows::{self, claimed_columns, get},
     store::{ClaimedDelivery, InboxError},
 };
-use crate::replay::ClaimToken;
+use crate::{replay::ClaimToken, verify::DeliveryId};
 
 /// The lane's first pending delivery, the one to run next: `$lane` is a column or parameter.
 macro_rules! head {
@@ -67,7 +69,7 @@ macro_rules! prune {
 }
 
 /// Steps 1 and 2 of a claim on SQLite, in one statement: the claim's transaction holds the
-/// file's write lock, which keeps every other writer out. Binds `$1` now, `$2` how many lanes.
+/// file's write lock, which keeps every other writer out. Binds `?1` now, `?2` how many lanes.
 const TAKE_HEADS_SQLITE: &str = concat!(
     "SELECT l.lane, ",
     running!(),
@@ -159,12 +161,22 @@ fn claim_heads_sql(dialect: Dialect, heads: usize) -> String {
     )
 }
 
-/// Step 4, for `lanes` lanes taken: binds for each the lane, its holder and its next due time.
+/// Step 4, for `lanes` lanes that get a holder: binds for each the lane and its holder. The
+/// due time stays as it was (see [`After::Held`]), so the lane's index entry stays too.
 fn hold_lanes_sql(dialect: Dialect, lanes: usize) -> String {
     format!(
-        "UPDATE ringyo_inbox_lanes SET holder = v.column2, due_at = v.column3 \
+        "UPDATE ringyo_inbox_lanes SET holder = v.column2 \
          FROM (VALUES {}) AS v WHERE ringyo_inbox_lanes.lane = v.column1",
-        dialect.values(lanes, 3)
+        dialect.values(lanes, 2)
+    )
+}
+
+/// Step 4, for `lanes` lanes left free: binds for each the lane and when it is next due.
+fn reschedule_lanes_sql(dialect: Dialect, lanes: usize) -> String {
+    format!(
+        "UPDATE ringyo_inbox_lanes SET due_at = v.column2 \
+         FROM (VALUES {}) AS v WHERE ringyo_inbox_lanes.lane = v.column1",
+        dialect.values(lanes, 2)
     )
 }
 
@@ -244,27 +256,41 @@ pub(super) async fn claim(
             .map(rows::claimed)
             .collect::<Result<Vec<_>, _>>()?;
     }
-    let claimed_ids: HashSet<String> = claimed
-        .iter()
-        .map(|delivery| delivery.id.to_string())
-        .collect();
-    let sql = hold_lanes_sql(dialect, taken.len());
-    let mut query = sqlx::query(&sql);
+    let claimed_ids: HashSet<DeliveryId> = claimed.iter().map(|delivery| delivery.id).collect();
+    let (mut held, mut free) = (Vec::new(), Vec::new());
     for lane in &taken {
-        let head_claimed = lane
-            .head
-            .as_ref()
-            .is_some_and(|head| claimed_ids.contains(&head.id));
-        let (holder, due_at) = lane.after(head_claimed);
-        query = query
-            .bind(lane.lane.as_str())
-            .bind(holder.map(str::to_owned))
-            .bind(due_at);
+        let head_claimed = lane.head.as_ref().is_some_and(|head| {
+            head.id
+                .parse()
+                .is_ok_and(|id: DeliveryId| claimed_ids.contains(&id))
+        });
+        match lane.after(head_claimed) {
+            After::Held(holder) => held.push((lane.lane.as_str(), holder)),
+            After::Free(due_at) => free.push((lane.lane.as_str(), due_at)),
+        }
     }
-    query
-        .execute(tx.conn())
-        .await
-        .map_err(InboxError::database)?;
+    if !held.is_empty() {
+        let sql = hold_lanes_sql(dialect, held.len());
+        let mut query = sqlx::query(&sql);
+        for (lane, holder) in held {
+            query = query.bind(lane).bind(holder);
+        }
+        query
+            .execute(tx.conn())
+            .await
+            .map_err(InboxError::database)?;
+    }
+    if !free.is_empty() {
+        let sql = reschedule_lanes_sql(dialect, free.len());
+        let mut query = sqlx::query(&sql);
+        for (lane, due_at) in free {
+            query = query.bind(lane).bind(due_at);
+        }
+        query
+            .execute(tx.conn())
+            .await
+            .map_err(InboxError::database)?;
+    }
     tx.commit().await?;
     Ok(claimed)
 }
@@ -315,23 +341,39 @@ impl Taken {
             .map(|head| head.id.as_str())
     }
 
-    /// The lane's holder after the claim (`head_claimed`: whether its head was claimed) and
-    /// when it is next due. A held lane's due time is not read until its release sets it
-    /// afresh; a free one's is its head's, or none without one.
-    fn after(&self, head_claimed: bool) -> (Option<&str>, Option<i64>) {
+    /// What the claim leaves the lane as, `head_claimed` saying whether its head was claimed.
+    fn after(&self, head_claimed: bool) -> After<'_> {
         let head = self.head.as_ref();
         let holder = self.running.as_deref().or_else(|| {
             head.filter(|head| head_claimed || head.suspect)
                 .map(|head| head.id.as_str())
         });
-        (holder, head.map(|head| head.available_at))
+        match holder {
+            Some(holder) => After::Held(holder),
+            None => After::Free(head.map(|head| head.available_at)),
+        }
     }
+}
+
+/// What a claim leaves a lane it took as.
+#[derive(Debug, PartialEq, Eq)]
+enum After<'a> {
+    /// Held by this delivery: running (just claimed, or already), or a suspect at its head
+    /// waiting to run alone. Its due time is left as it was: nothing reads a held lane's, and
+    /// its release sets it afresh.
+    Held(&'a str),
+    /// Free, next due then: its head's due time (a claim taking a lane whose head is not yet
+    /// due, a hint that was early), or none without a pending delivery.
+    Free(Option<i64>),
 }
 
 /// Makes each of `lanes` (lane, when its new delivery is due) due no later than that: after
 /// ordered deliveries are stored or replayed, in the same transaction. In one statement, each
 /// lane once (Postgres refuses to change a row twice in one), in lane order, so transactions
-/// that lock several lanes lock them in one order and never deadlock.
+/// that lock several lanes lock them in one order and never deadlock. A lane due as early
+/// already is not written at all, though on Postgres still locked (as `ON CONFLICT DO UPDATE`
+/// locks every row it meets), which is what orders a store against a release (see
+/// [`RELEASE`]).
 pub(super) async fn make_due(
     dialect: Dialect,
     conn: &mut AnyConnection,
@@ -343,10 +385,9 @@ pub(super) async fn make_due(
     for chunk in lanes.chunks(MAX_LANES_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO ringyo_inbox_lanes (lane, due_at) VALUES {} \
-             ON CONFLICT (lane) DO UPDATE SET due_at = CASE \
-               WHEN ringyo_inbox_lanes.due_at IS NULL \
-                 OR excluded.due_at < ringyo_inbox_lanes.due_at THEN excluded.due_at \
-               ELSE ringyo_inbox_lanes.due_at END",
+             ON CONFLICT (lane) DO UPDATE SET due_at = excluded.due_at \
+             WHERE ringyo_inbox_lanes.due_at IS NULL \
+               OR excluded.due_at < ringyo_inbox_lanes.due_at",
             dialect.values(chunk.len(), 2)
         );
         let mut query = sqlx::query(&sql);
@@ -411,40 +452,40 @@ mod tests {
     fn a_due_head_is_claimed_and_then_holds_its_lane() {
         let taken = lane(None, Some(("a", false, 10)));
         assert_eq!(taken.to_claim(10), Some("a"));
-        assert_eq!(taken.after(true), (Some("a"), Some(10)));
+        assert_eq!(taken.after(true), After::Held("a"));
     }
 
     #[test]
     fn a_head_not_yet_due_leaves_its_lane_free_and_due_when_it_is() {
         let taken = lane(None, Some(("a", false, 11)));
         assert_eq!(taken.to_claim(10), None);
-        assert_eq!(taken.after(false), (None, Some(11)));
+        assert_eq!(taken.after(false), After::Free(Some(11)));
     }
 
     #[test]
     fn a_suspect_head_is_not_claimed_but_holds_its_lane_to_run_alone() {
         let taken = lane(None, Some(("a", true, 10)));
         assert_eq!(taken.to_claim(10), None);
-        assert_eq!(taken.after(false), (Some("a"), Some(10)));
+        assert_eq!(taken.after(false), After::Held("a"));
     }
 
     #[test]
     fn a_lane_with_a_running_delivery_claims_nothing_and_is_held_by_it() {
         let taken = lane(Some("r"), Some(("a", false, 10)));
         assert_eq!(taken.to_claim(10), None);
-        assert_eq!(taken.after(false).0, Some("r"));
+        assert_eq!(taken.after(false), After::Held("r"));
     }
 
     #[test]
     fn a_lane_with_nothing_pending_is_left_free_with_nothing_due() {
         let taken = lane(None, None);
         assert_eq!(taken.to_claim(10), None);
-        assert_eq!(taken.after(false), (None, None));
+        assert_eq!(taken.after(false), After::Free(None));
     }
 
     #[test]
     fn a_head_the_claim_did_not_get_does_not_hold_its_lane() {
         let taken = lane(None, Some(("a", false, 10)));
-        assert_eq!(taken.after(false), (None, Some(10)));
+        assert_eq!(taken.after(false), After::Free(Some(10)));
     }
 }

@@ -115,11 +115,14 @@ fn settle_sql(dialect: Dialect, rows: usize) -> String {
     )
 }
 
-/// Postgres: locks `rows` deliveries, in id order, before [`settle_sql`] writes them.
+/// Postgres: locks `rows` deliveries, in id order, before [`settle_sql`] writes them: only
+/// running ones, the only ones it writes (a stale outcome's delivery may since be a free
+/// lane's pending head, which a claim holding that lane is about to take: locking it would
+/// wait for the claim, which may be waiting for a lane this settlement frees).
 fn lock_deliveries_sql(rows: usize) -> String {
     format!(
         "SELECT delivery_id FROM ringyo_inbox WHERE delivery_id IN ({}) \
-         ORDER BY delivery_id FOR UPDATE",
+         AND state = 'running' ORDER BY delivery_id FOR UPDATE",
         Dialect::Postgres.list(1, rows)
     )
 }

@@ -1,9 +1,10 @@
 //! [`SqlInbox`]: the inbox in SQLite or Postgres, through sqlx.
 //!
-//! One implementation over sqlx's `Any` driver: the statements are the same on both engines
-//! (`$N` parameters, `ON CONFLICT DO NOTHING`, `RETURNING`, partial indexes), and the few
-//! differences (connection settings, `SKIP LOCKED`, `NOTIFY`, the migration lock) are the
-//! [`Dialect`]'s. Times are stored as Unix milliseconds, so both engines compare integers.
+//! One implementation over sqlx's `Any` driver: the statements are mostly the same on both
+//! engines (`ON CONFLICT DO NOTHING`, `RETURNING`, partial indexes), and the differences
+//! (connection settings, a batch's parameters, `SKIP LOCKED`, `NOTIFY`, the migration lock)
+//! are the [`Dialect`]'s, but for the steps of an ordered claim, which `lanes` writes for
+//! each engine. Times are stored as Unix milliseconds, so both engines compare integers.
 
 use std::{fmt, future::Future, sync::Arc, time::Duration};
 
