@@ -158,8 +158,9 @@ impl Dialect {
 
     /// Settings for each new connection: on SQLite, a commit reaches the disk (WAL with
     /// `synchronous=FULL`), a writer waits for the lock rather than failing at once, the WAL
-    /// is cut back to 64 MiB whenever it restarts, and a commit checkpoints it past 10,000
-    /// pages (see [`Upkeep`](super::upkeep::Upkeep)).
+    /// is cut back to 64 MiB whenever it restarts, and a commit checkpoints it only past
+    /// 10,000 pages, the upkeep checkpointing it in the background meanwhile (see
+    /// [`Upkeep`](super::upkeep::Upkeep)).
     pub(super) fn on_connect(self) -> &'static [&'static str] {
         match self {
             Self::Sqlite => &[

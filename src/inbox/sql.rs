@@ -286,11 +286,13 @@ impl SqlInbox {
     /// again and again while the worker's claims and settlements wait. Queued here, each
     /// writer starts the moment the last one commits, in turn. (Other processes on the file,
     /// such as the admin command, still wait the SQLite way.) `None` on Postgres, whose
-    /// writers do not exclude each other.
+    /// writers do not exclude each other. On SQLite it also schedules the background
+    /// checkpoint (see [`Upkeep`]).
     pub(super) async fn write_turn(&self) -> Option<OwnedMutexGuard<()>> {
         if self.shared.dialect != Dialect::Sqlite {
             return None;
         }
+        self.shared.upkeep.wrote(&self.shared.pool);
         Some(Arc::clone(&self.shared.writer).lock_owned().await)
     }
 

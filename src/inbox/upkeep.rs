@@ -15,13 +15,18 @@
 //!   the WAL.
 //!
 //! And one keeps the single writer writing: a checkpoint copies the WAL's pages into the
-//! database file and waits for the disk, inside whichever commit finds the WAL past
-//! `wal_autocheckpoint` pages, while that writer holds the process's turn to write. At
-//! SQLite's default of 1,000 pages that was every few dozen commits under load, and a page
+//! database file and waits for the disk. SQLite runs one inside whichever commit finds the
+//! WAL past `wal_autocheckpoint` pages, while that writer holds the process's turn to write:
+//! at its default of 1,000 pages that was every few dozen commits under load, and a page
 //! written again and again meanwhile (a delivery's row is written when stored, claimed and
-//! settled; a lane's row and the indexes' pages more often) was copied at each. Every
-//! connection sets `wal_autocheckpoint = 10000` (40 MiB of pages) instead: a tenth of the
-//! checkpoints, each copying a hot page once.
+//! settled; a lane's row and the indexes' pages more often) was copied at each. So
+//! [`Upkeep::wrote`] checkpoints in the background, [`CHECKPOINT_AFTER`] after a write, on a
+//! connection outside the turn (a `PASSIVE` checkpoint waits for no writer, and writers go
+//! on while it copies), and every connection sets `wal_autocheckpoint = 10000`, 40 MiB of
+//! pages, as a backstop: a commit that reaches it checkpoints what the background has not
+//! copied yet. (With that backstop alone, each commit reaching it copied up to 40 MiB in the
+//! writer's turn: a p99 of 90 ms at 1,000 deliveries a second, 6.6 ms with the background
+//! checkpoint.)
 
 use std::{
     sync::{
@@ -32,6 +37,11 @@ use std::{
 };
 
 use sqlx::{AnyPool, Row};
+
+/// How long after a write the background checkpoint runs: the writes of that spell share it.
+/// Each checkpoint also waits for the disk, beside the writers' own waits: every 200 ms cost
+/// a sixth of SQLite's acknowledged rate at saturation, every second nothing measurable.
+const CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
 
 /// The size SQLite cuts the WAL back to whenever it restarts it.
 pub(super) const JOURNAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
@@ -55,6 +65,8 @@ pub(super) struct Upkeep {
     written: AtomicU64,
     /// A truncation is waiting for a quiet spell.
     pending: AtomicBool,
+    /// A background checkpoint is on its way.
+    checkpointing: AtomicBool,
 }
 
 impl Upkeep {
@@ -74,6 +86,26 @@ impl Upkeep {
                 upkeep.pending.store(false, Ordering::Release);
             });
         }
+    }
+
+    /// Before a write: makes sure a `PASSIVE` checkpoint runs [`CHECKPOINT_AFTER`] from now,
+    /// on a task of its own, unless one is on its way.
+    pub(super) fn wrote(self: &Arc<Self>, pool: &AnyPool) {
+        if self.checkpointing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let upkeep = Arc::clone(self);
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(CHECKPOINT_AFTER).await;
+            if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                tracing::debug!("could not checkpoint the inbox's WAL ({err})");
+            }
+            upkeep.checkpointing.store(false, Ordering::Release);
+        });
     }
 
     async fn until_quiet(&self) {
