@@ -161,23 +161,32 @@ fn claim_heads_sql(dialect: Dialect, heads: usize) -> String {
     )
 }
 
-/// Step 4, for `lanes` lanes that get a holder: binds for each the lane and its holder. The
-/// due time stays as it was (see [`After::Held`]), so the lane's index entry stays too.
-fn hold_lanes_sql(dialect: Dialect, lanes: usize) -> String {
-    format!(
-        "UPDATE ringyo_inbox_lanes SET holder = v.column2 \
+/// Step 4: sets `column` of each of `lanes` (the lane, the value) in one statement: `holder`
+/// of the lanes held (their due time stays as it was, see [`After::Held`], and so does their
+/// index entry), `due_at` of those left free.
+async fn set_lanes<T>(
+    dialect: Dialect,
+    conn: &mut AnyConnection,
+    column: &str,
+    lanes: Vec<(String, T)>,
+) -> Result<(), InboxError>
+where
+    T: 'static + Send + for<'q> sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    if lanes.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "UPDATE ringyo_inbox_lanes SET {column} = v.column2 \
          FROM (VALUES {}) AS v WHERE ringyo_inbox_lanes.lane = v.column1",
-        dialect.values(lanes, 2)
-    )
-}
-
-/// Step 4, for `lanes` lanes left free: binds for each the lane and when it is next due.
-fn reschedule_lanes_sql(dialect: Dialect, lanes: usize) -> String {
-    format!(
-        "UPDATE ringyo_inbox_lanes SET due_at = v.column2 \
-         FROM (VALUES {}) AS v WHERE ringyo_inbox_lanes.lane = v.column1",
-        dialect.values(lanes, 2)
-    )
+        dialect.values(lanes.len(), 2)
+    );
+    let mut query = sqlx::query(&sql);
+    for (lane, value) in lanes {
+        query = query.bind(lane).bind(value);
+    }
+    query.execute(conn).await.map_err(InboxError::database)?;
+    Ok(())
 }
 
 /// The most lanes one claim takes: its statements stay well inside every engine's limit on
@@ -265,32 +274,12 @@ pub(super) async fn claim(
                 .is_ok_and(|id: DeliveryId| claimed_ids.contains(&id))
         });
         match lane.after(head_claimed) {
-            After::Held(holder) => held.push((lane.lane.as_str(), holder)),
-            After::Free(due_at) => free.push((lane.lane.as_str(), due_at)),
+            After::Held(holder) => held.push((lane.lane.clone(), holder.to_owned())),
+            After::Free(due_at) => free.push((lane.lane.clone(), due_at)),
         }
     }
-    if !held.is_empty() {
-        let sql = hold_lanes_sql(dialect, held.len());
-        let mut query = sqlx::query(&sql);
-        for (lane, holder) in held {
-            query = query.bind(lane).bind(holder);
-        }
-        query
-            .execute(tx.conn())
-            .await
-            .map_err(InboxError::database)?;
-    }
-    if !free.is_empty() {
-        let sql = reschedule_lanes_sql(dialect, free.len());
-        let mut query = sqlx::query(&sql);
-        for (lane, due_at) in free {
-            query = query.bind(lane).bind(due_at);
-        }
-        query
-            .execute(tx.conn())
-            .await
-            .map_err(InboxError::database)?;
-    }
+    set_lanes(dialect, tx.conn(), "holder", held).await?;
+    set_lanes(dialect, tx.conn(), "due_at", free).await?;
     tx.commit().await?;
     Ok(claimed)
 }
