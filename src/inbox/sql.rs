@@ -593,11 +593,12 @@ impl InboxStore for SqlInbox {
         if self.shared.dialect == Dialect::Postgres {
             return self.run(async move {
                 let mut listener = self.shared.listener.lock().await;
-                if listener.is_none() {
+                let Some(connection) = listener.as_mut() else {
                     let pool = self.ready().await?;
                     *listener = Some(Dialect::listen(pool).await?);
-                }
-                let Some(connection) = listener.as_mut() else {
+                    // What was stored before the `LISTEN` (since the worker's last claim)
+                    // sent a notification no one heard: "may have changed", so the worker
+                    // claims once now, and from here each commit's notification is heard.
                     return Ok(());
                 };
                 if let Err(err) = connection.recv().await {

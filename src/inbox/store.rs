@@ -89,8 +89,9 @@ pub trait InboxStore: Send + Sync + 'static {
     fn next_due(&self) -> InboxFuture<'_, Option<DateTime<Utc>>>;
 
     /// Resolves when another process may have stored a delivery (Postgres: `LISTEN`), so idle
-    /// workers wake at once rather than at their next poll. The default never resolves: the
-    /// inbox wakes workers in its own process itself, and polls as the fallback.
+    /// workers wake at once rather than at their next poll; also once as it starts listening,
+    /// for what was stored before. The default never resolves: the inbox wakes workers in its
+    /// own process itself, and polls as the fallback.
     fn changed_elsewhere(&self) -> InboxFuture<'_, ()> {
         Box::pin(std::future::pending())
     }

@@ -209,6 +209,39 @@ async fn on_postgres_a_delivery_stored_by_one_replica_wakes_another_replicas_wor
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn on_postgres_the_first_wait_for_other_replicas_ends_once_listening_so_nothing_stored_before_waits_for_a_poll(
+) {
+    let Some(database) = support::inbox::postgres().await else {
+        return;
+    };
+    let back = database.open();
+    // A delivery stored after the worker's last claim but before its `LISTEN` sent a
+    // notification no one heard: the first wait ends as soon as the listener is up, and the
+    // worker claims once then.
+    tokio::time::timeout(Duration::from_secs(10), back.changed_elsewhere())
+        .await
+        .expect("the first wait ends once listening")
+        .unwrap();
+
+    // From then on it waits for another replica's store.
+    let wait = back.changed_elsewhere();
+    tokio::pin!(wait);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut wait)
+            .await
+            .is_err(),
+        "nothing stored: it waits"
+    );
+    let front = Inbox::new(database.open());
+    let addr = serve(&front).await;
+    assert_eq!(send(addr, &credits(1)).await.0, 202);
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .expect("a store by another replica ends the wait")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_long_handler_keeps_its_lease_so_a_second_worker_does_not_run_it_again() {
     let database = support::inbox::sqlite();
     let inbox = Inbox::new(database.open());
