@@ -17,12 +17,13 @@
 //!    statement of its own, whose snapshot is taken after the locks; on SQLite in step 1's;
 //! 3. claim each lane's first pending delivery, if it is due, not a suspect, and nothing of
 //!    the lane runs (decided by [`Taken`]'s plain functions);
-//! 4. give each lane its holder (the delivery just claimed, or a suspect at its head) and its
-//!    next due time, in one statement for all.
+//! 4. give each lane it holds its holder (the delivery just claimed, or a suspect at its head),
+//!    in one statement, and each lane it leaves free its head's due time, in another.
 //!
 //! Settling a lane's holder frees the lane (a suspect given back keeps it), and a handled one
-//! moves `newest_done` forward. `due_at` is a hint no later than the truth: storing only
-//! lowers it, and each claim and settlement of the lane sets it to its head's due time.
+//! moves `newest_done` forward. `due_at` is a hint no later than the truth while the lane is
+//! free: storing only lowers it, and a claim that leaves the lane free and each settlement
+//! that frees it set it to its head's due time. A held lane's is read by nothing.
 
 use std::collections::HashSet;
 
@@ -49,11 +50,14 @@ macro_rules! head {
     };
 }
 
-/// A delivery of lane `l` that is running, if any.
-macro_rules! running {
+/// What step 2 reads of each lane `l` and its head `f`, as [`Taken::read`] reads it: the
+/// lane, a delivery of it that is running if any, then the head's id, whether it is a suspect
+/// and when it is due.
+macro_rules! heads_columns {
     () => {
-        "(SELECT r.delivery_id FROM ringyo_inbox r WHERE r.lane = l.lane \
-          AND r.state = 'running' LIMIT 1)"
+        "SELECT l.lane, (SELECT r.delivery_id FROM ringyo_inbox r WHERE r.lane = l.lane \
+           AND r.state = 'running' LIMIT 1), \
+         f.delivery_id, CAST(CASE WHEN f.suspect THEN 1 ELSE 0 END AS BIGINT), f.available_at"
     };
 }
 
@@ -71,10 +75,8 @@ macro_rules! prune {
 /// Steps 1 and 2 of a claim on SQLite, in one statement: the claim's transaction holds the
 /// file's write lock, which keeps every other writer out. Binds `?1` now, `?2` how many lanes.
 const TAKE_HEADS_SQLITE: &str = concat!(
-    "SELECT l.lane, ",
-    running!(),
-    ", f.delivery_id, CAST(CASE WHEN f.suspect THEN 1 ELSE 0 END AS BIGINT), f.available_at \
-     FROM ringyo_inbox_lanes l LEFT JOIN ringyo_inbox f ON f.delivery_id = ",
+    heads_columns!(),
+    " FROM ringyo_inbox_lanes l LEFT JOIN ringyo_inbox f ON f.delivery_id = ",
     head!("h.delivery_id", "l.lane"),
     " WHERE l.holder IS NULL AND l.due_at <= ?1 ORDER BY l.due_at LIMIT ?2"
 );
@@ -93,10 +95,8 @@ const TAKE_LANES_POSTGRES: &str = "SELECT lane FROM ringyo_inbox_lanes \
 fn heads_postgres(lanes: usize) -> String {
     format!(
         concat!(
-            "SELECT l.lane, ",
-            running!(),
-            ", f.delivery_id, CAST(CASE WHEN f.suspect THEN 1 ELSE 0 END AS BIGINT), \
-             f.available_at FROM ringyo_inbox_lanes l LEFT JOIN LATERAL ",
+            heads_columns!(),
+            " FROM ringyo_inbox_lanes l LEFT JOIN LATERAL ",
             head!("h.delivery_id, h.suspect, h.available_at", "l.lane"),
             " AS f ON TRUE WHERE l.lane IN ({})"
         ),
@@ -190,7 +190,7 @@ where
 }
 
 /// The most lanes one claim takes: its statements stay well inside every engine's limit on
-/// parameters (three a lane), and a worker asks again for more.
+/// parameters (at most two a lane), and a worker asks again for more.
 const MAX_LANES_PER_CLAIM: u32 = 1024;
 
 /// Frees lanes their holders settled, as the `SET` of an `UPDATE ringyo_inbox_lanes .. FROM
