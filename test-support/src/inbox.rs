@@ -73,21 +73,25 @@ pub fn postgres_url() -> Option<String> {
 
 /// A fresh database on the Postgres test server, if there is one.
 pub async fn postgres() -> Option<Database> {
-    use sqlx::Connection;
     let server = postgres_url()?;
     let name = format!("inbox_{}", ClaimToken::new());
-    let mut admin = sqlx::postgres::PgConnection::connect(&server)
-        .await
-        .unwrap();
-    sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
+    create_database(&server, &name).await;
     let (base, _) = server.rsplit_once('/').unwrap();
     Some(Database {
         name: "postgres",
         url: format!("{base}/{name}"),
         _dir: None,
     })
+}
+
+/// Creates the database `name` on the Postgres server at `server` (a URL of one of its
+/// databases).
+pub async fn create_database(server: &str, name: &str) {
+    use sqlx::Connection;
+    let mut admin = sqlx::postgres::PgConnection::connect(server).await.unwrap();
+    sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
 }
 
 /// Every engine available here: SQLite, and Postgres when there is a server.

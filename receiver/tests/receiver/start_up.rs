@@ -99,13 +99,7 @@ async fn a_postgres_database_that_does_not_exist_is_named_with_how_to_create_it(
     assert_eq!(common::send(receiver.addr, "call.completed").await.0, 503);
 
     // Creating the database is the whole fix: no restart.
-    use sqlx::Connection;
-    let mut admin = sqlx::postgres::PgConnection::connect(&server)
-        .await
-        .unwrap();
-    sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
-        .await
-        .unwrap();
+    ringyo_test_support::inbox::create_database(&server, &name).await;
     let mut status = 0;
     for _ in 0..100 {
         status = common::send(receiver.addr, "call.completed").await.0;
