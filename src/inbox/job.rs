@@ -239,10 +239,16 @@ impl Policy {
     }
 }
 
+/// What the worker's group commit says of a settlement: whether its token still held the
+/// delivery, and the next delivery of its lane, if one was handed over (see
+/// [`InboxStore::settle_and_hand_over`](super::InboxStore::settle_and_hand_over)), with the
+/// claim that leases it.
+pub(super) type Settled = (bool, Option<(ClaimToken, ClaimedDelivery)>);
+
 /// Everything one delivery's task needs.
 pub(super) struct Run<T, H> {
     /// The worker's group commit for outcomes and lease extensions.
-    pub(super) settler: Batcher<Settlement, bool>,
+    pub(super) settler: Batcher<Settlement, Settled>,
     pub(super) handler: Arc<H>,
     pub(super) token: ClaimToken,
     pub(super) policy: Policy,
@@ -256,8 +262,18 @@ pub(super) struct Run<T, H> {
 }
 
 impl<T: FromEventData + Send + 'static, H: Runs<T>> Run<T, H> {
-    /// Runs the handler on `delivery`, keeping its lease, and records the outcome.
-    pub(super) async fn run(self, delivery: ClaimedDelivery) {
+    /// Runs the handler on `delivery`, keeping its lease, and records the outcome; then the
+    /// same for each delivery of its lane handed over to it, in turn.
+    pub(super) async fn run(mut self, mut delivery: ClaimedDelivery) {
+        while let Some((token, next)) = self.run_one(delivery).await {
+            self.token = token;
+            delivery = next;
+        }
+    }
+
+    /// Runs `delivery` once and records the outcome; returns the delivery handed over after
+    /// it, if any.
+    async fn run_one(&self, delivery: ClaimedDelivery) -> Option<(ClaimToken, ClaimedDelivery)> {
         let span = tracing::info_span!(
             "inbox_job",
             delivery_id = %delivery.id,
@@ -271,7 +287,7 @@ impl<T: FromEventData + Send + 'static, H: Runs<T>> Run<T, H> {
                 Some(outcome) => outcome,
                 None => {
                     tracing::info!("shutdown deadline passed: giving the delivery back");
-                    let recorded = self
+                    let (recorded, _) = self
                         .record(
                             id,
                             Settle::Release {
@@ -280,13 +296,13 @@ impl<T: FromEventData + Send + 'static, H: Runs<T>> Run<T, H> {
                         )
                         .await;
                     record::inbox_attempt(if recorded { "released" } else { "lost" });
-                    return;
+                    return None;
                 }
             };
             log(&outcome, tally);
             if outcome == Attempt::Recorded {
                 record::inbox_attempt("handled");
-                return;
+                return None;
             }
             let settle = self.policy.settle(tally, outcome, self.clock.now());
             let result = match settle {
@@ -296,11 +312,12 @@ impl<T: FromEventData + Send + 'static, H: Runs<T>> Run<T, H> {
                 _ => "dead",
             };
             // Counted once it is recorded: otherwise the delivery runs again, and counts then.
-            let recorded = self.record(id, settle).await;
+            let (recorded, next) = self.record(id, settle).await;
             record::inbox_attempt(if recorded { result } else { "lost" });
+            next
         }
         .instrument(span)
-        .await;
+        .await
     }
 
     /// The attempt's outcome, or `None` if the worker cancelled it.
@@ -358,8 +375,8 @@ impl<T: FromEventData + Send + 'static, H: Runs<T>> Run<T, H> {
     async fn extend(&self, id: DeliveryId) {
         let lease_until = self.clock.now() + self.policy.lease;
         match self.settle(id, Settle::Extend { lease_until }).await {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
+            Ok((true, _)) => {}
+            Ok((false, _)) => tracing::warn!(
                 "the lease was lost (it ran out and another worker took the delivery); \
                  it may run twice"
             ),
@@ -367,23 +384,27 @@ impl<T: FromEventData + Send + 'static, H: Runs<T>> Run<T, H> {
         }
     }
 
-    async fn settle(&self, id: DeliveryId, outcome: Settle) -> Result<bool, super::InboxError> {
+    async fn settle(&self, id: DeliveryId, outcome: Settle) -> Result<Settled, super::InboxError> {
         let token = self.token;
         self.settler.submit(Settlement { id, token, outcome }).await
     }
 
     /// Records `settle`, retrying while the database is away, for as long as the lease lasts:
     /// after that another worker may have the delivery, and it runs again (at least once).
-    /// Whether it was recorded.
-    async fn record(&self, id: DeliveryId, settle: Settle) -> bool {
+    /// Whether it was recorded, and the delivery handed over after it.
+    async fn record(
+        &self,
+        id: DeliveryId,
+        settle: Settle,
+    ) -> (bool, Option<(ClaimToken, ClaimedDelivery)>) {
         let give_up = tokio::time::Instant::now() + self.policy.lease;
         let mut pause = Duration::from_millis(100);
         loop {
             match self.settle(id, settle.clone()).await {
-                Ok(true) => return true,
-                Ok(false) => {
+                Ok((true, next)) => return (true, next),
+                Ok((false, _)) => {
                     tracing::warn!("the lease was lost before the outcome was recorded");
-                    return false;
+                    return (false, None);
                 }
                 Err(err) if tokio::time::Instant::now() + pause < give_up => {
                     tracing::warn!("cannot record the outcome ({err}); trying again");
@@ -395,7 +416,7 @@ impl<T: FromEventData + Send + 'static, H: Runs<T>> Run<T, H> {
                         "cannot record the outcome ({err}); the delivery will run again when \
                          its lease runs out"
                     );
-                    return false;
+                    return (false, None);
                 }
             }
         }

@@ -25,7 +25,7 @@
 //! free: storing only lowers it, and a claim that leaves the lane free and each settlement
 //! that frees it set it to its head's due time. A held lane's is read by nothing.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::{any::AnyRow, AnyConnection, AnyPool};
@@ -33,7 +33,7 @@ use sqlx::{any::AnyRow, AnyConnection, AnyPool};
 use super::{
     dialect::{Dialect, WriteTx},
     rows::{self, claimed_columns, get},
-    store::{ClaimedDelivery, InboxError},
+    store::{ClaimedDelivery, HandOver, InboxError},
 };
 use crate::{replay::ClaimToken, verify::DeliveryId};
 
@@ -72,14 +72,24 @@ macro_rules! prune {
     };
 }
 
+/// Step 2 on SQLite, for the lanes `l` its `WHERE` picks. SQLite has no `LATERAL`, so the
+/// head is joined on its id.
+macro_rules! heads_sqlite {
+    ($where:literal) => {
+        concat!(
+            heads_columns!(),
+            " FROM ringyo_inbox_lanes l LEFT JOIN ringyo_inbox f ON f.delivery_id = ",
+            head!("h.delivery_id", "l.lane"),
+            " WHERE ",
+            $where
+        )
+    };
+}
+
 /// Steps 1 and 2 of a claim on SQLite, in one statement: the claim's transaction holds the
 /// file's write lock, which keeps every other writer out. Binds `?1` now, `?2` how many lanes.
-const TAKE_HEADS_SQLITE: &str = concat!(
-    heads_columns!(),
-    " FROM ringyo_inbox_lanes l LEFT JOIN ringyo_inbox f ON f.delivery_id = ",
-    head!("h.delivery_id", "l.lane"),
-    " WHERE l.holder IS NULL AND l.due_at <= ?1 ORDER BY l.due_at LIMIT ?2"
-);
+const TAKE_HEADS_SQLITE: &str =
+    heads_sqlite!("l.holder IS NULL AND l.due_at <= ?1 ORDER BY l.due_at LIMIT ?2");
 
 /// Step 1 on Postgres: locks free lanes that are due, the earliest first, skipping lanes
 /// another transaction holds (and re-checking `holder IS NULL` on the newest version of each
@@ -87,21 +97,42 @@ const TAKE_HEADS_SQLITE: &str = concat!(
 const TAKE_LANES_POSTGRES: &str = "SELECT lane FROM ringyo_inbox_lanes \
      WHERE holder IS NULL AND due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED";
 
-/// Step 2 on Postgres, for `lanes` lanes locked, in a statement of its own: its snapshot,
-/// taken after the locks, holds every change to these lanes' deliveries, each committed with
-/// a write to the lane's row. A `LATERAL` subquery keeps the planner on the head's index,
-/// lane by lane (joined on a subquery's result, it read the whole table at times). Binds the
-/// lanes.
-fn heads_postgres(lanes: usize) -> String {
-    format!(
-        concat!(
-            heads_columns!(),
-            " FROM ringyo_inbox_lanes l LEFT JOIN LATERAL ",
-            head!("h.delivery_id, h.suspect, h.available_at", "l.lane"),
-            " AS f ON TRUE WHERE l.lane IN ({})"
+/// Step 2 for `lanes` free lanes this transaction locked (on SQLite, the write lock): binds
+/// the lanes. On Postgres in a statement of its own, whose snapshot, taken after the locks,
+/// holds every change to these lanes' deliveries, each committed with a write to the lane's
+/// row; a `LATERAL` subquery keeps the planner on the head's index, lane by lane (joined on a
+/// subquery's result, it read the whole table at times).
+fn heads_of(dialect: Dialect, lanes: usize) -> String {
+    let list = dialect.list(1, lanes);
+    match dialect {
+        Dialect::Sqlite => format!(heads_sqlite!("l.holder IS NULL AND l.lane IN ({})"), list),
+        Dialect::Postgres => format!(
+            concat!(
+                heads_columns!(),
+                " FROM ringyo_inbox_lanes l LEFT JOIN LATERAL ",
+                head!("h.delivery_id, h.suspect, h.available_at", "l.lane"),
+                " AS f ON TRUE WHERE l.holder IS NULL AND l.lane IN ({})"
+            ),
+            list
         ),
-        Dialect::Postgres.list(1, lanes)
-    )
+    }
+}
+
+/// Step 2 for `lanes`, locked by this transaction.
+async fn read_heads(
+    dialect: Dialect,
+    conn: &mut AnyConnection,
+    lanes: &[&str],
+) -> Result<Vec<AnyRow>, InboxError> {
+    let sql = heads_of(dialect, lanes.len());
+    let mut query = sqlx::query(&sql);
+    for lane in lanes {
+        query = query.bind(*lane);
+    }
+    query
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(InboxError::database)
 }
 
 /// Steps 1 and 2: takes up to `limit` free lanes due at `now` and reads what each holds.
@@ -126,18 +157,15 @@ async fn take(
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(InboxError::database)?;
+            let lanes = lanes
+                .iter()
+                .map(|lane| get::<String>(lane, 0))
+                .collect::<Result<Vec<_>, _>>()?;
             if lanes.is_empty() {
                 return Ok(Vec::new());
             }
-            let sql = heads_postgres(lanes.len());
-            let mut query = sqlx::query(&sql);
-            for lane in &lanes {
-                query = query.bind(get::<String>(lane, 0)?);
-            }
-            query
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(InboxError::database)?
+            let lanes: Vec<&str> = lanes.iter().map(String::as_str).collect();
+            read_heads(dialect, conn, &lanes).await?
         }
     };
     rows.iter().map(Taken::read).collect()
@@ -242,46 +270,110 @@ pub(super) async fn claim(
 ) -> Result<Vec<ClaimedDelivery>, InboxError> {
     let now = now.timestamp_millis();
     let taken = take(dialect, tx.conn(), now, limit).await?;
+    let lease = Lease {
+        now,
+        until: lease_until.timestamp_millis(),
+        token,
+        holder,
+    };
+    let claimed = claim_taken(dialect, tx.conn(), &taken, &lease).await?;
+    tx.commit().await?;
+    Ok(claimed.into_iter().map(|(_, delivery)| delivery).collect())
+}
+
+/// Claims the next delivery of each of `lanes`, if due at `hand_over.now`, in the open
+/// transaction on `conn` that just freed them (and so holds them: their rows' locks on
+/// Postgres, the write lock on SQLite); returns each with its lane.
+pub(super) async fn hand_over(
+    dialect: Dialect,
+    conn: &mut AnyConnection,
+    lanes: &mut Vec<&str>,
+    hand_over: &HandOver,
+    holder: &str,
+) -> Result<Vec<(String, ClaimedDelivery)>, InboxError> {
+    lanes.sort_unstable();
+    lanes.dedup();
+    let lease = Lease {
+        now: hand_over.now.timestamp_millis(),
+        until: hand_over.lease_until.timestamp_millis(),
+        token: hand_over.token,
+        holder,
+    };
+    let mut claimed = Vec::new();
+    for chunk in lanes.chunks(MAX_LANES_PER_CLAIM as usize) {
+        let taken = read_heads(dialect, conn, chunk)
+            .await?
+            .iter()
+            .map(Taken::read)
+            .collect::<Result<Vec<_>, _>>()?;
+        claimed.extend(claim_taken(dialect, conn, &taken, &lease).await?);
+    }
+    Ok(claimed)
+}
+
+/// What a claim leases its deliveries with (times in milliseconds).
+struct Lease<'a> {
+    now: i64,
+    until: i64,
+    token: ClaimToken,
+    holder: &'a str,
+}
+
+/// Steps 3 and 4 for the lanes `taken`: claims each one's head if [`Taken::to_claim`] says
+/// so, and writes the lanes; returns the deliveries claimed, each with its lane.
+async fn claim_taken(
+    dialect: Dialect,
+    conn: &mut AnyConnection,
+    taken: &[Taken],
+    lease: &Lease<'_>,
+) -> Result<Vec<(String, ClaimedDelivery)>, InboxError> {
     if taken.is_empty() {
-        tx.commit().await?;
         return Ok(Vec::new());
     }
-    let heads: Vec<&str> = taken.iter().filter_map(|lane| lane.to_claim(now)).collect();
+    // Each head to claim, by id, with its lane.
+    let heads: HashMap<DeliveryId, &str> = taken
+        .iter()
+        .filter_map(|lane| {
+            let id = lane.to_claim(lease.now)?.parse().ok()?;
+            Some((id, lane.lane.as_str()))
+        })
+        .collect();
     let mut claimed = Vec::new();
     if !heads.is_empty() {
         let sql = claim_heads_sql(dialect, heads.len());
         let mut query = sqlx::query(&sql)
-            .bind(token.to_string())
-            .bind(lease_until.timestamp_millis())
-            .bind(holder);
-        for head in &heads {
-            query = query.bind(*head);
+            .bind(lease.token.to_string())
+            .bind(lease.until)
+            .bind(lease.holder);
+        for id in heads.keys() {
+            query = query.bind(id.to_string());
         }
         claimed = query
-            .fetch_all(tx.conn())
+            .fetch_all(&mut *conn)
             .await
             .map_err(InboxError::database)?
             .iter()
             .map(rows::claimed)
             .collect::<Result<Vec<_>, _>>()?;
     }
-    let claimed_ids: HashSet<DeliveryId> = claimed.iter().map(|delivery| delivery.id).collect();
+    let claimed: HashMap<&str, ClaimedDelivery> = claimed
+        .into_iter()
+        .filter_map(|delivery| Some((*heads.get(&delivery.id)?, delivery)))
+        .collect();
     let (mut held, mut free) = (Vec::new(), Vec::new());
-    for lane in &taken {
-        let head_claimed = lane.head.as_ref().is_some_and(|head| {
-            head.id
-                .parse()
-                .is_ok_and(|id: DeliveryId| claimed_ids.contains(&id))
-        });
+    for lane in taken {
+        let head_claimed = claimed.contains_key(lane.lane.as_str());
         match lane.after(head_claimed) {
             After::Held(holder) => held.push((lane.lane.clone(), holder.to_owned())),
             After::Free(due_at) => free.push((lane.lane.clone(), due_at)),
         }
     }
-    set_lanes(dialect, tx.conn(), "holder", held).await?;
-    set_lanes(dialect, tx.conn(), "due_at", free).await?;
-    tx.commit().await?;
-    Ok(claimed)
+    set_lanes(dialect, &mut *conn, "holder", held).await?;
+    set_lanes(dialect, &mut *conn, "due_at", free).await?;
+    Ok(claimed
+        .into_iter()
+        .map(|(lane, delivery)| (lane.to_owned(), delivery))
+        .collect())
 }
 
 /// A lane a claim took, as step 2 read it.

@@ -93,8 +93,8 @@ pub use service::InboxResponseFuture;
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 pub use sql::SqlInbox;
 pub use store::{
-    ClaimedDelivery, DeadDelivery, InboxAdmin, InboxError, InboxFuture, InboxStats, InboxStore,
-    NewDelivery, Settle, Settlement, Stored,
+    ClaimedDelivery, DeadDelivery, HandOver, InboxAdmin, InboxError, InboxFuture, InboxStats,
+    InboxStore, NewDelivery, Settle, Settlement, Stored,
 };
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]

@@ -11,7 +11,7 @@ use super::{
 };
 
 /// Records `settlements` on `conn`, in its open transaction, and says for each, in order,
-/// whether its token still held the delivery.
+/// whether its token still held the delivery; and which ended an attempt (see [`Finished`]).
 ///
 /// A few statements for the whole batch, not a few per delivery: on Postgres every statement
 /// is a round trip, and the group commit hands over dozens of outcomes at a time. The
@@ -22,12 +22,12 @@ pub(super) async fn settle<C: SettleOn + ?Sized>(
     dialect: Dialect,
     conn: &mut C,
     settlements: &[Settlement],
-) -> Result<Vec<bool>, InboxError> {
+) -> Result<(Vec<bool>, Vec<Finished>), InboxError> {
     let mut order: Vec<usize> = (0..settlements.len()).collect();
     // Stable: two outcomes of one delivery (a lease extended, then the result) keep their order.
     order.sort_by_key(|&at| settlements[at].id);
     let mut held = vec![false; settlements.len()];
-    let mut released = Vec::new();
+    let (mut released, mut finished) = (Vec::new(), Vec::new());
     for wave in waves(&order, |&a, &b| settlements[a].id == settlements[b].id) {
         let batch: Vec<&Settlement> = wave.iter().map(|&&at| &settlements[at]).collect();
         let mut rows = conn.settle_rows(dialect, &batch).await?;
@@ -39,13 +39,32 @@ pub(super) async fn settle<C: SettleOn + ?Sized>(
             };
             held[at] = true;
             released.extend(rows[found].release(settlement));
+            if !matches!(
+                settlement.outcome,
+                Settle::Extend { .. } | Settle::Release { .. }
+            ) {
+                finished.push(Finished {
+                    by: at,
+                    lane: rows[found].lane.clone(),
+                });
+            }
         }
     }
     released.sort_unstable();
     for wave in waves(&released, |a, b| a.lane == b.lane) {
         conn.release_lanes(dialect, &wave).await?;
     }
-    Ok(held)
+    Ok((held, finished))
+}
+
+/// A settlement that ended its delivery's attempt (handled, superseded, retried or
+/// dead-lettered; not a lease extended or a delivery given back), so its worker's slot is
+/// free.
+pub(super) struct Finished {
+    /// The settlement's place in the batch.
+    pub(super) by: usize,
+    /// The delivery's lane, if it is ordered: the settlement freed it.
+    pub(super) lane: Option<String>,
 }
 
 /// Splits `items`, sorted so that equal ones (by `same`) are neighbours, into waves in which

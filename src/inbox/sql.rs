@@ -23,8 +23,8 @@ use super::{
     rows::{self, attempts, delivery_id, get, millis, text_column, MAX_EVENT_LEN},
     settle,
     store::{
-        ClaimedDelivery, DeadDelivery, InboxAdmin, InboxError, InboxFuture, InboxStats, InboxStore,
-        NewDelivery, Settlement, Stored,
+        ClaimedDelivery, DeadDelivery, HandOver, InboxAdmin, InboxError, InboxFuture, InboxStats,
+        InboxStore, NewDelivery, Settlement, Stored,
     },
     upkeep::Upkeep,
 };
@@ -345,6 +345,64 @@ impl SqlInbox {
         }
     }
 
+    /// Settles, and with `hand_over` claims a delivery after each settlement that ended an
+    /// attempt, in one transaction (see [`InboxStore::settle_and_hand_over`]).
+    async fn settle_with(
+        &self,
+        settlements: &[Settlement],
+        hand_over: Option<&HandOver>,
+    ) -> Result<Vec<(bool, Option<ClaimedDelivery>)>, InboxError> {
+        let pool = self.ready().await?;
+        let dialect = self.shared.dialect;
+        let mut tx = self.begin_write(pool).await?;
+        let (held, finished) = settle::settle(dialect, tx.conn(), settlements).await?;
+        let mut next: Vec<Option<ClaimedDelivery>> = vec![None; settlements.len()];
+        if let Some(hand_over) = hand_over {
+            // Each lane freed to its next delivery, each slot outside lanes to the oldest due.
+            let mut lanes: Vec<&str> = finished
+                .iter()
+                .filter_map(|finished| finished.lane.as_deref())
+                .collect();
+            let claimed = lanes::hand_over(
+                dialect,
+                tx.conn(),
+                &mut lanes,
+                hand_over,
+                &self.shared.holder,
+            )
+            .await?;
+            for (lane, delivery) in claimed {
+                let by = finished
+                    .iter()
+                    .find(|finished| finished.lane.as_deref() == Some(lane.as_str()));
+                if let Some(finished) = by {
+                    next[finished.by] = Some(delivery);
+                }
+            }
+            let slots: Vec<usize> = finished
+                .iter()
+                .filter(|finished| finished.lane.is_none())
+                .map(|finished| finished.by)
+                .collect();
+            if !slots.is_empty() {
+                let claimed = self
+                    .claim_query(
+                        dialect.claim_sql(),
+                        hand_over,
+                        u32::try_from(slots.len()).unwrap_or(u32::MAX),
+                    )
+                    .fetch_all(tx.conn())
+                    .await
+                    .map_err(InboxError::database)?;
+                for (by, row) in slots.into_iter().zip(&claimed) {
+                    next[by] = Some(rows::claimed(row)?);
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(held.into_iter().zip(next).collect())
+    }
+
     /// Claims with `sql`, the dialect's claim of deliveries or of a suspect.
     async fn claim_with(
         &self,
@@ -356,16 +414,33 @@ impl SqlInbox {
     ) -> Result<Vec<ClaimedDelivery>, InboxError> {
         self.ready().await?;
         let _turn = self.write_turn().await;
-        let rows = sqlx::query(sql)
-            .bind(token.to_string())
-            .bind(lease_until.timestamp_millis())
-            .bind(now.timestamp_millis())
-            .bind(i64::from(limit))
-            .bind(self.shared.holder.as_str())
+        let lease = HandOver {
+            now,
+            lease_until,
+            token,
+        };
+        let rows = self
+            .claim_query(sql, &lease, limit)
             .fetch_all(&self.shared.claims)
             .await
             .map_err(InboxError::database)?;
         rows.iter().map(rows::claimed).collect()
+    }
+
+    /// `sql`, the dialect's claim of deliveries or of a suspect, of up to `limit` leased as
+    /// `lease` says.
+    fn claim_query<'q>(
+        &'q self,
+        sql: &'q str,
+        lease: &HandOver,
+        limit: u32,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        sqlx::query(sql)
+            .bind(lease.token.to_string())
+            .bind(lease.lease_until.timestamp_millis())
+            .bind(lease.now.timestamp_millis())
+            .bind(i64::from(limit))
+            .bind(self.shared.holder.as_str())
     }
 }
 
@@ -560,12 +635,17 @@ impl InboxStore for SqlInbox {
 
     fn settle<'a>(&'a self, settlements: &'a [Settlement]) -> InboxFuture<'a, Vec<bool>> {
         self.run(async move {
-            let pool = self.ready().await?;
-            let mut tx = self.begin_write(pool).await?;
-            let held = settle::settle(self.shared.dialect, tx.conn(), settlements).await?;
-            tx.commit().await?;
-            Ok(held)
+            let settled = self.settle_with(settlements, None).await?;
+            Ok(settled.into_iter().map(|(held, _)| held).collect())
         })
+    }
+
+    fn settle_and_hand_over<'a>(
+        &'a self,
+        settlements: &'a [Settlement],
+        hand_over: &'a HandOver,
+    ) -> InboxFuture<'a, Vec<(bool, Option<ClaimedDelivery>)>> {
+        self.run(self.settle_with(settlements, Some(hand_over)))
     }
 
     fn next_due(&self) -> InboxFuture<'_, Option<DateTime<Utc>>> {

@@ -85,6 +85,29 @@ pub trait InboxStore: Send + Sync + 'static {
     /// the commit is durable.
     fn settle<'a>(&'a self, settlements: &'a [Settlement]) -> InboxFuture<'a, Vec<bool>>;
 
+    /// [`settle`](Self::settle)s, and in the same transaction claims a delivery for each
+    /// settlement that ended an attempt (handled, superseded, retried or dead-lettered; not a
+    /// lease extended or a delivery given back): an ordered one's lane's next, if due, and
+    /// otherwise, for one outside lanes, the oldest due outside lanes, as
+    /// [`claim`](Self::claim) would take them at `hand_over.now`. Says for each settlement, in
+    /// order, whether its token held it, and the delivery claimed after it.
+    ///
+    /// A worker hands what is claimed to the handler tasks that just finished, so under load
+    /// a delivery costs no claim transaction of its own, and a task goes on at once rather
+    /// than waiting for the claim loop's next turn at the writer. The default settles and
+    /// claims nothing.
+    fn settle_and_hand_over<'a>(
+        &'a self,
+        settlements: &'a [Settlement],
+        hand_over: &'a HandOver,
+    ) -> InboxFuture<'a, Vec<(bool, Option<ClaimedDelivery>)>> {
+        let _ = hand_over;
+        Box::pin(async move {
+            let held = self.settle(settlements).await?;
+            Ok(held.into_iter().map(|held| (held, None)).collect())
+        })
+    }
+
     /// When the next delivery not yet due becomes due (a retry's back-off), if any.
     fn next_due(&self) -> InboxFuture<'_, Option<DateTime<Utc>>>;
 
@@ -212,6 +235,17 @@ impl fmt::Debug for ClaimedDelivery {
             .field("len", &self.payload.len())
             .finish()
     }
+}
+
+/// The claims of [`InboxStore::settle_and_hand_over`]: when, and leased to whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandOver {
+    /// When they are claimed: a lane's next delivery is taken only if due then.
+    pub now: DateTime<Utc>,
+    /// The end of their leases.
+    pub lease_until: DateTime<Utc>,
+    /// The claim that leases them.
+    pub token: ClaimToken,
 }
 
 /// What became of one claimed delivery, for [`InboxStore::settle`].

@@ -132,7 +132,7 @@ macro_rules! tx_engine {
                 Box::pin(async move {
                     let outcome = Settle::Done { at };
                     let done = Settlement { id, token, outcome };
-                    let held = settle::settle($dialect, conn, &[done]).await?;
+                    let (held, _) = settle::settle($dialect, conn, &[done]).await?;
                     Ok(held == [true])
                 })
             }

@@ -1,6 +1,15 @@
 //! [`Worker`]: takes stored deliveries and runs the handler on them.
 
-use std::{fmt, future::Future, marker::PhantomData, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    future::Future,
+    marker::PhantomData,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use tokio::{
     sync::{watch, Notify},
@@ -12,13 +21,14 @@ use super::{
     backoff::Backoff,
     commit::Batcher,
     handle::Inbox,
-    job::{Handler, Plain, Policy, Run, Runs},
-    store::{ClaimedDelivery, InboxAdmin, Settlement},
+    job::{Handler, Plain, Policy, Run, Runs, Settled},
+    store::{ClaimedDelivery, HandOver, InboxAdmin, Settlement},
 };
 use crate::{
     event::{EventKind, FromEventData},
     outage::Outage,
     replay::ClaimToken,
+    verify::Clock,
 };
 
 /// Runs a handler on the inbox's deliveries: at least once, in practice once.
@@ -275,9 +285,16 @@ where
         #[cfg(feature = "metrics")]
         let counting = AbortOnDrop(tokio::spawn(count_for_metrics(self.inbox.clone())));
         let (cancel, cancelled) = watch::channel(false);
+        let handing_over = HandingOver {
+            on: Arc::new(AtomicBool::new(false)),
+            batches: Arc::new(AtomicUsize::new(0)),
+            clock: self.inbox.shared_clock(),
+            lease: self.config.policy.lease,
+        };
         let mut claiming = Claiming {
             worker: &self,
-            settler: settler(&store),
+            settler: settler(&store, Some(handing_over.clone())),
+            handing_over: handing_over.on,
             store,
             woken,
             cancelled,
@@ -286,6 +303,7 @@ where
             outage: Outage::default(),
         };
         claiming.until(shutdown).await;
+        claiming.handing_over.store(false, Ordering::Relaxed);
         drop(listener);
         #[cfg(feature = "metrics")]
         drop(counting);
@@ -308,7 +326,7 @@ where
     /// What runs one delivery claimed with `token`, recording through `settler`.
     fn job(
         &self,
-        settler: Batcher<Settlement, bool>,
+        settler: Batcher<Settlement, Settled>,
         cancel: watch::Receiver<bool>,
         token: ClaimToken,
     ) -> Run<T, H> {
@@ -339,12 +357,12 @@ where
         record: bool,
     ) {
         let settler = if record {
-            settler(self.inbox.store())
+            settler(self.inbox.store(), None)
         } else {
             // Says "lease lost" to every settlement, as a dead process records nothing.
             Batcher::spawn(
                 1,
-                |settlements: Vec<Settlement>| async move { Ok(vec![false; settlements.len()]) },
+                |settlements: Vec<Settlement>| async move { Ok(vec![(false, None); settlements.len()]) },
                 |_| {},
             )
         };
@@ -372,7 +390,10 @@ struct Claiming<'w, T, H> {
     /// Notified when another process may have stored a delivery.
     woken: Arc<Notify>,
     /// The group commit for the handlers' outcomes.
-    settler: Batcher<Settlement, bool>,
+    settler: Batcher<Settlement, Settled>,
+    /// Whether the group commit hands lanes' next deliveries over (see [`HandingOver`]):
+    /// while this loop claims, and no suspect waits or runs alone.
+    handing_over: Arc<AtomicBool>,
     /// Turns `true` when the shutdown grace is over: handlers give their deliveries back.
     cancelled: watch::Receiver<bool>,
     running: JoinSet<()>,
@@ -435,11 +456,16 @@ where
     async fn claim(&mut self) -> Result<Claimed, super::InboxError> {
         let running = self.running.len();
         let concurrency = self.worker.config.concurrency;
-        if free(concurrency, running, self.suspicion.alone) == 0 {
+        let full = free(concurrency, running, self.suspicion.alone) == 0;
+        // With every slot taken, handler tasks may go on with their lanes for ever: only a
+        // look for suspects (at most once a second while there are none) stops that.
+        if full && !self.handing_over.load(Ordering::Relaxed) {
             return Ok(Claimed::Waiting);
         }
-        // Whatever ran alone has ended.
-        self.suspicion.alone = false;
+        if !full {
+            // Whatever ran alone has ended.
+            self.suspicion.alone = false;
+        }
         let now = self.worker.inbox.now();
         let lease_until = now + self.worker.config.policy.lease;
         let token = ClaimToken::new();
@@ -450,6 +476,10 @@ where
             self.suspicion.found(due, looked_at, every);
         }
         let due = self.suspicion.due;
+        self.handing_over.store(due == 0, Ordering::Relaxed);
+        if full {
+            return Ok(Claimed::Waiting);
+        }
         let limit = match next(concurrency, running, due) {
             Next::Wait => return Ok(Claimed::Waiting),
             Next::Claim(limit) => limit,
@@ -457,6 +487,7 @@ where
                 Some(suspect) => {
                     tracing::info!(delivery_id = %suspect.id, "running a suspect alone");
                     self.suspicion.alone = true;
+                    self.handing_over.store(false, Ordering::Relaxed);
                     self.start(token, suspect);
                     return Ok(Claimed::Waiting);
                 }
@@ -576,17 +607,68 @@ fn next(concurrency: usize, running: usize, suspects: u64) -> Next {
 }
 
 /// The worker's group commit for its handlers' outcomes: finishing together, they share one
-/// transaction, as accepted deliveries do. A handler's own task logs a failure.
-fn settler(store: &Arc<dyn InboxAdmin>) -> Batcher<Settlement, bool> {
+/// transaction, as accepted deliveries do. With `handing_over`, while it is on, that
+/// transaction also claims the next delivery of each lane it frees, for the task that ran the
+/// lane's last. A handler's own task logs a failure.
+fn settler(
+    store: &Arc<dyn InboxAdmin>,
+    handing_over: Option<HandingOver>,
+) -> Batcher<Settlement, Settled> {
     let store = Arc::clone(store);
     Batcher::spawn(
         MAX_SETTLE_BATCH,
         move |settlements| {
             let store = Arc::clone(&store);
-            async move { store.settle(&settlements).await }
+            let hand_over = handing_over.as_ref().and_then(HandingOver::next);
+            async move {
+                let Some(hand_over) = hand_over else {
+                    let held = store.settle(&settlements).await?;
+                    return Ok(held.into_iter().map(|held| (held, None)).collect());
+                };
+                let settled = store.settle_and_hand_over(&settlements, &hand_over).await?;
+                Ok(settled
+                    .into_iter()
+                    .map(|(held, next)| (held, next.map(|next| (hand_over.token, next))))
+                    .collect())
+            }
         },
         |_| {},
     )
+}
+
+/// How a worker hands a lane's next delivery to the task that ran the lane's last (see
+/// [`InboxStore::settle_and_hand_over`](super::InboxStore::settle_and_hand_over)): an ordered
+/// delivery then needs no claim of its own.
+///
+/// Every [`TAKE_TURNS_EVERY`]th group commit hands nothing over, so that lanes with a long
+/// backlog go back among the others, which the claim loop takes the earliest due first,
+/// rather than keeping their tasks while other lanes wait.
+#[derive(Clone)]
+struct HandingOver {
+    /// Off while the claim loop does not claim: stopping, or a suspect due or running alone.
+    on: Arc<AtomicBool>,
+    batches: Arc<AtomicUsize>,
+    clock: Arc<dyn Clock>,
+    lease: Duration,
+}
+
+/// See [`HandingOver`].
+const TAKE_TURNS_EVERY: usize = 8;
+
+impl HandingOver {
+    /// The claims of the next group commit, if it hands over.
+    fn next(&self) -> Option<HandOver> {
+        let batch = self.batches.fetch_add(1, Ordering::Relaxed);
+        if !self.on.load(Ordering::Relaxed) || batch % TAKE_TURNS_EVERY == TAKE_TURNS_EVERY - 1 {
+            return None;
+        }
+        let now = self.clock.now();
+        Some(HandOver {
+            now,
+            lease_until: now + self.lease,
+            token: ClaimToken::new(),
+        })
+    }
 }
 
 /// How often a worker counts the inbox for its gauges: a count reads the whole table, and
@@ -671,6 +753,31 @@ mod tests {
         assert!(
             suspicion.look(start + every),
             "while some are due, every claim looks"
+        );
+    }
+
+    #[test]
+    fn outcomes_hand_over_only_while_the_loop_claims_and_every_eighth_commit_takes_turns() {
+        let handing_over = HandingOver {
+            on: Arc::new(AtomicBool::new(false)),
+            batches: Arc::new(AtomicUsize::new(0)),
+            clock: Arc::new(crate::SystemClock),
+            lease: Duration::from_secs(30),
+        };
+        assert!(handing_over.next().is_none(), "off: nothing handed over");
+        handing_over.on.store(true, Ordering::Relaxed);
+        let handed: Vec<bool> = (1..=16).map(|_| handing_over.next().is_some()).collect();
+        let turns: Vec<usize> = (1..=16).filter(|at| !handed[at - 1]).collect();
+        assert_eq!(turns, [7, 15], "each eighth commit hands nothing over");
+        let hand_over = handing_over.next().unwrap();
+        assert_eq!(
+            hand_over.lease_until - hand_over.now,
+            chrono::TimeDelta::seconds(30)
+        );
+        assert_ne!(
+            hand_over.token,
+            handing_over.next().unwrap().token,
+            "a claim each"
         );
     }
 

@@ -8,8 +8,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use ringyo_test_support::{inbox::databases, stores::ids};
 use ringyo_webhook::{
     inbox::{
-        ClaimedDelivery, InboxAdmin, InboxStore, NewDelivery, ReplayFilter, Settle, Settlement,
-        SqlInbox, Stored,
+        ClaimedDelivery, HandOver, InboxAdmin, InboxStore, NewDelivery, ReplayFilter, Settle,
+        Settlement, SqlInbox, Stored,
     },
     secrets::Tenant,
     ClaimToken, Clock, DeliveryId, SystemClock,
@@ -834,6 +834,171 @@ async fn replayed_deliveries_take_their_place_among_a_subjects_new_ones_by_times
             assert_eq!(next_in_lane(&store, now, token).await, (expected, None));
             settle_all(&store, &[expected], token, Settle::Done { at: now }).await;
         }
+    })
+    .await;
+}
+
+/// Settles `settlements` and hands over what they free at `at`, leased to `token`: for each,
+/// whether it held, and the id and `superseded_by` of the delivery handed over after it.
+async fn settle_handing_over(
+    store: &SqlInbox,
+    settlements: &[Settlement],
+    at: DateTime<Utc>,
+    token: ClaimToken,
+) -> Vec<(bool, Option<(DeliveryId, Option<DateTime<Utc>>)>)> {
+    let hand_over = HandOver {
+        now: at,
+        lease_until: at + ms(60_000),
+        token,
+    };
+    let settled = store
+        .settle_and_hand_over(settlements, &hand_over)
+        .await
+        .unwrap();
+    assert_eq!(settled.len(), settlements.len());
+    settled
+        .into_iter()
+        .map(|(held, next)| (held, next.map(|next| (next.id, next.superseded_by))))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_settlement_hands_its_lane_the_next_due_delivery_and_a_free_slot_the_oldest_outside_lanes(
+) {
+    on_every_engine(|store| async move {
+        let id = ids();
+        let now = now_in_millis();
+        let signed = |seconds: i64| now - ms(60_000) + ms(seconds * 1000);
+        let [first, second, other, later, unordered, waiting, newer] =
+            [1, 2, 3, 4, 5, 6, 7].map(id);
+        let not_yet = NewDelivery {
+            due_at: now + ms(3_600_000),
+            ..ordered(later, "call:call_2", signed(2), now)
+        };
+        let batch = [
+            ordered(second, "call:call_1", signed(2), now),
+            ordered(first, "call:call_1", signed(1), now + ms(1)),
+            ordered(other, "call:call_2", signed(1), now),
+            not_yet,
+            delivery(unordered, now, "{}"),
+        ];
+        store.store(&batch).await.unwrap();
+        let at = now + ms(10);
+        let token = ClaimToken::new();
+        let mut claimed: Vec<DeliveryId> = due(&store, at, token)
+            .await
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        claimed.sort_unstable();
+        let mut expected = vec![first, other, unordered];
+        expected.sort_unstable();
+        assert_eq!(
+            claimed, expected,
+            "each lane's first and the one outside lanes"
+        );
+        store
+            .store(&[
+                delivery(waiting, now + ms(2), "{}"),
+                delivery(newer, now + ms(3), "{}"),
+            ])
+            .await
+            .unwrap();
+
+        let done = |id| Settlement {
+            id,
+            token,
+            outcome: Settle::Done { at },
+        };
+        let handed = ClaimToken::new();
+        let settled = settle_handing_over(
+            &store,
+            &[done(first), done(other), done(unordered)],
+            at,
+            handed,
+        )
+        .await;
+        assert_eq!(
+            settled,
+            [
+                (true, Some((second, None))),
+                (true, None),
+                (true, Some((waiting, None))),
+            ],
+            "call_1's next; call_2's next is not due yet; the oldest outside lanes"
+        );
+        assert_eq!(
+            due(&store, at, ClaimToken::new()).await,
+            [(newer, 1)],
+            "what was handed over is leased: only the newer one is left"
+        );
+        assert!(
+            settle(&store, second, handed, Settle::Done { at }).await,
+            "a delivery handed over is leased to the hand-over's token"
+        );
+        assert!(!settle(&store, waiting, token, Settle::Done { at }).await);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_given_back_or_settled_by_a_stale_token_hands_nothing_over() {
+    on_every_engine(|store| async move {
+        let id = ids();
+        let now = now_in_millis();
+        let signed = |seconds: i64| now - ms(60_000) + ms(seconds * 1000);
+        let [first, second, unordered, waiting] = [1, 2, 3, 4].map(id);
+        store
+            .store(&[
+                ordered(first, "call:call_1", signed(1), now),
+                ordered(second, "call:call_1", signed(2), now),
+                delivery(unordered, now, "{}"),
+            ])
+            .await
+            .unwrap();
+        let at = now + ms(10);
+        let token = ClaimToken::new();
+        assert_eq!(due(&store, at, token).await.len(), 2);
+        store
+            .store(&[delivery(waiting, now + ms(1), "{}")])
+            .await
+            .unwrap();
+
+        let settled = settle_handing_over(
+            &store,
+            &[
+                Settlement {
+                    id: first,
+                    token,
+                    outcome: Settle::Release { at },
+                },
+                Settlement {
+                    id: unordered,
+                    token: ClaimToken::new(),
+                    outcome: Settle::Done { at },
+                },
+            ],
+            at,
+            ClaimToken::new(),
+        )
+        .await;
+        assert_eq!(
+            settled,
+            [(true, None), (false, None)],
+            "given back: its lane's next waits for it; stale: nothing changed"
+        );
+        let mut left: Vec<DeliveryId> = due(&store, at, ClaimToken::new())
+            .await
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        left.sort_unstable();
+        let mut expected = vec![first, waiting];
+        expected.sort_unstable();
+        assert_eq!(
+            left, expected,
+            "the lane's first again, and the one still waiting"
+        );
     })
     .await;
 }
