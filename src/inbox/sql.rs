@@ -362,6 +362,7 @@ impl SqlInbox {
             let mut lanes: Vec<&str> = finished
                 .iter()
                 .filter_map(|finished| finished.lane.as_deref())
+                .filter(|_| dialect.hands_over_lanes())
                 .collect();
             let claimed = lanes::hand_over(
                 dialect,

@@ -85,12 +85,13 @@ pub trait InboxStore: Send + Sync + 'static {
     /// the commit is durable.
     fn settle<'a>(&'a self, settlements: &'a [Settlement]) -> InboxFuture<'a, Vec<bool>>;
 
-    /// [`settle`](Self::settle)s, and in the same transaction claims a delivery for each
+    /// [`settle`](Self::settle)s, and in the same transaction may claim a delivery for each
     /// settlement that ended an attempt (handled, superseded, retried or dead-lettered; not a
-    /// lease extended or a delivery given back): an ordered one's lane's next, if due, and
-    /// otherwise, for one outside lanes, the oldest due outside lanes, as
-    /// [`claim`](Self::claim) would take them at `hand_over.now`. Says for each settlement, in
-    /// order, whether its token held it, and the delivery claimed after it.
+    /// lease extended or a delivery given back): for an ordered one, its lane's next, if due;
+    /// for one outside lanes, the oldest due outside lanes; each as [`claim`](Self::claim)
+    /// would take it at `hand_over.now`. Says for each settlement, in order, whether its token
+    /// held it, and the delivery claimed after it, if any. ([`SqlInbox`](super::SqlInbox)
+    /// hands lanes over on SQLite only.)
     ///
     /// A worker hands what is claimed to the handler tasks that just finished, so under load
     /// a delivery costs no claim transaction of its own, and a task goes on at once rather

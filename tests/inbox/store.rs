@@ -865,7 +865,11 @@ async fn settle_handing_over(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_settlement_hands_its_lane_the_next_due_delivery_and_a_free_slot_the_oldest_outside_lanes(
 ) {
-    on_every_engine(|store| async move {
+    for database in databases().await {
+        eprintln!("engine: {}", database.name);
+        // Postgres hands over only outside lanes (see `Dialect::hands_over_lanes`).
+        let lanes_handed_over = database.name == "sqlite";
+        let store = database.open();
         let id = ids();
         let now = now_in_millis();
         let signed = |seconds: i64| now - ms(60_000) + ms(seconds * 1000);
@@ -918,27 +922,31 @@ async fn a_settlement_hands_its_lane_the_next_due_delivery_and_a_free_slot_the_o
             handed,
         )
         .await;
+        let call_1 = lanes_handed_over.then_some((second, None));
         assert_eq!(
             settled,
-            [
-                (true, Some((second, None))),
-                (true, None),
-                (true, Some((waiting, None))),
-            ],
+            [(true, call_1), (true, None), (true, Some((waiting, None))),],
             "call_1's next; call_2's next is not due yet; the oldest outside lanes"
         );
+        let mut left: Vec<(DeliveryId, u32)> = due(&store, at, handed).await;
+        left.sort_unstable();
+        let mut expected = vec![(newer, 1)];
+        if !lanes_handed_over {
+            expected.push((second, 1));
+            expected.sort_unstable();
+        }
         assert_eq!(
-            due(&store, at, ClaimToken::new()).await,
-            [(newer, 1)],
-            "what was handed over is leased: only the newer one is left"
+            left, expected,
+            "what was handed over is leased: only the rest is left"
         );
         assert!(
             settle(&store, second, handed, Settle::Done { at }).await,
             "a delivery handed over is leased to the hand-over's token"
         );
         assert!(!settle(&store, waiting, token, Settle::Done { at }).await);
-    })
-    .await;
+        assert!(settle(&store, waiting, handed, Settle::Done { at }).await);
+        store.close().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
