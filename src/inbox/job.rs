@@ -240,7 +240,7 @@ impl Policy {
 }
 
 /// What the worker's group commit says of a settlement: whether its token still held the
-/// delivery, and the next delivery of its lane, if one was handed over (see
+/// delivery, and the task's next delivery, if one was handed over (see
 /// [`InboxStore::settle_and_hand_over`](super::InboxStore::settle_and_hand_over)), with the
 /// claim that leases it.
 pub(super) type Settled = (bool, Option<(ClaimToken, ClaimedDelivery)>);
@@ -263,7 +263,7 @@ pub(super) struct Run<T, H> {
 
 impl<T: FromEventData + Send + 'static, H: Runs<T>> Run<T, H> {
     /// Runs the handler on `delivery`, keeping its lease, and records the outcome; then the
-    /// same for each delivery of its lane handed over to it, in turn.
+    /// same for each delivery handed over to it, in turn.
     pub(super) async fn run(mut self, mut delivery: ClaimedDelivery) {
         while let Some((token, next)) = self.run_one(delivery).await {
             self.token = token;
@@ -344,6 +344,10 @@ impl<T: FromEventData + Send + 'static, H: Runs<T>> Run<T, H> {
                 );
                 return Some(Attempt::Superseded);
             }
+        }
+        if *self.cancel.borrow() {
+            // Handed over as the shutdown grace ran out: given back without starting.
+            return None;
         }
         let timer = HandlerTimer::start(Some(&job.event.kind));
         let extends = self.handler.extends_lease();

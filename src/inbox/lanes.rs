@@ -24,6 +24,10 @@
 //! moves `newest_done` forward. `due_at` is a hint no later than the truth while the lane is
 //! free: storing only lowers it, and a claim that leaves the lane free and each settlement
 //! that frees it set it to its head's due time. A held lane's is read by nothing.
+//!
+//! On SQLite a settlement that frees lanes then claims their next deliveries itself, in its
+//! own transaction ([`hand_over`]): step 2 for those lanes, whose write lock it holds, then
+//! steps 3 and 4.
 
 use std::collections::HashMap;
 
@@ -35,7 +39,7 @@ use super::{
     rows::{self, claimed_columns, get},
     store::{ClaimedDelivery, HandOver, InboxError},
 };
-use crate::{replay::ClaimToken, verify::DeliveryId};
+use crate::verify::DeliveryId;
 
 /// The lane's first pending delivery, the one to run next: `$lane` is a column or parameter.
 macro_rules! head {
@@ -262,21 +266,13 @@ pub(super) const NEXT_DUE: &str =
 pub(super) async fn claim(
     dialect: Dialect,
     mut tx: WriteTx,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
+    lease: &HandOver,
     limit: u32,
-    token: ClaimToken,
     holder: &str,
 ) -> Result<Vec<ClaimedDelivery>, InboxError> {
-    let now = now.timestamp_millis();
+    let now = lease.now.timestamp_millis();
     let taken = take(dialect, tx.conn(), now, limit).await?;
-    let lease = Lease {
-        now,
-        until: lease_until.timestamp_millis(),
-        token,
-        holder,
-    };
-    let claimed = claim_taken(dialect, tx.conn(), &taken, &lease).await?;
+    let claimed = claim_taken(dialect, tx.conn(), &taken, lease, holder).await?;
     tx.commit().await?;
     Ok(claimed.into_iter().map(|(_, delivery)| delivery).collect())
 }
@@ -293,12 +289,6 @@ pub(super) async fn hand_over(
 ) -> Result<Vec<(String, ClaimedDelivery)>, InboxError> {
     lanes.sort_unstable();
     lanes.dedup();
-    let lease = Lease {
-        now: hand_over.now.timestamp_millis(),
-        until: hand_over.lease_until.timestamp_millis(),
-        token: hand_over.token,
-        holder,
-    };
     let mut claimed = Vec::new();
     for chunk in lanes.chunks(MAX_LANES_PER_CLAIM as usize) {
         let taken = read_heads(dialect, conn, chunk)
@@ -306,45 +296,42 @@ pub(super) async fn hand_over(
             .iter()
             .map(Taken::read)
             .collect::<Result<Vec<_>, _>>()?;
-        claimed.extend(claim_taken(dialect, conn, &taken, &lease).await?);
+        claimed.extend(claim_taken(dialect, conn, &taken, hand_over, holder).await?);
     }
     Ok(claimed)
 }
 
-/// What a claim leases its deliveries with (times in milliseconds).
-struct Lease<'a> {
-    now: i64,
-    until: i64,
-    token: ClaimToken,
-    holder: &'a str,
-}
-
 /// Steps 3 and 4 for the lanes `taken`: claims each one's head if [`Taken::to_claim`] says
-/// so, and writes the lanes; returns the deliveries claimed, each with its lane.
+/// so, leased as `lease` says to the inbox `holder`, and writes the lanes; returns the
+/// deliveries claimed, each with its lane.
 async fn claim_taken(
     dialect: Dialect,
     conn: &mut AnyConnection,
     taken: &[Taken],
-    lease: &Lease<'_>,
+    lease: &HandOver,
+    holder: &str,
 ) -> Result<Vec<(String, ClaimedDelivery)>, InboxError> {
     if taken.is_empty() {
         return Ok(Vec::new());
     }
+    let now = lease.now.timestamp_millis();
     // Each head to claim, by id, with its lane.
-    let heads: HashMap<DeliveryId, &str> = taken
-        .iter()
-        .filter_map(|lane| {
-            let id = lane.to_claim(lease.now)?.parse().ok()?;
-            Some((id, lane.lane.as_str()))
-        })
-        .collect();
+    let mut heads: HashMap<DeliveryId, &str> = HashMap::new();
+    for lane in taken {
+        if let Some(id) = lane.to_claim(now) {
+            let id = id.parse().map_err(|_| {
+                InboxError::database(format!("a lane's first delivery has a bad id: {id:?}"))
+            })?;
+            heads.insert(id, lane.lane.as_str());
+        }
+    }
     let mut claimed = Vec::new();
     if !heads.is_empty() {
         let sql = claim_heads_sql(dialect, heads.len());
         let mut query = sqlx::query(&sql)
             .bind(lease.token.to_string())
-            .bind(lease.until)
-            .bind(lease.holder);
+            .bind(lease.lease_until.timestamp_millis())
+            .bind(holder);
         for id in heads.keys() {
             query = query.bind(id.to_string());
         }

@@ -14,7 +14,7 @@ use super::{
 /// whether its token still held the delivery; and which ended an attempt (see [`Finished`]).
 ///
 /// A few statements for the whole batch, not a few per delivery: on Postgres every statement
-/// is a round trip, and the group commit hands over dozens of outcomes at a time. The
+/// is a round trip, and the group commit gathers dozens of outcomes at a time. The
 /// deliveries' rows are written in one statement, and the lanes they free in another (on
 /// Postgres each preceded by one that locks the rows in order, so two transactions that share
 /// rows, a lease that changed hands or a lane, lock them in one order and never deadlock).
@@ -63,7 +63,8 @@ pub(super) async fn settle<C: SettleOn + ?Sized>(
 pub(super) struct Finished {
     /// The settlement's place in the batch.
     pub(super) by: usize,
-    /// The delivery's lane, if it is ordered: the settlement freed it.
+    /// The delivery's lane, if it is ordered: the settlement freed it, if the delivery held
+    /// it (as a delivery settled by its own token does).
     pub(super) lane: Option<String>,
 }
 

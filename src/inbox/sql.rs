@@ -415,11 +415,7 @@ impl SqlInbox {
     ) -> Result<Vec<ClaimedDelivery>, InboxError> {
         self.ready().await?;
         let _turn = self.write_turn().await;
-        let lease = HandOver {
-            now,
-            lease_until,
-            token,
-        };
+        let lease = HandOver::new(now, lease_until, token);
         let rows = self
             .claim_query(sql, &lease, limit)
             .fetch_all(&self.shared.claims)
@@ -584,14 +580,13 @@ impl InboxStore for SqlInbox {
             let left = limit.saturating_sub(u32::try_from(claimed.len()).unwrap_or(u32::MAX));
             if get::<i64>(&due, 1)? == 1 && left > 0 {
                 let shared = &self.shared;
+                let lease = HandOver::new(now, lease_until, token);
                 claimed.extend(
                     lanes::claim(
                         shared.dialect,
                         self.begin_write(&shared.claims).await?,
-                        now,
-                        lease_until,
+                        &lease,
                         left,
-                        token,
                         &shared.holder,
                     )
                     .await?,

@@ -90,8 +90,10 @@ pub trait InboxStore: Send + Sync + 'static {
     /// lease extended or a delivery given back): for an ordered one, its lane's next, if due;
     /// for one outside lanes, the oldest due outside lanes; each as [`claim`](Self::claim)
     /// would take it at `hand_over.now`. Says for each settlement, in order, whether its token
-    /// held it, and the delivery claimed after it, if any. ([`SqlInbox`](super::SqlInbox)
-    /// hands lanes over on SQLite only.)
+    /// held it, and the delivery claimed after it, if any: none for a settlement whose token
+    /// did not hold, or that did not end an attempt (the worker would leave such a delivery
+    /// claimed and not run it until its lease ran out). ([`SqlInbox`](super::SqlInbox) hands
+    /// lanes over on SQLite only.)
     ///
     /// A worker hands what is claimed to the handler tasks that just finished, so under load
     /// a delivery costs no claim transaction of its own, and a task goes on at once rather
@@ -239,7 +241,16 @@ impl fmt::Debug for ClaimedDelivery {
 }
 
 /// The claims of [`InboxStore::settle_and_hand_over`]: when, and leased to whom.
+///
+/// ```
+/// use ringyo_webhook::{chrono::TimeDelta, inbox::HandOver, ClaimToken, Clock, SystemClock};
+///
+/// let now = SystemClock.now();
+/// let hand_over = HandOver::new(now, now + TimeDelta::seconds(30), ClaimToken::new());
+/// assert_eq!(hand_over.lease_until - hand_over.now, TimeDelta::seconds(30));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HandOver {
     /// When they are claimed: a lane's next delivery is taken only if due then.
     pub now: DateTime<Utc>,
@@ -247,6 +258,18 @@ pub struct HandOver {
     pub lease_until: DateTime<Utc>,
     /// The claim that leases them.
     pub token: ClaimToken,
+}
+
+impl HandOver {
+    /// Claims at `now`, leased to `token` until `lease_until`.
+    #[must_use]
+    pub fn new(now: DateTime<Utc>, lease_until: DateTime<Utc>, token: ClaimToken) -> Self {
+        Self {
+            now,
+            lease_until,
+            token,
+        }
+    }
 }
 
 /// What became of one claimed delivery, for [`InboxStore::settle`].

@@ -22,7 +22,7 @@ use super::{
     commit::Batcher,
     handle::Inbox,
     job::{Handler, Plain, Policy, Run, Runs, Settled},
-    store::{ClaimedDelivery, HandOver, InboxAdmin, Settlement},
+    store::{ClaimedDelivery, HandOver, InboxAdmin, Settle, Settlement},
 };
 use crate::{
     event::{EventKind, FromEventData},
@@ -391,7 +391,7 @@ struct Claiming<'w, T, H> {
     woken: Arc<Notify>,
     /// The group commit for the handlers' outcomes.
     settler: Batcher<Settlement, Settled>,
-    /// Whether the group commit hands lanes' next deliveries over (see [`HandingOver`]):
+    /// Whether the group commit hands tasks their next deliveries (see [`HandingOver`]):
     /// while this loop claims, and no suspect waits or runs alone.
     handing_over: Arc<AtomicBool>,
     /// Turns `true` when the shutdown grace is over: handlers give their deliveries back.
@@ -457,8 +457,9 @@ where
         let running = self.running.len();
         let concurrency = self.worker.config.concurrency;
         let full = free(concurrency, running, self.suspicion.alone) == 0;
-        // With every slot taken, handler tasks may go on with their lanes for ever: only a
-        // look for suspects (at most once a second while there are none) stops that.
+        // With every slot taken and handing over, tasks go on from delivery to delivery, and
+        // a slot frees only at a turn: a look for suspects, when the loop wakes (at most once
+        // a second while there are none), is what stops that when one is due.
         if full && !self.handing_over.load(Ordering::Relaxed) {
             return Ok(Claimed::Waiting);
         }
@@ -608,8 +609,8 @@ fn next(concurrency: usize, running: usize, suspects: u64) -> Next {
 
 /// The worker's group commit for its handlers' outcomes: finishing together, they share one
 /// transaction, as accepted deliveries do. With `handing_over`, while it is on, that
-/// transaction also claims the next delivery of each lane it frees, for the task that ran the
-/// lane's last. A handler's own task logs a failure.
+/// transaction also claims a next delivery for each task that finished one (see
+/// [`HandingOver`]). A handler's own task logs a failure.
 fn settler(
     store: &Arc<dyn InboxAdmin>,
     handing_over: Option<HandingOver>,
@@ -619,7 +620,9 @@ fn settler(
         MAX_SETTLE_BATCH,
         move |settlements| {
             let store = Arc::clone(&store);
-            let hand_over = handing_over.as_ref().and_then(HandingOver::next);
+            let hand_over = handing_over
+                .as_ref()
+                .and_then(|handing_over| handing_over.next(&settlements));
             async move {
                 let Some(hand_over) = hand_over else {
                     let held = store.settle(&settlements).await?;
@@ -636,13 +639,14 @@ fn settler(
     )
 }
 
-/// How a worker hands a lane's next delivery to the task that ran the lane's last (see
-/// [`InboxStore::settle_and_hand_over`](super::InboxStore::settle_and_hand_over)): an ordered
-/// delivery then needs no claim of its own.
+/// How a worker hands a task that finished a delivery its next one, claimed in the
+/// transaction that records the outcome (see
+/// [`InboxStore::settle_and_hand_over`](super::InboxStore::settle_and_hand_over)): the
+/// delivery then needs no claim transaction of its own, and the task no turn of the claim loop.
 ///
-/// Every [`TAKE_TURNS_EVERY`]th group commit hands nothing over, so that lanes with a long
-/// backlog go back among the others, which the claim loop takes the earliest due first,
-/// rather than keeping their tasks while other lanes wait.
+/// Every [`TAKE_TURNS_EVERY`]th group commit of outcomes hands nothing over, so that lanes
+/// with a long backlog go back among the others, which the claim loop takes the earliest due
+/// first, rather than keeping their tasks while other lanes wait.
 #[derive(Clone)]
 struct HandingOver {
     /// Off while the claim loop does not claim: stopping, or a suspect due or running alone.
@@ -656,18 +660,21 @@ struct HandingOver {
 const TAKE_TURNS_EVERY: usize = 8;
 
 impl HandingOver {
-    /// The claims of the next group commit, if it hands over.
-    fn next(&self) -> Option<HandOver> {
+    /// The claims of the group commit of `settlements`, if it hands over: counted only if one
+    /// ends an attempt (a batch of lease extensions frees no task).
+    fn next(&self, settlements: &[Settlement]) -> Option<HandOver> {
+        let ends = settlements
+            .iter()
+            .any(|settlement| !matches!(settlement.outcome, Settle::Extend { .. }));
+        if !ends {
+            return None;
+        }
         let batch = self.batches.fetch_add(1, Ordering::Relaxed);
         if !self.on.load(Ordering::Relaxed) || batch % TAKE_TURNS_EVERY == TAKE_TURNS_EVERY - 1 {
             return None;
         }
         let now = self.clock.now();
-        Some(HandOver {
-            now,
-            lease_until: now + self.lease,
-            token: ClaimToken::new(),
-        })
+        Some(HandOver::new(now, now + self.lease, ClaimToken::new()))
     }
 }
 
@@ -764,19 +771,42 @@ mod tests {
             clock: Arc::new(crate::SystemClock),
             lease: Duration::from_secs(30),
         };
-        assert!(handing_over.next().is_none(), "off: nothing handed over");
+        let settlement = |outcome| Settlement {
+            id: "ab".repeat(32).parse().unwrap(),
+            token: ClaimToken::new(),
+            outcome,
+        };
+        let now = crate::SystemClock.now();
+        let done = [settlement(Settle::Done { at: now })];
+        let extended = [settlement(Settle::Extend { lease_until: now })];
+        assert!(
+            handing_over.next(&done).is_none(),
+            "off: nothing handed over"
+        );
         handing_over.on.store(true, Ordering::Relaxed);
-        let handed: Vec<bool> = (1..=16).map(|_| handing_over.next().is_some()).collect();
+        let handed: Vec<bool> = (1..=16)
+            .map(|_| {
+                assert!(
+                    handing_over.next(&extended).is_none(),
+                    "extensions free no task"
+                );
+                handing_over.next(&done).is_some()
+            })
+            .collect();
         let turns: Vec<usize> = (1..=16).filter(|at| !handed[at - 1]).collect();
-        assert_eq!(turns, [7, 15], "each eighth commit hands nothing over");
-        let hand_over = handing_over.next().unwrap();
+        assert_eq!(
+            turns,
+            [7, 15],
+            "each eighth commit of outcomes hands nothing over"
+        );
+        let hand_over = handing_over.next(&done).unwrap();
         assert_eq!(
             hand_over.lease_until - hand_over.now,
             chrono::TimeDelta::seconds(30)
         );
         assert_ne!(
             hand_over.token,
-            handing_over.next().unwrap().token,
+            handing_over.next(&done).unwrap().token,
             "a claim each"
         );
     }

@@ -846,11 +846,7 @@ async fn settle_handing_over(
     at: DateTime<Utc>,
     token: ClaimToken,
 ) -> Vec<(bool, Option<(DeliveryId, Option<DateTime<Utc>>)>)> {
-    let hand_over = HandOver {
-        now: at,
-        lease_until: at + ms(60_000),
-        token,
-    };
+    let hand_over = HandOver::new(at, at + ms(60_000), token);
     let settled = store
         .settle_and_hand_over(settlements, &hand_over)
         .await
