@@ -420,6 +420,12 @@ where
                 next_prune = Instant::now() + PRUNE_EVERY;
             }
             let mut wake_at = Instant::now() + config.poll_interval;
+            if self.handing_over.load(Ordering::Relaxed) {
+                // Tasks that go on from delivery to delivery rarely end to wake this loop:
+                // wake it to look for suspects as often as it would between claims.
+                let every = LOOK_FOR_SUSPECTS_EVERY.min(config.poll_interval);
+                wake_at = wake_at.min(Instant::now() + every);
+            }
             match self.claim().await {
                 Ok(Claimed::Filled) => continue,
                 Ok(claimed) => {
