@@ -39,10 +39,7 @@ pub(super) async fn settle<C: SettleOn + ?Sized>(
             };
             held[at] = true;
             released.extend(rows[found].release(settlement));
-            if !matches!(
-                settlement.outcome,
-                Settle::Extend { .. } | Settle::Release { .. }
-            ) {
+            if settlement.outcome.ends_attempt() {
                 finished.push(Finished {
                     by: at,
                     lane: rows[found].lane.clone(),
@@ -57,9 +54,8 @@ pub(super) async fn settle<C: SettleOn + ?Sized>(
     Ok((held, finished))
 }
 
-/// A settlement that ended its delivery's attempt (handled, superseded, retried or
-/// dead-lettered; not a lease extended or a delivery given back), so its worker's slot is
-/// free.
+/// A settlement that ended its delivery's attempt ([`Settle::ends_attempt`]), so its worker's
+/// task is free.
 pub(super) struct Finished {
     /// The settlement's place in the batch.
     pub(super) by: usize,

@@ -324,6 +324,15 @@ pub enum Settle {
     },
 }
 
+impl Settle {
+    /// Whether it ends the attempt (handled, superseded, retried or dead-lettered), so its
+    /// worker's task is free for another delivery: not a lease extended, nor a delivery given
+    /// back (as a stopping worker gives them).
+    pub(super) fn ends_attempt(&self) -> bool {
+        !matches!(self, Self::Extend { .. } | Self::Release { .. })
+    }
+}
+
 /// Counts of the inbox's deliveries by state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]

@@ -22,7 +22,7 @@ use super::{
     commit::Batcher,
     handle::Inbox,
     job::{Handler, Plain, Policy, Run, Runs, Settled},
-    store::{ClaimedDelivery, HandOver, InboxAdmin, Settle, Settlement},
+    store::{ClaimedDelivery, HandOver, InboxAdmin, Settlement},
 };
 use crate::{
     event::{EventKind, FromEventData},
@@ -671,7 +671,7 @@ impl HandingOver {
     fn next(&self, settlements: &[Settlement]) -> Option<HandOver> {
         let ends = settlements
             .iter()
-            .any(|settlement| !matches!(settlement.outcome, Settle::Extend { .. }));
+            .any(|settlement| settlement.outcome.ends_attempt());
         if !ends {
             return None;
         }
@@ -752,6 +752,7 @@ impl<T, H> fmt::Debug for Worker<T, H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inbox::Settle;
 
     #[test]
     fn suspects_are_counted_at_once_then_each_second_while_none_and_always_while_some() {
