@@ -364,7 +364,8 @@ else
   echo "RINGYO_TEST_POSTGRES_URL is not set: SQLite modes only" \
     "(for Postgres too: bash .ci/with-postgres bash benches/inbox.sh)"
 fi
-# The order part on some engines only (LOAD_ENGINES="postgres"), to look at one change.
+# The order part on some engines only (LOAD_ENGINES="postgres"), and some variants only
+# (LOAD_ORDER_VARIANTS="off on"), to look at one change.
 if [ -n "${LOAD_ENGINES:-}" ]; then read -ra ENGINES <<<"$LOAD_ENGINES"; fi
 INBOX_DIR=$(mktemp -d "${LOAD_INBOX_DIR:-/var/tmp}/ringyo-inbox-load.XXXXXX")
 echo "SQLite: a new file per run in $INBOX_DIR ($(df -T "$INBOX_DIR" | awk 'NR == 2 { print $2 " on " $1 }'))"
@@ -565,7 +566,7 @@ order_pass() {
   local engine which name mode window subjects line
   local -a variants=()
   for engine in "${ENGINES[@]}"; do
-    for which in off on on-1s on-10; do variants+=("$engine-$which"); done
+    for which in ${LOAD_ORDER_VARIANTS:-off on on-1s on-10}; do variants+=("$engine-$which"); done
   done
   echo "saturated: each of the $CONNECTIONS connections sends its next request on the last answer;"
   echo "the warm-up handled before each measured run; handled/s from the first answer to the drain's end"

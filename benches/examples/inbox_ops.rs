@@ -11,8 +11,10 @@
 //! database). Each round, for ordering off and then on (`NewDelivery::ordered`, due at once:
 //! a reorder window of 0), it stores DELIVERIES (default 4096) `call.transcript.ready`
 //! deliveries of 2 KiB over SUBJECTS calls (default 1000), BATCH at a time (default 64, what
-//! group commit gathers under load), then runs the worker's cycle until none is left: claim up
-//! to BATCH, settle those as handled in one call. It prints, per mode, the median round's time
+//! group commit gathers under load), then runs the worker's cycle until none is left: claim as
+//! many as BATCH slots are free, settle the BATCH running as handled in one call that hands
+//! the slots it frees their next deliveries (`settle_and_hand_over`), and again. It prints,
+//! per mode, the median round's time
 //! per delivery of each step (`store`, `claim`, `settle`) and in all, the claims per round,
 //! and the ratio off / on, which is what the step allows per second with ordering on, against
 //! off. The deliveries of every round stay (handled), as in a receiver's inbox.
@@ -33,7 +35,7 @@ use ringyo_webhook::{
     chrono::{DateTime, TimeDelta, Utc},
     inbox::{
         sqlx::{self, any::AnyPoolOptions, AnyPool},
-        InboxAdmin, InboxStore, NewDelivery, Settle, Settlement, SqlInbox,
+        HandOver, InboxAdmin, InboxStore, NewDelivery, Settle, Settlement, SqlInbox,
     },
     testing::{sample_data, TestDelivery},
     ClaimToken, DeliveryId, EventKind, Subject, SubjectKind,
@@ -242,37 +244,50 @@ async fn one_round(
         round.store += start.elapsed();
         round.pages[0] += pages(wal_size() - before);
     }
-    let limit = u32::try_from(batch)?;
+    // The worker's cycle: the claim loop fills the free slots, and each group commit of
+    // outcomes hands the slots it frees their next deliveries.
     let mut handled = 0;
+    let mut running: Vec<(DeliveryId, ClaimToken)> = Vec::new();
     loop {
-        let token = ClaimToken::new();
-        let at = self::now();
-        let (start, before) = (Instant::now(), wal_size());
-        let claimed = inbox
-            .claim(at, at + TimeDelta::seconds(60), limit, token)
-            .await?;
-        round.claim += start.elapsed();
-        round.pages[1] += pages(wal_size() - before);
-        round.claims += 1;
-        if claimed.is_empty() {
+        if running.len() < batch {
+            let token = ClaimToken::new();
+            let at = self::now();
+            let free = u32::try_from(batch - running.len())?;
+            let (start, before) = (Instant::now(), wal_size());
+            let claimed = inbox
+                .claim(at, at + TimeDelta::seconds(60), free, token)
+                .await?;
+            round.claim += start.elapsed();
+            round.pages[1] += pages(wal_size() - before);
+            round.claims += 1;
+            running.extend(claimed.iter().map(|delivery| (delivery.id, token)));
+        }
+        if running.is_empty() {
             break;
         }
-        let settlements: Vec<Settlement> = claimed
+        let settlements: Vec<Settlement> = running
             .iter()
-            .map(|delivery| Settlement {
-                id: delivery.id,
+            .map(|&(id, token)| Settlement {
+                id,
                 token,
                 outcome: Settle::Done { at: self::now() },
             })
             .collect();
+        let token = ClaimToken::new();
+        let at = self::now();
+        let hand_over = HandOver::new(at, at + TimeDelta::seconds(60), token);
         let (start, before) = (Instant::now(), wal_size());
-        let held = inbox.settle(&settlements).await?;
+        let settled = inbox.settle_and_hand_over(&settlements, &hand_over).await?;
         round.settle += start.elapsed();
         round.pages[2] += pages(wal_size() - before);
-        if held.iter().any(|held| !held) {
+        if settled.iter().any(|(held, _)| !held) {
             return Err("a settlement found its lease gone".into());
         }
-        handled += claimed.len();
+        handled += settlements.len();
+        running = settled
+            .into_iter()
+            .filter_map(|(_, next)| Some((next?.id, token)))
+            .collect();
     }
     if handled != deliveries {
         return Err(format!(

@@ -74,7 +74,8 @@ const CHANNEL: &str = "ringyo_inbox";
 /// Replicas starting together take this advisory lock to migrate one at a time.
 const MIGRATION_LOCK: i64 = 0x7269_6e67_796f_0001; // "ringyo" and the schema's table set
 
-/// A claim statement for each engine, `[SQLite, Postgres]`: `$set` (more columns to set)
+/// A claim statement for each engine, `[SQLite, Postgres]` (SQLite's an
+/// [`update`](Dialect::update)): `$set` (more columns to set)
 /// with the lease, on rows due that match `$which`, oldest first; Postgres skips rows
 /// another claim is taking rather than wait for them (SQLite has one writer: nothing to skip).
 /// Binds `$1` the token, `$2` the end of the lease, `$3` now, `$4` how many, `$5` the
@@ -82,13 +83,14 @@ const MIGRATION_LOCK: i64 = 0x7269_6e67_796f_0001; // "ringyo" and the schema's 
 macro_rules! claim_sql {
     ($set:literal, $which:literal) => {
         [
-            claim_sql!($set, $which, ""),
-            claim_sql!($set, $which, " FOR UPDATE SKIP LOCKED"),
+            claim_sql!("UPDATE OR FAIL", $set, $which, ""),
+            claim_sql!("UPDATE", $set, $which, " FOR UPDATE SKIP LOCKED"),
         ]
     };
-    ($set:literal, $which:literal, $lock:literal) => {
+    ($update:literal, $set:literal, $which:literal, $lock:literal) => {
         concat!(
-            "UPDATE ringyo_inbox SET state = 'running', attempts = attempts + 1, ",
+            $update,
+            " ringyo_inbox SET state = 'running', attempts = attempts + 1, ",
             $set,
             "lease_token = $1, available_at = $2, lease_holder = $5 \
              WHERE delivery_id IN (SELECT delivery_id FROM ringyo_inbox \
@@ -215,6 +217,24 @@ impl Dialect {
             // waiting or running: finishing clears it.
             "(state = 'running' OR suspect)"
         ))
+    }
+
+    /// How a statement that writes several rows begins, `UPDATE` or `INSERT INTO`: on SQLite
+    /// `OR FAIL`. Inside a transaction SQLite otherwise keeps a statement journal for such a
+    /// statement wherever it might stop at a constraint (a copy of each page it changes, so
+    /// that the statement alone can be undone), spilled to a temporary file past 64 KiB:
+    /// settling or claiming 100 deliveries of 2 KiB wrote 474 pages instead of 306. With
+    /// `OR FAIL` a statement stopped at a constraint keeps what it wrote before, and the error
+    /// rolls back the whole transaction, as every error in one of the inbox's does (and its
+    /// statements write only values the constraints allow: those are a last guard). An error
+    /// that is not a constraint's (a full disk) rolls the transaction back either way.
+    pub(super) fn update(self) -> &'static str {
+        self.pick(["UPDATE OR FAIL", "UPDATE"])
+    }
+
+    /// [`update`](Self::update)'s `INSERT INTO`.
+    pub(super) fn insert(self) -> &'static str {
+        self.pick(["INSERT OR FAIL INTO", "INSERT INTO"])
     }
 
     /// This engine's statement of `[SQLite, Postgres]`.

@@ -25,9 +25,11 @@
 //! free: storing only lowers it, and a claim that leaves the lane free and each settlement
 //! that frees it set it to its head's due time. A held lane's is read by nothing.
 //!
-//! On SQLite a settlement that frees lanes then claims their next deliveries itself, in its
-//! own transaction ([`hand_over`]): step 2 for those lanes, whose write lock it holds, then
-//! steps 3 and 4.
+//! On SQLite a settlement that frees lanes hands them over itself, in its own transaction,
+//! whose write lock keeps every other writer out ([`release_and_hand_over`]): one statement
+//! frees each lane to its next holder, decided in SQL as steps 2 and 4 decide it, and
+//! another claims those that are due; then slots left empty take free lanes as a claim does
+//! ([`take_and_claim`]).
 
 use std::collections::HashMap;
 
@@ -65,6 +67,24 @@ macro_rules! heads_columns {
     };
 }
 
+/// The `SET` of a release of lanes, `VALUES` `(lane, holder, handled_at, ..)` matched on the
+/// lane and its holder: `holder` becomes `$holder`, `newest_done` moves to a handled
+/// holder's `order_at`, `due_at` is the head's due time.
+macro_rules! release {
+    ($holder:expr) => {
+        concat!(
+            "holder = ",
+            $holder,
+            ", newest_done = CASE WHEN v.column3 IS NOT NULL \
+               AND (ringyo_inbox_lanes.newest_done IS NULL \
+                 OR ringyo_inbox_lanes.newest_done < v.column3) \
+               THEN v.column3 ELSE ringyo_inbox_lanes.newest_done END, \
+             due_at = ",
+            head!("h.available_at", "v.column1")
+        )
+    };
+}
+
 macro_rules! prune {
     ($lock:literal) => {
         concat!(
@@ -76,24 +96,15 @@ macro_rules! prune {
     };
 }
 
-/// Step 2 on SQLite, for the lanes `l` its `WHERE` picks. SQLite has no `LATERAL`, so the
-/// head is joined on its id.
-macro_rules! heads_sqlite {
-    ($where:literal) => {
-        concat!(
-            heads_columns!(),
-            " FROM ringyo_inbox_lanes l LEFT JOIN ringyo_inbox f ON f.delivery_id = ",
-            head!("h.delivery_id", "l.lane"),
-            " WHERE ",
-            $where
-        )
-    };
-}
-
 /// Steps 1 and 2 of a claim on SQLite, in one statement: the claim's transaction holds the
-/// file's write lock, which keeps every other writer out. Binds `?1` now, `?2` how many lanes.
-const TAKE_HEADS_SQLITE: &str =
-    heads_sqlite!("l.holder IS NULL AND l.due_at <= ?1 ORDER BY l.due_at LIMIT ?2");
+/// file's write lock, which keeps every other writer out. SQLite has no `LATERAL`, so the
+/// head is joined on its id. Binds `?1` now, `?2` how many lanes.
+const TAKE_HEADS_SQLITE: &str = concat!(
+    heads_columns!(),
+    " FROM ringyo_inbox_lanes l LEFT JOIN ringyo_inbox f ON f.delivery_id = ",
+    head!("h.delivery_id", "l.lane"),
+    " WHERE l.holder IS NULL AND l.due_at <= ?1 ORDER BY l.due_at LIMIT ?2"
+);
 
 /// Step 1 on Postgres: locks free lanes that are due, the earliest first, skipping lanes
 /// another transaction holds (and re-checking `holder IS NULL` on the newest version of each
@@ -101,42 +112,21 @@ const TAKE_HEADS_SQLITE: &str =
 const TAKE_LANES_POSTGRES: &str = "SELECT lane FROM ringyo_inbox_lanes \
      WHERE holder IS NULL AND due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED";
 
-/// Step 2 for `lanes` free lanes this transaction locked (on SQLite, the write lock): binds
-/// the lanes. On Postgres in a statement of its own, whose snapshot, taken after the locks,
-/// holds every change to these lanes' deliveries, each committed with a write to the lane's
-/// row; a `LATERAL` subquery keeps the planner on the head's index, lane by lane (joined on a
-/// subquery's result, it read the whole table at times).
-fn heads_of(dialect: Dialect, lanes: usize) -> String {
-    let list = dialect.list(1, lanes);
-    match dialect {
-        Dialect::Sqlite => format!(heads_sqlite!("l.holder IS NULL AND l.lane IN ({})"), list),
-        Dialect::Postgres => format!(
-            concat!(
-                heads_columns!(),
-                " FROM ringyo_inbox_lanes l LEFT JOIN LATERAL ",
-                head!("h.delivery_id, h.suspect, h.available_at", "l.lane"),
-                " AS f ON TRUE WHERE l.holder IS NULL AND l.lane IN ({})"
-            ),
-            list
+/// Step 2 on Postgres for `lanes` free lanes this transaction locked: binds the lanes. In a
+/// statement of its own, whose snapshot, taken after the locks, holds every change to these
+/// lanes' deliveries, each committed with a write to the lane's row; a `LATERAL` subquery
+/// keeps the planner on the head's index, lane by lane (joined on a subquery's result, it
+/// read the whole table at times).
+fn heads_postgres(lanes: usize) -> String {
+    format!(
+        concat!(
+            heads_columns!(),
+            " FROM ringyo_inbox_lanes l LEFT JOIN LATERAL ",
+            head!("h.delivery_id, h.suspect, h.available_at", "l.lane"),
+            " AS f ON TRUE WHERE l.holder IS NULL AND l.lane IN ({})"
         ),
-    }
-}
-
-/// Step 2 for `lanes`, locked by this transaction.
-async fn read_heads(
-    dialect: Dialect,
-    conn: &mut AnyConnection,
-    lanes: &[&str],
-) -> Result<Vec<AnyRow>, InboxError> {
-    let sql = heads_of(dialect, lanes.len());
-    let mut query = sqlx::query(&sql);
-    for lane in lanes {
-        query = query.bind(*lane);
-    }
-    query
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(InboxError::database)
+        Dialect::Postgres.list(1, lanes)
+    )
 }
 
 /// Steps 1 and 2: takes up to `limit` free lanes due at `now` and reads what each holds.
@@ -168,8 +158,15 @@ async fn take(
             if lanes.is_empty() {
                 return Ok(Vec::new());
             }
-            let lanes: Vec<&str> = lanes.iter().map(String::as_str).collect();
-            read_heads(dialect, conn, &lanes).await?
+            let sql = heads_postgres(lanes.len());
+            let mut query = sqlx::query(&sql);
+            for lane in &lanes {
+                query = query.bind(lane.as_str());
+            }
+            query
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(InboxError::database)?
         }
     };
     rows.iter().map(Taken::read).collect()
@@ -181,11 +178,12 @@ fn claim_heads_sql(dialect: Dialect, heads: usize) -> String {
     let param = |at| dialect.list(at, 1);
     format!(
         concat!(
-            "UPDATE ringyo_inbox SET state = 'running', attempts = attempts + 1, \
+            "{} ringyo_inbox SET state = 'running', attempts = attempts + 1, \
              lease_token = {}, available_at = {}, lease_holder = {} \
-             WHERE state = 'pending' AND delivery_id IN ({}) RETURNING ",
+             WHERE state = 'pending' AND NOT suspect AND delivery_id IN ({}) RETURNING ",
             claimed_columns!()
         ),
+        dialect.update(),
         param(1),
         param(2),
         param(3),
@@ -209,8 +207,9 @@ where
         return Ok(());
     }
     let sql = format!(
-        "UPDATE ringyo_inbox_lanes SET {column} = v.column2 \
+        "{} ringyo_inbox_lanes SET {column} = v.column2 \
          FROM (VALUES {}) AS v WHERE ringyo_inbox_lanes.lane = v.column1",
+        dialect.update(),
         dialect.values(lanes.len(), 2)
     );
     let mut query = sqlx::query(&sql);
@@ -235,14 +234,21 @@ const MAX_LANES_PER_CLAIM: u32 = 1024;
 /// reads them as they were when it began, so one that waited for a store of a new delivery
 /// in the lane would miss it and leave the lane free with nothing due, that delivery waiting
 /// for ever. Locked first, the release begins after the store committed, and sees it.
-pub(super) const RELEASE: &str = concat!(
-    "holder = NULL, \
-     newest_done = CASE WHEN v.column3 IS NOT NULL AND (ringyo_inbox_lanes.newest_done IS NULL \
-       OR ringyo_inbox_lanes.newest_done < v.column3) \
-       THEN v.column3 ELSE ringyo_inbox_lanes.newest_done END, \
-     due_at = ",
-    head!("h.available_at", "v.column1")
-);
+pub(super) const RELEASE: &str = release!("NULL");
+
+/// The `SET` of [`release_and_hand_over`]'s statement: [`RELEASE`]'s, the lane held then by
+/// a delivery of it still running (none while its holder was the one settled, but a lane
+/// never runs two), or else its first pending delivery if that is due at `v.column4` or a
+/// suspect (which holds its lane to run alone).
+const HAND_OVER: &str = release!(concat!(
+    "COALESCE((SELECT r.delivery_id FROM ringyo_inbox r WHERE r.lane = v.column1 \
+       AND r.state = 'running' LIMIT 1), ",
+    head!(
+        "CASE WHEN h.suspect OR h.available_at <= v.column4 THEN h.delivery_id END",
+        "v.column1"
+    ),
+    ")"
+));
 
 /// After a replay: the newest handled is the newest still handled. Binds `$1` the lane.
 const RECOUNT_NEWEST: &str = "UPDATE ringyo_inbox_lanes SET newest_done = \
@@ -270,35 +276,134 @@ pub(super) async fn claim(
     limit: u32,
     holder: &str,
 ) -> Result<Vec<ClaimedDelivery>, InboxError> {
-    let now = lease.now.timestamp_millis();
-    let taken = take(dialect, tx.conn(), now, limit).await?;
-    let claimed = claim_taken(dialect, tx.conn(), &taken, lease, holder).await?;
+    let claimed = take_and_claim(dialect, tx.conn(), lease, limit, holder).await?;
     tx.commit().await?;
+    Ok(claimed)
+}
+
+/// Claims up to `limit` deliveries, the first of as many free lanes due at `lease.now`, in
+/// the open transaction on `conn`: a claim's, or on SQLite a settlement's that has slots its
+/// own lanes left empty.
+pub(super) async fn take_and_claim(
+    dialect: Dialect,
+    conn: &mut AnyConnection,
+    lease: &HandOver,
+    limit: u32,
+    holder: &str,
+) -> Result<Vec<ClaimedDelivery>, InboxError> {
+    let taken = take(dialect, conn, lease.now.timestamp_millis(), limit).await?;
+    let claimed = claim_taken(dialect, conn, &taken, lease, holder).await?;
     Ok(claimed.into_iter().map(|(_, delivery)| delivery).collect())
 }
 
-/// Claims the next delivery of each of `lanes`, if due at `hand_over.now`, in the open
-/// transaction on `conn` that just freed them (and so holds them: their rows' locks on
-/// Postgres, the write lock on SQLite); returns each with its lane.
-pub(super) async fn hand_over(
+/// A lane its holder settled, to free in the same transaction.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct LaneRelease {
+    pub(super) lane: String,
+    pub(super) holder: String,
+    /// The holder's `order_at`, if it was handled.
+    pub(super) handled_at: Option<i64>,
+    /// Whether the holder's attempt ended ([`Settle::ends_attempt`]): only then is its lane
+    /// handed over, with its worker's task free (a delivery given back is its lane's head
+    /// again, and runs when a claim takes it).
+    ///
+    /// [`Settle::ends_attempt`]: super::store::Settle::ends_attempt
+    pub(super) ended_attempt: bool,
+}
+
+/// Frees the lanes `released` (no lane twice) and claims each one's next delivery, if due at
+/// `lease.now`, in the open transaction on `conn` of the settlement that freed them: on
+/// SQLite, whose write lock keeps every other writer out meanwhile. Returns each delivery
+/// claimed with its lane.
+///
+/// Two statements for the batch: the release gives each lane its next holder, decided in
+/// SQL ([`HAND_OVER`]), and returns it; then the holders that are due and not suspects are
+/// claimed. Released first, so the claim reads each lane's newest handled with the
+/// settlement's in it, and a late arrival handed over is seen as superseded.
+pub(super) async fn release_and_hand_over(
     dialect: Dialect,
     conn: &mut AnyConnection,
-    lanes: &mut Vec<&str>,
-    hand_over: &HandOver,
+    released: &[&LaneRelease],
+    lease: &HandOver,
     holder: &str,
 ) -> Result<Vec<(String, ClaimedDelivery)>, InboxError> {
-    lanes.sort_unstable();
-    lanes.dedup();
+    let now = lease.now.timestamp_millis();
     let mut claimed = Vec::new();
-    for chunk in lanes.chunks(MAX_LANES_PER_CLAIM as usize) {
-        let taken = read_heads(dialect, conn, chunk)
-            .await?
+    for chunk in released.chunks(MAX_LANES_PER_CLAIM as usize) {
+        let sql = format!(
+            "{} ringyo_inbox_lanes SET {HAND_OVER} FROM (VALUES {}) AS v \
+             WHERE ringyo_inbox_lanes.lane = v.column1 AND ringyo_inbox_lanes.holder = v.column2 \
+             RETURNING ringyo_inbox_lanes.lane, ringyo_inbox_lanes.holder",
+            dialect.update(),
+            dialect.values(chunk.len(), 4)
+        );
+        let mut query = sqlx::query(&sql);
+        for release in chunk {
+            query = query
+                .bind(release.lane.as_str())
+                .bind(release.holder.as_str())
+                .bind(release.handled_at)
+                .bind(now);
+        }
+        let lanes = query
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(InboxError::database)?
             .iter()
-            .map(Taken::read)
-            .collect::<Result<Vec<_>, _>>()?;
-        claimed.extend(claim_taken(dialect, conn, &taken, hand_over, holder).await?);
+            .map(|row| Ok((get::<String>(row, 0)?, get::<Option<String>>(row, 1)?)))
+            .collect::<Result<Vec<_>, InboxError>>()?;
+        let heads = lanes
+            .iter()
+            .filter_map(|(lane, head)| Some((head.as_deref()?, lane.as_str())))
+            .map(|(head, lane)| Ok((parse_head(head)?, lane)))
+            .collect::<Result<HashMap<_, _>, InboxError>>()?;
+        claimed.extend(
+            claim_heads(dialect, conn, &heads, lease, holder)
+                .await?
+                .into_iter()
+                .map(|(lane, delivery)| (lane.to_owned(), delivery)),
+        );
     }
     Ok(claimed)
+}
+
+/// The id of a lane's head, as a delivery's.
+fn parse_head(id: &str) -> Result<DeliveryId, InboxError> {
+    id.parse()
+        .map_err(|_| InboxError::database(format!("a lane's first delivery has a bad id: {id:?}")))
+}
+
+/// Claims `heads` (each delivery by id, with its lane) that are still pending and not
+/// suspects, leased as `lease` says to the inbox `holder`; returns each claimed by its lane.
+async fn claim_heads<'l>(
+    dialect: Dialect,
+    conn: &mut AnyConnection,
+    heads: &HashMap<DeliveryId, &'l str>,
+    lease: &HandOver,
+    holder: &str,
+) -> Result<HashMap<&'l str, ClaimedDelivery>, InboxError> {
+    if heads.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let sql = claim_heads_sql(dialect, heads.len());
+    let mut query = sqlx::query(&sql)
+        .bind(lease.token.to_string())
+        .bind(lease.lease_until.timestamp_millis())
+        .bind(holder);
+    for id in heads.keys() {
+        query = query.bind(id.to_string());
+    }
+    query
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(InboxError::database)?
+        .iter()
+        .map(rows::claimed)
+        .filter_map(|delivery| match delivery {
+            Ok(delivery) => Some(Ok((*heads.get(&delivery.id)?, delivery))),
+            Err(err) => Some(Err(err)),
+        })
+        .collect()
 }
 
 /// Steps 3 and 4 for the lanes `taken`: claims each one's head if [`Taken::to_claim`] says
@@ -316,37 +421,12 @@ async fn claim_taken(
     }
     let now = lease.now.timestamp_millis();
     // Each head to claim, by id, with its lane.
-    let mut heads: HashMap<DeliveryId, &str> = HashMap::new();
-    for lane in taken {
-        if let Some(id) = lane.to_claim(now) {
-            let id = id.parse().map_err(|_| {
-                InboxError::database(format!("a lane's first delivery has a bad id: {id:?}"))
-            })?;
-            heads.insert(id, lane.lane.as_str());
-        }
-    }
-    let mut claimed = Vec::new();
-    if !heads.is_empty() {
-        let sql = claim_heads_sql(dialect, heads.len());
-        let mut query = sqlx::query(&sql)
-            .bind(lease.token.to_string())
-            .bind(lease.lease_until.timestamp_millis())
-            .bind(holder);
-        for id in heads.keys() {
-            query = query.bind(id.to_string());
-        }
-        claimed = query
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(InboxError::database)?
-            .iter()
-            .map(rows::claimed)
-            .collect::<Result<Vec<_>, _>>()?;
-    }
-    let claimed: HashMap<&str, ClaimedDelivery> = claimed
-        .into_iter()
-        .filter_map(|delivery| Some((*heads.get(&delivery.id)?, delivery)))
-        .collect();
+    let heads = taken
+        .iter()
+        .filter_map(|lane| Some((lane.to_claim(now)?, lane.lane.as_str())))
+        .map(|(head, lane)| Ok((parse_head(head)?, lane)))
+        .collect::<Result<HashMap<_, _>, InboxError>>()?;
+    let claimed = claim_heads(dialect, conn, &heads, lease, holder).await?;
     let (mut held, mut free) = (Vec::new(), Vec::new());
     for lane in taken {
         let head_claimed = claimed.contains_key(lane.lane.as_str());
@@ -452,10 +532,11 @@ pub(super) async fn make_due(
     lanes.dedup_by(|later, first| later.0 == first.0);
     for chunk in lanes.chunks(MAX_LANES_PER_STATEMENT) {
         let sql = format!(
-            "INSERT INTO ringyo_inbox_lanes (lane, due_at) VALUES {} \
+            "{} ringyo_inbox_lanes (lane, due_at) VALUES {} \
              ON CONFLICT (lane) DO UPDATE SET due_at = excluded.due_at \
              WHERE ringyo_inbox_lanes.due_at IS NULL \
                OR excluded.due_at < ringyo_inbox_lanes.due_at",
+            dialect.insert(),
             dialect.values(chunk.len(), 2)
         );
         let mut query = sqlx::query(&sql);

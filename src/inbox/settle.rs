@@ -5,24 +5,46 @@ use chrono::{DateTime, Utc};
 
 use super::{
     dialect::Dialect,
-    lanes,
+    lanes::{self, LaneRelease},
     rows::{text_column, MAX_ERROR_LEN},
     store::{InboxError, InboxFuture, Settle, Settlement},
 };
 
-/// Records `settlements` on `conn`, in its open transaction, and says for each, in order,
-/// whether its token still held the delivery; and which ended an attempt (see [`Finished`]).
-///
-/// A few statements for the whole batch, not a few per delivery: on Postgres every statement
-/// is a round trip, and the group commit gathers dozens of outcomes at a time. The
-/// deliveries' rows are written in one statement, and the lanes they free in another (on
-/// Postgres each preceded by one that locks the rows in order, so two transactions that share
-/// rows, a lease that changed hands or a lane, lock them in one order and never deadlock).
+/// Records `settlements` on `conn`, in its open transaction, and frees the lanes they free:
+/// [`record`], then [`release`].
 pub(super) async fn settle<C: SettleOn + ?Sized>(
     dialect: Dialect,
     conn: &mut C,
     settlements: &[Settlement],
 ) -> Result<(Vec<bool>, Vec<Finished>), InboxError> {
+    let recorded = record(dialect, conn, settlements).await?;
+    release(dialect, conn, &recorded.released).await?;
+    Ok((recorded.held, recorded.finished))
+}
+
+/// What [`record`] did with a batch of settlements.
+pub(super) struct Recorded {
+    /// For each settlement, in order, whether its token still held the delivery.
+    pub(super) held: Vec<bool>,
+    /// The settlements that ended an attempt.
+    pub(super) finished: Vec<Finished>,
+    /// The lanes they free, sorted: to [`release`] in the same transaction.
+    pub(super) released: Vec<LaneRelease>,
+}
+
+/// Records `settlements` on `conn`, in its open transaction: which held, which ended an
+/// attempt (see [`Finished`]) and which lanes they free, left to the caller to free.
+///
+/// A few statements for the whole batch, not a few per delivery: on Postgres every statement
+/// is a round trip, and the group commit gathers dozens of outcomes at a time. The
+/// deliveries' rows are written in one statement (on Postgres preceded by one that locks the
+/// rows in order, so two transactions that share rows, a lease that changed hands, lock them
+/// in one order and never deadlock).
+pub(super) async fn record<C: SettleOn + ?Sized>(
+    dialect: Dialect,
+    conn: &mut C,
+    settlements: &[Settlement],
+) -> Result<Recorded, InboxError> {
     let mut order: Vec<usize> = (0..settlements.len()).collect();
     // Stable: two outcomes of one delivery (a lease extended, then the result) keep their order.
     order.sort_by_key(|&at| settlements[at].id);
@@ -48,10 +70,31 @@ pub(super) async fn settle<C: SettleOn + ?Sized>(
         }
     }
     released.sort_unstable();
-    for wave in waves(&released, |a, b| a.lane == b.lane) {
+    Ok(Recorded {
+        held,
+        finished,
+        released,
+    })
+}
+
+/// Frees the lanes `released` (sorted), in waves in which no lane comes twice, in one
+/// statement a wave (on Postgres preceded by one that locks the lanes in order); see
+/// [`lanes::RELEASE`].
+pub(super) async fn release<C: SettleOn + ?Sized>(
+    dialect: Dialect,
+    conn: &mut C,
+    released: &[LaneRelease],
+) -> Result<(), InboxError> {
+    for wave in lane_waves(released) {
         conn.release_lanes(dialect, &wave).await?;
     }
-    Ok((held, finished))
+    Ok(())
+}
+
+/// `released` (sorted) in waves in which no lane comes twice: one statement writes a row
+/// once.
+pub(super) fn lane_waves(released: &[LaneRelease]) -> Vec<Vec<&LaneRelease>> {
+    waves(released, |a, b| a.lane == b.lane)
 }
 
 /// A settlement that ended its delivery's attempt ([`Settle::ends_attempt`]), so its worker's
@@ -112,7 +155,7 @@ pub(super) trait SettleOn: Send {
 /// no longer holds it is left as it is, and not returned.
 fn settle_sql(dialect: Dialect, rows: usize) -> String {
     format!(
-        "UPDATE ringyo_inbox SET \
+        "{} ringyo_inbox SET \
            state = v.column3, \
            available_at = COALESCE(v.column4, ringyo_inbox.available_at), \
            attempts = ringyo_inbox.attempts - v.column5, \
@@ -127,6 +170,7 @@ fn settle_sql(dialect: Dialect, rows: usize) -> String {
            AND ringyo_inbox.state = 'running' \
          RETURNING ringyo_inbox.delivery_id, ringyo_inbox.lane, ringyo_inbox.order_at, \
            CAST(CASE WHEN ringyo_inbox.suspect THEN 1 ELSE 0 END AS BIGINT)",
+        dialect.update(),
         dialect.values(rows, 9)
     )
 }
@@ -156,8 +200,9 @@ fn lock_lanes_sql(rows: usize) -> String {
 /// `order_at` if it was handled.
 fn release_sql(dialect: Dialect, rows: usize) -> String {
     format!(
-        "UPDATE ringyo_inbox_lanes SET {} FROM (VALUES {}) AS v \
+        "{} ringyo_inbox_lanes SET {} FROM (VALUES {}) AS v \
          WHERE ringyo_inbox_lanes.lane = v.column1 AND ringyo_inbox_lanes.holder = v.column2",
+        dialect.update(),
         lanes::RELEASE,
         dialect.values(rows, 3)
     )
@@ -295,17 +340,9 @@ impl Settled {
             lane,
             holder: self.id.clone(),
             handled_at,
+            ended_attempt: settlement.outcome.ends_attempt(),
         })
     }
-}
-
-/// A lane its holder settled, to free in the same transaction.
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct LaneRelease {
-    lane: String,
-    holder: String,
-    /// The holder's `order_at`, if it was handled.
-    handled_at: Option<i64>,
 }
 
 /// A [`Settle`] as the columns it writes.

@@ -355,48 +355,73 @@ impl SqlInbox {
         let pool = self.ready().await?;
         let dialect = self.shared.dialect;
         let mut tx = self.begin_write(pool).await?;
-        let (held, finished) = settle::settle(dialect, tx.conn(), settlements).await?;
+        let settle::Recorded {
+            held,
+            finished,
+            released,
+        } = settle::record(dialect, tx.conn(), settlements).await?;
         let mut next: Vec<Option<ClaimedDelivery>> = vec![None; settlements.len()];
-        if let Some(hand_over) = hand_over {
-            // Each lane freed to its next delivery, each slot outside lanes to the oldest due.
-            let mut lanes: Vec<&str> = finished
-                .iter()
-                .filter_map(|finished| finished.lane.as_deref())
-                .filter(|_| dialect.hands_over_lanes())
-                .collect();
-            let claimed = lanes::hand_over(
-                dialect,
-                tx.conn(),
-                &mut lanes,
-                hand_over,
-                &self.shared.holder,
-            )
-            .await?;
-            for (lane, delivery) in claimed {
-                let by = finished
-                    .iter()
-                    .find(|finished| finished.lane.as_deref() == Some(lane.as_str()));
-                if let Some(finished) = by {
-                    next[finished.by] = Some(delivery);
+        let lanes_too = dialect.hands_over_lanes();
+        match hand_over {
+            // Each lane freed to its next delivery, with the slot of the one that freed it.
+            Some(hand_over) if lanes_too => {
+                let (ended, given_back): (Vec<_>, Vec<_>) = released
+                    .into_iter()
+                    .partition(|release| release.ended_attempt);
+                settle::release(dialect, tx.conn(), &given_back).await?;
+                for wave in settle::lane_waves(&ended) {
+                    let claimed = lanes::release_and_hand_over(
+                        dialect,
+                        tx.conn(),
+                        &wave,
+                        hand_over,
+                        &self.shared.holder,
+                    )
+                    .await?;
+                    for (lane, delivery) in claimed {
+                        let by = finished
+                            .iter()
+                            .find(|finished| finished.lane.as_deref() == Some(lane.as_str()));
+                        if let Some(finished) = by {
+                            next[finished.by] = Some(delivery);
+                        }
+                    }
                 }
             }
-            let slots: Vec<usize> = finished
+            _ => settle::release(dialect, tx.conn(), &released).await?,
+        }
+        if let Some(hand_over) = hand_over {
+            // Then each slot left empty, as the claim loop fills them: the oldest due outside
+            // lanes, then on SQLite the heads of free lanes that are due (on Postgres a lane
+            // claimed here would stay locked until the settlement commits, see
+            // `Dialect::hands_over_lanes`).
+            let mut slots: Vec<usize> = finished
                 .iter()
-                .filter(|finished| finished.lane.is_none())
+                .filter(|finished| next[finished.by].is_none())
+                .filter(|finished| finished.lane.is_none() || lanes_too)
                 .map(|finished| finished.by)
                 .collect();
             if !slots.is_empty() {
                 let claimed = self
-                    .claim_query(
-                        dialect.claim_sql(),
-                        hand_over,
-                        u32::try_from(slots.len()).unwrap_or(u32::MAX),
-                    )
+                    .claim_query(dialect.claim_sql(), hand_over, count(&slots))
                     .fetch_all(tx.conn())
                     .await
                     .map_err(InboxError::database)?;
-                for (by, row) in slots.into_iter().zip(&claimed) {
+                for (by, row) in slots.drain(..claimed.len()).zip(&claimed) {
                     next[by] = Some(rows::claimed(row)?);
+                }
+            }
+            if !slots.is_empty() && lanes_too {
+                let claimed = lanes::take_and_claim(
+                    dialect,
+                    tx.conn(),
+                    hand_over,
+                    count(&slots),
+                    &self.shared.holder,
+                )
+                .await?;
+                for (by, delivery) in slots.into_iter().zip(claimed) {
+                    next[by] = Some(delivery);
                 }
             }
         }
@@ -439,6 +464,11 @@ impl SqlInbox {
             .bind(i64::from(limit))
             .bind(self.shared.holder.as_str())
     }
+}
+
+/// How many deliveries fill `slots`, as a claim's limit.
+fn count(slots: &[usize]) -> u32 {
+    u32::try_from(slots.len()).unwrap_or(u32::MAX)
 }
 
 /// A pool on the inbox's database, of up to `max` connections, each set as the dialect says
@@ -754,8 +784,8 @@ impl InboxAdmin for SqlInbox {
             let mut tx = self.begin_write(pool).await?;
             let now = now.timestamp_millis();
             // Every condition binds a value or NULL, so one statement serves every filter.
-            let rows = sqlx::query(
-                "UPDATE ringyo_inbox SET state = 'pending', attempts = 0, orphaned = 0, \
+            let sql = format!(
+                "{} ringyo_inbox SET state = 'pending', attempts = 0, orphaned = 0, \
                  crashes_alone = 0, suspect = FALSE, superseded = FALSE, available_at = $1, \
                  finished_at = NULL \
                  WHERE ((state = 'dead' AND $2 = 1) OR (state = 'done' AND $3 = 1)) \
@@ -766,19 +796,21 @@ impl InboxAdmin for SqlInbox {
                    AND ($8 IS NULL OR subject = $8) \
                    AND ($9 IS NULL OR tenant = $9) \
                  RETURNING lane",
-            )
-            .bind(now)
-            .bind(i64::from(filter.dead))
-            .bind(i64::from(filter.handled))
-            .bind(filter.id.map(|id| id.to_string()))
-            .bind(filter.received_since.map(|at| at.timestamp_millis()))
-            .bind(filter.received_before.map(|at| at.timestamp_millis()))
-            .bind(filter.event.as_deref())
-            .bind(filter.subject.as_ref().map(ToString::to_string))
-            .bind(filter.tenant.as_ref().map(Tenant::as_str))
-            .fetch_all(tx.conn())
-            .await
-            .map_err(InboxError::database)?;
+                self.shared.dialect.update()
+            );
+            let rows = sqlx::query(&sql)
+                .bind(now)
+                .bind(i64::from(filter.dead))
+                .bind(i64::from(filter.handled))
+                .bind(filter.id.map(|id| id.to_string()))
+                .bind(filter.received_since.map(|at| at.timestamp_millis()))
+                .bind(filter.received_before.map(|at| at.timestamp_millis()))
+                .bind(filter.event.as_deref())
+                .bind(filter.subject.as_ref().map(ToString::to_string))
+                .bind(filter.tenant.as_ref().map(Tenant::as_str))
+                .fetch_all(tx.conn())
+                .await
+                .map_err(InboxError::database)?;
             let replayed = u64::try_from(rows.len()).unwrap_or(u64::MAX);
             let mut due_lanes = Vec::new();
             for row in &rows {

@@ -88,12 +88,13 @@ pub trait InboxStore: Send + Sync + 'static {
     /// [`settle`](Self::settle)s, and in the same transaction may claim a delivery for each
     /// settlement that ended an attempt (handled, superseded, retried or dead-lettered; not a
     /// lease extended or a delivery given back): for an ordered one, its lane's next, if due;
-    /// for one outside lanes, the oldest due outside lanes; each as [`claim`](Self::claim)
-    /// would take it at `hand_over.now`. Says for each settlement, in order, whether its token
-    /// held it, and the delivery claimed after it, if any: none for a settlement whose token
-    /// did not hold, or that did not end an attempt (the worker would leave such a delivery
-    /// claimed and not run it until its lease ran out). ([`SqlInbox`](super::SqlInbox) hands
-    /// lanes over on SQLite only.)
+    /// otherwise (one outside lanes, or a lane with nothing next) what [`claim`](Self::claim)
+    /// would take first at `hand_over.now`, the oldest due outside lanes, then the first of a
+    /// free lane that is due. Says for each settlement, in order, whether its token held it,
+    /// and the delivery claimed after it, if any: none for a settlement whose token did not
+    /// hold, or that did not end an attempt (the worker would leave such a delivery claimed
+    /// and not run it until its lease ran out). ([`SqlInbox`](super::SqlInbox) claims lanes
+    /// here on SQLite only.)
     ///
     /// A worker hands what is claimed to the handler tasks that just finished, so under load
     /// a delivery costs no claim transaction of its own, and a task goes on at once rather
