@@ -4,6 +4,8 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
+use super::hex;
+
 /// The identity of a delivery, the same for every copy of it.
 ///
 /// Ringyo's envelope has no event id, and `webhook_id` is the endpoint's id, the same for every
@@ -67,9 +69,9 @@ impl std::str::FromStr for DeliveryId {
     type Err = InvalidDeliveryId;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let mut bytes = [0; 32];
-        hex::decode_to_slice(text, &mut bytes).map_err(|_| InvalidDeliveryId)?;
-        Ok(Self(bytes))
+        hex::decode_32(text.as_bytes())
+            .map(Self)
+            .ok_or(InvalidDeliveryId)
     }
 }
 
@@ -81,7 +83,7 @@ pub struct InvalidDeliveryId;
 
 impl fmt::Display for DeliveryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
+        f.write_str(&const_hex::encode(self.0))
     }
 }
 

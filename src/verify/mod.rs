@@ -33,6 +33,7 @@
 //! ```
 
 mod freshness;
+mod hex;
 mod id;
 mod keys;
 mod secret;

@@ -215,7 +215,7 @@ mod tests {
             .unwrap()
             .mac(b"what do ya want for nothing?");
         assert_eq!(
-            hex::encode(mac),
+            const_hex::encode(mac),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
     }

@@ -5,6 +5,7 @@ use std::fmt;
 use http::{HeaderMap, HeaderName};
 use subtle::ConstantTimeEq;
 
+use super::hex;
 use crate::rejection::{Rejection, RejectionKind};
 
 /// The header that carries the signature, `x-ringyo-signature`.
@@ -104,12 +105,12 @@ impl Signature {
     /// [`SignatureError::Malformed`] unless the value is exactly 64 hex digits after trimming
     /// whitespace and an optional `sha256=` prefix.
     pub fn parse(value: impl AsRef<[u8]>) -> Result<Self, SignatureError> {
-        let (_, hex) = split_prefix(value.as_ref());
+        let (_, digits) = split_prefix(value.as_ref());
         // Exactly 64 digits, so a short or long value is an error here, never a shorter
         // comparison later (the bug Svix once shipped).
-        let mut digest = [0u8; 32];
-        hex::decode_to_slice(hex, &mut digest).map_err(|_| SignatureError::Malformed)?;
-        Ok(Self(digest))
+        hex::decode_32(digits)
+            .map(Self)
+            .ok_or(SignatureError::Malformed)
     }
 
     /// Finds and parses the `x-ringyo-signature` header.
@@ -140,9 +141,20 @@ impl Signature {
 
     /// Whether `digest` is this signature, in constant time: every byte is compared whatever
     /// the others hold.
+    ///
+    /// As four 64-bit words, each through `subtle`'s `ct_eq`: on the 32 bytes, `subtle` puts
+    /// each byte's result through an optimization barrier of its own (a volatile read), 32 in
+    /// all, which took about 50 ns of a 1 KiB verification's 700.
     pub(crate) fn matches(&self, digest: &[u8; 32]) -> bool {
-        self.0.ct_eq(digest).into()
+        words(&self.0).ct_eq(&words(digest)).into()
     }
+}
+
+/// A digest as four 64-bit words, for [`Signature::matches`].
+fn words(digest: &[u8; 32]) -> [u64; 4] {
+    std::array::from_fn(|word| {
+        u64::from_ne_bytes(std::array::from_fn(|byte| digest[word * 8 + byte]))
+    })
 }
 
 /// Trims whitespace and splits off an optional `sha256=` (any case): the one place the header's
@@ -173,7 +185,7 @@ pub(crate) fn describe_header(headers: &HeaderMap) -> (usize, bool, bool) {
 
 impl fmt::Display for Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&hex::encode(self.0))
+        f.write_str(&const_hex::encode(self.0))
     }
 }
 
@@ -215,6 +227,8 @@ mod tests {
         let long = format!("{NODE_SIGNATURE}00");
         let odd = format!("{NODE_SIGNATURE}0");
         let non_hex = format!("{}zz", &NODE_SIGNATURE[..62]);
+        let zero_x = format!("0x{}", &NODE_SIGNATURE[..62]);
+        let zero_x_long = format!("0x{NODE_SIGNATURE}");
         for value in [
             "",
             "sha256=",
@@ -224,6 +238,8 @@ mod tests {
             &long,
             &odd,
             &non_hex,
+            &zero_x,
+            &zero_x_long,
             "sha256=sha256=00",
             "é",
         ] {
