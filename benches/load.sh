@@ -166,6 +166,8 @@ wait_ready() {
   echo "server did not start" >&2; exit 1
 }
 
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # user + system, all threads
+
 run() { # mode size -> "req/s p50_us p99_us" (the server: $RUN_BIN, default $BIN)
   # `run` is called as $(run ...), a subshell: its trap stops its own server, even on Ctrl-C.
   "${PIN_SERVER[@]}" "${RUN_BIN:-$BIN}" serve "$1" "127.0.0.1:$PORT" & SERVER=$!
@@ -181,7 +183,7 @@ run() { # mode size -> "req/s p50_us p99_us" (the server: $RUN_BIN, default $BIN
   echo "$rps $p50 $p99"
 }
 
-run_pool() { # mode -> "req/s p50_us p99_us handled/requests"
+run_pool() { # mode -> "req/s p50_us p99_us handled/requests server_cpu_us_per_request"
   if [ "$1" = layer-redis ]; then redis-cli -p "$REDIS_PORT" flushall >/dev/null; fi
   LOAD_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" "${PIN_SERVER[@]}" "$BIN" serve "$1" "127.0.0.1:$PORT" & SERVER=$!
   trap 'kill "$SERVER" 2>/dev/null || true' EXIT
@@ -189,8 +191,13 @@ run_pool() { # mode -> "req/s p50_us p99_us handled/requests"
   local warm out
   warm=$(POOL_FILE="$WORK/warm.txt" "${PIN_LOAD[@]}" \
     wrk -t1 -c32 -d1s --timeout 5s -s "$WORK/pool.lua" "$URL" | grep '^RESULT')
+  # The server's CPU over the measured run: wrk's script for distinct bodies can keep wrk's
+  # core busier than the server's, and then req/s says little of what a delivery costs.
+  local ticks
+  ticks=$(cpu_ticks "$SERVER")
   out=$(POOL_FILE="$WORK/pool.txt" "${PIN_LOAD[@]}" \
     wrk -t1 -c32 -d"${SECONDS_PER_RUN}s" --timeout 5s -s "$WORK/pool.lua" "$URL" | grep '^RESULT')
+  ticks=$(($(cpu_ticks "$SERVER") - ticks))
   local stats
   stats=$(curl -sS --max-time 5 "http://127.0.0.1:$PORT/stats")
   kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
@@ -207,7 +214,7 @@ run_pool() { # mode -> "req/s p50_us p99_us handled/requests"
   ratio=$(awk "BEGIN { print $handled / ($warm_requests + $requests) }")
   awk "BEGIN { exit !($ratio >= 0.99) }" || {
     echo "$1: the handler ran for only $handled of $((warm_requests + requests)) requests" >&2; exit 1; }
-  echo "$rps $p50 $p99 $ratio"
+  echo "$rps $p50 $p99 $ratio $(awk "BEGIN { print $ticks / $(getconf CLK_TCK) * 1e6 / $requests }")"
 }
 
 median() { sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}'; }
@@ -303,24 +310,25 @@ done
 echo "redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') on 127.0.0.1:$REDIS_PORT, pinned: ${PIN_LOAD[*]:-no}"
 make_pools
 echo
-echo "| body | server | req/s | p50 | p99 | handler ran | req/s vs layer | req/s vs layer-memory |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| body | server | req/s | p50 | p99 | handler ran | req/s vs layer | req/s vs layer-memory | server CPU per request | CPU vs layer |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 declare -A results=()
 for round in $(seq 1 "$ROUNDS"); do
   for mode in layer layer-memory layer-redis; do
     results[$mode]+="$(run_pool "$mode")"$'\n'
   done
 done
-declare -A rps=() p50=() p99=() ran=()
+declare -A rps=() p50=() p99=() ran=() cpu=()
 for mode in layer layer-memory layer-redis; do
   line=$(printf '%s' "${results[$mode]}" | median)
-  read -r rps[$mode] p50[$mode] p99[$mode] ran[$mode] <<<"$line"
+  read -r rps[$mode] p50[$mode] p99[$mode] ran[$mode] cpu[$mode] <<<"$line"
 done
 for mode in layer layer-memory layer-redis; do
-  printf '| 2048 | %s | %.0f | %.0f µs | %.0f µs | %.4f | %.3f | %.3f |\n' "$mode" "${rps[$mode]}" \
-    "${p50[$mode]}" "${p99[$mode]}" "${ran[$mode]}" \
+  printf '| 2048 | %s | %.0f | %.0f µs | %.0f µs | %.4f | %.3f | %.3f | %.1f µs | %.3f |\n' "$mode" \
+    "${rps[$mode]}" "${p50[$mode]}" "${p99[$mode]}" "${ran[$mode]}" \
     "$(awk "BEGIN { print ${rps[$mode]} / ${rps[layer]} }")" \
-    "$(awk "BEGIN { print ${rps[$mode]} / ${rps[layer-memory]} }")"
+    "$(awk "BEGIN { print ${rps[$mode]} / ${rps[layer-memory]} }")" \
+    "${cpu[$mode]}" "$(awk "BEGIN { print ${cpu[$mode]} / ${cpu[layer]} }")"
 done
 printf 'CPU per delivery, redis - memory: %.1f µs\n' \
   "$(awk "BEGIN { print (1 / ${rps[layer-redis]} - 1 / ${rps[layer-memory]}) * 1e6 }")"
@@ -378,7 +386,6 @@ fi
 echo
 
 value_of() { awk -v key="$1" '$1 == key { print $2 }'; } # a value from a "key value" report
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # user + system, all threads
 core_ticks() { awk '/^cpu[0-9]+ / { printf "%d ", $2 + $3 + $4 + $7 + $8 }' /proc/stat; } # busy, per core
 report() { # /stats or /latency of the server under test; it must answer
   curl -sS --max-time 5 "http://127.0.0.1:$PORT/$1" || { echo "$mode: the server stopped answering" >&2; exit 1; }
