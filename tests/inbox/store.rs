@@ -66,10 +66,21 @@ where
     F: Fn(SqlInbox) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    on_every_engine_handing_over(|store, _| case(store)).await;
+}
+
+/// [`on_every_engine`], telling the case whether the engine hands lanes over in the
+/// settlement's transaction (SQLite; Postgres claims lanes in the claim loop only, see
+/// `Dialect::hands_over_lanes`).
+async fn on_every_engine_handing_over<F, Fut>(case: F)
+where
+    F: Fn(SqlInbox, bool) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     for database in databases().await {
         eprintln!("engine: {}", database.name);
         let store = database.open();
-        case(store.clone()).await;
+        case(store.clone(), database.name == "sqlite").await;
         store.close().await;
     }
 }
@@ -861,11 +872,7 @@ async fn settle_handing_over(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_settlement_hands_its_lane_the_next_due_delivery_and_a_free_slot_the_oldest_outside_lanes(
 ) {
-    for database in databases().await {
-        eprintln!("engine: {}", database.name);
-        // Postgres hands over only outside lanes (see `Dialect::hands_over_lanes`).
-        let lanes_handed_over = database.name == "sqlite";
-        let store = database.open();
+    on_every_engine_handing_over(|store, lanes_handed_over| async move {
         let id = ids();
         let now = now_in_millis();
         let signed = |seconds: i64| now - ms(60_000) + ms(seconds * 1000);
@@ -953,16 +960,13 @@ async fn a_settlement_hands_its_lane_the_next_due_delivery_and_a_free_slot_the_o
         );
         assert!(!settle(&store, waiting, token, Settle::Done { at }).await);
         assert!(settle(&store, waiting, handed, Settle::Done { at }).await);
-        store.close().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_late_arrival_handed_over_after_a_newer_one_is_handled_is_superseded_by_it() {
-    for database in databases().await {
-        eprintln!("engine: {}", database.name);
-        let lanes_handed_over = database.name == "sqlite";
-        let store = database.open();
+    on_every_engine_handing_over(|store, lanes_handed_over| async move {
         let id = ids();
         let now = now_in_millis();
         let signed = |seconds: i64| now - ms(60_000) + ms(seconds * 1000);
@@ -993,17 +997,13 @@ async fn a_late_arrival_handed_over_after_a_newer_one_is_handled_is_superseded_b
             assert_eq!(settled, [(true, None)]);
             assert_eq!(next_in_lane(&store, at, handed).await, superseded);
         }
-        store.close().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_settlement_whose_lane_has_nothing_next_takes_the_first_of_another_due_lane() {
-    for database in databases().await {
-        eprintln!("engine: {}", database.name);
-        // Postgres claims lanes in the claim loop only (see `Dialect::hands_over_lanes`).
-        let lanes_handed_over = database.name == "sqlite";
-        let store = database.open();
+    on_every_engine_handing_over(|store, lanes_handed_over| async move {
         let id = ids();
         let now = now_in_millis();
         let signed = |seconds: i64| now - ms(60_000) + ms(seconds * 1000);
@@ -1056,8 +1056,8 @@ async fn a_settlement_whose_lane_has_nothing_next_takes_the_first_of_another_due
                 "the delivery taken is leased to the hand-over's token"
             );
         }
-        store.close().await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
