@@ -172,8 +172,9 @@ async fn take(
     rows.iter().map(Taken::read).collect()
 }
 
-/// Step 3, for `heads` heads to claim: binds `$1` the token, `$2` the end of the lease, `$3`
-/// the holder id of the inbox, then the heads' ids.
+/// Step 3, for `heads` heads to claim, those still pending and not suspects (a suspect holds
+/// its lane to run alone, claimed by `claim_suspect_sql`): binds `$1` the token, `$2` the end
+/// of the lease, `$3` the holder id of the inbox, then the heads' ids.
 fn claim_heads_sql(dialect: Dialect, heads: usize) -> String {
     let param = |at| dialect.list(at, 1);
     format!(

@@ -407,7 +407,8 @@ impl SqlInbox {
                     .fetch_all(tx.conn())
                     .await
                     .map_err(InboxError::database)?;
-                for (by, row) in slots.drain(..claimed.len()).zip(&claimed) {
+                let filled = claimed.len().min(slots.len());
+                for (by, row) in slots.drain(..filled).zip(&claimed) {
                     next[by] = Some(rows::claimed(row)?);
                 }
             }
