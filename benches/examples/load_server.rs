@@ -220,8 +220,7 @@ fn layer(mode: &str, redis_url: &str) -> Result<RingyoWebhookLayer, Box<dyn std:
             // The default capacity, as a receiver runs it: a run sends more distinct deliveries
             // than it holds, so it forgets the oldest handled, as it would in production. Sized
             // far above (2,000,000, as this bench had it), the table, allocated at its cap and
-            // untouched, faulted a fresh page in for nearly every insert of a 10 s run: 1.43x
-            // the server CPU per request of no store, against 0.98x at the default (README,
+            // untouched, faulted a fresh page in for nearly every insert of a 10 s run (README,
             // "Delivery stores"). `$LOAD_MEMORY_CAPACITY` sets another (the soak's).
             let store = match std::env::var("LOAD_MEMORY_CAPACITY") {
                 Ok(capacity) => MemoryDeliveryStore::with_capacity(capacity.parse()?),

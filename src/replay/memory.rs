@@ -31,10 +31,9 @@ use crate::verify::DeliveryId;
 /// under the store's lock, and under load each doubling stopped every request for tens of
 /// milliseconds (a p99 of 27.8 ms against 1.3 ms without a store, `benches/README.md`).
 /// The system backs those pages only as entries first land in them, so while a table sized
-/// far above what it holds fills, most inserts fault a page in: with a cap of 2,000,000, 1.4
-/// times the server CPU per 2 KiB request of no store under load, for as long as the table had
-/// pages untouched; at the default cap, within the noise of having no store. Size the cap to your traffic
-/// rather than far above it.
+/// far above what it holds fills, most inserts fault a page in (with a cap of 2,000,000, about
+/// 0.8 faults per delivery stored while it filled, `benches/README.md`). Size the cap to your
+/// traffic rather than far above it.
 ///
 /// It is per process: replicas behind a load balancer each have their own, so use a shared
 /// store there.
