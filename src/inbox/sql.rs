@@ -467,9 +467,9 @@ impl SqlInbox {
     }
 }
 
-/// How many deliveries fill `slots`, as a claim's limit.
-fn count(slots: &[usize]) -> u32 {
-    u32::try_from(slots.len()).unwrap_or(u32::MAX)
+/// How many `items` there are, as a claim's limit or a count of what it claimed.
+fn count<T>(items: &[T]) -> u32 {
+    u32::try_from(items.len()).unwrap_or(u32::MAX)
 }
 
 /// A pool on the inbox's database, of up to `max` connections, each set as the dialect says
@@ -608,7 +608,7 @@ impl InboxStore for SqlInbox {
             if get::<i64>(&due, 0)? == 1 {
                 claimed = self.claim_with(sql, now, lease_until, limit, token).await?;
             }
-            let left = limit.saturating_sub(u32::try_from(claimed.len()).unwrap_or(u32::MAX));
+            let left = limit.saturating_sub(count(&claimed));
             if get::<i64>(&due, 1)? == 1 && left > 0 {
                 let shared = &self.shared;
                 let lease = HandOver::new(now, lease_until, token);
