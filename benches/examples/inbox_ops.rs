@@ -24,6 +24,10 @@
 //! settings `SqlInbox::open` gives them (WAL, `synchronous=FULL`, `auto_vacuum=INCREMENTAL`,
 //! a busy time-out) and one more, `wal_autocheckpoint=0`, so the WAL only grows within a
 //! round; it is checkpointed, untimed, before each round.
+//!
+//! With `INBOX_OPS_STATEMENTS=1` it also prints, per mode, the time of each statement the
+//! inbox ran in the measured rounds (from sqlx's own log of each statement: its text and
+//! elapsed time), per delivery, with the calls and the rows: where a step's time goes.
 
 use std::{
     path::PathBuf,
@@ -45,6 +49,12 @@ use serde_json::Value;
 const SECRET: &str = "whsec_load_test_secret";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("INBOX_OPS_STATEMENTS").is_some() {
+        use tracing_subscriber::layer::SubscriberExt;
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(statements::Log),
+        )?;
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let number = |at: usize, default: usize| -> Result<usize, Box<dyn std::error::Error>> {
         Ok(match args.get(at) {
@@ -128,7 +138,9 @@ async fn run(
                 subjects,
                 deliveries,
             };
+            statements::measure((round > 0).then_some(mode));
             let measured = one_round(&inbox, sqlite.as_ref(), &shape, &mut next_id).await?;
+            statements::measure(None);
             if round > 0 {
                 times[mode].push(measured);
             }
@@ -190,6 +202,7 @@ async fn run(
             println!("| {name} | {off:.2} | {on:.2} | {:.2} |", on / off);
         }
     }
+    statements::print(deliveries * rounds);
     inbox.close().await;
     Ok(())
 }
@@ -373,4 +386,140 @@ fn body() -> String {
 /// Now, a millisecond back, so that what was stored now is due.
 fn now() -> DateTime<Utc> {
     DateTime::<Utc>::from(std::time::SystemTime::now()) - TimeDelta::milliseconds(1)
+}
+
+/// The time of each statement, from sqlx's log (`INBOX_OPS_STATEMENTS=1`): its events on the
+/// target `sqlx::query` carry the statement's text and `elapsed_secs`, timed where it runs.
+mod statements {
+    use std::{
+        collections::BTreeMap,
+        sync::{
+            atomic::{AtomicUsize, Ordering},
+            Mutex,
+        },
+    };
+
+    use tracing::field::{Field, Visit};
+
+    /// The mode being measured (0 off, 1 on), or `NONE`.
+    static MODE: AtomicUsize = AtomicUsize::new(NONE);
+    const NONE: usize = usize::MAX;
+
+    /// Per statement (its first characters) and mode: seconds, calls, rows.
+    type Table = BTreeMap<(String, usize), (f64, u64, u64)>;
+    static TABLE: Mutex<Table> = Mutex::new(BTreeMap::new());
+
+    /// How much of a statement's text names it in the table.
+    const NAME: usize = 140;
+
+    /// Counts the statements from now on for `mode` (0 off, 1 on), or none.
+    pub(crate) fn measure(mode: Option<usize>) {
+        MODE.store(mode.unwrap_or(NONE), Ordering::Relaxed);
+    }
+
+    /// Prints the table, if anything was counted: per mode, µs per delivery of `deliveries`.
+    pub(crate) fn print(deliveries: usize) {
+        let table = TABLE
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if table.is_empty() {
+            return;
+        }
+        println!("statements, µs per delivery over the measured rounds:");
+        println!("| statement | off | on | calls off | calls on | rows off | rows on |");
+        println!("|---|---|---|---|---|---|---|");
+        let mut names: Vec<&String> = table.keys().map(|(name, _)| name).collect();
+        names.dedup();
+        for name in names {
+            let [off, on] = [0, 1].map(|mode| {
+                table
+                    .get(&(name.clone(), mode))
+                    .copied()
+                    .unwrap_or_default()
+            });
+            let per = |seconds: f64| seconds * 1e6 / deliveries as f64;
+            println!(
+                "| `{name}` | {:.2} | {:.2} | {} | {} | {} | {} |",
+                per(off.0),
+                per(on.0),
+                off.1,
+                on.1,
+                off.2,
+                on.2
+            );
+        }
+    }
+
+    /// One event's fields.
+    #[derive(Default)]
+    struct Fields {
+        statement: String,
+        summary: String,
+        seconds: f64,
+        rows: u64,
+    }
+
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.record_str(field, &format!("{value:?}"));
+        }
+
+        fn record_str(&mut self, field: &Field, value: &str) {
+            match field.name() {
+                "db.statement" => self.statement = value.to_owned(),
+                "summary" => self.summary = value.to_owned(),
+                _ => {}
+            }
+        }
+
+        fn record_f64(&mut self, field: &Field, value: f64) {
+            if field.name() == "elapsed_secs" {
+                self.seconds = value;
+            }
+        }
+
+        fn record_u64(&mut self, field: &Field, value: u64) {
+            if field.name() == "rows_returned" {
+                self.rows += value;
+            }
+        }
+    }
+
+    /// The layer that counts sqlx's statement events.
+    pub(crate) struct Log;
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Log {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let mode = MODE.load(Ordering::Relaxed);
+            if mode == NONE || event.metadata().target() != "sqlx::query" {
+                return;
+            }
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            // The summary is the whole text when it is short; else the text is in `db.statement`.
+            let text = if fields.statement.trim().is_empty() {
+                &fields.summary
+            } else {
+                &fields.statement
+            };
+            let name: String = text
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .chars()
+                .take(NAME)
+                .collect();
+            let mut table = TABLE
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let entry = table.entry((name, mode)).or_default();
+            entry.0 += fields.seconds;
+            entry.1 += 1;
+            entry.2 += fields.rows;
+        }
+    }
 }

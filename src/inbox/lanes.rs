@@ -13,23 +13,28 @@
 //! 1. take free lanes that are due (Postgres locks them, skipping lanes another transaction
 //!    holds, and re-checks `holder IS NULL` on each row's newest version; on SQLite the write
 //!    lock excludes every other writer);
-//! 2. read each lane's running delivery and first pending one, once: on Postgres in a
-//!    statement of its own, whose snapshot is taken after the locks; on SQLite in step 1's;
+//! 2. read each lane's running delivery and first pending one, once (on Postgres in a
+//!    statement of its own, whose snapshot is taken after the locks);
 //! 3. claim each lane's first pending delivery, if it is due, not a suspect, and nothing of
-//!    the lane runs (decided by [`Taken`]'s plain functions);
+//!    the lane runs;
 //! 4. give each lane it holds its holder (the delivery just claimed, or a suspect at its head),
-//!    in one statement, and each lane it leaves free its head's due time, in another.
+//!    and each lane it leaves free its head's due time.
+//!
+//! On Postgres steps 2 to 4 are decided by [`Taken`]'s plain functions, and step 4 is two
+//! statements. On SQLite, whose write lock keeps every other writer out for the whole
+//! transaction, steps 1, 2 and 4 are one statement that decides in SQL (`next_holder!`) and
+//! returns the lanes, and step 3 claims the holders it gave them ([`claim_holders_sql`]):
+//! two statements, where reading the heads into Rust and writing the lanes back took four.
 //!
 //! Settling a lane's holder frees the lane (a suspect given back keeps it), and a handled one
 //! moves `newest_done` forward. `due_at` is a hint no later than the truth while the lane is
 //! free: storing only lowers it, and a claim that leaves the lane free and each settlement
 //! that frees it set it to its head's due time. A held lane's is read by nothing.
 //!
-//! On SQLite a settlement that frees lanes hands them over itself, in its own transaction,
-//! whose write lock keeps every other writer out ([`release_and_hand_over`]): one statement
-//! frees each lane to its next holder, decided in SQL as steps 2 and 4 decide it, and
-//! another claims those that are due; then slots left empty take free lanes as a claim does
-//! ([`take_and_claim`]).
+//! On SQLite a settlement that frees lanes hands them over itself, in its own transaction
+//! ([`release_and_hand_over`]): one statement frees each lane to its next holder, as a claim
+//! on SQLite does, and another claims those that are due; then slots left empty take free
+//! lanes as a claim does ([`take_and_claim`]).
 
 use std::collections::HashMap;
 
@@ -45,13 +50,36 @@ use crate::verify::DeliveryId;
 
 /// The lane's first pending delivery, the one to run next: `$lane` is a column or parameter.
 macro_rules! head {
-    ($what:literal, $lane:literal) => {
+    ($what:expr, $lane:literal) => {
         concat!(
             "(SELECT ",
             $what,
             " FROM ringyo_inbox h WHERE h.lane = ",
             $lane,
             " AND h.state = 'pending' ORDER BY h.order_at, h.received_at, h.delivery_id LIMIT 1)"
+        )
+    };
+}
+
+/// Who holds lane `$lane` once handed over at `$now` (both columns or parameters): a delivery
+/// of it still running, or else its head if that is due or a suspect (which holds its lane to
+/// run alone); none leaves it free. As [`Taken::after`] decides it for a head claimed
+/// whenever it is due and not a suspect, as it is under SQLite's write lock.
+macro_rules! next_holder {
+    ($lane:literal, $now:literal) => {
+        concat!(
+            "COALESCE((SELECT r.delivery_id FROM ringyo_inbox r WHERE r.lane = ",
+            $lane,
+            " AND r.state = 'running' LIMIT 1), ",
+            head!(
+                concat!(
+                    "CASE WHEN h.suspect OR h.available_at <= ",
+                    $now,
+                    " THEN h.delivery_id END"
+                ),
+                $lane
+            ),
+            ")"
         )
     };
 }
@@ -96,14 +124,17 @@ macro_rules! prune {
     };
 }
 
-/// Steps 1 and 2 of a claim on SQLite, in one statement: the claim's transaction holds the
-/// file's write lock, which keeps every other writer out. SQLite has no `LATERAL`, so the
-/// head is joined on its id. Binds `?1` now, `?2` how many lanes.
-const TAKE_HEADS_SQLITE: &str = concat!(
-    heads_columns!(),
-    " FROM ringyo_inbox_lanes l LEFT JOIN ringyo_inbox f ON f.delivery_id = ",
-    head!("h.delivery_id", "l.lane"),
-    " WHERE l.holder IS NULL AND l.due_at <= ?1 ORDER BY l.due_at LIMIT ?2"
+/// A claim's steps 1, 2 and 4 on SQLite, in one statement: the claim's transaction holds the
+/// file's write lock, which keeps every other writer out, so each free lane due at `?1` (up
+/// to `?2` of them, the earliest first) is given its next holder (`next_holder!`) and its
+/// head's due time, decided in SQL; [`claim_holders_sql`] is step 3. Returns each lane.
+const TAKE_SQLITE: &str = concat!(
+    "UPDATE OR FAIL ringyo_inbox_lanes SET holder = ",
+    next_holder!("ringyo_inbox_lanes.lane", "?1"),
+    ", due_at = ",
+    head!("h.available_at", "ringyo_inbox_lanes.lane"),
+    " WHERE lane IN (SELECT lane FROM ringyo_inbox_lanes WHERE holder IS NULL AND due_at <= ?1 \
+       ORDER BY due_at LIMIT ?2) RETURNING lane"
 );
 
 /// Step 1 on Postgres: locks free lanes that are due, the earliest first, skipping lanes
@@ -129,47 +160,37 @@ fn heads_postgres(lanes: usize) -> String {
     )
 }
 
-/// Steps 1 and 2: takes up to `limit` free lanes due at `now` and reads what each holds.
-async fn take(
-    dialect: Dialect,
+/// Steps 1 and 2 on Postgres: takes up to `limit` free lanes due at `now` and reads what
+/// each holds.
+async fn take_postgres(
     conn: &mut AnyConnection,
     now: i64,
     limit: u32,
 ) -> Result<Vec<Taken>, InboxError> {
-    let limit = i64::from(limit.min(MAX_LANES_PER_CLAIM));
-    let rows = match dialect {
-        Dialect::Sqlite => sqlx::query(TAKE_HEADS_SQLITE)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(InboxError::database)?,
-        Dialect::Postgres => {
-            let lanes = sqlx::query(TAKE_LANES_POSTGRES)
-                .bind(now)
-                .bind(limit)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(InboxError::database)?;
-            let lanes = lanes
-                .iter()
-                .map(|lane| get::<String>(lane, 0))
-                .collect::<Result<Vec<_>, _>>()?;
-            if lanes.is_empty() {
-                return Ok(Vec::new());
-            }
-            let sql = heads_postgres(lanes.len());
-            let mut query = sqlx::query(&sql);
-            for lane in &lanes {
-                query = query.bind(lane.as_str());
-            }
-            query
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(InboxError::database)?
-        }
-    };
-    rows.iter().map(Taken::read).collect()
+    let lanes = sqlx::query(TAKE_LANES_POSTGRES)
+        .bind(now)
+        .bind(i64::from(limit.min(MAX_LANES_PER_CLAIM)))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(InboxError::database)?
+        .iter()
+        .map(|lane| get::<String>(lane, 0))
+        .collect::<Result<Vec<_>, _>>()?;
+    if lanes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = heads_postgres(lanes.len());
+    let mut query = sqlx::query(&sql);
+    for lane in &lanes {
+        query = query.bind(lane.as_str());
+    }
+    query
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(InboxError::database)?
+        .iter()
+        .map(Taken::read)
+        .collect()
 }
 
 /// Step 3, for `heads` heads to claim, those still pending and not suspects (a suspect holds
@@ -241,15 +262,7 @@ pub(super) const RELEASE: &str = release!("NULL");
 /// a delivery of it still running (none while its holder was the one settled, but a lane
 /// never runs two), or else its first pending delivery if that is due at `v.column4` or a
 /// suspect (which holds its lane to run alone).
-const HAND_OVER: &str = release!(concat!(
-    "COALESCE((SELECT r.delivery_id FROM ringyo_inbox r WHERE r.lane = v.column1 \
-       AND r.state = 'running' LIMIT 1), ",
-    head!(
-        "CASE WHEN h.suspect OR h.available_at <= v.column4 THEN h.delivery_id END",
-        "v.column1"
-    ),
-    ")"
-));
+const HAND_OVER: &str = release!(next_holder!("v.column1", "v.column4"));
 
 /// After a replay: the newest handled is the newest still handled. Binds `$1` the lane.
 const RECOUNT_NEWEST: &str = "UPDATE ringyo_inbox_lanes SET newest_done = \
@@ -292,8 +305,25 @@ pub(super) async fn take_and_claim(
     limit: u32,
     holder: &str,
 ) -> Result<Vec<ClaimedDelivery>, InboxError> {
-    let taken = take(dialect, conn, lease.now.timestamp_millis(), limit).await?;
-    let claimed = claim_taken(dialect, conn, &taken, lease, holder).await?;
+    let now = lease.now.timestamp_millis();
+    let claimed = match dialect {
+        Dialect::Sqlite => {
+            let lanes = sqlx::query(TAKE_SQLITE)
+                .bind(now)
+                .bind(i64::from(limit.min(MAX_LANES_PER_CLAIM)))
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(InboxError::database)?
+                .iter()
+                .map(|lane| get::<String>(lane, 0))
+                .collect::<Result<Vec<_>, _>>()?;
+            claim_holders(dialect, conn, &lanes, lease, holder).await?
+        }
+        Dialect::Postgres => {
+            let taken = take_postgres(conn, now, limit).await?;
+            claim_taken(dialect, conn, &taken, lease, holder).await?
+        }
+    };
     Ok(claimed.into_iter().map(|(_, delivery)| delivery).collect())
 }
 
@@ -333,8 +363,7 @@ pub(super) async fn release_and_hand_over(
     for chunk in released.chunks(MAX_LANES_PER_CLAIM as usize) {
         let sql = format!(
             "{} ringyo_inbox_lanes SET {HAND_OVER} FROM (VALUES {}) AS v \
-             WHERE ringyo_inbox_lanes.lane = v.column1 AND ringyo_inbox_lanes.holder = v.column2 \
-             RETURNING ringyo_inbox_lanes.lane, ringyo_inbox_lanes.holder",
+             WHERE ringyo_inbox_lanes.lane = v.column1 AND ringyo_inbox_lanes.holder = v.column2",
             dialect.update(),
             dialect.values(chunk.len(), 4)
         );
@@ -346,27 +375,71 @@ pub(super) async fn release_and_hand_over(
                 .bind(release.handled_at)
                 .bind(now);
         }
-        let lanes = query
-            .fetch_all(&mut *conn)
+        query
+            .execute(&mut *conn)
             .await
-            .map_err(InboxError::database)?
-            .iter()
-            .map(|row| Ok((get::<String>(row, 0)?, get::<Option<String>>(row, 1)?)))
-            .collect::<Result<Vec<_>, InboxError>>()?;
-        let heads = lanes
-            .iter()
-            .filter_map(|(lane, head)| Some((head.as_deref()?, lane.as_str())))
-            .map(|(head, lane)| Ok((parse_head(head)?, lane)))
-            .collect::<Result<HashMap<_, _>, InboxError>>()?;
-        claimed.extend(
-            claim_heads(dialect, conn, &heads, lease, holder)
-                .await?
-                .into_iter()
-                .map(|(lane, delivery)| (lane.to_owned(), delivery)),
-        );
+            .map_err(InboxError::database)?;
+        let lanes: Vec<&str> = chunk.iter().map(|release| release.lane.as_str()).collect();
+        claimed.extend(claim_holders(dialect, conn, &lanes, lease, holder).await?);
     }
     Ok(claimed)
 }
+
+/// Claims the holders just given to `lanes` (at most [`MAX_LANES_PER_CLAIM`]) that are
+/// pending and not suspects, leased as `lease` says to the inbox `holder`; returns each
+/// claimed with its lane.
+async fn claim_holders(
+    dialect: Dialect,
+    conn: &mut AnyConnection,
+    lanes: &[impl AsRef<str>],
+    lease: &HandOver,
+    holder: &str,
+) -> Result<Vec<(String, ClaimedDelivery)>, InboxError> {
+    if lanes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = claim_holders_sql(dialect, lanes.len());
+    let mut query = sqlx::query(&sql)
+        .bind(lease.token.to_string())
+        .bind(lease.lease_until.timestamp_millis())
+        .bind(holder);
+    for lane in lanes {
+        query = query.bind(lane.as_ref());
+    }
+    query
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(InboxError::database)?
+        .iter()
+        .map(|row| Ok((get::<String>(row, CLAIMED_LANE)?, rows::claimed(row)?)))
+        .collect()
+}
+
+/// The claim of the holders [`HAND_OVER`] gave `lanes` lanes that are pending and not
+/// suspects (a holder running already is left to run; a suspect holds its lane to run alone):
+/// binds `$1` the token, `$2` the end of the lease, `$3` the holder id of the inbox, then the
+/// lanes. Each row is the [`claimed_columns`], then its lane ([`CLAIMED_LANE`]).
+fn claim_holders_sql(dialect: Dialect, lanes: usize) -> String {
+    let param = |at| dialect.list(at, 1);
+    format!(
+        concat!(
+            "{} ringyo_inbox SET state = 'running', attempts = attempts + 1, \
+             lease_token = {}, available_at = {}, lease_holder = {} \
+             WHERE state = 'pending' AND NOT suspect AND delivery_id IN \
+               (SELECT holder FROM ringyo_inbox_lanes WHERE lane IN ({})) RETURNING ",
+            claimed_columns!(),
+            ", lane"
+        ),
+        dialect.update(),
+        param(1),
+        param(2),
+        param(3),
+        dialect.list(4, lanes)
+    )
+}
+
+/// Where [`claim_holders_sql`]'s rows have their lane: after the [`claimed_columns`].
+const CLAIMED_LANE: usize = 10;
 
 /// The id of a lane's head, as a delivery's.
 fn parse_head(id: &str) -> Result<DeliveryId, InboxError> {
