@@ -348,8 +348,8 @@ pub(super) struct LaneRelease {
 /// claimed with its lane.
 ///
 /// Two statements for the batch: the release gives each lane its next holder, decided in
-/// SQL ([`HAND_OVER`]), and returns it; then the holders that are due and not suspects are
-/// claimed. Released first, so the claim reads each lane's newest handled with the
+/// SQL ([`HAND_OVER`]); then the holders that are pending and not suspects are claimed
+/// ([`claim_holders_sql`]). Released first, so the claim reads each lane's newest handled with the
 /// settlement's in it, and a late arrival handed over is seen as superseded.
 pub(super) async fn release_and_hand_over(
     dialect: Dialect,
@@ -385,8 +385,8 @@ pub(super) async fn release_and_hand_over(
     Ok(claimed)
 }
 
-/// Claims the holders just given to `lanes` (at most [`MAX_LANES_PER_CLAIM`]) that are
-/// pending and not suspects, leased as `lease` says to the inbox `holder`; returns each
+/// Claims the holders of `lanes` (at most [`MAX_LANES_PER_CLAIM`]) that are pending and not
+/// suspects, each just given its lane by [`HAND_OVER`] or [`TAKE_SQLITE`], leased as `lease` says to the inbox `holder`; returns each
 /// claimed with its lane.
 async fn claim_holders(
     dialect: Dialect,
@@ -415,8 +415,10 @@ async fn claim_holders(
         .collect()
 }
 
-/// The claim of the holders [`HAND_OVER`] gave `lanes` lanes that are pending and not
-/// suspects (a holder running already is left to run; a suspect holds its lane to run alone):
+/// The claim of the holders of `lanes` lanes that are pending and not suspects (a holder
+/// running already is left to run; a suspect holds its lane to run alone). A lane's holder is
+/// pending and not a suspect only between [`HAND_OVER`] or [`TAKE_SQLITE`] giving it the lane
+/// and this claim, in one transaction, so this claims exactly those:
 /// binds `$1` the token, `$2` the end of the lease, `$3` the holder id of the inbox, then the
 /// lanes. Each row is the [`claimed_columns`], then its lane ([`CLAIMED_LANE`]).
 fn claim_holders_sql(dialect: Dialect, lanes: usize) -> String {
@@ -581,8 +583,10 @@ impl Taken {
 #[derive(Debug, PartialEq, Eq)]
 enum After<'a> {
     /// Held by this delivery: running (just claimed, or already), or a suspect at its head
-    /// waiting to run alone. Its due time is left as it was: nothing reads a held lane's, and
-    /// its release sets it afresh.
+    /// waiting to run alone. On Postgres its due time is left as it was: nothing reads a held
+    /// lane's, and its release sets it afresh. (SQLite's one statement sets it to the head's
+    /// even for a lane it holds: one more entry of `ringyo_inbox_lanes_by_due` written a
+    /// claim, on the index's few pages, which storing and settling write in most commits.)
     Held(&'a str),
     /// Free, next due then: its head's due time (a claim taking a lane whose head is not yet
     /// due, a hint that was early), or none without a pending delivery.
