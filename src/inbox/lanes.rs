@@ -160,14 +160,15 @@ fn heads_postgres(lanes: usize) -> String {
     )
 }
 
-/// Steps 1 and 2 on Postgres: takes up to `limit` free lanes due at `now` and reads what
-/// each holds.
-async fn take_postgres(
+/// Runs `sql`, [`TAKE_SQLITE`] or [`TAKE_LANES_POSTGRES`], for up to `limit` free lanes due at
+/// `now`; returns the lanes it took.
+async fn take_lanes(
     conn: &mut AnyConnection,
+    sql: &str,
     now: i64,
     limit: u32,
-) -> Result<Vec<Taken>, InboxError> {
-    let lanes = sqlx::query(TAKE_LANES_POSTGRES)
+) -> Result<Vec<String>, InboxError> {
+    sqlx::query(sql)
         .bind(now)
         .bind(i64::from(limit.min(MAX_LANES_PER_CLAIM)))
         .fetch_all(&mut *conn)
@@ -175,7 +176,17 @@ async fn take_postgres(
         .map_err(InboxError::database)?
         .iter()
         .map(|lane| get::<String>(lane, 0))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+/// Steps 1 and 2 on Postgres: takes up to `limit` free lanes due at `now` and reads what
+/// each holds.
+async fn take_postgres(
+    conn: &mut AnyConnection,
+    now: i64,
+    limit: u32,
+) -> Result<Vec<Taken>, InboxError> {
+    let lanes = take_lanes(conn, TAKE_LANES_POSTGRES, now, limit).await?;
     if lanes.is_empty() {
         return Ok(Vec::new());
     }
@@ -193,24 +204,50 @@ async fn take_postgres(
         .collect()
 }
 
-/// Step 3, for `heads` heads to claim, those still pending and not suspects (a suspect holds
-/// its lane to run alone, claimed by `claim_suspect_sql`): binds `$1` the token, `$2` the end
-/// of the lease, `$3` the holder id of the inbox, then the heads' ids.
-fn claim_heads_sql(dialect: Dialect, heads: usize) -> String {
+/// A claim of the deliveries whose id is in `ids` (a list, or a subquery, of parameters
+/// numbered from `$4`) that are still pending and not suspects (a suspect holds its lane to
+/// run alone, claimed by `claim_suspect_sql`), leased: binds `$1` the token, `$2` the end of
+/// the lease, `$3` the holder id of the inbox (see [`claim_rows`]). Each row is the
+/// [`claimed_columns`], then `more`.
+fn claim_pending_sql(dialect: Dialect, ids: &str, more: &str) -> String {
     let param = |at| dialect.list(at, 1);
     format!(
         concat!(
             "{} ringyo_inbox SET state = 'running', attempts = attempts + 1, \
              lease_token = {}, available_at = {}, lease_holder = {} \
              WHERE state = 'pending' AND NOT suspect AND delivery_id IN ({}) RETURNING ",
-            claimed_columns!()
+            claimed_columns!(),
+            "{}"
         ),
         dialect.update(),
         param(1),
         param(2),
         param(3),
-        dialect.list(4, heads)
+        ids,
+        more
     )
+}
+
+/// Runs `sql`, a [`claim_pending_sql`], leased as `lease` says to the inbox `holder`, with
+/// `keys` its parameters from `$4`; returns its rows.
+async fn claim_rows(
+    conn: &mut AnyConnection,
+    sql: &str,
+    lease: &HandOver,
+    holder: &str,
+    keys: impl IntoIterator<Item = String>,
+) -> Result<Vec<AnyRow>, InboxError> {
+    let mut query = sqlx::query(sql)
+        .bind(lease.token.to_string())
+        .bind(lease.lease_until.timestamp_millis())
+        .bind(holder);
+    for key in keys {
+        query = query.bind(key);
+    }
+    query
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(InboxError::database)
 }
 
 /// Step 4: sets `column` of each of `lanes` (the lane, the value) in one statement: `holder`
@@ -308,16 +345,8 @@ pub(super) async fn take_and_claim(
     let now = lease.now.timestamp_millis();
     let claimed = match dialect {
         Dialect::Sqlite => {
-            let lanes = sqlx::query(TAKE_SQLITE)
-                .bind(now)
-                .bind(i64::from(limit.min(MAX_LANES_PER_CLAIM)))
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(InboxError::database)?
-                .iter()
-                .map(|lane| get::<String>(lane, 0))
-                .collect::<Result<Vec<_>, _>>()?;
-            claim_holders(dialect, conn, &lanes, lease, holder).await?
+            let lanes = take_lanes(conn, TAKE_SQLITE, now, limit).await?;
+            claim_holders(dialect, conn, lanes, lease, holder).await?
         }
         Dialect::Postgres => {
             let taken = take_postgres(conn, now, limit).await?;
@@ -379,19 +408,19 @@ pub(super) async fn release_and_hand_over(
             .execute(&mut *conn)
             .await
             .map_err(InboxError::database)?;
-        let lanes: Vec<&str> = chunk.iter().map(|release| release.lane.as_str()).collect();
-        claimed.extend(claim_holders(dialect, conn, &lanes, lease, holder).await?);
+        let lanes = chunk.iter().map(|release| release.lane.clone()).collect();
+        claimed.extend(claim_holders(dialect, conn, lanes, lease, holder).await?);
     }
     Ok(claimed)
 }
 
 /// Claims the holders of `lanes` (at most [`MAX_LANES_PER_CLAIM`]) that are pending and not
-/// suspects, each just given its lane by [`HAND_OVER`] or [`TAKE_SQLITE`], leased as `lease` says to the inbox `holder`; returns each
-/// claimed with its lane.
+/// suspects, each just given its lane by [`HAND_OVER`] or [`TAKE_SQLITE`], leased as `lease`
+/// says to the inbox `holder`; returns each claimed with its lane.
 async fn claim_holders(
     dialect: Dialect,
     conn: &mut AnyConnection,
-    lanes: &[impl AsRef<str>],
+    lanes: Vec<String>,
     lease: &HandOver,
     holder: &str,
 ) -> Result<Vec<(String, ClaimedDelivery)>, InboxError> {
@@ -399,44 +428,27 @@ async fn claim_holders(
         return Ok(Vec::new());
     }
     let sql = claim_holders_sql(dialect, lanes.len());
-    let mut query = sqlx::query(&sql)
-        .bind(lease.token.to_string())
-        .bind(lease.lease_until.timestamp_millis())
-        .bind(holder);
-    for lane in lanes {
-        query = query.bind(lane.as_ref());
-    }
-    query
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(InboxError::database)?
+    claim_rows(conn, &sql, lease, holder, lanes)
+        .await?
         .iter()
         .map(|row| Ok((get::<String>(row, CLAIMED_LANE)?, rows::claimed(row)?)))
         .collect()
 }
 
-/// The claim of the holders of `lanes` lanes that are pending and not suspects (a holder
-/// running already is left to run; a suspect holds its lane to run alone). A lane's holder is
-/// pending and not a suspect only between [`HAND_OVER`] or [`TAKE_SQLITE`] giving it the lane
-/// and this claim, in one transaction, so this claims exactly those:
-/// binds `$1` the token, `$2` the end of the lease, `$3` the holder id of the inbox, then the
-/// lanes. Each row is the [`claimed_columns`], then its lane ([`CLAIMED_LANE`]).
+/// The claim ([`claim_pending_sql`]) of the holders of `lanes` lanes that are pending and not
+/// suspects (a holder running already is left to run; a suspect holds its lane to run
+/// alone). A lane's holder is pending and not a suspect only between [`HAND_OVER`] or
+/// [`TAKE_SQLITE`] giving it the lane and this claim, in one transaction, so this claims
+/// exactly those. Binds the lanes from `$4`; each row is the [`claimed_columns`], then its
+/// lane ([`CLAIMED_LANE`]).
 fn claim_holders_sql(dialect: Dialect, lanes: usize) -> String {
-    let param = |at| dialect.list(at, 1);
-    format!(
-        concat!(
-            "{} ringyo_inbox SET state = 'running', attempts = attempts + 1, \
-             lease_token = {}, available_at = {}, lease_holder = {} \
-             WHERE state = 'pending' AND NOT suspect AND delivery_id IN \
-               (SELECT holder FROM ringyo_inbox_lanes WHERE lane IN ({})) RETURNING ",
-            claimed_columns!(),
-            ", lane"
+    claim_pending_sql(
+        dialect,
+        &format!(
+            "SELECT holder FROM ringyo_inbox_lanes WHERE lane IN ({})",
+            dialect.list(4, lanes)
         ),
-        dialect.update(),
-        param(1),
-        param(2),
-        param(3),
-        dialect.list(4, lanes)
+        ", lane",
     )
 }
 
@@ -461,18 +473,10 @@ async fn claim_heads<'l>(
     if heads.is_empty() {
         return Ok(HashMap::new());
     }
-    let sql = claim_heads_sql(dialect, heads.len());
-    let mut query = sqlx::query(&sql)
-        .bind(lease.token.to_string())
-        .bind(lease.lease_until.timestamp_millis())
-        .bind(holder);
-    for id in heads.keys() {
-        query = query.bind(id.to_string());
-    }
-    query
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(InboxError::database)?
+    let sql = claim_pending_sql(dialect, &dialect.list(4, heads.len()), "");
+    let ids = heads.keys().map(DeliveryId::to_string);
+    claim_rows(conn, &sql, lease, holder, ids)
+        .await?
         .iter()
         .map(rows::claimed)
         .filter_map(|delivery| match delivery {
