@@ -6,7 +6,7 @@
 //! are the [`Dialect`]'s, but for the steps of an ordered claim, which `lanes` writes for
 //! each engine. Times are stored as Unix milliseconds, so both engines compare integers.
 
-use std::{fmt, future::Future, sync::Arc, time::Duration};
+use std::{collections::HashSet, fmt, future::Future, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sqlx::{
@@ -524,62 +524,111 @@ const DUE: &str = "SELECT \
      CAST(CASE WHEN EXISTS (SELECT 1 FROM ringyo_inbox_lanes WHERE holder IS NULL \
        AND due_at <= $1) THEN 1 ELSE 0 END AS BIGINT)";
 
+/// The most deliveries one `INSERT` stores: 10 parameters each, well inside SQLite's 32,766
+/// and Postgres's 65,535.
+const MAX_ROWS_PER_INSERT: usize = 1024;
+
+/// Stores `rows` new deliveries in one statement, each bound by [`bind_new`], and returns the
+/// id of each one inserted (one already there, a retry, is left as it is).
+fn insert_sql(dialect: Dialect, rows: usize) -> String {
+    let values = (0..rows)
+        .map(|row| {
+            let at = row * 10 + 1;
+            format!(
+                "({}, 'pending', 0, {})",
+                dialect.list(at, 6),
+                dialect.list(at + 6, 4)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "{} ringyo_inbox (delivery_id, event, event_at, received_at, payload, tenant, state, \
+           attempts, available_at, subject, lane, order_at) VALUES {values} \
+         ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id",
+        dialect.insert()
+    )
+}
+
+/// Binds a row of [`insert_sql`]: `delivery`'s columns in its order. An event without a
+/// timestamp is ordered by its arrival.
+fn bind_new<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    delivery: &'q NewDelivery,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    let received_at = delivery.received_at.timestamp_millis();
+    let event_at = delivery.timestamp.map(|at| at.timestamp_millis());
+    query
+        .bind(delivery.id.to_string())
+        .bind(text_column(&delivery.event, MAX_EVENT_LEN))
+        .bind(event_at)
+        .bind(received_at)
+        .bind(delivery.payload.as_ref())
+        .bind(delivery.tenant.as_ref().map(Tenant::as_str))
+        .bind(delivery.due_at.timestamp_millis())
+        .bind(delivery.subject.as_ref().map(ToString::to_string))
+        .bind(lane_of(delivery))
+        .bind(event_at.unwrap_or(received_at))
+}
+
+/// The lane of an ordered delivery with a subject; none for any other.
+fn lane_of(delivery: &NewDelivery) -> Option<String> {
+    delivery
+        .subject
+        .as_ref()
+        .filter(|_| delivery.ordered)
+        .map(|subject| rows::lane(delivery.tenant.as_ref(), subject))
+}
+
 impl InboxStore for SqlInbox {
     fn store<'a>(&'a self, deliveries: &'a [NewDelivery]) -> InboxFuture<'a, Vec<Stored>> {
         self.run(async move {
-                let pool = self.ready().await?;
-                let mut tx = self.begin_write(pool).await?;
-                // In id order, so two replicas storing the same deliveries (a retry sent to
-                // both) lock their keys in the same order and never deadlock.
-                let mut order: Vec<usize> = (0..deliveries.len()).collect();
-                order.sort_by_key(|&at| deliveries[at].id);
-                let mut stored = vec![Stored::Duplicate; deliveries.len()];
-                let mut due_lanes = Vec::new();
-                for at in order {
-                    let delivery = &deliveries[at];
-                    let lane = delivery
-                        .subject
-                        .as_ref()
-                        .filter(|_| delivery.ordered)
-                        .map(|subject| rows::lane(delivery.tenant.as_ref(), subject));
-                    let received_at = delivery.received_at.timestamp_millis();
-                    let due_at = delivery.due_at.timestamp_millis();
-                    let inserted = sqlx::query(
-                        "INSERT INTO ringyo_inbox \
-                         (delivery_id, event, event_at, received_at, payload, tenant, state, attempts, \
-                          available_at, subject, lane, order_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, $9, COALESCE($3, $4)) \
-                         ON CONFLICT (delivery_id) DO NOTHING",
-                    )
-                    .bind(delivery.id.to_string())
-                    .bind(text_column(&delivery.event, MAX_EVENT_LEN))
-                    .bind(delivery.timestamp.map(|at| at.timestamp_millis()))
-                    .bind(received_at)
-                    .bind(delivery.payload.as_ref())
-                    .bind(delivery.tenant.as_ref().map(Tenant::as_str))
-                    .bind(due_at)
-                    .bind(delivery.subject.as_ref().map(ToString::to_string))
-                    .bind(lane.as_deref())
-                    .execute(tx.conn())
+            let pool = self.ready().await?;
+            let mut tx = self.begin_write(pool).await?;
+            // In id order, so two replicas storing the same deliveries (a retry sent to
+            // both) lock their keys in the same order and never deadlock.
+            let mut order: Vec<usize> = (0..deliveries.len()).collect();
+            order.sort_by_key(|&at| deliveries[at].id);
+            let mut stored = vec![Stored::Duplicate; deliveries.len()];
+            let mut due_lanes = Vec::new();
+            for chunk in order.chunks(MAX_ROWS_PER_INSERT) {
+                let sql = insert_sql(self.shared.dialect, chunk.len());
+                let mut query = sqlx::query(&sql);
+                for &at in chunk {
+                    query = bind_new(query, &deliveries[at]);
+                }
+                let inserted = query
+                    .fetch_all(tx.conn())
                     .await
                     .map_err(InboxError::database)?
-                    .rows_affected();
-                    if inserted == 1 {
+                    .iter()
+                    .map(delivery_id)
+                    .collect::<Result<HashSet<_>, _>>()?;
+                // A delivery twice in one batch (a retry that raced its first send) is
+                // inserted once: the first of the two, in id order, is the new one.
+                let mut seen = HashSet::new();
+                for &at in chunk {
+                    let delivery = &deliveries[at];
+                    if inserted.contains(&delivery.id) && seen.insert(delivery.id) {
                         stored[at] = Stored::New;
-                        due_lanes.extend(lane.map(|lane| (lane, due_at)));
+                        due_lanes.extend(
+                            lane_of(delivery)
+                                .map(|lane| (lane, delivery.due_at.timestamp_millis())),
+                        );
                     }
                 }
-                lanes::make_due(self.shared.dialect, tx.conn(), &mut due_lanes).await?;
-                if stored.contains(&Stored::New) {
-                    self.shared.dialect.notify(&mut tx).await?;
-                }
-                tx.commit().await?;
-                let bytes = deliveries
-                    .iter()
-                    .map(|delivery| delivery.payload.len())
-                    .sum();
-                self.committed(bytes);
-                Ok(stored)
+            }
+            lanes::make_due(self.shared.dialect, tx.conn(), &mut due_lanes).await?;
+            if stored.contains(&Stored::New) {
+                self.shared.dialect.notify(&mut tx).await?;
+            }
+            tx.commit().await?;
+            let bytes = deliveries
+                .iter()
+                .map(|delivery| delivery.payload.len())
+                .sum();
+            self.committed(bytes);
+            Ok(stored)
         })
     }
 
