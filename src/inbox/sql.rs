@@ -528,6 +528,32 @@ const DUE: &str = "SELECT \
 /// and Postgres's 65,535.
 const MAX_ROWS_PER_INSERT: usize = 1024;
 
+/// The most payload bytes one `INSERT` carries, past its first delivery: the driver copies a
+/// statement's parameters whole, so a batch of large bodies (256 of up to 1 MiB by default)
+/// is sent in several statements rather than one copy of it all.
+const MAX_BYTES_PER_INSERT: usize = 4 * 1024 * 1024;
+
+/// `order` (indexes into `deliveries`) cut into the runs one `INSERT` each stores: at most
+/// [`MAX_ROWS_PER_INSERT`] deliveries and, past the first, [`MAX_BYTES_PER_INSERT`] of
+/// payloads.
+fn insert_chunks<'o>(order: &'o [usize], deliveries: &[NewDelivery]) -> Vec<&'o [usize]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (at, &delivery) in order.iter().enumerate() {
+        let size = deliveries[delivery].payload.len();
+        if at > start && (at - start == MAX_ROWS_PER_INSERT || bytes + size > MAX_BYTES_PER_INSERT)
+        {
+            chunks.push(&order[start..at]);
+            (start, bytes) = (at, 0);
+        }
+        bytes += size;
+    }
+    if start < order.len() {
+        chunks.push(&order[start..]);
+    }
+    chunks
+}
+
 /// Stores `rows` new deliveries in one statement, each bound by [`bind_new`], and returns the
 /// id of each one inserted (one already there, a retry, is left as it is).
 fn insert_sql(dialect: Dialect, rows: usize) -> String {
@@ -591,7 +617,7 @@ impl InboxStore for SqlInbox {
             order.sort_by_key(|&at| deliveries[at].id);
             let mut stored = vec![Stored::Duplicate; deliveries.len()];
             let mut due_lanes = Vec::new();
-            for chunk in order.chunks(MAX_ROWS_PER_INSERT) {
+            for chunk in insert_chunks(&order, deliveries) {
                 let sql = insert_sql(self.shared.dialect, chunk.len());
                 let mut query = sqlx::query(&sql);
                 for &at in chunk {
@@ -928,6 +954,50 @@ mod tests {
     use sqlx::{Connection, Executor};
 
     use super::*;
+
+    /// New deliveries with payloads of `sizes` bytes.
+    fn of_sizes(sizes: &[usize]) -> Vec<NewDelivery> {
+        let now = DateTime::<Utc>::UNIX_EPOCH;
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(at, &size)| NewDelivery {
+                id: format!("{at:064x}").parse().unwrap(),
+                event: "call.completed".to_owned(),
+                timestamp: None,
+                received_at: now,
+                payload: vec![b' '; size].into(),
+                tenant: None,
+                subject: None,
+                ordered: false,
+                due_at: now,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_is_stored_in_statements_of_at_most_four_mib_past_their_first_delivery() {
+        const MIB: usize = 1024 * 1024;
+        let deliveries = of_sizes(&[3 * MIB, MIB, MIB, 5 * MIB, 10, 10]);
+        let order = [5, 4, 3, 2, 1, 0];
+        let chunks = insert_chunks(&order, &deliveries);
+        // The two small ones; 5 MiB alone (the first of its statement, however large); 1 + 1
+        // MiB; then 3 MiB (2 + 3 is past 4).
+        assert_eq!(chunks, [&[5, 4][..], &[3], &[2, 1], &[0]]);
+    }
+
+    #[test]
+    fn a_batch_is_stored_in_statements_of_at_most_1024_deliveries_in_its_order() {
+        let deliveries = of_sizes(&[1; 2500]);
+        let order: Vec<usize> = (0..2500).rev().collect();
+        let chunks = insert_chunks(&order, &deliveries);
+        assert_eq!(
+            chunks.iter().map(|chunk| chunk.len()).collect::<Vec<_>>(),
+            [1024, 1024, 452]
+        );
+        assert_eq!(chunks.concat(), order);
+        assert!(insert_chunks(&[], &deliveries).is_empty());
+    }
 
     /// A process that opens a busy inbox (the admin command beside a receiver, say) reads at
     /// once: a new connection takes no write lock, which the receiver's writers hold back to
