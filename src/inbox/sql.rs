@@ -528,14 +528,14 @@ const DUE: &str = "SELECT \
 /// and Postgres's 65,535.
 const MAX_ROWS_PER_INSERT: usize = 1024;
 
-/// The most payload bytes one `INSERT` carries, past its first delivery: the driver copies a
-/// statement's parameters whole, so a batch of large bodies (256 of up to 1 MiB by default)
-/// is sent in several statements rather than one copy of it all.
+/// The most payload bytes one `INSERT` carries, unless it stores a single delivery: the
+/// driver copies a statement's parameters whole, so a batch of large bodies (256 of up to
+/// 1 MiB by default) is sent in several statements rather than one copy of it all.
 const MAX_BYTES_PER_INSERT: usize = 4 * 1024 * 1024;
 
 /// `order` (indexes into `deliveries`) cut into the runs one `INSERT` each stores: at most
-/// [`MAX_ROWS_PER_INSERT`] deliveries and, past the first, [`MAX_BYTES_PER_INSERT`] of
-/// payloads.
+/// [`MAX_ROWS_PER_INSERT`] deliveries and [`MAX_BYTES_PER_INSERT`] of payloads, or a single
+/// delivery however large.
 fn insert_chunks<'o>(order: &'o [usize], deliveries: &[NewDelivery]) -> Vec<&'o [usize]> {
     let mut chunks = Vec::new();
     let (mut start, mut bytes) = (0, 0);
@@ -976,7 +976,7 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_is_stored_in_statements_of_at_most_four_mib_past_their_first_delivery() {
+    fn a_batch_is_stored_in_statements_of_at_most_four_mib_or_one_delivery() {
         const MIB: usize = 1024 * 1024;
         let deliveries = of_sizes(&[3 * MIB, MIB, MIB, 5 * MIB, 10, 10]);
         let order = [5, 4, 3, 2, 1, 0];
