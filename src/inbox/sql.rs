@@ -524,7 +524,7 @@ const DUE: &str = "SELECT \
      CAST(CASE WHEN EXISTS (SELECT 1 FROM ringyo_inbox_lanes WHERE holder IS NULL \
        AND due_at <= $1) THEN 1 ELSE 0 END AS BIGINT)";
 
-/// The most deliveries one `INSERT` stores: 10 parameters each, well inside SQLite's 32,766
+/// The most deliveries one `INSERT` stores: 12 parameters each, well inside SQLite's 32,766
 /// and Postgres's 65,535.
 const MAX_ROWS_PER_INSERT: usize = 1024;
 
@@ -557,30 +557,21 @@ fn insert_chunks<'o>(order: &'o [usize], deliveries: &[NewDelivery]) -> Vec<&'o 
 /// Stores `rows` new deliveries in one statement, each bound by [`bind_new`], and returns the
 /// id of each one inserted (one already there, a retry, is left as it is).
 fn insert_sql(dialect: Dialect, rows: usize) -> String {
-    let values = (0..rows)
-        .map(|row| {
-            let at = row * 10 + 1;
-            format!(
-                "({}, 'pending', 0, {})",
-                dialect.list(at, 6),
-                dialect.list(at + 6, 4)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
     format!(
         "{} ringyo_inbox (delivery_id, event, event_at, received_at, payload, tenant, state, \
-           attempts, available_at, subject, lane, order_at) VALUES {values} \
+           attempts, available_at, subject, lane, order_at) VALUES {} \
          ON CONFLICT (delivery_id) DO NOTHING RETURNING delivery_id",
-        dialect.insert()
+        dialect.insert(),
+        dialect.values(rows, 12)
     )
 }
 
-/// Binds a row of [`insert_sql`]: `delivery`'s columns in its order. An event without a
-/// timestamp is ordered by its arrival.
+/// Binds a row of [`insert_sql`]: `delivery`'s columns in its order, pending with no
+/// attempt, in `lane` ([`lane_of`]). An event without a timestamp is ordered by its arrival.
 fn bind_new<'q>(
     query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     delivery: &'q NewDelivery,
+    lane: Option<&'q str>,
 ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     let received_at = delivery.received_at.timestamp_millis();
     let event_at = delivery.timestamp.map(|at| at.timestamp_millis());
@@ -591,9 +582,11 @@ fn bind_new<'q>(
         .bind(received_at)
         .bind(delivery.payload.as_ref())
         .bind(delivery.tenant.as_ref().map(Tenant::as_str))
+        .bind("pending")
+        .bind(0_i64)
         .bind(delivery.due_at.timestamp_millis())
         .bind(delivery.subject.as_ref().map(ToString::to_string))
-        .bind(lane_of(delivery))
+        .bind(lane)
         .bind(event_at.unwrap_or(received_at))
 }
 
@@ -617,11 +610,12 @@ impl InboxStore for SqlInbox {
             order.sort_by_key(|&at| deliveries[at].id);
             let mut stored = vec![Stored::Duplicate; deliveries.len()];
             let mut due_lanes = Vec::new();
+            let lanes: Vec<Option<String>> = deliveries.iter().map(lane_of).collect();
             for chunk in insert_chunks(&order, deliveries) {
                 let sql = insert_sql(self.shared.dialect, chunk.len());
                 let mut query = sqlx::query(&sql);
                 for &at in chunk {
-                    query = bind_new(query, &deliveries[at]);
+                    query = bind_new(query, &deliveries[at], lanes[at].as_deref());
                 }
                 let inserted = query
                     .fetch_all(tx.conn())
@@ -638,7 +632,8 @@ impl InboxStore for SqlInbox {
                     if inserted.contains(&delivery.id) && seen.insert(delivery.id) {
                         stored[at] = Stored::New;
                         due_lanes.extend(
-                            lane_of(delivery)
+                            lanes[at]
+                                .clone()
                                 .map(|lane| (lane, delivery.due_at.timestamp_millis())),
                         );
                     }
