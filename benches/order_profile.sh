@@ -84,6 +84,14 @@ statements() { # the database's statements by server time
     WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '$1') \
       AND query NOT LIKE '%ringyo_inbox_migrations%' AND query NOT LIKE '--%' \
       AND query NOT LIKE 'CREATE%' ORDER BY total_exec_time DESC LIMIT 14"
+  # The same by kind of statement: a statement whose VALUES list varies with its batch is a
+  # row above for each length, so its first 60 characters, parameters unnumbered, group them.
+  psql "$BASE/$1" -P pager=off -c "SELECT sum(calls) AS calls, round(sum(total_exec_time)::numeric) \
+    AS total_ms, sum(rows) AS rows, left(regexp_replace(regexp_replace(query, '\s+', ' ', 'g'), \
+      '\\\$[0-9]+', '\$', 'g'), 60) AS kind \
+    FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '$1') \
+      AND query NOT LIKE '%ringyo_inbox_migrations%' AND query NOT LIKE '--%' \
+      AND query NOT LIKE 'CREATE%' GROUP BY kind ORDER BY total_ms DESC"
   psql "$BASE/$1" -P pager=off -c "SELECT relname, n_live_tup, n_dead_tup, n_tup_upd, \
     n_tup_hot_upd, pg_relation_size(relid) / 8192 AS pages, autovacuum_count FROM \
     pg_stat_user_tables WHERE relname IN ('ringyo_inbox', 'ringyo_inbox_lanes') ORDER BY relname"

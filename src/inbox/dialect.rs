@@ -293,6 +293,12 @@ impl Dialect {
         self == Self::Sqlite
     }
 
+    /// Whether one query may hold several statements, run in turn, so a transaction can
+    /// send two in one round trip: SQLite's (Postgres's extended protocol takes one).
+    pub(super) fn runs_many_statements(self) -> bool {
+        self == Self::Sqlite
+    }
+
     /// The setting of the connections that claim: their commits return without waiting for
     /// the disk.
     ///

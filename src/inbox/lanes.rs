@@ -20,11 +20,13 @@
 //! 4. give each lane it holds its holder (the delivery just claimed, or a suspect at its head),
 //!    and each lane it leaves free its head's due time.
 //!
-//! On Postgres steps 2 to 4 are decided by [`Taken`]'s plain functions, and step 4 is two
-//! statements. On SQLite, whose write lock keeps every other writer out for the whole
-//! transaction, steps 1, 2 and 4 are one statement that decides in SQL (`next_holder!`) and
-//! returns the lanes, and step 3 claims the holders it gave them ([`claim_holders_sql`]):
-//! two statements, where reading the heads into Rust and writing the lanes back took four.
+//! Two statements either way, each deciding in SQL. On Postgres step 1 is one, and steps 2
+//! to 4 are the other ([`claim_taken_postgres_sql`]), whose data-modifying parts share the
+//! snapshot taken after the locks. On SQLite, whose write lock keeps every other writer out
+//! for the whole transaction, steps 1, 2 and 4 are one statement (`next_holder!`) that
+//! returns the lanes, and step 3 claims the holders it gave them ([`claim_holders_sql`]).
+//! (Reading the heads into Rust, deciding there and writing the lanes back took five round
+//! trips on Postgres, with the lanes locked throughout, and four statements on SQLite.)
 //!
 //! Settling a lane's holder frees the lane (a suspect given back keeps it), and a handled one
 //! moves `newest_done` forward. `due_at` is a hint no later than the truth while the lane is
@@ -36,8 +38,6 @@
 //! on SQLite does, and another claims those that are due; then slots left empty take free
 //! lanes as a claim does ([`take_and_claim`]).
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use sqlx::{any::AnyRow, AnyConnection, AnyPool};
 
@@ -46,7 +46,6 @@ use super::{
     rows::{self, claimed_columns, get},
     store::{ClaimedDelivery, HandOver, InboxError},
 };
-use crate::verify::DeliveryId;
 
 /// The lane's first pending delivery, the one to run next: `$lane` is a column or parameter.
 macro_rules! head {
@@ -63,8 +62,9 @@ macro_rules! head {
 
 /// Who holds lane `$lane` once handed over at `$now` (both columns or parameters): a delivery
 /// of it still running, or else its head if that is due or a suspect (which holds its lane to
-/// run alone); none leaves it free. As [`Taken::after`] decides it for a head claimed
-/// whenever it is due and not a suspect, as it is under SQLite's write lock.
+/// run alone); none leaves it free. On SQLite, whose write lock keeps every other writer out,
+/// a head that is due and not a suspect is always claimed next, so this is the holder
+/// [`claim_taken_postgres_sql`] gives a lane after its claim.
 macro_rules! next_holder {
     ($lane:literal, $now:literal) => {
         concat!(
@@ -81,17 +81,6 @@ macro_rules! next_holder {
             ),
             ")"
         )
-    };
-}
-
-/// What step 2 reads of each lane `l` and its head `f`, as [`Taken::read`] reads it: the
-/// lane, a delivery of it that is running if any, then the head's id, whether it is a suspect
-/// and when it is due.
-macro_rules! heads_columns {
-    () => {
-        "SELECT l.lane, (SELECT r.delivery_id FROM ringyo_inbox r WHERE r.lane = l.lane \
-           AND r.state = 'running' LIMIT 1), \
-         f.delivery_id, CAST(CASE WHEN f.suspect THEN 1 ELSE 0 END AS BIGINT), f.available_at"
     };
 }
 
@@ -143,20 +132,48 @@ const TAKE_SQLITE: &str = concat!(
 const TAKE_LANES_POSTGRES: &str = "SELECT lane FROM ringyo_inbox_lanes \
      WHERE holder IS NULL AND due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED";
 
-/// Step 2 on Postgres for `lanes` free lanes this transaction locked: binds the lanes. In a
-/// statement of its own, whose snapshot, taken after the locks, holds every change to these
-/// lanes' deliveries, each committed with a write to the lane's row; a `LATERAL` subquery
-/// keeps the planner on the head's index, lane by lane (joined on a subquery's result, it
-/// read the whole table at times).
-fn heads_postgres(lanes: usize) -> String {
+/// Steps 2 to 4 on Postgres for `lanes` free lanes this transaction locked, in one
+/// statement whose snapshot, taken after the locks, holds every change to these lanes'
+/// deliveries (each committed with a write to the lane's row):
+///
+/// - `t` reads each lane's running delivery and its head, through a `LATERAL` subquery that
+///   keeps the planner on the head's index, lane by lane (joined on a subquery's result, it
+///   read the whole table at times);
+/// - `c` claims each head that is due at `$4`, not a suspect, and whose lane runs nothing
+///   ([`claim_pending_sql`]);
+/// - `d` decides each lane's holder: the delivery running, else its head if just claimed or
+///   a suspect (which holds its lane to run alone), else none;
+/// - `w` writes it, and a lane left free is due when its head is.
+///   A held lane's `due_at` is left as it was: nothing reads it, and its release sets it
+///   afresh.
+///
+/// Binds `$1` to `$3` as [`claim_pending_sql`] does, `$4` now, then the lanes from `$5`.
+/// Each row is the [`claimed_columns`], then its lane ([`CLAIMED_LANE`]).
+fn claim_taken_postgres_sql(lanes: usize) -> String {
+    let claim = claim_pending_sql(
+        Dialect::Postgres,
+        "SELECT head FROM t WHERE running IS NULL AND NOT suspect AND available_at <= $4",
+        ", lane",
+    );
     format!(
         concat!(
-            heads_columns!(),
-            " FROM ringyo_inbox_lanes l LEFT JOIN LATERAL ",
+            "WITH t AS (SELECT l.lane, (SELECT r.delivery_id FROM ringyo_inbox r \
+               WHERE r.lane = l.lane AND r.state = 'running' LIMIT 1) AS running, \
+               f.delivery_id AS head, f.suspect, f.available_at \
+             FROM ringyo_inbox_lanes l LEFT JOIN LATERAL ",
             head!("h.delivery_id, h.suspect, h.available_at", "l.lane"),
-            " AS f ON TRUE WHERE l.holder IS NULL AND l.lane IN ({})"
+            " AS f ON TRUE WHERE l.holder IS NULL AND l.lane IN ({lanes})), \
+             c AS ({claim}), \
+             d AS (SELECT t.lane, COALESCE(t.running, CASE WHEN c.lane IS NOT NULL OR t.suspect \
+               THEN t.head END) AS holder, t.available_at FROM t LEFT JOIN c ON c.lane = t.lane), \
+             w AS (UPDATE ringyo_inbox_lanes SET holder = d.holder, \
+               due_at = CASE WHEN d.holder IS NULL THEN d.available_at \
+                 ELSE ringyo_inbox_lanes.due_at END \
+               FROM d WHERE ringyo_inbox_lanes.lane = d.lane) \
+             SELECT * FROM c"
         ),
-        Dialect::Postgres.list(1, lanes)
+        lanes = Dialect::Postgres.list(5, lanes),
+        claim = claim,
     )
 }
 
@@ -179,35 +196,42 @@ async fn take_lanes(
         .collect()
 }
 
-/// Steps 1 and 2 on Postgres: takes up to `limit` free lanes due at `now` and reads what
-/// each holds.
-async fn take_postgres(
+/// A claim on Postgres: takes up to `limit` free lanes due at `lease.now` (step 1), then
+/// reads, claims and writes them in one statement ([`claim_taken_postgres_sql`]), leased as
+/// `lease` says to the inbox `holder`.
+async fn claim_postgres(
     conn: &mut AnyConnection,
-    now: i64,
+    lease: &HandOver,
     limit: u32,
-) -> Result<Vec<Taken>, InboxError> {
+    holder: &str,
+) -> Result<Vec<(String, ClaimedDelivery)>, InboxError> {
+    let now = lease.now.timestamp_millis();
     let lanes = take_lanes(conn, TAKE_LANES_POSTGRES, now, limit).await?;
     if lanes.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = heads_postgres(lanes.len());
-    let mut query = sqlx::query(&sql);
-    for lane in &lanes {
-        query = query.bind(lane.as_str());
+    let sql = claim_taken_postgres_sql(lanes.len());
+    let mut query = sqlx::query(&sql)
+        .bind(lease.token.to_string())
+        .bind(lease.lease_until.timestamp_millis())
+        .bind(holder)
+        .bind(now);
+    for lane in lanes {
+        query = query.bind(lane);
     }
     query
         .fetch_all(&mut *conn)
         .await
         .map_err(InboxError::database)?
         .iter()
-        .map(Taken::read)
+        .map(claimed_with_lane)
         .collect()
 }
 
-/// A claim of the deliveries whose id is in `ids` (a list, or a subquery, of parameters
-/// numbered from `$4`) that are still pending and not suspects (a suspect holds its lane to
-/// run alone, claimed by `claim_suspect_sql`), leased: binds `$1` the token, `$2` the end of
-/// the lease, `$3` the holder id of the inbox (see [`claim_rows`]). Each row is the
+/// A claim of the deliveries whose id is in `ids` (a list or a subquery, whose parameters, if
+/// any, are numbered from `$4`) that are still pending and not suspects (a suspect holds its
+/// lane to run alone, claimed by `claim_suspect_sql`), leased: binds `$1` the token, `$2` the
+/// end of the lease, `$3` the holder id of the inbox (see [`claim_rows`]). Each row is the
 /// [`claimed_columns`], then `more`.
 fn claim_pending_sql(dialect: Dialect, ids: &str, more: &str) -> String {
     let param = |at| dialect.list(at, 1);
@@ -248,35 +272,6 @@ async fn claim_rows(
         .fetch_all(&mut *conn)
         .await
         .map_err(InboxError::database)
-}
-
-/// Step 4: sets `column` of each of `lanes` (the lane, the value) in one statement: `holder`
-/// of the lanes held (their due time stays as it was, see [`After::Held`], and so does their
-/// index entry), `due_at` of those left free.
-async fn set_lanes<T>(
-    dialect: Dialect,
-    conn: &mut AnyConnection,
-    column: &str,
-    lanes: Vec<(String, T)>,
-) -> Result<(), InboxError>
-where
-    T: 'static + Send + for<'q> sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
-{
-    if lanes.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "{} ringyo_inbox_lanes SET {column} = v.column2 \
-         FROM (VALUES {}) AS v WHERE ringyo_inbox_lanes.lane = v.column1",
-        dialect.update(),
-        dialect.values(lanes.len(), 2)
-    );
-    let mut query = sqlx::query(&sql);
-    for (lane, value) in lanes {
-        query = query.bind(lane).bind(value);
-    }
-    query.execute(conn).await.map_err(InboxError::database)?;
-    Ok(())
 }
 
 /// The most lanes one claim takes: its statements stay well inside every engine's limit on
@@ -348,10 +343,7 @@ pub(super) async fn take_and_claim(
             let lanes = take_lanes(conn, TAKE_SQLITE, now, limit).await?;
             claim_holders(dialect, conn, lanes, lease, holder).await?
         }
-        Dialect::Postgres => {
-            let taken = take_postgres(conn, now, limit).await?;
-            claim_taken(dialect, conn, &taken, lease, holder).await?
-        }
+        Dialect::Postgres => claim_postgres(conn, lease, limit, holder).await?,
     };
     Ok(claimed.into_iter().map(|(_, delivery)| delivery).collect())
 }
@@ -376,25 +368,29 @@ pub(super) struct LaneRelease {
 /// SQLite, whose write lock keeps every other writer out meanwhile. Returns each delivery
 /// claimed with its lane.
 ///
-/// Two statements for the batch: the release gives each lane its next holder, decided in
-/// SQL ([`HAND_OVER`]); then the holders that are pending and not suspects are claimed
-/// ([`claim_holders_sql`]). Released first, so the claim reads each lane's newest handled with the
-/// settlement's in it, and a late arrival handed over is seen as superseded.
+/// Two statements for the batch, sent as one query (SQLite runs a query's statements in
+/// turn; the worker's transaction holds the writer's turn while each round trip waits for
+/// the server's busy core): the release gives each lane its next holder, decided in SQL
+/// ([`HAND_OVER`]); then the holders that are pending and not suspects are claimed
+/// ([`claim_holders_sql`]). Released first, so the claim reads each lane's newest handled
+/// with the settlement's in it, and a late arrival handed over is seen as superseded.
 pub(super) async fn release_and_hand_over(
-    dialect: Dialect,
     conn: &mut AnyConnection,
     released: &[&LaneRelease],
     lease: &HandOver,
     holder: &str,
 ) -> Result<Vec<(String, ClaimedDelivery)>, InboxError> {
+    let dialect = Dialect::Sqlite;
     let now = lease.now.timestamp_millis();
     let mut claimed = Vec::new();
     for chunk in released.chunks(MAX_LANES_PER_CLAIM as usize) {
         let sql = format!(
             "{} ringyo_inbox_lanes SET {HAND_OVER} FROM (VALUES {}) AS v \
-             WHERE ringyo_inbox_lanes.lane = v.column1 AND ringyo_inbox_lanes.holder = v.column2",
+             WHERE ringyo_inbox_lanes.lane = v.column1 AND ringyo_inbox_lanes.holder = v.column2; \
+             {}",
             dialect.update(),
-            dialect.values(chunk.len(), 4)
+            dialect.values(chunk.len(), 4),
+            claim_holders_sql(dialect, chunk.len())
         );
         let mut query = sqlx::query(&sql);
         for release in chunk {
@@ -404,12 +400,22 @@ pub(super) async fn release_and_hand_over(
                 .bind(release.handled_at)
                 .bind(now);
         }
-        query
-            .execute(&mut *conn)
+        // The claim's own parameters follow the release's (sqlx numbers each statement's
+        // anonymous ones on from the last).
+        query = query
+            .bind(lease.token.to_string())
+            .bind(lease.lease_until.timestamp_millis())
+            .bind(holder);
+        for release in chunk {
+            query = query.bind(release.lane.as_str());
+        }
+        let rows = query
+            .fetch_all(&mut *conn)
             .await
             .map_err(InboxError::database)?;
-        let lanes = chunk.iter().map(|release| release.lane.clone()).collect();
-        claimed.extend(claim_holders(dialect, conn, lanes, lease, holder).await?);
+        for row in &rows {
+            claimed.push(claimed_with_lane(row)?);
+        }
     }
     Ok(claimed)
 }
@@ -431,7 +437,7 @@ async fn claim_holders(
     claim_rows(conn, &sql, lease, holder, lanes)
         .await?
         .iter()
-        .map(|row| Ok((get::<String>(row, CLAIMED_LANE)?, rows::claimed(row)?)))
+        .map(claimed_with_lane)
         .collect()
 }
 
@@ -452,180 +458,28 @@ fn claim_holders_sql(dialect: Dialect, lanes: usize) -> String {
     )
 }
 
-/// Where [`claim_holders_sql`]'s rows have their lane: after the [`claimed_columns`].
+/// Where the rows of [`claim_holders_sql`] and [`claim_taken_postgres_sql`] have their lane:
+/// after the [`claimed_columns`].
 const CLAIMED_LANE: usize = 10;
 
-/// The id of a lane's head, as a delivery's.
-fn parse_head(id: &str) -> Result<DeliveryId, InboxError> {
-    id.parse()
-        .map_err(|_| InboxError::database(format!("a lane's first delivery has a bad id: {id:?}")))
-}
-
-/// Claims `heads` (each delivery by id, with its lane) that are still pending and not
-/// suspects, leased as `lease` says to the inbox `holder`; returns each claimed by its lane.
-async fn claim_heads<'l>(
-    dialect: Dialect,
-    conn: &mut AnyConnection,
-    heads: &HashMap<DeliveryId, &'l str>,
-    lease: &HandOver,
-    holder: &str,
-) -> Result<HashMap<&'l str, ClaimedDelivery>, InboxError> {
-    if heads.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let sql = claim_pending_sql(dialect, &dialect.list(4, heads.len()), "");
-    let ids = heads.keys().map(DeliveryId::to_string);
-    claim_rows(conn, &sql, lease, holder, ids)
-        .await?
-        .iter()
-        .map(rows::claimed)
-        .filter_map(|delivery| match delivery {
-            Ok(delivery) => Some(Ok((*heads.get(&delivery.id)?, delivery))),
-            Err(err) => Some(Err(err)),
-        })
-        .collect()
-}
-
-/// Steps 3 and 4 for the lanes `taken`: claims each one's head if [`Taken::to_claim`] says
-/// so, leased as `lease` says to the inbox `holder`, and writes the lanes; returns the
-/// deliveries claimed, each with its lane.
-async fn claim_taken(
-    dialect: Dialect,
-    conn: &mut AnyConnection,
-    taken: &[Taken],
-    lease: &HandOver,
-    holder: &str,
-) -> Result<Vec<(String, ClaimedDelivery)>, InboxError> {
-    if taken.is_empty() {
-        return Ok(Vec::new());
-    }
-    let now = lease.now.timestamp_millis();
-    // Each head to claim, by id, with its lane.
-    let heads = taken
-        .iter()
-        .filter_map(|lane| Some((lane.to_claim(now)?, lane.lane.as_str())))
-        .map(|(head, lane)| Ok((parse_head(head)?, lane)))
-        .collect::<Result<HashMap<_, _>, InboxError>>()?;
-    let claimed = claim_heads(dialect, conn, &heads, lease, holder).await?;
-    let (mut held, mut free) = (Vec::new(), Vec::new());
-    for lane in taken {
-        let head_claimed = claimed.contains_key(lane.lane.as_str());
-        match lane.after(head_claimed) {
-            After::Held(holder) => held.push((lane.lane.clone(), holder.to_owned())),
-            After::Free(due_at) => free.push((lane.lane.clone(), due_at)),
-        }
-    }
-    set_lanes(dialect, &mut *conn, "holder", held).await?;
-    set_lanes(dialect, &mut *conn, "due_at", free).await?;
-    Ok(claimed
-        .into_iter()
-        .map(|(lane, delivery)| (lane.to_owned(), delivery))
-        .collect())
-}
-
-/// A lane a claim took, as step 2 read it.
-#[derive(Debug)]
-struct Taken {
-    lane: String,
-    /// A delivery of the lane already running (none while the lane is free, but a lane never
-    /// runs two: if one is found, it holds the lane and nothing else is claimed).
-    running: Option<String>,
-    /// The lane's first pending delivery.
-    head: Option<Head>,
-}
-
-/// A lane's first pending delivery.
-#[derive(Debug)]
-struct Head {
-    id: String,
-    /// Given back after crashes and waiting to run alone: it holds its lane meanwhile.
-    suspect: bool,
-    available_at: i64,
-}
-
-impl Taken {
-    fn read(row: &AnyRow) -> Result<Self, InboxError> {
-        let head = match get::<Option<String>>(row, 2)? {
-            Some(id) => Some(Head {
-                id,
-                suspect: get::<i64>(row, 3)? == 1,
-                available_at: get::<i64>(row, 4)?,
-            }),
-            None => None,
-        };
-        Ok(Self {
-            lane: get(row, 0)?,
-            running: get(row, 1)?,
-            head,
-        })
-    }
-
-    /// The delivery to claim at `now`: the head, if it is due, not a suspect, and nothing of
-    /// the lane runs.
-    fn to_claim(&self, now: i64) -> Option<&str> {
-        self.head
-            .as_ref()
-            .filter(|head| self.running.is_none() && !head.suspect && head.available_at <= now)
-            .map(|head| head.id.as_str())
-    }
-
-    /// What the claim leaves the lane as, `head_claimed` saying whether its head was claimed.
-    fn after(&self, head_claimed: bool) -> After<'_> {
-        let head = self.head.as_ref();
-        let holder = self.running.as_deref().or_else(|| {
-            head.filter(|head| head_claimed || head.suspect)
-                .map(|head| head.id.as_str())
-        });
-        match holder {
-            Some(holder) => After::Held(holder),
-            None => After::Free(head.map(|head| head.available_at)),
-        }
-    }
-}
-
-/// What a claim leaves a lane it took as.
-#[derive(Debug, PartialEq, Eq)]
-enum After<'a> {
-    /// Held by this delivery: running (just claimed, or already), or a suspect at its head
-    /// waiting to run alone. On Postgres its due time is left as it was: nothing reads a held
-    /// lane's, and its release sets it afresh. (SQLite's one statement sets it to the head's
-    /// even for a lane it holds: one more entry of `ringyo_inbox_lanes_by_due` written a
-    /// claim, on the index's few pages, which storing and settling write in most commits.)
-    Held(&'a str),
-    /// Free, next due then: its head's due time (a claim taking a lane whose head is not yet
-    /// due, a hint that was early), or none without a pending delivery.
-    Free(Option<i64>),
+/// A delivery claimed by [`claim_holders_sql`] or [`claim_taken_postgres_sql`], with its lane.
+fn claimed_with_lane(row: &AnyRow) -> Result<(String, ClaimedDelivery), InboxError> {
+    Ok((get::<String>(row, CLAIMED_LANE)?, rows::claimed(row)?))
 }
 
 /// Makes each of `lanes` (lane, when its new delivery is due) due no later than that: after
-/// ordered deliveries are stored or replayed, in the same transaction. In one statement, each
-/// lane once (Postgres refuses to change a row twice in one), in lane order, so transactions
-/// that lock several lanes lock them in one order and never deadlock. A lane due as early
-/// already is not written at all, though on Postgres still locked (as `ON CONFLICT DO UPDATE`
-/// locks every row it meets), which is what orders a store against a release (see
-/// [`RELEASE`]).
+/// ordered deliveries are stored or replayed, in the same transaction. In one statement
+/// ([`make_due_sql`]) per [`MAX_LANES_PER_STATEMENT`] lanes, each lane once, in lane order
+/// ([`one_due_per_lane`]).
 pub(super) async fn make_due(
     dialect: Dialect,
     conn: &mut AnyConnection,
     lanes: &mut Vec<(String, i64)>,
 ) -> Result<(), InboxError> {
-    lanes.sort_unstable();
-    // Sorted, the earliest due of a lane comes first: keep that one.
-    lanes.dedup_by(|later, first| later.0 == first.0);
+    one_due_per_lane(lanes);
     for chunk in lanes.chunks(MAX_LANES_PER_STATEMENT) {
-        let sql = format!(
-            "{} ringyo_inbox_lanes (lane, due_at) VALUES {} \
-             ON CONFLICT (lane) DO UPDATE SET due_at = excluded.due_at \
-             WHERE ringyo_inbox_lanes.due_at IS NULL \
-               OR excluded.due_at < ringyo_inbox_lanes.due_at",
-            dialect.insert(),
-            dialect.values(chunk.len(), 2)
-        );
-        let mut query = sqlx::query(&sql);
-        for (lane, due_at) in chunk {
-            query = query.bind(lane.as_str()).bind(*due_at);
-        }
-        query
+        let sql = make_due_sql(dialect, chunk.len());
+        bind_due(sqlx::query(&sql), chunk)
             .execute(&mut *conn)
             .await
             .map_err(InboxError::database)?;
@@ -633,9 +487,45 @@ pub(super) async fn make_due(
     Ok(())
 }
 
-/// The most lanes one statement of [`make_due`] names (two parameters each: SQLite takes
+/// Sorts `lanes` (lane, when due) and keeps each lane's earliest: one statement changes a row
+/// once (Postgres refuses a second change), and transactions that lock several lanes lock
+/// them in one order, so never deadlock.
+pub(super) fn one_due_per_lane(lanes: &mut Vec<(String, i64)>) {
+    lanes.sort_unstable();
+    // Sorted, the earliest due of a lane comes first: keep that one.
+    lanes.dedup_by(|later, first| later.0 == first.0);
+}
+
+/// Makes `lanes` lanes (at most [`MAX_LANES_PER_STATEMENT`], from [`one_due_per_lane`]) due no
+/// later than each one's time, binding each lane then its time ([`bind_due`]). A lane due as
+/// early already is not written at all, though on Postgres still locked (as `ON CONFLICT DO
+/// UPDATE` locks every row it meets), which is what orders a store against a release (see
+/// [`RELEASE`]).
+pub(super) fn make_due_sql(dialect: Dialect, lanes: usize) -> String {
+    format!(
+        "{} ringyo_inbox_lanes (lane, due_at) VALUES {} \
+         ON CONFLICT (lane) DO UPDATE SET due_at = excluded.due_at \
+         WHERE ringyo_inbox_lanes.due_at IS NULL \
+           OR excluded.due_at < ringyo_inbox_lanes.due_at",
+        dialect.insert(),
+        dialect.values(lanes, 2)
+    )
+}
+
+/// Binds the parameters of [`make_due_sql`] for `lanes`.
+pub(super) fn bind_due<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    lanes: &'q [(String, i64)],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    for (lane, due_at) in lanes {
+        query = query.bind(lane.as_str()).bind(*due_at);
+    }
+    query
+}
+
+/// The most lanes one statement of [`make_due_sql`] names (two parameters each: SQLite takes
 /// 32,766, Postgres 65,535).
-const MAX_LANES_PER_STATEMENT: usize = 1024;
+pub(super) const MAX_LANES_PER_STATEMENT: usize = 1024;
 
 /// After deliveries of `lane` were replayed: its newest handled is recounted from those still
 /// handled.
@@ -661,62 +551,4 @@ pub(super) async fn prune(
         .await
         .map_err(InboxError::database)?;
     Ok(deleted.rows_affected())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lane(running: Option<&str>, head: Option<(&str, bool, i64)>) -> Taken {
-        Taken {
-            lane: "call:1".into(),
-            running: running.map(str::to_owned),
-            head: head.map(|(id, suspect, available_at)| Head {
-                id: id.into(),
-                suspect,
-                available_at,
-            }),
-        }
-    }
-
-    #[test]
-    fn a_due_head_is_claimed_and_then_holds_its_lane() {
-        let taken = lane(None, Some(("a", false, 10)));
-        assert_eq!(taken.to_claim(10), Some("a"));
-        assert_eq!(taken.after(true), After::Held("a"));
-    }
-
-    #[test]
-    fn a_head_not_yet_due_leaves_its_lane_free_and_due_when_it_is() {
-        let taken = lane(None, Some(("a", false, 11)));
-        assert_eq!(taken.to_claim(10), None);
-        assert_eq!(taken.after(false), After::Free(Some(11)));
-    }
-
-    #[test]
-    fn a_suspect_head_is_not_claimed_but_holds_its_lane_to_run_alone() {
-        let taken = lane(None, Some(("a", true, 10)));
-        assert_eq!(taken.to_claim(10), None);
-        assert_eq!(taken.after(false), After::Held("a"));
-    }
-
-    #[test]
-    fn a_lane_with_a_running_delivery_claims_nothing_and_is_held_by_it() {
-        let taken = lane(Some("r"), Some(("a", false, 10)));
-        assert_eq!(taken.to_claim(10), None);
-        assert_eq!(taken.after(false), After::Held("r"));
-    }
-
-    #[test]
-    fn a_lane_with_nothing_pending_is_left_free_with_nothing_due() {
-        let taken = lane(None, None);
-        assert_eq!(taken.to_claim(10), None);
-        assert_eq!(taken.after(false), After::Free(None));
-    }
-
-    #[test]
-    fn a_head_the_claim_did_not_get_does_not_hold_its_lane() {
-        let taken = lane(None, Some(("a", false, 10)));
-        assert_eq!(taken.after(false), After::Free(Some(10)));
-    }
 }

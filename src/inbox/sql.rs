@@ -371,7 +371,6 @@ impl SqlInbox {
                 settle::release(dialect, tx.conn(), &given_back).await?;
                 for wave in settle::lane_waves(&ended) {
                     let claimed = lanes::release_and_hand_over(
-                        dialect,
                         tx.conn(),
                         &wave,
                         hand_over,
@@ -611,13 +610,28 @@ impl InboxStore for SqlInbox {
             let mut stored = vec![Stored::Duplicate; deliveries.len()];
             let mut due_lanes = Vec::new();
             let lanes: Vec<Option<String>> = deliveries.iter().map(lane_of).collect();
+            let dialect = self.shared.dialect;
             for chunk in insert_chunks(&order, deliveries) {
-                let sql = insert_sql(self.shared.dialect, chunk.len());
+                let mut sql = insert_sql(dialect, chunk.len());
+                // On SQLite the chunk's lanes are made due in the same query, a round trip
+                // fewer while the transaction holds the writer's turn: every ordered
+                // delivery's, a duplicate's too (that only makes its lane's hint early, which
+                // the claim that takes the lane corrects).
+                let mut chunk_due = Vec::new();
+                if dialect.runs_many_statements() {
+                    chunk_due.extend(chunk.iter().filter_map(|&at| {
+                        Some((lanes[at].clone()?, deliveries[at].due_at.timestamp_millis()))
+                    }));
+                    lanes::one_due_per_lane(&mut chunk_due);
+                }
+                if !chunk_due.is_empty() {
+                    sql = format!("{sql}; {}", lanes::make_due_sql(dialect, chunk_due.len()));
+                }
                 let mut query = sqlx::query(&sql);
                 for &at in chunk {
                     query = bind_new(query, &deliveries[at], lanes[at].as_deref());
                 }
-                let inserted = query
+                let inserted = lanes::bind_due(query, &chunk_due)
                     .fetch_all(tx.conn())
                     .await
                     .map_err(InboxError::database)?
@@ -631,15 +645,17 @@ impl InboxStore for SqlInbox {
                     let delivery = &deliveries[at];
                     if inserted.contains(&delivery.id) && seen.insert(delivery.id) {
                         stored[at] = Stored::New;
-                        due_lanes.extend(
-                            lanes[at]
-                                .clone()
-                                .map(|lane| (lane, delivery.due_at.timestamp_millis())),
-                        );
+                        if !dialect.runs_many_statements() {
+                            due_lanes.extend(
+                                lanes[at]
+                                    .clone()
+                                    .map(|lane| (lane, delivery.due_at.timestamp_millis())),
+                            );
+                        }
                     }
                 }
             }
-            lanes::make_due(self.shared.dialect, tx.conn(), &mut due_lanes).await?;
+            lanes::make_due(dialect, tx.conn(), &mut due_lanes).await?;
             if stored.contains(&Stored::New) {
                 self.shared.dialect.notify(&mut tx).await?;
             }
