@@ -259,7 +259,9 @@ impl Dialect {
     /// looks each parameter's name up, and SQLite finds a name by walking the list of all of
     /// them, so with hundreds of named ones (a batch's outcomes, 9 a delivery) binding took
     /// time quadratic in their number. A statement takes all its parameters from here or
-    /// none: sqlx binds anonymous ones by a count of its own, which skips named ones.
+    /// none: sqlx binds anonymous ones by a count of its own, which skips named ones. So does
+    /// a query of several statements ([`runs_many_statements`](Self::runs_many_statements)):
+    /// the count runs on across them, and a named parameter would not move it.
     pub(super) fn list(self, first: usize, count: usize) -> String {
         (first..first + count)
             .map(|at| match self {
@@ -294,7 +296,10 @@ impl Dialect {
     }
 
     /// Whether one query may hold several statements, run in turn, so a transaction can
-    /// send two in one round trip: SQLite's (Postgres's extended protocol takes one).
+    /// send two in one round trip: SQLite's (Postgres's extended protocol takes one). sqlx
+    /// binds them anonymous parameters in order across the statements (see
+    /// [`list`](Self::list)) and returns the rows of all of them; it stops at the first that
+    /// fails.
     pub(super) fn runs_many_statements(self) -> bool {
         self == Self::Sqlite
     }

@@ -14,7 +14,7 @@
 //!    holds, and re-checks `holder IS NULL` on each row's newest version; on SQLite the write
 //!    lock excludes every other writer);
 //! 2. read each lane's running delivery and first pending one, once (on Postgres in a
-//!    statement of its own, whose snapshot is taken after the locks);
+//!    statement after the one that locks, whose snapshot is taken after the locks);
 //! 3. claim each lane's first pending delivery, if it is due, not a suspect, and nothing of
 //!    the lane runs;
 //! 4. give each lane it holds its holder (the delivery just claimed, or a suspect at its head),
@@ -211,11 +211,7 @@ async fn claim_postgres(
         return Ok(Vec::new());
     }
     let sql = claim_taken_postgres_sql(lanes.len());
-    let mut query = sqlx::query(&sql)
-        .bind(lease.token.to_string())
-        .bind(lease.lease_until.timestamp_millis())
-        .bind(holder)
-        .bind(now);
+    let mut query = bind_lease(sqlx::query(&sql), lease, holder).bind(now);
     for lane in lanes {
         query = query.bind(lane);
     }
@@ -261,10 +257,7 @@ async fn claim_rows(
     holder: &str,
     keys: impl IntoIterator<Item = String>,
 ) -> Result<Vec<AnyRow>, InboxError> {
-    let mut query = sqlx::query(sql)
-        .bind(lease.token.to_string())
-        .bind(lease.lease_until.timestamp_millis())
-        .bind(holder);
+    let mut query = bind_lease(sqlx::query(sql), lease, holder);
     for key in keys {
         query = query.bind(key);
     }
@@ -272,6 +265,19 @@ async fn claim_rows(
         .fetch_all(&mut *conn)
         .await
         .map_err(InboxError::database)
+}
+
+/// Binds the lease of a [`claim_pending_sql`], its `$1` to `$3`: the token, the end of the
+/// lease, and the inbox `holder`.
+fn bind_lease<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    lease: &HandOver,
+    holder: &'q str,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(lease.token.to_string())
+        .bind(lease.lease_until.timestamp_millis())
+        .bind(holder)
 }
 
 /// The most lanes one claim takes: its statements stay well inside every engine's limit on
@@ -373,7 +379,10 @@ pub(super) struct LaneRelease {
 /// the server's busy core): the release gives each lane its next holder, decided in SQL
 /// ([`HAND_OVER`]); then the holders that are pending and not suspects are claimed
 /// ([`claim_holders_sql`]). Released first, so the claim reads each lane's newest handled
-/// with the settlement's in it, and a late arrival handed over is seen as superseded.
+/// with the settlement's in it, and a late arrival handed over is seen as superseded. Only
+/// the claim returns rows: `fetch_all` returns every statement's. SQLite's alone, as
+/// [`Dialect::hands_over_lanes`] says, where a query may hold several statements
+/// ([`Dialect::runs_many_statements`]).
 pub(super) async fn release_and_hand_over(
     conn: &mut AnyConnection,
     released: &[&LaneRelease],
@@ -402,10 +411,7 @@ pub(super) async fn release_and_hand_over(
         }
         // The claim's own parameters follow the release's (sqlx numbers each statement's
         // anonymous ones on from the last).
-        query = query
-            .bind(lease.token.to_string())
-            .bind(lease.lease_until.timestamp_millis())
-            .bind(holder);
+        query = bind_lease(query, lease, holder);
         for release in chunk {
             query = query.bind(release.lane.as_str());
         }
@@ -468,18 +474,31 @@ fn claimed_with_lane(row: &AnyRow) -> Result<(String, ClaimedDelivery), InboxErr
 }
 
 /// Makes each of `lanes` (lane, when its new delivery is due) due no later than that: after
-/// ordered deliveries are stored or replayed, in the same transaction. In one statement
-/// ([`make_due_sql`]) per [`MAX_LANES_PER_STATEMENT`] lanes, each lane once, in lane order
-/// ([`one_due_per_lane`]).
+/// ordered deliveries are stored or replayed, in the same transaction. In one statement, each
+/// lane once (Postgres refuses to change a row twice in one), in lane order, so transactions
+/// that lock several lanes lock them in one order and never deadlock. A lane due as early
+/// already is not written at all, though on Postgres still locked (as `ON CONFLICT DO UPDATE`
+/// locks every row it meets), which is what orders a store against a release (see
+/// [`RELEASE`]).
 pub(super) async fn make_due(
     dialect: Dialect,
     conn: &mut AnyConnection,
     lanes: &mut Vec<(String, i64)>,
 ) -> Result<(), InboxError> {
-    one_due_per_lane(lanes);
+    lanes.sort_unstable();
+    // Sorted, the earliest due of a lane comes first: keep that one.
+    lanes.dedup_by(|later, first| later.0 == first.0);
     for chunk in lanes.chunks(MAX_LANES_PER_STATEMENT) {
-        let sql = make_due_sql(dialect, chunk.len());
-        bind_due(sqlx::query(&sql), chunk)
+        let sql = format!(
+            "{} ringyo_inbox_lanes (lane, due_at) VALUES {} {DUE_NO_LATER}",
+            dialect.insert(),
+            dialect.values(chunk.len(), 2)
+        );
+        let mut query = sqlx::query(&sql);
+        for (lane, due_at) in chunk {
+            query = query.bind(lane.as_str()).bind(*due_at);
+        }
+        query
             .execute(&mut *conn)
             .await
             .map_err(InboxError::database)?;
@@ -487,44 +506,29 @@ pub(super) async fn make_due(
     Ok(())
 }
 
-/// Sorts `lanes` (lane, when due) and keeps each lane's earliest: one statement changes a row
-/// once (Postgres refuses a second change), and transactions that lock several lanes lock
-/// them in one order, so never deadlock.
-pub(super) fn one_due_per_lane(lanes: &mut Vec<(String, i64)>) {
-    lanes.sort_unstable();
-    // Sorted, the earliest due of a lane comes first: keep that one.
-    lanes.dedup_by(|later, first| later.0 == first.0);
-}
+/// How storing makes a lane due: a lane not yet due, or due later, becomes due at the new
+/// delivery's time; one due as early already is left as it is.
+const DUE_NO_LATER: &str = "ON CONFLICT (lane) DO UPDATE SET due_at = excluded.due_at \
+     WHERE ringyo_inbox_lanes.due_at IS NULL OR excluded.due_at < ringyo_inbox_lanes.due_at";
 
-/// Makes `lanes` lanes (at most [`MAX_LANES_PER_STATEMENT`], from [`one_due_per_lane`]) due no
-/// later than each one's time, binding each lane then its time ([`bind_due`]). A lane due as
-/// early already is not written at all, though on Postgres still locked (as `ON CONFLICT DO
-/// UPDATE` locks every row it meets), which is what orders a store against a release (see
-/// [`RELEASE`]).
-pub(super) fn make_due_sql(dialect: Dialect, lanes: usize) -> String {
+/// [`make_due`] on SQLite for `rows` deliveries just stored, one row each, bound as its lane
+/// (none outside lanes, skipped) and its due time, to run in the same query as their `INSERT`
+/// ([`Dialect::runs_many_statements`]). One row a delivery, so the query's text depends on the
+/// batch's length alone, and sqlx's cache of prepared statements (100 a connection) keeps
+/// one a length rather than one for every count of distinct lanes too. SQLite writes an
+/// upsert's rows one at a time, so a lane named twice keeps the earlier due time. At most
+/// [`MAX_LANES_PER_STATEMENT`] rows.
+pub(super) fn make_due_each_sql(rows: usize) -> String {
     format!(
-        "{} ringyo_inbox_lanes (lane, due_at) VALUES {} \
-         ON CONFLICT (lane) DO UPDATE SET due_at = excluded.due_at \
-         WHERE ringyo_inbox_lanes.due_at IS NULL \
-           OR excluded.due_at < ringyo_inbox_lanes.due_at",
-        dialect.insert(),
-        dialect.values(lanes, 2)
+        "{} ringyo_inbox_lanes (lane, due_at) SELECT column1, column2 FROM (VALUES {}) \
+         WHERE column1 IS NOT NULL {DUE_NO_LATER}",
+        Dialect::Sqlite.insert(),
+        Dialect::Sqlite.values(rows, 2)
     )
 }
 
-/// Binds the parameters of [`make_due_sql`] for `lanes`.
-pub(super) fn bind_due<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    lanes: &'q [(String, i64)],
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-    for (lane, due_at) in lanes {
-        query = query.bind(lane.as_str()).bind(*due_at);
-    }
-    query
-}
-
-/// The most lanes one statement of [`make_due_sql`] names (two parameters each: SQLite takes
-/// 32,766, Postgres 65,535).
+/// The most lanes one statement of [`make_due`] or [`make_due_each_sql`] names (two
+/// parameters each: SQLite takes 32,766, Postgres 65,535).
 pub(super) const MAX_LANES_PER_STATEMENT: usize = 1024;
 
 /// After deliveries of `lane` were replayed: its newest handled is recounted from those still

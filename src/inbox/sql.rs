@@ -527,6 +527,10 @@ const DUE: &str = "SELECT \
 /// and Postgres's 65,535.
 const MAX_ROWS_PER_INSERT: usize = 1024;
 
+// On SQLite an `INSERT`'s query makes its rows' lanes due too, one row of
+// `lanes::make_due_each_sql` each.
+const _: () = assert!(MAX_ROWS_PER_INSERT <= lanes::MAX_LANES_PER_STATEMENT);
+
 /// The most payload bytes one `INSERT` carries, unless it stores a single delivery: the
 /// driver copies a statement's parameters whole, so a batch of large bodies (256 of up to
 /// 1 MiB by default) is sent in several statements rather than one copy of it all.
@@ -614,24 +618,28 @@ impl InboxStore for SqlInbox {
             for chunk in insert_chunks(&order, deliveries) {
                 let mut sql = insert_sql(dialect, chunk.len());
                 // On SQLite the chunk's lanes are made due in the same query, a round trip
-                // fewer while the transaction holds the writer's turn: every ordered
-                // delivery's, a duplicate's too (that only makes its lane's hint early, which
-                // the claim that takes the lane corrects).
-                let mut chunk_due = Vec::new();
-                if dialect.runs_many_statements() {
-                    chunk_due.extend(chunk.iter().filter_map(|&at| {
-                        Some((lanes[at].clone()?, deliveries[at].due_at.timestamp_millis()))
-                    }));
-                    lanes::one_due_per_lane(&mut chunk_due);
-                }
-                if !chunk_due.is_empty() {
-                    sql = format!("{sql}; {}", lanes::make_due_sql(dialect, chunk_due.len()));
+                // fewer while the transaction holds the writer's turn. Every ordered
+                // delivery's lane, a duplicate's too: that makes its lane's hint early (or
+                // brings back a lane pruned since), which costs one claim that finds nothing
+                // and puts the hint right.
+                let due_too =
+                    dialect.runs_many_statements() && chunk.iter().any(|&at| lanes[at].is_some());
+                if due_too {
+                    sql = format!("{sql}; {}", lanes::make_due_each_sql(chunk.len()));
                 }
                 let mut query = sqlx::query(&sql);
                 for &at in chunk {
                     query = bind_new(query, &deliveries[at], lanes[at].as_deref());
                 }
-                let inserted = lanes::bind_due(query, &chunk_due)
+                if due_too {
+                    for &at in chunk {
+                        query = query
+                            .bind(lanes[at].as_deref())
+                            .bind(deliveries[at].due_at.timestamp_millis());
+                    }
+                }
+                // Only the `INSERT` returns rows.
+                let inserted = query
                     .fetch_all(tx.conn())
                     .await
                     .map_err(InboxError::database)?
@@ -655,6 +663,7 @@ impl InboxStore for SqlInbox {
                     }
                 }
             }
+            // Empty on SQLite, whose lanes the queries above made due.
             lanes::make_due(dialect, tx.conn(), &mut due_lanes).await?;
             if stored.contains(&Stored::New) {
                 self.shared.dialect.notify(&mut tx).await?;
