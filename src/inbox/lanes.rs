@@ -204,7 +204,7 @@ async fn claim_postgres(
     lease: &HandOver,
     limit: u32,
     holder: &str,
-) -> Result<Vec<(String, ClaimedDelivery)>, InboxError> {
+) -> Result<Vec<ClaimedDelivery>, InboxError> {
     let now = lease.now.timestamp_millis();
     let lanes = take_lanes(conn, TAKE_LANES_POSTGRES, now, limit).await?;
     if lanes.is_empty() {
@@ -220,7 +220,7 @@ async fn claim_postgres(
         .await
         .map_err(InboxError::database)?
         .iter()
-        .map(claimed_with_lane)
+        .map(rows::claimed)
         .collect()
 }
 
@@ -343,15 +343,14 @@ pub(super) async fn take_and_claim(
     limit: u32,
     holder: &str,
 ) -> Result<Vec<ClaimedDelivery>, InboxError> {
-    let now = lease.now.timestamp_millis();
-    let claimed = match dialect {
+    match dialect {
         Dialect::Sqlite => {
+            let now = lease.now.timestamp_millis();
             let lanes = take_lanes(conn, TAKE_SQLITE, now, limit).await?;
-            claim_holders(dialect, conn, lanes, lease, holder).await?
+            claim_holders(conn, lanes, lease, holder).await
         }
-        Dialect::Postgres => claim_postgres(conn, lease, limit, holder).await?,
-    };
-    Ok(claimed.into_iter().map(|(_, delivery)| delivery).collect())
+        Dialect::Postgres => claim_postgres(conn, lease, limit, holder).await,
+    }
 }
 
 /// A lane its holder settled, to free in the same transaction.
@@ -399,7 +398,7 @@ pub(super) async fn release_and_hand_over(
              {}",
             dialect.update(),
             dialect.values(chunk.len(), 4),
-            claim_holders_sql(dialect, chunk.len())
+            claim_holders_sql(chunk.len())
         );
         let mut query = sqlx::query(&sql);
         for release in chunk {
@@ -426,24 +425,23 @@ pub(super) async fn release_and_hand_over(
     Ok(claimed)
 }
 
-/// Claims the holders of `lanes` (at most [`MAX_LANES_PER_CLAIM`]) that are pending and not
-/// suspects, each just given its lane by [`HAND_OVER`] or [`TAKE_SQLITE`], leased as `lease`
-/// says to the inbox `holder`; returns each claimed with its lane.
+/// On SQLite, claims the holders of `lanes` (at most [`MAX_LANES_PER_CLAIM`]) that are
+/// pending and not suspects, each just given its lane by [`TAKE_SQLITE`], leased as `lease`
+/// says to the inbox `holder`.
 async fn claim_holders(
-    dialect: Dialect,
     conn: &mut AnyConnection,
     lanes: Vec<String>,
     lease: &HandOver,
     holder: &str,
-) -> Result<Vec<(String, ClaimedDelivery)>, InboxError> {
+) -> Result<Vec<ClaimedDelivery>, InboxError> {
     if lanes.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = claim_holders_sql(dialect, lanes.len());
+    let sql = claim_holders_sql(lanes.len());
     claim_rows(conn, &sql, lease, holder, lanes)
         .await?
         .iter()
-        .map(claimed_with_lane)
+        .map(rows::claimed)
         .collect()
 }
 
@@ -451,9 +449,11 @@ async fn claim_holders(
 /// suspects (a holder running already is left to run; a suspect holds its lane to run
 /// alone). A lane's holder is pending and not a suspect only between [`HAND_OVER`] or
 /// [`TAKE_SQLITE`] giving it the lane and this claim, in one transaction, so this claims
-/// exactly those. Binds the lanes from `$4`; each row is the [`claimed_columns`], then its
-/// lane ([`CLAIMED_LANE`]).
-fn claim_holders_sql(dialect: Dialect, lanes: usize) -> String {
+/// exactly those. SQLite's: on Postgres the claim's one statement decides and claims
+/// ([`claim_taken_postgres_sql`]). Binds the lanes from `$4`; each row is the
+/// [`claimed_columns`], then its lane ([`CLAIMED_LANE`]).
+fn claim_holders_sql(lanes: usize) -> String {
+    let dialect = Dialect::Sqlite;
     claim_pending_sql(
         dialect,
         &format!(
@@ -465,10 +465,11 @@ fn claim_holders_sql(dialect: Dialect, lanes: usize) -> String {
 }
 
 /// Where the rows of [`claim_holders_sql`] and [`claim_taken_postgres_sql`] have their lane:
-/// after the [`claimed_columns`].
+/// after the [`claimed_columns`] (the hand-over reads it, to give each lane's delivery the
+/// slot of the one that freed it).
 const CLAIMED_LANE: usize = 10;
 
-/// A delivery claimed by [`claim_holders_sql`] or [`claim_taken_postgres_sql`], with its lane.
+/// A delivery claimed by [`claim_holders_sql`], with its lane.
 fn claimed_with_lane(row: &AnyRow) -> Result<(String, ClaimedDelivery), InboxError> {
     Ok((get::<String>(row, CLAIMED_LANE)?, rows::claimed(row)?))
 }

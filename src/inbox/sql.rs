@@ -666,7 +666,7 @@ impl InboxStore for SqlInbox {
             // Empty on SQLite, whose lanes the queries above made due.
             lanes::make_due(dialect, tx.conn(), &mut due_lanes).await?;
             if stored.contains(&Stored::New) {
-                self.shared.dialect.notify(&mut tx).await?;
+                dialect.notify(&mut tx).await?;
             }
             tx.commit().await?;
             let bytes = deliveries
