@@ -57,6 +57,12 @@
 #
 #   bash .ci/with-postgres bash benches/inbox.sh 10 3 order    # the same as: load.sh 10 3 order
 #
+# A change against the build before it (benches/ab.sh sets this): with LOAD_BASE_BIN naming
+# another build of load_server, every mode of the inbox part (`queue` aside) and every variant
+# of the order part also runs with that build, named `@base`, interleaved in the same rounds;
+# the tables get its rows, and a last table this build's figures over the base's, round by
+# round. LOAD_INBOX_MODES="queue inbox-sqlite" runs only those modes of the inbox part.
+#
 # Every request goes to 127.0.0.1 only, and each run stops after its duration.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -355,7 +361,7 @@ DRAIN_LIMIT=${LOAD_DRAIN_SECONDS:-120}
 INBOX_MODES=(queue inbox-sqlite inbox-sqlite-single)
 ENGINES=(sqlite)
 if [ -n "${RINGYO_TEST_POSTGRES_URL:-}" ]; then
-  INBOX_MODES+=(inbox-postgres inbox-postgres-single)
+  [ -n "${LOAD_INBOX_MODES:-}" ] || INBOX_MODES+=(inbox-postgres inbox-postgres-single)
   ENGINES+=(postgres)
   command -v psql >/dev/null || { echo "psql is needed for the Postgres modes" >&2; exit 1; }
   PG_BASE=${RINGYO_TEST_POSTGRES_URL%/*}
@@ -380,6 +386,20 @@ fi
 # The order part on some engines only (LOAD_ENGINES="postgres"), and some variants only
 # (LOAD_ORDER_VARIANTS="off on"), to look at one change.
 if [ -n "${LOAD_ENGINES:-}" ]; then read -ra ENGINES <<<"$LOAD_ENGINES"; fi
+if [ -n "${LOAD_INBOX_MODES:-}" ]; then read -ra INBOX_MODES <<<"$LOAD_INBOX_MODES"; fi
+# This build, and with LOAD_BASE_BIN the base build too: a mode or variant named `NAME@base`
+# runs NAME with it.
+BUILDS=("")
+if [ -n "${LOAD_BASE_BIN:-}" ]; then
+  [ -x "$LOAD_BASE_BIN" ] || { echo "LOAD_BASE_BIN: no executable at $LOAD_BASE_BIN" >&2; exit 1; }
+  BUILDS+=("@base")
+  with_base=()
+  for mode in "${INBOX_MODES[@]}"; do
+    with_base+=("$mode")
+    [ "$mode" = queue ] || with_base+=("$mode@base")
+  done
+  INBOX_MODES=("${with_base[@]}")
+fi
 INBOX_DIR=$(mktemp -d "${LOAD_INBOX_DIR:-/var/tmp}/ringyo-inbox-load.XXXXXX")
 echo "SQLite: a new file per run in $INBOX_DIR ($(df -T "$INBOX_DIR" | awk 'NR == 2 { print $2 " on " $1 }'))"
 if [ "$PARTS" = order ]; then
@@ -420,15 +440,16 @@ drain_inbox() {
 #          handled/s-under-load" (the server's pools: $WARM_FILE and $MEASURE_FILE, default
 #          warm.txt and pool.txt; with $DRAIN_WARMUP=yes, the warm-up is handled in full first)
 run_inbox() {
-  local url= db=
+  local url= db= bin=$BIN name=$1
+  if [ "${1%@base}" != "$1" ]; then bin=$LOAD_BASE_BIN; set -- "${1%@base}"; fi
   case "$1" in
-    inbox-sqlite*) url="sqlite://$INBOX_DIR/$1-$round.db" ;;
+    inbox-sqlite*) url="sqlite://$INBOX_DIR/${name//@/-}-$round.db" ;;
     inbox-postgres*)
-      db="ringyo_load_${1//-/_}_${round}_$$"
+      db="ringyo_load_${name//[-@]/_}_${round}_$$"
       psql "$RINGYO_TEST_POSTGRES_URL" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $db" >/dev/null
       url="$PG_BASE/$db" ;;
   esac
-  LOAD_INBOX_URL=$url "${PIN_SERVER[@]}" "$BIN" serve "$1" "127.0.0.1:$PORT" & SERVER=$!
+  LOAD_INBOX_URL=$url "${PIN_SERVER[@]}" "$bin" serve "$1" "127.0.0.1:$PORT" & SERVER=$!
   trap 'kill "$SERVER" 2>/dev/null || true' EXIT
   wait_ready
   # Another process on the port would answer in its place.
@@ -484,7 +505,7 @@ run_inbox() {
   if [ -n "$db" ]; then
     psql "$RINGYO_TEST_POSTGRES_URL" -v ON_ERROR_STOP=1 -qc "DROP DATABASE $db WITH (FORCE)" >/dev/null
   fi
-  rm -f "$INBOX_DIR/$1-$round.db"*
+  rm -f "$INBOX_DIR/${name//@/-}-$round.db"*
   local warm_errors warm_requests warm_status ok_rps p50 p99 errors requests status
   read -r _ _ _ _ warm_errors warm_requests warm_status _ <<<"$warm"
   read -r _ _ p50 p99 errors requests status ok_rps <<<"$out"
@@ -542,17 +563,42 @@ inbox_pass() { # [pace_ms]
   done
   echo "| body | mode | 2xx/s | p50 | p99 | vs queue | group commit vs single | non-2xx | 202s (all handled) | handled, 202 cut off | 2xx to handler p50 | p99 | backlog at stop | drain | server CPU | cores busy |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  local single vs_queue
   for mode in "${INBOX_MODES[@]}"; do
+    single=${mode%@base}-single${mode#"${mode%@base}"}
     case "$mode" in
-      inbox-*-single) group=1.000 ;;
-      inbox-*) group=$(awk "BEGIN { printf \"%.3f\", ${rps[$mode]} / ${rps[$mode-single]} }") ;;
-      *) group=- ;;
+      inbox-*-single*) group=1.000 ;;
+      inbox-*) [ -n "${rps[$single]:-}" ] || single=
+        group=${single:+$(awk "BEGIN { printf \"%.3f\", ${rps[$mode]} / ${rps[$single]} }")} ;;
     esac
-    printf '| 2048 | %s | %.0f | %.0f µs | %.0f µs | %.3f | %s | %d | %d | %d | %d µs | %d µs | %d | %s s | %d%% | %s%% |\n' \
+    vs_queue=${rps[queue]:+$(awk "BEGIN { printf \"%.3f\", ${rps[$mode]} / ${rps[queue]} }")}
+    printf '| 2048 | %s | %.0f | %.0f µs | %.0f µs | %s | %s | %d | %d | %d | %d µs | %d µs | %d | %s s | %d%% | %s%% |\n' \
       "$mode" "${rps[$mode]}" "${p50[$mode]}" "${p99[$mode]}" \
-      "$(awk "BEGIN { print ${rps[$mode]} / ${rps[queue]} }")" "$group" "${bad[$mode]}" \
+      "${vs_queue:--}" "${group:--}" "${bad[$mode]}" \
       "${acked[$mode]}" "${cut[$mode]}" "${h50[$mode]}" "${h99[$mode]}" "${backlog[$mode]}" "${drain[$mode]}" \
       "${busy[$mode]}" "${cores[$mode]}"
+  done
+  echo
+  ab_table results "${INBOX_MODES[@]}"
+}
+
+# With LOAD_BASE_BIN: each mode or variant of this build over its `@base` twin, round by round
+# (from the results array named $1, a line a round in run_inbox's fields).
+ab_table() {
+  [ -n "${LOAD_BASE_BIN:-}" ] || return 0
+  local -n lines=$1
+  shift
+  echo "this build over the base (LOAD_BASE_BIN), round by round:"
+  echo "| mode | 2xx/s | handled/s | server CPU per 2xx |"
+  echo "|---|---|---|---|"
+  local name
+  for name in "$@"; do
+    [ -n "${lines[$name@base]:-}" ] || continue
+    # Fields 1, 14 and 12: 2xx/s, handled/s, the server's core busy (%).
+    paste -d' ' <(printf '%s' "${lines[$name]}") <(printf '%s' "${lines[$name@base]}") | awk -v n=15 -v name="$name" '
+      { a = a sep sprintf("%.3f", $1 / $(n + 1)); h = h sep sprintf("%.3f", $14 / $(n + 14))
+        c = c sep sprintf("%.3f", ($12 / $1) / ($(n + 12) / $(n + 1))); sep = ", " }
+      END { printf "| %s | %s | %s | %s |\n", name, a, h, c }'
   done
   echo
 }
@@ -577,18 +623,21 @@ variant() { # variant -> "server-mode reorder-window-ms subjects"
 order_pass() {
   local engine which name mode window subjects line
   local -a variants=()
+  local build
   for engine in "${ENGINES[@]}"; do
-    for which in ${LOAD_ORDER_VARIANTS:-off on on-1s on-10}; do variants+=("$engine-$which"); done
+    for which in ${LOAD_ORDER_VARIANTS:-off on on-1s on-10}; do
+      for build in "${BUILDS[@]}"; do variants+=("$engine-$which$build"); done
+    done
   done
   echo "saturated: each of the $CONNECTIONS connections sends its next request on the last answer;"
   echo "the warm-up handled before each measured run; handled/s from the first answer to the drain's end"
   declare -A results=()
   for round in $(seq 1 "$ROUNDS"); do
     for name in "${variants[@]}"; do
-      read -r mode window subjects <<<"$(variant "$name")"
+      read -r mode window subjects <<<"$(variant "${name%@base}")"
       # Only the -ordered modes read the window.
       line=$(DRAIN_WARMUP=yes WARM_FILE="warm-$subjects.txt" MEASURE_FILE="pool-$subjects.txt" \
-        LOAD_REORDER_WINDOW_MS=${window/-/0} run_inbox "$mode")
+        LOAD_REORDER_WINDOW_MS=${window/-/0} run_inbox "$mode${name#"${name%@base}"}")
       echo "round $round $name: $line" >&2
       results[$name]+="$line"$'\n'
     done
@@ -600,7 +649,7 @@ order_pass() {
     row[$name]=$(printf '%s' "${results[$name]}" | awk '{ print $14, $0 }' | sort -n \
       | awk '{ a[NR] = $0 } END { print a[int((NR + 1) / 2)] }' | cut -d' ' -f2-)
     rounds[$name]=$(printf '%s' "${results[$name]}" | awk '{ printf "%s%.0f", (NR > 1 ? ", " : ""), $14 }')
-    local off=${name%%-*}-off
+    local off=${name%%-*}-off${name#"${name%@base}"}
     acked_ratios[$name]=$(paste -d' ' <(printf '%s' "${results[$name]}") <(printf '%s' "${results[$off]}") \
       | awk -v n=15 '{ printf "%s%.3f", (NR > 1 ? ", " : ""), $1 / $(n + 1) }')
     handled_ratios[$name]=$(paste -d' ' <(printf '%s' "${results[$name]}") <(printf '%s' "${results[$off]}") \
@@ -611,12 +660,12 @@ order_pass() {
   local rps p50 p99 bad acked cut h50 h99 first backlog drain busy cores rate load_rate
   local off_rps off_rate
   for name in "${variants[@]}"; do
-    read -r mode window subjects <<<"$(variant "$name")"
-    read -r off_rps _ _ _ _ _ _ _ _ _ _ _ _ off_rate _ <<<"${row[${name%%-*}-off]}"
+    read -r mode window subjects <<<"$(variant "${name%@base}")"
+    read -r off_rps _ _ _ _ _ _ _ _ _ _ _ _ off_rate _ <<<"${row[${name%%-*}-off${name#"${name%@base}"}]}"
     read -r rps p50 p99 bad acked cut h50 h99 first backlog drain busy cores rate load_rate <<<"${row[$name]}"
     [ "$bad" = 0 ] || echo "$name: $bad answers neither 202 nor 200 in the median round" >&2
     printf '| %s | %s | %s | %s | %.0f | %.0f | %.0f | %.3f | %.3f | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %d | %s s | %d%% | %s%% | %s | %s | %s |\n' \
-      "${name%%-*}" "$([ "$window" = - ] && echo off || echo on)" "$subjects" \
+      "${name%%-*}${name#"${name%@base}"}" "$([ "$window" = - ] && echo off || echo on)" "$subjects" \
       "$([ "$window" = - ] && echo - || echo "$window ms")" "$rps" "$rate" "$load_rate" \
       "$(awk "BEGIN { print $rps / $off_rps }")" "$(awk "BEGIN { print $rate / $off_rate }")" \
       "$(awk "BEGIN { print $p50 / 1000 }")" "$(awk "BEGIN { print $p99 / 1000 }")" \
@@ -624,6 +673,7 @@ order_pass() {
       "$backlog" "$drain" "$busy" "$cores" "${rounds[$name]}" "${handled_ratios[$name]}" "${acked_ratios[$name]}"
   done
   echo
+  ab_table results "${variants[@]}"
 }
 if [ "$PARTS" = order ]; then
   order_pass
