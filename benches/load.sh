@@ -549,7 +549,7 @@ inbox_pass() { # [pace_ms]
   fi
   declare -A results=()
   for round in $(seq 1 "$ROUNDS"); do
-    for mode in "${INBOX_MODES[@]}"; do
+    for mode in $(in_turn "$round" "${INBOX_MODES[@]}"); do
       line=$(LOAD_DELAY_MS=$pace run_inbox "$mode")
       echo "round $round $mode${pace:+ (paced)}: $line" >&2
       results[$mode]+="$line"$'\n'
@@ -580,6 +580,15 @@ inbox_pass() { # [pace_ms]
   done
   echo
   ab_table results "${INBOX_MODES[@]}"
+}
+
+# The modes of round $1 in the order they run: as given in odd rounds, reversed in even ones,
+# so that no mode always follows the same one (README.md, "A change against its base": what
+# one run can resolve).
+in_turn() {
+  local round=$1
+  shift
+  if [ $((round % 2)) = 1 ]; then printf '%s\n' "$@"; else printf '%s\n' "$@" | tac; fi
 }
 
 # With LOAD_BASE_BIN: each mode or variant of this build over its `@base` twin, round by round
@@ -633,7 +642,7 @@ order_pass() {
   echo "the warm-up handled before each measured run; handled/s from the first answer to the drain's end"
   declare -A results=()
   for round in $(seq 1 "$ROUNDS"); do
-    for name in "${variants[@]}"; do
+    for name in $(in_turn "$round" "${variants[@]}"); do
       read -r mode window subjects <<<"$(variant "${name%@base}")"
       # Only the -ordered modes read the window.
       line=$(DRAIN_WARMUP=yes WARM_FILE="warm-$subjects.txt" MEASURE_FILE="pool-$subjects.txt" \
