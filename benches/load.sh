@@ -361,7 +361,7 @@ DRAIN_LIMIT=${LOAD_DRAIN_SECONDS:-120}
 INBOX_MODES=(queue inbox-sqlite inbox-sqlite-single)
 ENGINES=(sqlite)
 if [ -n "${RINGYO_TEST_POSTGRES_URL:-}" ]; then
-  [ -n "${LOAD_INBOX_MODES:-}" ] || INBOX_MODES+=(inbox-postgres inbox-postgres-single)
+  INBOX_MODES+=(inbox-postgres inbox-postgres-single)
   ENGINES+=(postgres)
   command -v psql >/dev/null || { echo "psql is needed for the Postgres modes" >&2; exit 1; }
   PG_BASE=${RINGYO_TEST_POSTGRES_URL%/*}
