@@ -570,6 +570,7 @@ inbox_pass() { # [pace_ms]
       inbox-*-single*) group=1.000 ;;
       inbox-*) [ -n "${rps[$single]:-}" ] || single=
         group=${single:+$(awk "BEGIN { printf \"%.3f\", ${rps[$mode]} / ${rps[$single]} }")} ;;
+      *) group= ;;
     esac
     vs_queue=${rps[queue]:+$(awk "BEGIN { printf \"%.3f\", ${rps[$mode]} / ${rps[queue]} }")}
     printf '| 2048 | %s | %.0f | %.0f µs | %.0f µs | %s | %s | %d | %d | %d | %d µs | %d µs | %d | %s s | %d%% | %s%% |\n' \
