@@ -142,7 +142,10 @@ const TAKE_LANES_POSTGRES: &str = "SELECT lane FROM ringyo_inbox_lanes \
 /// - `c` claims each head that is due at `$4`, not a suspect, and whose lane runs nothing
 ///   ([`claim_pending_sql`]);
 /// - `d` decides each lane's holder: the delivery running, else its head if just claimed or
-///   a suspect (which holds its lane to run alone), else none;
+///   a suspect (which holds its lane to run alone), else none. It asks whether `c` claimed
+///   the lane with `IN`, which Postgres runs as a hashed subplan: a join of the two CTEs,
+///   each estimated at one row, became a nested loop reading all of `c` once per lane (64
+///   lanes, 4,032 rows compared: half the statement's time);
 /// - `w` writes it, and a lane left free is due when its head is.
 ///   A held lane's `due_at` is left as it was: nothing reads it, and its release sets it
 ///   afresh.
@@ -164,8 +167,8 @@ fn claim_taken_postgres_sql(lanes: usize) -> String {
             head!("h.delivery_id, h.suspect, h.available_at", "l.lane"),
             " AS f ON TRUE WHERE l.holder IS NULL AND l.lane IN ({lanes})), \
              c AS ({claim}), \
-             d AS (SELECT t.lane, COALESCE(t.running, CASE WHEN c.lane IS NOT NULL OR t.suspect \
-               THEN t.head END) AS holder, t.available_at FROM t LEFT JOIN c ON c.lane = t.lane), \
+             d AS (SELECT t.lane, COALESCE(t.running, CASE WHEN t.suspect \
+               OR t.lane IN (SELECT lane FROM c) THEN t.head END) AS holder, t.available_at FROM t), \
              w AS (UPDATE ringyo_inbox_lanes SET holder = d.holder, \
                due_at = CASE WHEN d.holder IS NULL THEN d.available_at \
                  ELSE ringyo_inbox_lanes.due_at END \
