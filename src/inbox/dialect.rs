@@ -272,6 +272,44 @@ impl Dialect {
             .join(", ")
     }
 
+    /// Postgres: the rows of a JSON array of arrays, bound as `$at` (see [`json_param`]), as a
+    /// subquery whose columns are `column1`.. of `types`, in place of [`values`](Self::values);
+    /// see [`json_any`](Self::json_any) for how a statement matches its rows.
+    ///
+    /// One parameter for a batch of any length, so the statement's text is the same for every
+    /// batch, and Postgres plans it once per connection. With a `VALUES` list each batch
+    /// length was a statement of its own, on each connection, and Postgres plans a prepared
+    /// statement afresh on each of its first five runs: in a 10 s load with ordering on, the
+    /// release of lanes (1 to 64 a batch) was planned on 1,530 of its 1,560 calls, and
+    /// planning took a fifth of the database's time (`pg_stat_statements.track_planning`).
+    pub(super) fn json_rows(at: usize, types: &[&str]) -> String {
+        let columns = types
+            .iter()
+            .enumerate()
+            .map(|(column, ty)| format!("CAST(e->>{column} AS {ty}) AS column{}", column + 1))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("(SELECT {columns} FROM json_array_elements(CAST(${at} AS json)) AS e)")
+    }
+
+    /// Postgres: the texts of a JSON array bound as `$at` (see [`json_param`]), or with `first`
+    /// the first column of a [`json_rows`](Self::json_rows), as `ANY(..)` of an array: so
+    /// `key = ` this is an index condition, in place of `key IN (` [`list`](Self::list) `)`.
+    ///
+    /// A statement that takes a [`json_rows`](Self::json_rows) matches the rows it writes by
+    /// one of these as well. Postgres keeps a generic plan of a statement after its first five
+    /// runs, and a plan made while a table was small may join the JSON's rows to a scan of
+    /// the whole table. (The settlement of deliveries, tried with a JSON parameter, kept a
+    /// plan that read every running delivery through `ringyo_inbox_suspect`, dead entries
+    /// included: 47,000 entries to settle 21. It keeps its `VALUES` list.)
+    pub(super) fn json_any(at: usize, first: bool) -> String {
+        if first {
+            format!("ANY(ARRAY(SELECT e->>0 FROM json_array_elements(CAST(${at} AS json)) AS e))")
+        } else {
+            format!("ANY(ARRAY(SELECT json_array_elements_text(CAST(${at} AS json))))")
+        }
+    }
+
     /// The statement that starts a transaction that writes: on SQLite it takes the write lock
     /// at once, so it waits for it (busy_timeout) rather than failing when it upgrades from a
     /// read.
@@ -441,6 +479,13 @@ impl Dialect {
         }
         tx.commit().await
     }
+}
+
+/// The one parameter of a [`Dialect::json_rows`] or [`Dialect::json_any`]: `items` as JSON
+/// (a tuple is an array). Its texts are a text column's, without NUL characters (see
+/// `rows::text_column`), which Postgres's `json` would refuse as it refuses them in `text`.
+pub(super) fn json_param(items: &impl serde::Serialize) -> Result<String, InboxError> {
+    serde_json::to_string(items).map_err(InboxError::database)
 }
 
 impl fmt::Display for Dialect {

@@ -31,7 +31,9 @@
 //! Settling a lane's holder frees the lane (a suspect given back keeps it), and a handled one
 //! moves `newest_done` forward. `due_at` is a hint no later than the truth while the lane is
 //! free: storing only lowers it, and a claim that leaves the lane free and each settlement
-//! that frees it set it to its head's due time. A held lane's is read by nothing.
+//! that frees it set it to its head's due time. A held lane's is read only by its release:
+//! on Postgres a claim clears it and a store sets it, so the release knows of a delivery
+//! stored while the lane was held even where its own snapshot does not (see [`RELEASE`]).
 //!
 //! On SQLite a settlement that frees lanes hands them over itself, in its own transaction
 //! ([`release_and_hand_over`]): one statement frees each lane to its next holder, as a claim
@@ -42,7 +44,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{any::AnyRow, AnyConnection, AnyPool};
 
 use super::{
-    dialect::{Dialect, WriteTx},
+    dialect::{json_param, Dialect, WriteTx},
     rows::{self, claimed_columns, get},
     store::{ClaimedDelivery, HandOver, InboxError},
 };
@@ -86,9 +88,9 @@ macro_rules! next_holder {
 
 /// The `SET` of a release of lanes, `VALUES` `(lane, holder, handled_at, ..)` matched on the
 /// lane and its holder: `holder` becomes `$holder`, `newest_done` moves to a handled
-/// holder's `order_at`, `due_at` is the head's due time.
+/// holder's `order_at`, `due_at` becomes `$due`.
 macro_rules! release {
-    ($holder:expr) => {
+    ($holder:expr, $due:expr) => {
         concat!(
             "holder = ",
             $holder,
@@ -97,8 +99,15 @@ macro_rules! release {
                  OR ringyo_inbox_lanes.newest_done < v.column3) \
                THEN v.column3 ELSE ringyo_inbox_lanes.newest_done END, \
              due_at = ",
-            head!("h.available_at", "v.column1")
+            $due
         )
+    };
+}
+
+/// The due time of the head of a lane being released, `v.column1`.
+macro_rules! released_head_due {
+    () => {
+        head!("h.available_at", "v.column1")
     };
 }
 
@@ -146,13 +155,17 @@ const TAKE_LANES_POSTGRES: &str = "SELECT lane FROM ringyo_inbox_lanes \
 ///   the lane with `IN`, which Postgres runs as a hashed subplan: a join of the two CTEs,
 ///   each estimated at one row, became a nested loop reading all of `c` once per lane (64
 ///   lanes, 4,032 rows compared: half the statement's time);
-/// - `w` writes it, and a lane left free is due when its head is.
-///   A held lane's `due_at` is left as it was: nothing reads it, and its release sets it
-///   afresh.
+/// - `w` writes it: a lane left free is due when its head is, and a held lane's `due_at`
+///   is cleared, so that a store while it is held sets it ([`DUE_NO_LATER`]) and its
+///   release ([`RELEASE`]) need not read what was stored meanwhile. (Left as it was, the
+///   update was heap-only, but every held lane stayed at the front of
+///   `ringyo_inbox_lanes_by_due`, where each take read past them, and the release had to
+///   lock its lanes in a statement of its own before reading their heads.)
 ///
-/// Binds `$1` to `$3` as [`claim_pending_sql`] does, `$4` now, then the lanes from `$5`.
-/// Each row is the [`claimed_columns`], then its lane ([`CLAIMED_LANE`]).
-fn claim_taken_postgres_sql(lanes: usize) -> String {
+/// Binds `$1` to `$3` as [`claim_pending_sql`] does, `$4` now, then `$5` the lanes, a JSON
+/// list (one text for any number of lanes, see [`Dialect::json_rows`]). Each row is the
+/// [`claimed_columns`], then its lane ([`CLAIMED_LANE`]).
+fn claim_taken_postgres_sql() -> String {
     let claim = claim_pending_sql(
         Dialect::Postgres,
         "SELECT head FROM t WHERE running IS NULL AND NOT suspect AND available_at <= $4",
@@ -165,17 +178,16 @@ fn claim_taken_postgres_sql(lanes: usize) -> String {
                f.delivery_id AS head, f.suspect, f.available_at \
              FROM ringyo_inbox_lanes l LEFT JOIN LATERAL ",
             head!("h.delivery_id, h.suspect, h.available_at", "l.lane"),
-            " AS f ON TRUE WHERE l.holder IS NULL AND l.lane IN ({lanes})), \
+            " AS f ON TRUE WHERE l.holder IS NULL AND l.lane = {lanes}), \
              c AS ({claim}), \
              d AS (SELECT t.lane, COALESCE(t.running, CASE WHEN t.suspect \
                OR t.lane IN (SELECT lane FROM c) THEN t.head END) AS holder, t.available_at FROM t), \
              w AS (UPDATE ringyo_inbox_lanes SET holder = d.holder, \
-               due_at = CASE WHEN d.holder IS NULL THEN d.available_at \
-                 ELSE ringyo_inbox_lanes.due_at END \
+               due_at = CASE WHEN d.holder IS NULL THEN d.available_at END \
                FROM d WHERE ringyo_inbox_lanes.lane = d.lane) \
              SELECT * FROM c"
         ),
-        lanes = Dialect::Postgres.list(5, lanes),
+        lanes = Dialect::json_any(5, false),
         claim = claim,
     )
 }
@@ -213,12 +225,10 @@ async fn claim_postgres(
     if lanes.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = claim_taken_postgres_sql(lanes.len());
-    let mut query = bind_lease(sqlx::query(&sql), lease, holder).bind(now);
-    for lane in lanes {
-        query = query.bind(lane);
-    }
-    query
+    let sql = claim_taken_postgres_sql();
+    bind_lease(sqlx::query(&sql), lease, holder)
+        .bind(now)
+        .bind(json_param(&lanes)?)
         .fetch_all(&mut *conn)
         .await
         .map_err(InboxError::database)?
@@ -290,20 +300,33 @@ const MAX_LANES_PER_CLAIM: u32 = 1024;
 /// Frees lanes their holders settled, as the `SET` of an `UPDATE ringyo_inbox_lanes .. FROM
 /// (VALUES ..) AS v` whose rows are the lane, its holder and the holder's `order_at` if it was
 /// handled (run, not superseded), matched on the lane and its holder (a lane that holder no
-/// longer holds is left as it is).
+/// longer holds is left as it is). `[SQLite, Postgres]`.
 ///
-/// On Postgres the lanes' rows are first locked in a statement of their own: the release's
-/// next due time reads the lane's deliveries, and a statement that waits for a lock still
-/// reads them as they were when it began, so one that waited for a store of a new delivery
-/// in the lane would miss it and leave the lane free with nothing due, that delivery waiting
-/// for ever. Locked first, the release begins after the store committed, and sees it.
-pub(super) const RELEASE: &str = release!("NULL");
+/// The lane is due when its head is. On SQLite, whose write lock keeps every other writer
+/// out, the head read is the truth. On Postgres the statement reads the deliveries as they
+/// were when it began, which misses one stored by a transaction that committed while the
+/// release waited for the lane's row: so a claim clears a held lane's `due_at`, a store
+/// while it is held sets it (each store locks the lane's row), and the release keeps the
+/// earlier of that and its head's. Whatever the release does not see was stored by a
+/// transaction that wrote the lane's row before it (whose newest version the update reads),
+/// or that will after it.
+pub(super) const RELEASE: [&str; 2] = [
+    release!("NULL", released_head_due!()),
+    release!(
+        "NULL",
+        concat!(
+            "LEAST(ringyo_inbox_lanes.due_at, ",
+            released_head_due!(),
+            ")"
+        )
+    ),
+];
 
 /// The `SET` of [`release_and_hand_over`]'s statement: [`RELEASE`]'s, the lane held then by
 /// a delivery of it still running (none while its holder was the one settled, but a lane
 /// never runs two), or else its first pending delivery if that is due at `v.column4` or a
 /// suspect (which holds its lane to run alone).
-const HAND_OVER: &str = release!(next_holder!("v.column1", "v.column4"));
+const HAND_OVER: &str = release!(next_holder!("v.column1", "v.column4"), released_head_due!());
 
 /// After a replay: the newest handled is the newest still handled. Binds `$1` the lane.
 const RECOUNT_NEWEST: &str = "UPDATE ringyo_inbox_lanes SET newest_done = \

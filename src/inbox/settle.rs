@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{
-    dialect::Dialect,
+    dialect::{json_param, Dialect},
     lanes::{self, LaneRelease},
     rows::{text_column, MAX_ERROR_LEN},
     store::{InboxError, InboxFuture, Settle, Settlement},
@@ -187,24 +187,39 @@ fn lock_deliveries_sql(rows: usize) -> String {
     )
 }
 
-/// Postgres: locks `rows` lanes, in lane order, before [`release_sql`] (see
-/// [`lanes::RELEASE`] for why in a statement of its own).
-fn lock_lanes_sql(rows: usize) -> String {
+/// Postgres: locks lanes, their names a JSON list ([`Dialect::json_any`]), in lane order,
+/// before [`release_sql`] writes them, so that a release and a store that share lanes (each
+/// store locks its lanes in lane order, see `lanes::make_due`) never deadlock.
+fn lock_lanes_sql() -> String {
     format!(
-        "SELECT lane FROM ringyo_inbox_lanes WHERE lane IN ({}) ORDER BY lane FOR UPDATE",
-        Dialect::Postgres.list(1, rows)
+        "SELECT lane FROM ringyo_inbox_lanes WHERE lane = {} ORDER BY lane FOR UPDATE",
+        Dialect::json_any(1, false)
     )
 }
 
 /// [`lanes::RELEASE`] for `rows` lanes: binds for each the lane, its holder and the holder's
-/// `order_at` if it was handled.
+/// `order_at` if it was handled, on SQLite as a `VALUES` list, on Postgres as one JSON
+/// parameter ([`Dialect::json_rows`]), whose text is the same for any number of lanes.
 fn release_sql(dialect: Dialect, rows: usize) -> String {
+    let (lanes, by_key) = match dialect {
+        Dialect::Sqlite => (
+            format!("(VALUES {})", dialect.values(rows, 3)),
+            String::new(),
+        ),
+        Dialect::Postgres => (
+            Dialect::json_rows(1, &["text", "text", "bigint"]),
+            format!(
+                " AND ringyo_inbox_lanes.lane = {}",
+                Dialect::json_any(1, true)
+            ),
+        ),
+    };
     format!(
-        "{} ringyo_inbox_lanes SET {} FROM (VALUES {}) AS v \
-         WHERE ringyo_inbox_lanes.lane = v.column1 AND ringyo_inbox_lanes.holder = v.column2",
+        "{} ringyo_inbox_lanes SET {} FROM {lanes} AS v \
+         WHERE ringyo_inbox_lanes.lane = v.column1 AND ringyo_inbox_lanes.holder = v.column2\
+         {by_key}",
         dialect.update(),
-        lanes::RELEASE,
-        dialect.values(rows, 3)
+        dialect.pick(lanes::RELEASE),
     )
 }
 
@@ -279,23 +294,27 @@ macro_rules! settles_on {
             ) -> InboxFuture<'c, ()> {
                 Box::pin(async move {
                     for chunk in lanes.chunks(MAX_ROWS_PER_STATEMENT) {
-                        if dialect == Dialect::Postgres {
-                            let sql = lock_lanes_sql(chunk.len());
-                            let mut lock = sqlx::query(&sql);
-                            for release in chunk {
-                                lock = lock.bind(release.lane.as_str());
-                            }
-                            lock.execute(&mut *self)
-                                .await
-                                .map_err(InboxError::database)?;
-                        }
+                        let rows = chunk.iter().map(|release| {
+                            (
+                                release.lane.as_str(),
+                                release.holder.as_str(),
+                                release.handled_at,
+                            )
+                        });
                         let sql = release_sql(dialect, chunk.len());
                         let mut query = sqlx::query(&sql);
-                        for release in chunk {
-                            query = query
-                                .bind(release.lane.as_str())
-                                .bind(release.holder.as_str())
-                                .bind(release.handled_at);
+                        if dialect == Dialect::Postgres {
+                            let lanes: Vec<&str> = chunk.iter().map(|r| r.lane.as_str()).collect();
+                            sqlx::query(&lock_lanes_sql())
+                                .bind(json_param(&lanes)?)
+                                .execute(&mut *self)
+                                .await
+                                .map_err(InboxError::database)?;
+                            query = query.bind(json_param(&rows.collect::<Vec<_>>())?);
+                        } else {
+                            for (lane, holder, handled_at) in rows {
+                                query = query.bind(lane).bind(holder).bind(handled_at);
+                            }
                         }
                         query
                             .execute(&mut *self)
