@@ -320,16 +320,18 @@ impl Dialect {
         }
     }
 
-    /// Whether a settlement claims the next delivery of each lane it frees in its own
-    /// transaction (see [`InboxStore::settle_and_hand_over`]). On SQLite, whose writers take
-    /// turns, that saves the lane a claim transaction, and the worker keeps up with ingest.
-    /// Postgres runs writers side by side, and there a lane handed over stays locked until the
-    /// settlement commits, so stores of the lane wait for it: measured, ordered deliveries were
-    /// handled more slowly with it (0.77 of ordering off against 0.81 without, 3 rounds of
-    /// `benches/inbox.sh 10 3 order`).
+    /// Whether a settlement also takes free lanes due, for the slots its own lanes left empty
+    /// (see [`InboxStore::settle_and_hand_over`]), and hands its own over in one statement
+    /// with their release: SQLite's, whose writers take turns, so the worker keeps up with
+    /// ingest. On Postgres, which runs writers side by side, a lane taken there would stay
+    /// locked until the settlement commits, so stores of the lane would wait for it; its
+    /// settlement hands over only the lanes it frees, which it holds locked anyway. (Handing
+    /// those over was measured slower there once, 0.77 of ordering off against 0.81, in 3
+    /// rounds of `benches/inbox.sh 10 3 order`; since its claim became cheaper it is faster:
+    /// benches/README.md, "Kept on 2026-12-07 (evening)".)
     ///
     /// [`InboxStore::settle_and_hand_over`]: super::InboxStore::settle_and_hand_over
-    pub(super) fn hands_over_lanes(self) -> bool {
+    pub(super) fn takes_lanes_when_settling(self) -> bool {
         self == Self::Sqlite
     }
 

@@ -35,10 +35,12 @@
 //! on Postgres a claim clears it and a store sets it, so the release knows of a delivery
 //! stored while the lane was held even where its own snapshot does not (see [`RELEASE`]).
 //!
-//! On SQLite a settlement that frees lanes hands them over itself, in its own transaction
-//! ([`release_and_hand_over`]): one statement frees each lane to its next holder, as a claim
+//! A settlement that frees lanes hands them over itself, in its own transaction. On SQLite
+//! ([`release_and_hand_over`]) one statement frees each lane to its next holder, as a claim
 //! on SQLite does, and another claims those that are due; then slots left empty take free
-//! lanes as a claim does ([`take_and_claim`]).
+//! lanes as a claim does ([`take_and_claim`]). On Postgres the release frees them, still
+//! locked by the settlement, and the claim's statement claims their next deliveries
+//! ([`claim_locked_postgres`]).
 
 use chrono::{DateTime, Utc};
 use sqlx::{any::AnyRow, AnyConnection, AnyPool};
@@ -222,18 +224,33 @@ async fn claim_postgres(
 ) -> Result<Vec<ClaimedDelivery>, InboxError> {
     let now = lease.now.timestamp_millis();
     let lanes = take_lanes(conn, TAKE_LANES_POSTGRES, now, limit).await?;
+    claim_locked_postgres(conn, lanes, lease, holder)
+        .await
+        .map(|claimed| claimed.into_iter().map(|(_, delivery)| delivery).collect())
+}
+
+/// Steps 2 to 4 on Postgres ([`claim_taken_postgres_sql`]) for `lanes` (no lane twice), free
+/// lanes this transaction has locked: a claim's, or a settlement's that has just released
+/// them, which so hands each over to its next delivery, if due, without a claim transaction
+/// of its own. Returns each delivery claimed with its lane.
+pub(super) async fn claim_locked_postgres(
+    conn: &mut AnyConnection,
+    lanes: Vec<String>,
+    lease: &HandOver,
+    holder: &str,
+) -> Result<Vec<(String, ClaimedDelivery)>, InboxError> {
     if lanes.is_empty() {
         return Ok(Vec::new());
     }
     let sql = claim_taken_postgres_sql();
     bind_lease(sqlx::query(&sql), lease, holder)
-        .bind(now)
+        .bind(lease.now.timestamp_millis())
         .bind(json_param(&lanes)?)
         .fetch_all(&mut *conn)
         .await
         .map_err(InboxError::database)?
         .iter()
-        .map(rows::claimed)
+        .map(claimed_with_lane)
         .collect()
 }
 
@@ -406,7 +423,7 @@ pub(super) struct LaneRelease {
 /// ([`claim_holders_sql`]). Released first, so the claim reads each lane's newest handled
 /// with the settlement's in it, and a late arrival handed over is seen as superseded. Only
 /// the claim returns rows: `fetch_all` returns every statement's. SQLite's alone, as
-/// [`Dialect::hands_over_lanes`] says, where a query may hold several statements
+/// [`Dialect::takes_lanes_when_settling`] says, where a query may hold several statements
 /// ([`Dialect::runs_many_statements`]).
 pub(super) async fn release_and_hand_over(
     conn: &mut AnyConnection,

@@ -361,7 +361,7 @@ impl SqlInbox {
             released,
         } = settle::record(dialect, tx.conn(), settlements).await?;
         let mut next: Vec<Option<ClaimedDelivery>> = vec![None; settlements.len()];
-        let lanes_too = dialect.hands_over_lanes();
+        let lanes_too = dialect.takes_lanes_when_settling();
         match hand_over {
             // Each lane freed to its next delivery, with the slot of the one that freed it.
             Some(hand_over) if lanes_too => {
@@ -387,13 +387,35 @@ impl SqlInbox {
                     }
                 }
             }
-            _ => settle::release(dialect, tx.conn(), &released).await?,
+            // On Postgres too, by the claim's statement on the lanes the release left free and
+            // locked.
+            Some(hand_over) => {
+                settle::release(dialect, tx.conn(), &released).await?;
+                let mut ended: Vec<String> = released
+                    .iter()
+                    .filter(|release| release.ended_attempt)
+                    .map(|release| release.lane.clone())
+                    .collect();
+                ended.dedup();
+                let claimed =
+                    lanes::claim_locked_postgres(tx.conn(), ended, hand_over, &self.shared.holder)
+                        .await?;
+                for (lane, delivery) in claimed {
+                    let by = finished
+                        .iter()
+                        .find(|finished| finished.lane.as_deref() == Some(lane.as_str()));
+                    if let Some(finished) = by {
+                        next[finished.by] = Some(delivery);
+                    }
+                }
+            }
+            None => settle::release(dialect, tx.conn(), &released).await?,
         }
         if let Some(hand_over) = hand_over {
             // Then each slot left empty, as the claim loop fills them: the oldest due outside
             // lanes, then on SQLite the heads of free lanes that are due (on Postgres a lane
             // claimed here would stay locked until the settlement commits, see
-            // `Dialect::hands_over_lanes`).
+            // `Dialect::takes_lanes_when_settling`).
             let mut slots: Vec<usize> = finished
                 .iter()
                 .filter(|finished| next[finished.by].is_none())

@@ -93,8 +93,9 @@ pub trait InboxStore: Send + Sync + 'static {
     /// free lane that is due. Says for each settlement, in order, whether its token held it,
     /// and the delivery claimed after it, if any: none for a settlement whose token did not
     /// hold, or that did not end an attempt (the worker would leave such a delivery claimed
-    /// and not run it until its lease ran out). ([`SqlInbox`](super::SqlInbox) claims lanes
-    /// here on SQLite only.)
+    /// and not run it until its lease ran out). ([`SqlInbox`](super::SqlInbox) hands over
+    /// the lanes a settlement frees on both engines, and takes other free lanes here on SQLite
+    /// only.)
     ///
     /// A worker hands what is claimed to the handler tasks that just finished, so under load
     /// a delivery costs no claim transaction of its own, and a task goes on at once rather
