@@ -377,14 +377,7 @@ impl SqlInbox {
                         &self.shared.holder,
                     )
                     .await?;
-                    for (lane, delivery) in claimed {
-                        let by = finished
-                            .iter()
-                            .find(|finished| finished.lane.as_deref() == Some(lane.as_str()));
-                        if let Some(finished) = by {
-                            next[finished.by] = Some(delivery);
-                        }
-                    }
+                    into_slots(&finished, &mut next, claimed);
                 }
             }
             // On Postgres too, by the claim's statement on the lanes the release left free and
@@ -400,14 +393,7 @@ impl SqlInbox {
                 let claimed =
                     lanes::claim_locked_postgres(tx.conn(), ended, hand_over, &self.shared.holder)
                         .await?;
-                for (lane, delivery) in claimed {
-                    let by = finished
-                        .iter()
-                        .find(|finished| finished.lane.as_deref() == Some(lane.as_str()));
-                    if let Some(finished) = by {
-                        next[finished.by] = Some(delivery);
-                    }
-                }
+                into_slots(&finished, &mut next, claimed);
             }
             None => settle::release(dialect, tx.conn(), &released).await?,
         }
@@ -485,6 +471,23 @@ impl SqlInbox {
             .bind(lease.now.timestamp_millis())
             .bind(i64::from(limit))
             .bind(self.shared.holder.as_str())
+    }
+}
+
+/// Gives each delivery `claimed` in a settlement for a lane the slot of the settlement that
+/// freed that lane, in `next`.
+fn into_slots(
+    finished: &[settle::Finished],
+    next: &mut [Option<ClaimedDelivery>],
+    claimed: Vec<(String, ClaimedDelivery)>,
+) {
+    for (lane, delivery) in claimed {
+        let by = finished
+            .iter()
+            .find(|finished| finished.lane.as_deref() == Some(lane.as_str()));
+        if let Some(finished) = by {
+            next[finished.by] = Some(delivery);
+        }
     }
 }
 
