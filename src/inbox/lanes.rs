@@ -88,8 +88,8 @@ macro_rules! next_holder {
     };
 }
 
-/// The `SET` of a release of lanes, `VALUES` `(lane, holder, handled_at, ..)` matched on the
-/// lane and its holder: `holder` becomes `$holder`, `newest_done` moves to a handled
+/// The `SET` of a release of lanes, rows `v` `(lane, holder, handled_at, ..)` (a `VALUES`
+/// list, or on Postgres a JSON parameter's rows) matched on the lane and its holder: `holder` becomes `$holder`, `newest_done` moves to a handled
 /// holder's `order_at`, `due_at` becomes `$due`.
 macro_rules! release {
     ($holder:expr, $due:expr) => {
@@ -161,8 +161,9 @@ const TAKE_LANES_POSTGRES: &str = "SELECT lane FROM ringyo_inbox_lanes \
 ///   is cleared, so that a store while it is held sets it ([`DUE_NO_LATER`]) and its
 ///   release ([`RELEASE`]) need not read what was stored meanwhile. (Left as it was, the
 ///   update was heap-only, but every held lane stayed at the front of
-///   `ringyo_inbox_lanes_by_due`, where each take read past them, and the release had to
-///   lock its lanes in a statement of its own before reading their heads.)
+///   `ringyo_inbox_lanes_by_due`, where each take read past them, and the release was right
+///   only because it read the heads after a statement of its own had locked the lanes; that
+///   statement stays, for the order of the locks.)
 ///
 /// Binds `$1` to `$3` as [`claim_pending_sql`] does, `$4` now, then `$5` the lanes, a JSON
 /// list (one text for any number of lanes, see [`Dialect::json_rows`]). Each row is the
@@ -315,7 +316,7 @@ fn bind_lease<'q>(
 const MAX_LANES_PER_CLAIM: u32 = 1024;
 
 /// Frees lanes their holders settled, as the `SET` of an `UPDATE ringyo_inbox_lanes .. FROM
-/// (VALUES ..) AS v` whose rows are the lane, its holder and the holder's `order_at` if it was
+/// .. AS v` (see `settle::release_sql`) whose rows are the lane, its holder and the holder's `order_at` if it was
 /// handled (run, not superseded), matched on the lane and its holder (a lane that holder no
 /// longer holds is left as it is). `[SQLite, Postgres]`.
 ///
