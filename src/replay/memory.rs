@@ -3,7 +3,10 @@
 use std::{
     collections::{BTreeSet, HashMap},
     fmt,
-    sync::Mutex,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
 };
 
 use chrono::{DateTime, Utc};
@@ -15,29 +18,62 @@ use crate::verify::DeliveryId;
 ///
 /// Entries live only as long as they must: a handled delivery until its timestamp leaves the
 /// layer's tolerance window (a replay after that is refused as stale), a claim until its lease
-/// ends. Expired entries are dropped as new ones arrive.
+/// ends. Expired entries are dropped as new ones arrive: each claim purges its own shard and
+/// one other in turn.
 ///
-/// **At the cap** ([`DEFAULT_CAPACITY`](Self::DEFAULT_CAPACITY) entries unless set), room is
-/// made by forgetting the handled delivery that would expire soonest; a copy of a forgotten
-/// delivery is handled again. The cap bounds memory under any flood of distinct valid
-/// deliveries, at the price of exactly-once for the oldest handled entries. A claim in flight
-/// is never forgotten (its retry would run beside it): when every entry is one, a new claim
-/// fails, and the layer answers 503 with `Retry-After`, so Ringyo retries once a handler
-/// finishes. Size the cap above your peak number of events per tolerance window (each entry
-/// takes about 150 bytes).
+/// **Shards.** The entries are split by delivery id into up to 64 shards of at least 1,024
+/// entries each (one below a cap of 2,048), each with its share of the cap, its own table and
+/// its own lock. No call ever waits on work over the whole store: a table that fills, empties
+/// and fills again as entries expire is cleaned and regrown now and then, which takes time in
+/// proportion to its size while its lock is held, and one table of 100,000 entries stopped
+/// every request for 4 to 13 ms when it did (`benches/README.md`). Ids are digests, so the
+/// shards fill evenly; requests on other shards never wait for one another's lock.
 ///
-/// The table of entries is allocated for the cap when the store is made (about 10 MB at the
-/// default cap, the rest as entries arrive), not grown as it fills: growing copies every entry
-/// under the store's lock, and under load each doubling stopped every request for tens of
-/// milliseconds (a p99 of 27.8 ms against 1.3 ms without a store, `benches/README.md`).
-/// The system backs those pages only as entries first land in them, so while a table sized
-/// far above what it holds fills, most inserts fault a page in (with a cap of 2,000,000, about
-/// 0.8 faults per delivery stored while it filled, `benches/README.md`). Size the cap to your
-/// traffic rather than far above it.
+/// **At the cap** ([`DEFAULT_CAPACITY`](Self::DEFAULT_CAPACITY) entries unless set), room in a
+/// shard is made by forgetting its handled delivery that would expire soonest; a copy of a
+/// forgotten delivery is handled again. The cap bounds memory under any flood of distinct
+/// valid deliveries, at the price of exactly-once for the oldest handled entries. A claim in
+/// flight is never forgotten (its retry would run beside it): when every entry of its shard
+/// is one, a new claim fails, and the layer answers 503 with `Retry-After`, so Ringyo retries
+/// once a handler finishes. Size the cap above your peak number of events per tolerance
+/// window (each entry takes about 300 bytes: 30 MB at the default cap, once full).
+///
+/// Each shard's table is allocated when the store is made with room for twice its share of
+/// the cap (about 21 MB in all at the default cap), and never grows: growing copies every
+/// entry under the lock, and under load each doubling of a single table stopped every request
+/// for tens of milliseconds (a p99 of 27.8 ms against 1.3 ms without a store,
+/// `benches/README.md`). Filled to just its share, a table grew to twice its size anyway
+/// once entries came and went: the room is what a full store takes in any case. The system backs those pages only as entries first land in them, so
+/// while a table sized far above what it holds fills, most inserts fault a page in (with a
+/// cap of 2,000,000, about 0.8 faults per delivery stored while it filled,
+/// `benches/README.md`). Size the cap to your traffic rather than far above it.
 ///
 /// It is per process: replicas behind a load balancer each have their own, so use a shared
 /// store there.
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use ringyo_webhook::{MemoryDeliveryStore, RingyoWebhookLayer};
+///
+/// # std::env::set_var("RINGYO_WEBHOOK_SECRET", "whsec_doctest_current");
+/// // Above the peak of events in one tolerance window; an `Arc` keeps a handle for a gauge.
+/// let store = Arc::new(MemoryDeliveryStore::with_capacity(50_000));
+/// let layer = RingyoWebhookLayer::from_env("RINGYO_WEBHOOK_SECRET")?
+///     .delivery_store(Arc::clone(&store));
+/// assert!(store.is_empty());
+/// # let _ = layer;
+/// # Ok::<(), ringyo_webhook::SecretError>(())
+/// ```
 pub struct MemoryDeliveryStore {
+    capacity: usize,
+    shards: Box<[Shard]>,
+    /// The next shard a claim purges besides its own, in turn.
+    sweep: AtomicUsize,
+}
+
+/// A share of the store: its entries, its share of the cap, and the lock over them.
+struct Shard {
     capacity: usize,
     state: Mutex<State>,
 }
@@ -58,8 +94,30 @@ struct Entry {
     token: Option<ClaimToken>,
 }
 
+/// A shard's table has room for this many times its share of the cap. Full to its share, it
+/// is then at most half full, where a removed entry leaves an empty slot rather than a
+/// tombstone (the standard table marks a slot so when the slots around it are full); filled
+/// to its share, tombstones would pile up until the table, to clear them, grew to twice its
+/// size, as the old single table did under load.
+const TABLE_ROOM: usize = 2;
+
+/// The fewest entries a shard holds, unless the whole cap is smaller: a delivery's shard
+/// must still have room for the claims in flight beside it.
+const MIN_SHARD: usize = 1024;
+
+/// The most shards: each lock and table is then a sixty-fourth of the store.
+const MAX_SHARDS: usize = 64;
+
+/// How many shards a store of `capacity` entries has: a power of two, each of at least
+/// [`MIN_SHARD`] entries, at most [`MAX_SHARDS`], one for a cap below two shards' worth.
+fn shard_count(capacity: usize) -> usize {
+    let fit = (capacity / MIN_SHARD).clamp(1, MAX_SHARDS);
+    // The largest power of two not above `fit`, so no shard falls below MIN_SHARD.
+    1 << fit.ilog2()
+}
+
 impl MemoryDeliveryStore {
-    /// The default cap on entries: 100 000 (about 15 MB).
+    /// The default cap on entries: 100 000 (about 30 MB once full).
     pub const DEFAULT_CAPACITY: usize = 100_000;
 
     /// A store holding at most [`DEFAULT_CAPACITY`](Self::DEFAULT_CAPACITY) entries.
@@ -70,19 +128,33 @@ impl MemoryDeliveryStore {
     /// A store holding at most `capacity` entries (at least one).
     pub fn with_capacity(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        let state = State {
-            entries: HashMap::with_capacity(capacity),
-            ..State::default()
-        };
+        let count = shard_count(capacity);
+        let shards = (0..count)
+            .map(|index| {
+                // The cap split as evenly as it goes: the first shards take the remainder.
+                let capacity = capacity / count + usize::from(index < capacity % count);
+                Shard {
+                    capacity,
+                    state: Mutex::new(State {
+                        entries: HashMap::with_capacity(capacity * TABLE_ROOM),
+                        ..State::default()
+                    }),
+                }
+            })
+            .collect();
         Self {
             capacity,
-            state: Mutex::new(state),
+            shards,
+            sweep: AtomicUsize::new(0),
         }
     }
 
     /// How many deliveries it remembers now, expired ones included until they are purged.
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().entries.len())
+            .sum()
     }
 
     /// Whether it remembers none.
@@ -90,6 +162,20 @@ impl MemoryDeliveryStore {
         self.len() == 0
     }
 
+    /// The shard of `id`: by its first bytes, a digest's, so the shards fill evenly.
+    fn shard(&self, id: &DeliveryId) -> &Shard {
+        let bytes = id.as_bytes();
+        let low = u64::from_le_bytes([
+            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+        ]);
+        // The count is a power of two no larger than 64, so the mask keeps the index in range
+        // and the cast is lossless.
+        let index = (low & (self.shards.len() as u64 - 1)) as usize;
+        &self.shards[index]
+    }
+}
+
+impl Shard {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The state stays consistent even if a holder panicked: every method leaves it whole
         // before it could panic, so a poisoned lock is still safe to use.
@@ -98,7 +184,7 @@ impl MemoryDeliveryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn claim_now(
+    fn claim(
         &self,
         id: DeliveryId,
         token: ClaimToken,
@@ -128,6 +214,39 @@ impl MemoryDeliveryStore {
             },
         );
         Ok(Claim::Claimed)
+    }
+
+    fn complete(&self, id: DeliveryId, token: ClaimToken, keep_until: DateTime<Utc>) {
+        let mut state = self.lock();
+        match state.entries.get(&id) {
+            // Handled already, or claimed since by another request whose claim stands.
+            Some(entry) if entry.handled || entry.token != Some(token) => {}
+            held => {
+                // The claim's lease may have run out and been purged meanwhile: then this is a
+                // new entry, kept if there is room.
+                if held.is_some() || state.make_room(self.capacity) {
+                    let handled = Entry {
+                        handled: true,
+                        until: keep_until,
+                        token: None,
+                    };
+                    state.insert(id, handled);
+                }
+            }
+        }
+    }
+
+    fn release(&self, id: DeliveryId, token: ClaimToken) {
+        let mut state = self.lock();
+        // Only this request's claim is released: a handled entry stays handled, and another
+        // request's claim stays held.
+        let held = state
+            .entries
+            .get(&id)
+            .is_some_and(|entry| !entry.handled && entry.token == Some(token));
+        if held {
+            state.remove(&id);
+        }
     }
 }
 
@@ -186,7 +305,11 @@ impl DeliveryStore for MemoryDeliveryStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreFuture<Result<Claim, StoreError>> {
-        let claim = self.claim_now(id, token, now, lease_until);
+        let claim = self.shard(&id).claim(id, token, now, lease_until);
+        // And one other shard in turn, so every shard is purged within as many claims as
+        // there are shards, whether deliveries land in it or not.
+        let next = self.sweep.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+        self.shards[next].lock().purge(now);
         Box::pin(std::future::ready(claim))
     }
 
@@ -196,37 +319,12 @@ impl DeliveryStore for MemoryDeliveryStore {
         token: ClaimToken,
         keep_until: DateTime<Utc>,
     ) -> StoreFuture<Result<(), StoreError>> {
-        let mut state = self.lock();
-        match state.entries.get(&id) {
-            // Handled already, or claimed since by another request whose claim stands.
-            Some(entry) if entry.handled || entry.token != Some(token) => {}
-            held => {
-                // The claim's lease may have run out and been purged meanwhile: then this is a
-                // new entry, kept if there is room.
-                if held.is_some() || state.make_room(self.capacity) {
-                    let handled = Entry {
-                        handled: true,
-                        until: keep_until,
-                        token: None,
-                    };
-                    state.insert(id, handled);
-                }
-            }
-        }
+        self.shard(&id).complete(id, token, keep_until);
         Box::pin(std::future::ready(Ok(())))
     }
 
     fn release(&self, id: DeliveryId, token: ClaimToken) -> StoreFuture<Result<(), StoreError>> {
-        let mut state = self.lock();
-        // Only this request's claim is released: a handled entry stays handled, and another
-        // request's claim stays held.
-        let held = state
-            .entries
-            .get(&id)
-            .is_some_and(|entry| !entry.handled && entry.token == Some(token));
-        if held {
-            state.remove(&id);
-        }
+        self.shard(&id).release(id, token);
         Box::pin(std::future::ready(Ok(())))
     }
 }
@@ -269,17 +367,101 @@ mod tests {
         DateTime::<Utc>::UNIX_EPOCH + TimeDelta::minutes(minutes)
     }
 
-    /// Growing the table would hold the lock while it copies every entry.
-    #[test]
-    fn the_table_never_grows_while_it_fills_to_the_cap() {
-        let store = MemoryDeliveryStore::with_capacity(5_000);
-        let allocated = store.lock().entries.capacity();
-        assert!(allocated >= 5_000);
-        for n in 0..5_000 {
-            let claim = store.claim_now(id(n), ClaimToken::new(), t(0), t(5));
-            assert!(matches!(claim, Ok(Claim::Claimed)));
+    impl MemoryDeliveryStore {
+        fn claim_now(
+            &self,
+            id: DeliveryId,
+            token: ClaimToken,
+            now: DateTime<Utc>,
+            lease_until: DateTime<Utc>,
+        ) -> Result<Claim, StoreError> {
+            self.shard(&id).claim(id, token, now, lease_until)
         }
-        assert_eq!(store.lock().entries.capacity(), allocated);
+
+        /// Each shard's table's room.
+        fn allocated(&self) -> Vec<usize> {
+            let tables = self.shards.iter();
+            tables
+                .map(|shard| shard.lock().entries.capacity())
+                .collect()
+        }
+    }
+
+    /// Growing a table would hold its lock while it copies every entry.
+    #[test]
+    fn the_tables_never_grow_while_they_fill_to_the_cap() {
+        let store = MemoryDeliveryStore::with_capacity(5_000);
+        let allocated = store.allocated();
+        assert_eq!(allocated.len(), 4);
+        // Far past the cap: each shard fills to its share, then forgets its oldest handled.
+        for n in 0..40_000 {
+            let claim = store.claim_now(id(n), TOKEN, t(0), t(5));
+            assert!(matches!(claim, Ok(Claim::Claimed)));
+            drop(store.complete(id(n), TOKEN, t(60)));
+        }
+        assert_eq!(store.len(), 5_000);
+        // Growing doubles a table's room; a tombstone only takes one slot of it.
+        for (after, before) in store.allocated().into_iter().zip(allocated) {
+            assert!(after <= before, "a table grew from {before} to {after}");
+        }
+    }
+
+    /// Whatever a call costs in proportion to its table, a table is at most a sixty-fourth of
+    /// a large store, and no shard is so small that the claims in flight beside a delivery
+    /// fill it.
+    #[test]
+    fn shards_split_the_cap_evenly_in_powers_of_two() {
+        for (capacity, shards) in [
+            (1, 1),
+            (2_047, 1),
+            (2_048, 2),
+            (5_000, 4),
+            (100_000, 64),
+            (10_000_000, 64),
+        ] {
+            let store = MemoryDeliveryStore::with_capacity(capacity);
+            let caps: Vec<usize> = store.shards.iter().map(|shard| shard.capacity).collect();
+            assert_eq!(caps.len(), shards, "cap {capacity}");
+            assert_eq!(caps.iter().sum::<usize>(), capacity);
+            let (least, most) = (caps.iter().min().unwrap(), caps.iter().max().unwrap());
+            assert!(most - least <= 1, "cap {capacity}: {caps:?}");
+            assert!(
+                *least >= MIN_SHARD.min(capacity),
+                "cap {capacity}: {caps:?}"
+            );
+        }
+    }
+
+    /// Under a flood far past the cap, across every shard, the store stays within it and
+    /// never forgets a claim in flight.
+    #[test]
+    fn a_sharded_store_holds_its_cap_and_its_claims_in_flight() {
+        let store = MemoryDeliveryStore::with_capacity(4_096);
+        let in_flight: Vec<DeliveryId> = (0..64).map(id).collect();
+        for &delivery in &in_flight {
+            assert_eq!(
+                store.claim_now(delivery, TOKEN, t(0), t(9)).unwrap(),
+                Claim::Claimed
+            );
+        }
+        for n in 64..20_000 {
+            assert_eq!(
+                store.claim_now(id(n), TOKEN, t(0), t(9)).unwrap(),
+                Claim::Claimed
+            );
+            drop(store.complete(id(n), TOKEN, t(60) + TimeDelta::seconds(n.into())));
+        }
+        assert_eq!(store.len(), 4_096);
+        for delivery in in_flight {
+            assert_eq!(
+                store.claim_now(delivery, TOKEN, t(1), t(9)).unwrap(),
+                Claim::InFlight
+            );
+        }
+        assert_eq!(
+            store.claim_now(id(19_999), TOKEN, t(1), t(9)).unwrap(),
+            Claim::Handled
+        );
     }
 
     #[test]
