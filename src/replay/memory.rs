@@ -23,11 +23,12 @@ use crate::verify::DeliveryId;
 ///
 /// **Shards.** The entries are split by delivery id into up to 64 shards of at least 1,024
 /// entries each (one below a cap of 2,048), each with its share of the cap, its own table and
-/// its own lock. No call ever waits on work over the whole store: a table that fills, empties
-/// and fills again as entries expire is cleaned and regrown now and then, which takes time in
-/// proportion to its size while its lock is held, and one table of 100,000 entries stopped
-/// every request for 4 to 13 ms when it did (`benches/README.md`). Ids are digests, so the
-/// shards fill evenly; requests on other shards never wait for one another's lock.
+/// its own lock. No call ever waits on work over the whole store: what a table does now and
+/// then over all its entries (clearing the marks removed entries leave) takes time in
+/// proportion to its size while its lock is held, and one table of 100,000 entries, growing
+/// to clear them, stopped every request for 4 to 16 ms (`benches/README.md`). Ids are
+/// digests, so the shards fill evenly; requests on other shards never wait for one another's
+/// lock.
 ///
 /// **At the cap** ([`DEFAULT_CAPACITY`](Self::DEFAULT_CAPACITY) entries unless set), room in a
 /// shard is made by forgetting its handled delivery that would expire soonest; a copy of a
@@ -43,10 +44,11 @@ use crate::verify::DeliveryId;
 /// entry under the lock, and under load each doubling of a single table stopped every request
 /// for tens of milliseconds (a p99 of 27.8 ms against 1.3 ms without a store,
 /// `benches/README.md`). Filled to just its share, a table grew to twice its size anyway
-/// once entries came and went: the room is what a full store takes in any case. The system backs those pages only as entries first land in them, so
-/// while a table sized far above what it holds fills, most inserts fault a page in (with a
-/// cap of 2,000,000, about 0.8 faults per delivery stored while it filled,
-/// `benches/README.md`). Size the cap to your traffic rather than far above it.
+/// once entries came and went: the room is what a full store takes in any case. The system
+/// backs those pages only as entries first land in them, so while a table sized far above
+/// what it holds fills, most inserts fault a page in (with a cap of 2,000,000, about 0.8
+/// faults per delivery stored while it filled, `benches/README.md`). Size the cap to your
+/// traffic rather than far above it.
 ///
 /// It is per process: replicas behind a load balancer each have their own, so use a shared
 /// store there.
@@ -162,16 +164,10 @@ impl MemoryDeliveryStore {
         self.len() == 0
     }
 
-    /// The shard of `id`: by its first bytes, a digest's, so the shards fill evenly.
+    /// The shard of `id`: by its first byte, a digest's, so the shards fill evenly (their
+    /// count is a power of two no larger than 64, so the mask keeps the index in range).
     fn shard(&self, id: &DeliveryId) -> &Shard {
-        let bytes = id.as_bytes();
-        let low = u64::from_le_bytes([
-            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
-        ]);
-        // The count is a power of two no larger than 64, so the mask keeps the index in range
-        // and the cast is lossless.
-        let index = (low & (self.shards.len() as u64 - 1)) as usize;
-        &self.shards[index]
+        &self.shards[usize::from(id.as_bytes()[0]) & (self.shards.len() - 1)]
     }
 }
 
