@@ -164,6 +164,26 @@ impl MemoryDeliveryStore {
         self.len() == 0
     }
 
+    /// Claims `id` in its shard, then purges one other shard in turn, so every shard is
+    /// purged within as many claims as there are shards, whether deliveries land in it or not.
+    fn claim_now(
+        &self,
+        id: DeliveryId,
+        token: ClaimToken,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Claim, StoreError> {
+        let entry = Entry {
+            handled: false,
+            until: lease_until,
+            token: Some(token),
+        };
+        let claim = self.shard(&id).claim(id, entry, now);
+        let next = self.sweep.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+        self.shards[next].lock().purge(now);
+        claim
+    }
+
     /// The shard of `id`: by its first byte, a digest's, so the shards fill evenly (their
     /// count is a power of two no larger than 64, so the mask keeps the index in range).
     fn shard(&self, id: &DeliveryId) -> &Shard {
@@ -180,13 +200,8 @@ impl Shard {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn claim(
-        &self,
-        id: DeliveryId,
-        token: ClaimToken,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-    ) -> Result<Claim, StoreError> {
+    /// Claims `id` as `claim` says (in flight, until its lease ends) unless it is there.
+    fn claim(&self, id: DeliveryId, claim: Entry, now: DateTime<Utc>) -> Result<Claim, StoreError> {
         let mut state = self.lock();
         state.purge(now);
         if let Some(entry) = state.entries.get(&id) {
@@ -201,14 +216,7 @@ impl Shard {
                 "the memory delivery store is full of deliveries being handled",
             ));
         }
-        state.insert(
-            id,
-            Entry {
-                handled: false,
-                until: lease_until,
-                token: Some(token),
-            },
-        );
+        state.insert(id, claim);
         Ok(Claim::Claimed)
     }
 
@@ -301,12 +309,12 @@ impl DeliveryStore for MemoryDeliveryStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreFuture<Result<Claim, StoreError>> {
-        let claim = self.shard(&id).claim(id, token, now, lease_until);
-        // And one other shard in turn, so every shard is purged within as many claims as
-        // there are shards, whether deliveries land in it or not.
-        let next = self.sweep.fetch_add(1, Ordering::Relaxed) % self.shards.len();
-        self.shards[next].lock().purge(now);
-        Box::pin(std::future::ready(claim))
+        Box::pin(std::future::ready(self.claim_now(
+            id,
+            token,
+            now,
+            lease_until,
+        )))
     }
 
     fn complete(
@@ -364,16 +372,6 @@ mod tests {
     }
 
     impl MemoryDeliveryStore {
-        fn claim_now(
-            &self,
-            id: DeliveryId,
-            token: ClaimToken,
-            now: DateTime<Utc>,
-            lease_until: DateTime<Utc>,
-        ) -> Result<Claim, StoreError> {
-            self.shard(&id).claim(id, token, now, lease_until)
-        }
-
         /// Each shard's table's room.
         fn allocated(&self) -> Vec<usize> {
             let tables = self.shards.iter();
