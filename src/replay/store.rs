@@ -56,7 +56,7 @@ impl ClaimToken {
     /// overwhelming probability, across processes.
     ///
     /// (A hasher keyed afresh for each token, with the process id in it, cost 0.23 µs a
-    /// token, about a tenth of what the memory store adds to a delivery: each new key reads
+    /// token, about a seventh of what the memory store adds to a delivery: each new key reads
     /// a thread-local and each process id is a system call.)
     #[allow(clippy::new_without_default)] // a default value would suggest a fixed one
     pub fn new() -> Self {
