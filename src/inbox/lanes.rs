@@ -89,8 +89,9 @@ macro_rules! next_holder {
 }
 
 /// The `SET` of a release of lanes, rows `v` `(lane, holder, handled_at, ..)` (a `VALUES`
-/// list, or on Postgres a JSON parameter's rows) matched on the lane and its holder: `holder` becomes `$holder`, `newest_done` moves to a handled
-/// holder's `order_at`, `due_at` becomes `$due`.
+/// list, or on Postgres a JSON parameter's rows) matched on the lane and its holder:
+/// `holder` becomes `$holder`, `newest_done` moves to a handled holder's `order_at`, `due_at`
+/// becomes `$due`.
 macro_rules! release {
     ($holder:expr, $due:expr) => {
         concat!(
@@ -316,9 +317,9 @@ fn bind_lease<'q>(
 const MAX_LANES_PER_CLAIM: u32 = 1024;
 
 /// Frees lanes their holders settled, as the `SET` of an `UPDATE ringyo_inbox_lanes .. FROM
-/// .. AS v` (see `settle::release_sql`) whose rows are the lane, its holder and the holder's `order_at` if it was
-/// handled (run, not superseded), matched on the lane and its holder (a lane that holder no
-/// longer holds is left as it is). `[SQLite, Postgres]`.
+/// .. AS v` (see `settle::release_sql`) whose rows are the lane, its holder and the holder's
+/// `order_at` if it was handled (run, not superseded), matched on the lane and its holder (a
+/// lane that holder no longer holds is left as it is). `[SQLite, Postgres]`.
 ///
 /// The lane is due when its head is. On SQLite, whose write lock keeps every other writer
 /// out, the head read is the truth. On Postgres the statement reads the deliveries as they

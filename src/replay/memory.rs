@@ -19,7 +19,7 @@ use crate::verify::DeliveryId;
 /// Entries live only as long as they must: a handled delivery until its timestamp leaves the
 /// layer's tolerance window (a replay after that is refused as stale), a claim until its lease
 /// ends. Expired entries are dropped as new ones arrive: each claim purges its own shard and
-/// one other in turn.
+/// the next in turn.
 ///
 /// **Shards.** The entries are split by delivery id into up to 64 shards of at least 1,024
 /// entries each (one below a cap of 2,048), each with its share of the cap, its own table and
@@ -68,7 +68,6 @@ use crate::verify::DeliveryId;
 /// # Ok::<(), ringyo_webhook::SecretError>(())
 /// ```
 pub struct MemoryDeliveryStore {
-    capacity: usize,
     shards: Box<[Shard]>,
     /// The next shard a claim purges besides its own, in turn.
     sweep: AtomicUsize,
@@ -145,7 +144,6 @@ impl MemoryDeliveryStore {
             })
             .collect();
         Self {
-            capacity,
             shards,
             sweep: AtomicUsize::new(0),
         }
@@ -164,8 +162,9 @@ impl MemoryDeliveryStore {
         self.len() == 0
     }
 
-    /// Claims `id` in its shard, then purges one other shard in turn, so every shard is
-    /// purged within as many claims as there are shards, whether deliveries land in it or not.
+    /// Claims `id` in its shard, then purges the next shard in turn unless that is the same
+    /// one, so every shard is purged within as many claims as there are shards, whether
+    /// deliveries land in it or not.
     fn claim_now(
         &self,
         id: DeliveryId,
@@ -178,16 +177,24 @@ impl MemoryDeliveryStore {
             until: lease_until,
             token: Some(token),
         };
-        let claim = self.shard(&id).claim(id, entry, now);
+        let own = self.shard_index(&id);
+        let claim = self.shards[own].claim(id, entry, now);
         let next = self.sweep.fetch_add(1, Ordering::Relaxed) % self.shards.len();
-        self.shards[next].lock().purge(now);
+        if next != own {
+            self.shards[next].lock().purge(now);
+        }
         claim
     }
 
-    /// The shard of `id`: by its first byte, a digest's, so the shards fill evenly (their
-    /// count is a power of two no larger than 64, so the mask keeps the index in range).
+    /// The shard of `id`.
     fn shard(&self, id: &DeliveryId) -> &Shard {
-        &self.shards[usize::from(id.as_bytes()[0]) & (self.shards.len() - 1)]
+        &self.shards[self.shard_index(id)]
+    }
+
+    /// Where the shard of `id` is: by its first byte, a digest's, so the shards fill evenly
+    /// (their count is a power of two no larger than 64, so the mask keeps it in range).
+    fn shard_index(&self, id: &DeliveryId) -> usize {
+        usize::from(id.as_bytes()[0]) & (self.shards.len() - 1)
     }
 }
 
@@ -342,7 +349,14 @@ impl Default for MemoryDeliveryStore {
 impl fmt::Debug for MemoryDeliveryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryDeliveryStore")
-            .field("capacity", &self.capacity)
+            .field(
+                "capacity",
+                &self
+                    .shards
+                    .iter()
+                    .map(|shard| shard.capacity)
+                    .sum::<usize>(),
+            )
             .field("len", &self.len())
             .finish()
     }

@@ -353,7 +353,7 @@ async fn store_entries_expire_with_the_window_on_an_injected_clock() {
     );
 
     // Past the window the replay is refused as stale, so the store need not remember it: the
-    // next deliveries purge the expired entry (each claim purges its shard and one other in
+    // next deliveries purge the expired entry (each claim purges its shard and the next in
     // turn, and a store has at most 64 shards).
     clock.advance(Duration::from_secs(2 * 60));
     let (status, json, _) = send(addr, &body).await;
