@@ -190,8 +190,10 @@ run() { # mode size -> "req/s p50_us p99_us" (the server: $RUN_BIN, default $BIN
 }
 
 run_pool() { # mode -> "req/s p50_us p99_us handled/requests server_cpu_us_per_request"
+  local bin=$BIN
+  if [ "${1%@base}" != "$1" ]; then bin=$LOAD_BASE_BIN; set -- "${1%@base}"; fi
   if [ "$1" = layer-redis ]; then redis-cli -p "$REDIS_PORT" flushall >/dev/null; fi
-  LOAD_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" "${PIN_SERVER[@]}" "$BIN" serve "$1" "127.0.0.1:$PORT" & SERVER=$!
+  LOAD_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" "${PIN_SERVER[@]}" "$bin" serve "$1" "127.0.0.1:$PORT" & SERVER=$!
   trap 'kill "$SERVER" 2>/dev/null || true' EXIT
   wait_ready
   local warm out
@@ -321,20 +323,31 @@ done
 echo "redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') on 127.0.0.1:$REDIS_PORT, pinned: ${PIN_LOAD[*]:-no}"
 make_pools
 echo
+# With LOAD_BASE_BIN (benches/ab.sh), the stores also run with the base build, `@base`; in
+# even rounds the modes run in the reverse order.
+STORE_MODES=(layer layer-memory layer-redis)
+if [ -n "${LOAD_BASE_BIN:-}" ]; then
+  [ -x "$LOAD_BASE_BIN" ] || { echo "LOAD_BASE_BIN: no executable at $LOAD_BASE_BIN" >&2; exit 1; }
+  STORE_MODES+=(layer-memory@base layer-redis@base)
+fi
 echo "| body | server | req/s | p50 | p99 | handler ran | req/s vs layer | req/s vs layer-memory | server CPU per request | CPU vs layer |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
 declare -A results=()
 for round in $(seq 1 "$ROUNDS"); do
-  for mode in layer layer-memory layer-redis; do
+  modes=("${STORE_MODES[@]}")
+  if [ $((round % 2)) = 0 ]; then
+    for ((i = ${#STORE_MODES[@]} - 1, j = 0; i >= 0; i--, j++)); do modes[j]=${STORE_MODES[i]}; done
+  fi
+  for mode in "${modes[@]}"; do
     results[$mode]+="$(run_pool "$mode")"$'\n'
   done
 done
 declare -A rps=() p50=() p99=() ran=() cpu=()
-for mode in layer layer-memory layer-redis; do
+for mode in "${STORE_MODES[@]}"; do
   line=$(printf '%s' "${results[$mode]}" | median)
   read -r rps[$mode] p50[$mode] p99[$mode] ran[$mode] cpu[$mode] <<<"$line"
 done
-for mode in layer layer-memory layer-redis; do
+for mode in "${STORE_MODES[@]}"; do
   printf '| 2048 | %s | %.0f | %.0f µs | %.0f µs | %.4f | %.3f | %.3f | %.1f µs | %.3f |\n' "$mode" \
     "${rps[$mode]}" "${p50[$mode]}" "${p99[$mode]}" "${ran[$mode]}" \
     "$(awk "BEGIN { print ${rps[$mode]} / ${rps[layer]} }")" \
@@ -343,6 +356,16 @@ for mode in layer layer-memory layer-redis; do
 done
 printf 'CPU per delivery, redis - memory: %.1f µs\n' \
   "$(awk "BEGIN { print (1 / ${rps[layer-redis]} - 1 / ${rps[layer-memory]}) * 1e6 }")"
+if [ -n "${LOAD_BASE_BIN:-}" ]; then
+  # Round by round: each store's req/s over its base twin's, and Redis over memory in each build.
+  for round in $(seq 1 "$ROUNDS"); do
+    at() { printf '%s' "${results[$1]}" | sed -n "${round}p" | cut -d' ' -f1; }
+    awk -v r="$round" -v m="$(at layer-memory)" -v mb="$(at layer-memory@base)" \
+      -v d="$(at layer-redis)" -v db="$(at layer-redis@base)" 'BEGIN {
+        printf "round %d: memory over base %.3f, redis over base %.3f; redis / memory %.3f, base %.3f\n",
+          r, m / mb, d / db, d / m, db / mb }'
+  done
+fi
 echo
 echo "one delivery at a time, in-process (load_server roundtrip, 5 rounds of 2000, median):"
 "${PIN_SERVER[@]}" "$BIN" roundtrip "redis://127.0.0.1:$REDIS_PORT" 2000 5

@@ -1,9 +1,17 @@
 //! [`RedisDeliveryStore`]: one delivery store for every replica, in Redis (feature `redis`).
 
-use std::{fmt, future::Future, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    future::Future,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
-use redis::{aio::ConnectionManager, aio::ConnectionManagerConfig, Script};
+use redis::{aio::ConnectionManager, aio::ConnectionManagerConfig, RedisError, Script};
 
 use super::store::{Claim, ClaimToken, DeliveryStore, StoreError, StoreFuture};
 use crate::{
@@ -13,6 +21,8 @@ use crate::{
 
 /// Claims a free key for a token until the lease ends; says what holds it otherwise.
 /// KEYS[1]: the delivery; ARGV[1]: the claim's value; ARGV[2]: the lease's end, Unix ms.
+///
+/// For Redis 6.2 only, which refuses `SET .. NX .. GET` (see [`claim_natively`]).
 const CLAIM: &str = r"
 local value = redis.call('GET', KEYS[1])
 if not value then
@@ -23,6 +33,9 @@ elseif value == 'handled' then
 end
 return 3
 ";
+
+/// The value of a handled delivery's key.
+const HANDLED: &str = "handled";
 
 /// Marks a delivery handled until ARGV[2] (Unix ms), if the claim ARGV[1] still holds it or
 /// nothing does: a request whose lease ran out never overwrites the claim that replaced it.
@@ -49,9 +62,13 @@ return 0
 /// one process: handled (200, duplicate), in flight (409), or free to run.
 ///
 /// - **Atomic, owned claims.** Each delivery is one key (`{prefix}{delivery id}`). A claim
-///   stores the claiming request's [`ClaimToken`] with the lease as the key's expiry; `complete`
-///   and `release` are small Lua scripts that act only while the key still holds that token,
-///   so a replica whose lease ran out cannot settle or release another's claim.
+///   stores the claiming request's [`ClaimToken`] with the lease as the key's expiry, in one
+///   command (`SET .. NX PXAT .. GET`: set if free, and say what held it); `complete` and
+///   `release` are small Lua scripts that act only while the key still holds that token, so a
+///   replica whose lease ran out cannot settle or release another's claim.
+/// - **Redis 6.2 or later** (for `PXAT`). Redis 6.2 refuses `NX` with `GET`, which came in
+///   7.0: there the first claim's refusal switches the store to a Lua script that claims the
+///   same way, for the rest of its life.
 /// - **Bounded memory.** A handled delivery's key expires when a copy of it could no longer
 ///   pass the freshness check (one hour after its timestamp, by default), so Redis holds about
 ///   one key per delivery of the last hour, whatever the history.
@@ -95,9 +112,12 @@ struct Inner {
     prefix: String,
     timeout: Duration,
     scripts: Scripts,
+    /// Set once Redis refused a claim in one command (Redis 6.2): claims then run
+    /// [`CLAIM`]. Shared by the store's clones, which share a connection.
+    scripted_claims: Arc<AtomicBool>,
 }
 
-/// The three Lua scripts, sent by hash once Redis has them.
+/// The Lua scripts, sent by hash once Redis has them.
 #[derive(Clone)]
 struct Scripts {
     claim: Script,
@@ -154,8 +174,19 @@ impl RedisDeliveryStore {
                     complete: Script::new(COMPLETE),
                     release: Script::new(RELEASE),
                 },
+                scripted_claims: Arc::default(),
             }),
         }
+    }
+
+    /// Claims with the Lua script that Redis 6.2 needs, as if Redis had refused the one
+    /// command: for the crate's own tests of that path against a newer Redis.
+    #[cfg(feature = "test-util")]
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_scripted_claims(self) -> Self {
+        self.inner.scripted_claims.store(true, Ordering::Relaxed);
+        self
     }
 
     /// Sets the key prefix, so several receivers can share one Redis. Default:
@@ -190,35 +221,178 @@ impl RedisDeliveryStore {
         args: Vec<String>,
     ) -> StoreFuture<Result<i64, StoreError>> {
         let inner = Arc::clone(&self.inner);
-        let key = format!("{}{id}", inner.prefix);
-        Box::pin(async move {
-            let round_trip = Stopwatch::start();
-            let answer = bounded(inner.timeout, async {
-                let mut connection = inner.connection.clone();
-                which(&inner.scripts)
-                    .key(key)
-                    .arg(args)
-                    .invoke_async(&mut connection)
-                    .await
-            })
-            .await;
-            record::store_round_trip(round_trip, "redis", op, answer.is_ok());
-            answer
+        let key = inner.key(id);
+        Box::pin(async move { Ok(inner.script(op, which, key, args).await?) })
+    }
+}
+
+impl Inner {
+    fn key(&self, id: DeliveryId) -> String {
+        format!("{}{id}", self.prefix)
+    }
+
+    /// `call` on a connection, within the time-out, its round trip recorded as `op`.
+    async fn call<T, F>(
+        &self,
+        op: &'static str,
+        call: impl FnOnce(ConnectionManager) -> F,
+    ) -> Result<T, Failed>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        let round_trip = Stopwatch::start();
+        let answer = bounded(self.timeout, call(self.connection.clone())).await;
+        record::store_round_trip(round_trip, "redis", op, answer.is_ok());
+        answer
+    }
+
+    /// The script `which` picks on `key` with `args`, as [`call`](Self::call) runs it.
+    async fn script(
+        &self,
+        op: &'static str,
+        which: fn(&Scripts) -> &Script,
+        key: String,
+        args: Vec<String>,
+    ) -> Result<i64, Failed> {
+        self.call(op, |mut connection| async move {
+            which(&self.scripts)
+                .key(key)
+                .arg(args)
+                .invoke_async(&mut connection)
+                .await
+        })
+        .await
+    }
+
+    /// A claim of `key` for `value` at `now` until `lease_until`, as [`claim_once`](Self::claim_once)
+    /// makes it. One Redis has not answered in time is released after it: it may still land,
+    /// and would then hold the delivery for its whole lease, every copy answered 409
+    /// meanwhile. The release goes on the same connection, whose commands Redis runs in
+    /// order, and waits as long as the lease (a claim that lands later has expired).
+    async fn claim(
+        self: Arc<Self>,
+        key: String,
+        value: String,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Claim, StoreError> {
+        let claimed = self.claim_once(&key, &value, unix_ms(lease_until)).await;
+        if let Err(Failed::TimedOut(_)) = claimed {
+            let lease = (lease_until - now).to_std().unwrap_or_default();
+            tokio::spawn(async move {
+                let mut connection = self.connection.clone();
+                // The script whole (`EVAL`): sent by hash, a Redis that has not loaded it
+                // would refuse it, and its loading would wait for an answer that may be late.
+                let mut release = redis::cmd("EVAL");
+                release.arg(RELEASE).arg(1).arg(key).arg(value);
+                // Best effort: a release that fails leaves the lease to run out, as before.
+                let _ =
+                    tokio::time::timeout(lease, release.query_async::<i64>(&mut connection)).await;
+            });
+        }
+        Ok(claimed?)
+    }
+
+    /// A claim of `key` for `value` until `until`: in one command, or with [`CLAIM`] on a
+    /// Redis that refuses it (from then on).
+    async fn claim_once(&self, key: &str, value: &str, until: String) -> Result<Claim, Failed> {
+        if !self.scripted_claims.load(Ordering::Relaxed) {
+            let claimed = self
+                .call("claim", |connection| {
+                    claim_natively(connection, key, value, &until)
+                })
+                .await?;
+            if let Some(claim) = claimed {
+                return Ok(claim);
+            }
+            self.scripted_claims.store(true, Ordering::Relaxed);
+            tracing::info!(
+                "Redis refused SET with both NX and GET (Redis 6.2): claiming with a Lua \
+                 script from now on"
+            );
+        }
+        let claimed = self
+            .script(
+                "claim",
+                |s| &s.claim,
+                key.to_owned(),
+                vec![value.to_owned(), until],
+            )
+            .await?;
+        Ok(match claimed {
+            1 => Claim::Claimed,
+            2 => Claim::Handled,
+            _ => Claim::InFlight,
         })
     }
 }
 
-/// `future`, failing with a [`StoreError`] if it takes longer than `timeout`.
+/// `SET key value NX PXAT until GET`: sets the key if it is free, and answers what held it
+/// otherwise, in one command where [`CLAIM`] runs a script (about 1.8 µs of Redis's time
+/// against 4.9, `INFO commandstats` under `redis-benchmark`). `None` if Redis refuses `NX`
+/// with `GET` (before 7.0), which sets nothing.
+async fn claim_natively(
+    mut connection: ConnectionManager,
+    key: &str,
+    value: &str,
+    until: &str,
+) -> redis::RedisResult<Option<Claim>> {
+    let held: redis::RedisResult<Option<String>> = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .arg("NX")
+        .arg("PXAT")
+        .arg(until)
+        .arg("GET")
+        .query_async(&mut connection)
+        .await;
+    match held {
+        Ok(None) => Ok(Some(Claim::Claimed)),
+        Ok(Some(held)) if held == HANDLED => Ok(Some(Claim::Handled)),
+        Ok(Some(_)) => Ok(Some(Claim::InFlight)),
+        Err(err) if is_syntax_error(&err) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Whether Redis answered `ERR syntax error`: what Redis 6.2 says to `SET` with `NX` and
+/// `GET`.
+fn is_syntax_error(err: &RedisError) -> bool {
+    err.code() == Some("ERR")
+        && err
+            .detail()
+            .is_some_and(|detail| detail.contains("syntax error"))
+}
+
+/// How a call to Redis failed.
+#[derive(Debug)]
+enum Failed {
+    /// Redis, or the connection to it, answered an error.
+    Redis(RedisError),
+    /// No answer within the time-out: the command may still run.
+    TimedOut(Duration),
+}
+
+impl From<Failed> for StoreError {
+    fn from(failed: Failed) -> Self {
+        match failed {
+            Failed::Redis(err) => Self::new(err),
+            Failed::TimedOut(timeout) => Self::new(format!(
+                "Redis did not answer within {} ms",
+                timeout.as_millis()
+            )),
+        }
+    }
+}
+
+/// `future`, failing if it takes longer than `timeout`.
 async fn bounded<T>(
     timeout: Duration,
     future: impl Future<Output = redis::RedisResult<T>>,
-) -> Result<T, StoreError> {
+) -> Result<T, Failed> {
     match tokio::time::timeout(timeout, future).await {
-        Ok(result) => result.map_err(StoreError::new),
-        Err(_) => Err(StoreError::new(format!(
-            "Redis did not answer within {} ms",
-            timeout.as_millis()
-        ))),
+        Ok(result) => result.map_err(Failed::Redis),
+        Err(_) => Err(Failed::TimedOut(timeout)),
     }
 }
 
@@ -237,22 +411,12 @@ impl DeliveryStore for RedisDeliveryStore {
         &self,
         id: DeliveryId,
         token: ClaimToken,
-        _now: DateTime<Utc>,
+        now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> StoreFuture<Result<Claim, StoreError>> {
-        let claimed = self.run(
-            "claim",
-            |s| &s.claim,
-            id,
-            vec![claim_value(token), unix_ms(lease_until)],
-        );
-        Box::pin(async move {
-            match claimed.await? {
-                1 => Ok(Claim::Claimed),
-                2 => Ok(Claim::Handled),
-                _ => Ok(Claim::InFlight),
-            }
-        })
+        let key = self.inner.key(id);
+        let claimed = Arc::clone(&self.inner).claim(key, claim_value(token), now, lease_until);
+        Box::pin(claimed)
     }
 
     fn complete(
@@ -289,6 +453,27 @@ impl fmt::Debug for RedisDeliveryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server_error(reply: &[u8]) -> RedisError {
+        redis::parse_redis_value(reply)
+            .unwrap()
+            .extract_error()
+            .unwrap_err()
+    }
+
+    #[test]
+    fn only_redis_6_2s_refusal_of_nx_with_get_switches_claims_to_the_script() {
+        // What Redis 6.2 answers `SET k v NX PXAT 1 GET`, byte for byte.
+        assert!(is_syntax_error(&server_error(b"-ERR syntax error\r\n")));
+        for other in [
+            &b"-ERR invalid expire time in 'set' command\r\n"[..],
+            b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+            b"-NOPERM this user has no permissions to run the 'set' command\r\n",
+            b"-LOADING Redis is loading the dataset in memory\r\n",
+        ] {
+            assert!(!is_syntax_error(&server_error(other)), "{other:?}");
+        }
+    }
 
     #[test]
     fn opening_outside_a_runtime_is_an_error_not_a_panic() {

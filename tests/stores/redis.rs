@@ -61,6 +61,13 @@ mod with_redis {
         support::stores::behaves_as_a_delivery_store(&store(&url)).await;
     }
 
+    /// Redis 6.2 refuses `SET` with `NX` and `GET`, and the store claims with a script there.
+    #[tokio::test]
+    async fn redis_store_claiming_as_on_redis_6_2_passes_the_store_suite() {
+        let Some(url) = redis_url() else { return };
+        support::stores::behaves_as_a_delivery_store(&store(&url).with_scripted_claims()).await;
+    }
+
     /// A handler that counts its runs and takes `delay[run]` (the last entry for later runs),
     /// answering 500 on the runs marked to fail.
     #[derive(Clone)]
@@ -145,14 +152,40 @@ mod with_redis {
     async fn twenty_copies_over_two_replicas_run_the_handler_once() {
         let Some(url) = redis_url() else { return };
         let prefix = format!("ringyo-test:{}:", ClaimToken::new());
+        twenty_copies_run_the_handler_once(
+            store(&url).prefix(&prefix),
+            store(&url).prefix(&prefix),
+        )
+        .await;
+    }
+
+    /// Replicas of a fleet upgraded from Redis 6.2, one still claiming with the script: each
+    /// sees the other's claims.
+    #[tokio::test]
+    async fn twenty_copies_over_replicas_claiming_in_either_way_run_the_handler_once() {
+        let Some(url) = redis_url() else { return };
+        let prefix = format!("ringyo-test:{}:", ClaimToken::new());
+        twenty_copies_run_the_handler_once(
+            store(&url).prefix(&prefix),
+            store(&url).prefix(&prefix).with_scripted_claims(),
+        )
+        .await;
+    }
+
+    /// Twenty copies of one delivery at once over two replicas, on `first` and `second`:
+    /// one runs the handler, the others are 409, and retries are duplicates.
+    async fn twenty_copies_run_the_handler_once(
+        first: RedisDeliveryStore,
+        second: RedisDeliveryStore,
+    ) {
         let handler = Handler {
             runs: Arc::new(AtomicUsize::new(0)),
             delays: Arc::new([(300, 200)]),
         };
         let lease = Duration::from_secs(15);
         let replicas = [
-            replica(store(&url).prefix(&prefix), handler.clone(), lease).await,
-            replica(store(&url).prefix(&prefix), handler.clone(), lease).await,
+            replica(first, handler.clone(), lease).await,
+            replica(second, handler.clone(), lease).await,
         ];
         let (body, signature) = TestDelivery::new("call.completed")
             .secret(SECRET)
@@ -289,6 +322,59 @@ mod with_redis {
         }
     }
 
+    /// How many scripts Redis has run (`EVALSHA` and `EVAL`), from `INFO commandstats`.
+    async fn scripts_run(url: &str) -> u64 {
+        let mut connection = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        stats
+            .lines()
+            .filter(|line| {
+                line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:")
+            })
+            .map(|line| {
+                let calls = line.split_once("calls=").unwrap().1;
+                calls.split(',').next().unwrap().parse::<u64>().unwrap()
+            })
+            .sum()
+    }
+
+    /// On Redis 7 a claim is one `SET`: a handled delivery runs one script, the completion's.
+    #[tokio::test]
+    async fn on_redis_7_a_claim_runs_no_script() {
+        if redis_url().is_none() {
+            return;
+        }
+        let redis = OwnRedis::start();
+        let handler = Handler {
+            runs: Arc::new(AtomicUsize::new(0)),
+            delays: Arc::new([(0, 200)]),
+        };
+        let addr = replica(
+            RedisDeliveryStore::open(&redis.url()).unwrap(),
+            handler.clone(),
+            Duration::from_secs(15),
+        )
+        .await;
+        let (body, signature) = TestDelivery::new("call.completed")
+            .secret(SECRET)
+            .body_and_signature();
+        let signature = signature.unwrap();
+        assert_eq!(send(addr, &body, &signature).await, (200, false));
+        assert_eq!(send(addr, &body, &signature).await, (200, true));
+        assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
+        // Two claims and one completion (its script sent whole the first time: `EVALSHA`,
+        // refused, then `EVAL`).
+        assert_eq!(scripts_run(&redis.url()).await, 2);
+    }
+
     #[tokio::test]
     async fn redis_killed_mid_run_is_503_forgets_nothing_and_serves_within_a_second_of_return() {
         if redis_url().is_none() {
@@ -377,6 +463,9 @@ mod with_redis {
         );
         assert_eq!(handler.runs.load(Ordering::SeqCst), 0);
         tokio::time::sleep(Duration::from_millis(1500)).await;
+        // The timed-out claim ran once Redis woke (a `SET` waits in the connection), and the
+        // store's release after it: the delivery is free, not held 15 s by a claim no
+        // request has.
         let answer = until_served(addr, &body, &signature).await;
         assert_eq!(answer, (200, false));
         assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
