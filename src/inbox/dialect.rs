@@ -344,25 +344,16 @@ impl Dialect {
         self == Self::Sqlite
     }
 
-    /// The setting of the connections that claim and record handlers' outcomes: their commits
-    /// return without waiting for the disk.
+    /// The setting of the connections that claim: their commits return without waiting for
+    /// the disk.
     ///
     /// A claim lost in a crash (of the machine, or of Postgres) leaves its deliveries pending,
     /// as if never claimed, and they run then: a handler that ran meanwhile runs again, as at
     /// least once allows, and a transactional one finds its lease gone and commits nothing.
-    /// An outcome lost so leaves its delivery claimed, as a process that died mid-handler
-    /// does: once the lease runs out it runs again (a transactional handler's effects commit
-    /// with its outcome in a transaction of their own, which waits for the disk). Nothing
-    /// durable can depend on either unseen: both engines write their log in order, so any
-    /// later commit that reached the disk (a stored delivery) took those before it along.
-    ///
-    /// What it saves is a flush for each claim and each group of outcomes, two thirds of the
-    /// inbox's commits, and on Postgres the time its lanes stay locked. On SQLite, whose one
-    /// writer holds the file's lock through a commit's flush, ingest no longer waits behind
-    /// the worker's flushes: `benches/ab.sh` read 1.08 to 1.15 times the acknowledged rate in
-    /// four rounds of five, and on Postgres the worker kept up under saturation where it had
-    /// fallen 9,000 to 16,000 deliveries behind (benches/README.md, "Outcomes without a
-    /// flush").
+    /// Nothing durable can depend on a claim unseen: both engines write their log in order,
+    /// so any later commit that reached the disk (an outcome, a stored delivery) took the
+    /// claims before it along. What it saves is a flush per claim, a third of the inbox's
+    /// commits, and on Postgres the time its lanes stay locked.
     pub(super) fn lazy_commit(self) -> &'static str {
         match self {
             Self::Sqlite => "PRAGMA synchronous = NORMAL",

@@ -34,10 +34,8 @@ use crate::{replay::ClaimToken, secrets::Tenant};
 ///
 /// - `sqlite://PATH` (feature `sqlite`): one file, no server, one machine. The file is created
 ///   if missing, in WAL mode with `synchronous=FULL`, so a commit survives a power cut.
-///   (Claims and handlers' outcomes commit without waiting for the disk, on both engines: one
-///   lost in a power cut leaves its deliveries as they were, and they run again then, as at
-///   least once allows. A stored delivery's commit, and a transactional handler's, always
-///   wait for it.)
+///   (Claims alone commit without waiting for the disk, on both engines: a claim lost in a
+///   power cut leaves its deliveries pending, and they run then.)
 /// - `postgres://...` (feature `postgres`): one database for every replica. Claims use
 ///   `FOR UPDATE SKIP LOCKED`, and a commit `NOTIFY`s workers in other processes. For TLS
 ///   (`?sslmode=require`, as managed databases ask), add the feature `postgres-tls`.
@@ -72,8 +70,8 @@ pub struct SqlInbox {
 
 struct Shared {
     pool: AnyPool,
-    /// Connections that claim and record handlers' outcomes, whose commits do not wait for
-    /// the disk (see [`Dialect::lazy_commit`]); the pool itself for a pool given with
+    /// Connections that claim, whose commits do not wait for the disk (see
+    /// [`Dialect::lazy_commit`]); the pool itself for a pool given with
     /// [`SqlInbox::with_pool`].
     claims: AnyPool,
     dialect: Dialect,
@@ -100,11 +98,6 @@ struct Shared {
 /// How long a statement may wait for a pooled connection before it fails (and the delivery is
 /// answered 503): a database that is down must not hold requests for sqlx's default 30 s.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The connections whose commits do not wait for the disk: each worker's claim loop and its
-/// group commit of outcomes hold one at a time, so this serves two workers on one inbox
-/// without either waiting for a connection.
-const LAZY_CONNECTIONS: u32 = 4;
 
 /// Whether a Postgres URL's `sslmode` (sqlx also reads `ssl-mode`) needs TLS: `require`,
 /// `verify-ca` or `verify-full`. `prefer`, the default, falls back to plain text.
@@ -157,13 +150,7 @@ impl SqlInbox {
             dialect.max_connections(),
             None,
         );
-        let claims = connect(
-            dialect,
-            options,
-            &health,
-            LAZY_CONNECTIONS,
-            Some(dialect.lazy_commit()),
-        );
+        let claims = connect(dialect, options, &health, 2, Some(dialect.lazy_commit()));
         Ok(Self::from_parts(pool, claims, dialect, health))
     }
 
@@ -365,9 +352,9 @@ impl SqlInbox {
         settlements: &[Settlement],
         hand_over: Option<&HandOver>,
     ) -> Result<Vec<(bool, Option<ClaimedDelivery>)>, InboxError> {
-        self.ready().await?;
+        let pool = self.ready().await?;
         let dialect = self.shared.dialect;
-        let mut tx = self.begin_write(&self.shared.claims).await?;
+        let mut tx = self.begin_write(pool).await?;
         let settle::Recorded {
             held,
             finished,

@@ -265,10 +265,11 @@ impl Inner {
     }
 
     /// A claim of `key` for `value` at `now` until `lease_until`, as [`claim_once`](Self::claim_once)
-    /// makes it. One Redis has not answered in time is released after it: it may still land,
-    /// and would then hold the delivery for its whole lease, every copy answered 409
-    /// meanwhile. The release goes on the same connection, whose commands Redis runs in
-    /// order, and waits as long as the lease (a claim that lands later has expired).
+    /// makes it. A claim Redis did not answer in time (this store's time-out, or the
+    /// connection's own) may still run once Redis gets to it, and would then hold the
+    /// delivery for its whole lease, every copy answered 409 meanwhile: so it is released
+    /// after it, on the same connection, whose commands Redis runs in order. The release is
+    /// sent at once; its answer is awaited for at most the lease.
     async fn claim(
         self: Arc<Self>,
         key: String,
@@ -277,7 +278,7 @@ impl Inner {
         lease_until: DateTime<Utc>,
     ) -> Result<Claim, StoreError> {
         let claimed = self.claim_once(&key, &value, unix_ms(lease_until)).await;
-        if let Err(Failed::TimedOut(_)) = claimed {
+        if claimed.as_ref().is_err_and(Failed::may_still_run) {
             let lease = (lease_until - now).to_std().unwrap_or_default();
             tokio::spawn(async move {
                 let mut connection = self.connection.clone();
@@ -285,9 +286,16 @@ impl Inner {
                 // would refuse it, and its loading would wait for an answer that may be late.
                 let mut release = redis::cmd("EVAL");
                 release.arg(RELEASE).arg(1).arg(key).arg(value);
-                // Best effort: a release that fails leaves the lease to run out, as before.
-                let _ =
+                let round_trip = Stopwatch::start();
+                let released =
                     tokio::time::timeout(lease, release.query_async::<i64>(&mut connection)).await;
+                // Best effort: a release that fails leaves the lease to run out, as before.
+                record::store_round_trip(
+                    round_trip,
+                    "redis",
+                    "release",
+                    matches!(released, Ok(Ok(_))),
+                );
             });
         }
         Ok(claimed?)
@@ -371,6 +379,17 @@ enum Failed {
     Redis(RedisError),
     /// No answer within the time-out: the command may still run.
     TimedOut(Duration),
+}
+
+impl Failed {
+    /// Whether the command may still run: no answer came in time, by this store's time-out or
+    /// by the connection's own (redis-rs's response time-out, an I/O error).
+    fn may_still_run(&self) -> bool {
+        match self {
+            Self::TimedOut(_) => true,
+            Self::Redis(err) => err.is_timeout(),
+        }
+    }
 }
 
 impl From<Failed> for StoreError {

@@ -279,6 +279,25 @@ mod with_redis {
             format!("redis://127.0.0.1:{}", self.port)
         }
 
+        /// The server's major version, from `INFO server`.
+        async fn major_version(&self) -> u32 {
+            let mut connection = redis::Client::open(self.url())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            let version = info
+                .lines()
+                .find_map(|line| line.strip_prefix("redis_version:"))
+                .unwrap();
+            version.split('.').next().unwrap().parse().unwrap()
+        }
+
         /// Starts the server and waits (boundedly) until it accepts connections.
         fn restart(&mut self) {
             let child = std::process::Command::new("redis-server")
@@ -353,6 +372,11 @@ mod with_redis {
             return;
         }
         let redis = OwnRedis::start();
+        if redis.major_version().await < 7 {
+            // Redis 6.2 refuses `SET` with `NX` and `GET`: its claims run the script.
+            eprintln!("skipped: redis-server is older than 7.0");
+            return;
+        }
         let handler = Handler {
             runs: Arc::new(AtomicUsize::new(0)),
             delays: Arc::new([(0, 200)]),
@@ -370,8 +394,8 @@ mod with_redis {
         assert_eq!(send(addr, &body, &signature).await, (200, false));
         assert_eq!(send(addr, &body, &signature).await, (200, true));
         assert_eq!(handler.runs.load(Ordering::SeqCst), 1);
-        // Two claims and one completion (its script sent whole the first time: `EVALSHA`,
-        // refused, then `EVAL`).
+        // Two claims and one completion, whose script runs by hash: refused the first time
+        // (Redis has not loaded it yet), then again once redis-rs has loaded it.
         assert_eq!(scripts_run(&redis.url()).await, 2);
     }
 
@@ -421,6 +445,19 @@ mod with_redis {
 
     #[tokio::test]
     async fn a_slow_redis_is_503_within_the_time_out_and_serves_when_it_answers_again() {
+        slow_redis_is_503_then_serves(Duration::from_millis(300)).await;
+    }
+
+    /// The connection gives up first (its own response time-out, 1 s, under a store time-out
+    /// of 2 s): the claim Redis runs late is released all the same.
+    #[tokio::test]
+    async fn a_claim_the_connection_gave_up_on_is_released_once_redis_runs_it() {
+        slow_redis_is_503_then_serves(Duration::from_secs(2)).await;
+    }
+
+    /// Redis stalls every client for 1.5 s, past the store's `timeout`: a delivery is 503
+    /// within it, and served once Redis answers again.
+    async fn slow_redis_is_503_then_serves(timeout: Duration) {
         if redis_url().is_none() {
             return;
         }
@@ -431,7 +468,7 @@ mod with_redis {
         };
         let store = RedisDeliveryStore::open(&redis.url())
             .unwrap()
-            .timeout(Duration::from_millis(300));
+            .timeout(timeout);
         let addr = replica(store, handler.clone(), Duration::from_secs(15)).await;
         let (body, signature) = TestDelivery::new("call.completed")
             .secret(SECRET)
@@ -457,12 +494,12 @@ mod with_redis {
         let started = std::time::Instant::now();
         assert_eq!(send(addr, &body, &signature).await, (503, false));
         assert!(
-            started.elapsed() < Duration::from_millis(1000),
-            "the claim waited {:?}, past its 300 ms time-out",
+            started.elapsed() < timeout + Duration::from_millis(700),
+            "the claim waited {:?}, past its {timeout:?} time-out",
             started.elapsed()
         );
         assert_eq!(handler.runs.load(Ordering::SeqCst), 0);
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::time::sleep(Duration::from_millis(1800).saturating_sub(started.elapsed())).await;
         // The timed-out claim ran once Redis woke (a `SET` waits in the connection), and the
         // store's release after it: the delivery is free, not held 15 s by a claim no
         // request has.
