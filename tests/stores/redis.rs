@@ -281,16 +281,7 @@ mod with_redis {
 
         /// The server's major version, from `INFO server`.
         async fn major_version(&self) -> u32 {
-            let mut connection = redis::Client::open(self.url())
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-                .unwrap();
-            let info: String = redis::cmd("INFO")
-                .arg("server")
-                .query_async(&mut connection)
-                .await
-                .unwrap();
+            let info = info(&self.url(), "server").await;
             let version = info
                 .lines()
                 .find_map(|line| line.strip_prefix("redis_version:"))
@@ -341,19 +332,24 @@ mod with_redis {
         }
     }
 
-    /// How many scripts Redis has run (`EVALSHA` and `EVAL`), from `INFO commandstats`.
-    async fn scripts_run(url: &str) -> u64 {
+    /// A section of the Redis at `url`'s `INFO`.
+    async fn info(url: &str, section: &str) -> String {
         let mut connection = redis::Client::open(url)
             .unwrap()
             .get_multiplexed_async_connection()
             .await
             .unwrap();
-        let stats: String = redis::cmd("INFO")
-            .arg("commandstats")
+        redis::cmd("INFO")
+            .arg(section)
             .query_async(&mut connection)
             .await
-            .unwrap();
-        stats
+            .unwrap()
+    }
+
+    /// How many scripts Redis has run (`EVALSHA` and `EVAL`), from `INFO commandstats`.
+    async fn scripts_run(url: &str) -> u64 {
+        info(url, "commandstats")
+            .await
             .lines()
             .filter(|line| {
                 line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:")
