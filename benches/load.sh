@@ -227,6 +227,15 @@ run_pool() { # mode -> "req/s p50_us p99_us handled/requests server_cpu_us_per_r
 
 median() { sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}'; }
 
+# The modes of round $1 in the order they run: as given in odd rounds, reversed in even ones,
+# so that no mode always follows the same one (README.md, "A change against its base": what
+# one run can resolve).
+in_turn() {
+  local round=$1
+  shift
+  if [ $((round % 2)) = 1 ]; then printf '%s\n' "$@"; else printf '%s\n' "$@" | tac; fi
+}
+
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), pinned: ${PIN_SERVER[*]:-no}"
 echo "each run: ${SECONDS_PER_RUN}s, wrk -t1 -c$(case "$PARTS" in inbox | order) echo 64 ;; *) echo 32 ;; esac), ${ROUNDS} rounds, median round shown"
 echo
@@ -323,8 +332,7 @@ done
 echo "redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p') on 127.0.0.1:$REDIS_PORT, pinned: ${PIN_LOAD[*]:-no}"
 make_pools
 echo
-# With LOAD_BASE_BIN (benches/ab.sh), the stores also run with the base build, `@base`; in
-# even rounds the modes run in the reverse order.
+# With LOAD_BASE_BIN (benches/ab.sh), the stores also run with the base build, `@base`.
 STORE_MODES=(layer layer-memory layer-redis)
 if [ -n "${LOAD_BASE_BIN:-}" ]; then
   [ -x "$LOAD_BASE_BIN" ] || { echo "LOAD_BASE_BIN: no executable at $LOAD_BASE_BIN" >&2; exit 1; }
@@ -334,11 +342,7 @@ echo "| body | server | req/s | p50 | p99 | handler ran | req/s vs layer | req/s
 echo "|---|---|---|---|---|---|---|---|---|---|"
 declare -A results=()
 for round in $(seq 1 "$ROUNDS"); do
-  modes=("${STORE_MODES[@]}")
-  if [ $((round % 2)) = 0 ]; then
-    for ((i = ${#STORE_MODES[@]} - 1, j = 0; i >= 0; i--, j++)); do modes[j]=${STORE_MODES[i]}; done
-  fi
-  for mode in "${modes[@]}"; do
+  for mode in $(in_turn "$round" "${STORE_MODES[@]}"); do
     results[$mode]+="$(run_pool "$mode")"$'\n'
   done
 done
@@ -604,15 +608,6 @@ inbox_pass() { # [pace_ms]
   done
   echo
   ab_table results "${INBOX_MODES[@]}"
-}
-
-# The modes of round $1 in the order they run: as given in odd rounds, reversed in even ones,
-# so that no mode always follows the same one (README.md, "A change against its base": what
-# one run can resolve).
-in_turn() {
-  local round=$1
-  shift
-  if [ $((round % 2)) = 1 ]; then printf '%s\n' "$@"; else printf '%s\n' "$@" | tac; fi
 }
 
 # With LOAD_BASE_BIN: each mode or variant of this build over its `@base` twin, round by round

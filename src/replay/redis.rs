@@ -264,12 +264,12 @@ impl Inner {
         .await
     }
 
-    /// A claim of `key` for `value` at `now` until `lease_until`, as [`claim_once`](Self::claim_once)
-    /// makes it. A claim Redis did not answer in time (this store's time-out, or the
-    /// connection's own) may still run once Redis gets to it, and would then hold the
-    /// delivery for its whole lease, every copy answered 409 meanwhile: so it is released
-    /// after it, on the same connection, whose commands Redis runs in order. The release is
-    /// sent at once; its answer is awaited for at most the lease.
+    /// A claim of `key` for `value` at `now` until `lease_until`, as
+    /// [`claim_once`](Self::claim_once) makes it. A claim Redis did not answer in time (this
+    /// store's time-out, or the connection's own) may still run once Redis gets to it, and
+    /// would then hold the delivery for its whole lease, every copy answered 409 meanwhile: so
+    /// it is released after it, on the same connection, whose commands Redis runs in order.
+    /// The release is sent at once; its answer is awaited for at most the lease.
     async fn claim(
         self: Arc<Self>,
         key: String,
